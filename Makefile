@@ -1,0 +1,53 @@
+# tensorcast: the two commands are `make run` and `make test`.
+# Every target installs what is missing first, so each works on a fresh
+# Debian 12 machine (root, Debian packages and PyPI reachable).
+
+BUILD_DIR  ?= build
+ASAN_DIR   ?= build-asan
+JOBS       ?= 2
+LISTEN     ?= 127.0.0.1:50051
+SERVER_FLAGS ?=
+VENV       := .venv
+PYTHON     := $(VENV)/bin/python
+CMAKE_FLAGS ?=
+
+.PHONY: all setup build run test test-unit test-asan bench format clean
+
+all: build
+
+setup:
+	./scripts/setup.sh
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release \
+	  -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
+
+build: setup $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+run: build
+	$(BUILD_DIR)/bin/tensorcast-server --listen=$(LISTEN) $(SERVER_FLAGS)
+
+# Unit and integration tests (ctest), then the sanitizer pass.
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
+	$(MAKE) test-asan
+
+# AddressSanitizer + UndefinedBehaviorSanitizer over the same suites.
+test-asan: setup
+	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DTENSORCAST_SANITIZE=address,undefined -DTENSORCAST_BUILD_BENCH=OFF \
+	  -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
+	cmake --build $(ASAN_DIR) -j$(JOBS)
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j$(JOBS) --timeout 900 -LE large
+
+bench: build
+	./bench/run.sh $(BUILD_DIR)
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR)

@@ -1,0 +1,374 @@
+// tensorcast-bench-fetch: Fetch throughput (RAW float32, 16 MiB and
+// 256 MiB, several chunk sizes) through the real server binary and the C++
+// client, against a baseline measured in the same run: a plain TCP transfer
+// of the same byte count over loopback (a sender thread writing 1 MiB
+// writes, a receiver reading into a preallocated buffer). Each figure is the
+// median GB/s (1e9 bytes/s) of kRuns runs after one warm-up; the client's
+// sink copies every byte into a preallocated, pre-faulted buffer, as a real
+// consumer would.
+//
+// The server is tensorcast-server from the directory of this executable,
+// started on 127.0.0.1:0 and stopped with SIGTERM at the end.
+//
+// Usage: tensorcast-bench-fetch   (no flags; well under a minute)
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "client/cpp/client.h"
+#include "server/core/size.h"
+
+namespace tensorcast {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kRuns = 5;
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int64_t kTcpWriteBytes = kMiB;
+// Past this, the remaining configurations run once each so the whole bench
+// stays within about a minute on a slow or busy machine.
+constexpr double kSoftBudgetSeconds = 45;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The server process: started with Start, stopped (SIGTERM, then SIGKILL
+// if it does not exit within 15 s) when this object dies.
+class ServerProcess {
+ public:
+  ServerProcess() = default;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() { Stop(); }
+
+  absl::Status Start(const std::string& binary, const std::string& dir) {
+    if (access(binary.c_str(), X_OK) != 0) {
+      return absl::NotFoundError(absl::StrCat(
+          binary, " is not executable; build the tensorcast-server target"));
+    }
+    const std::string port_file = dir + "/port";
+    std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
+                                     "--port-file=" + port_file,
+                                     "--log-level=warn"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ < 0) return absl::InternalError("fork failed");
+    if (pid_ == 0) {
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    const Clock::time_point t0 = Clock::now();
+    while (SecondsSince(t0) < 20) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return absl::InternalError("tensorcast-server exited during start-up");
+      }
+      std::ifstream in(port_file);
+      if (in >> port_ && port_ > 0) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return absl::DeadlineExceededError("tensorcast-server wrote no port");
+  }
+
+  int port() const { return port_; }
+
+  // Returns the exit status (-1 if it had to be killed or was not running).
+  int Stop() {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    const Clock::time_point t0 = Clock::now();
+    int status = 0;
+    while (SecondsSince(t0) < 15) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// A buffer whose pages are all mapped before timing starts.
+std::unique_ptr<char[]> PrefaultedBuffer(int64_t bytes) {
+  std::unique_ptr<char[]> buf(new char[static_cast<size_t>(bytes)]);
+  std::memset(buf.get(), 1, static_cast<size_t>(bytes));
+  return buf;
+}
+
+// One Fetch of `ref` as RAW into `dst`; returns the seconds it took.
+absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
+                                 int64_t bytes, int64_t chunk_bytes,
+                                 char* dst) {
+  FetchOptions options;
+  options.format = v1::FORMAT_RAW;
+  options.chunk_bytes = chunk_bytes;
+  int64_t received = 0;
+  const Clock::time_point t0 = Clock::now();
+  absl::StatusOr<v1::FetchHeader> header =
+      client.Fetch(ref, options, [&](absl::string_view data) -> absl::Status {
+        if (received + static_cast<int64_t>(data.size()) > bytes) {
+          return absl::DataLossError("more bytes than the tensor holds");
+        }
+        std::memcpy(dst + received, data.data(), data.size());
+        received += static_cast<int64_t>(data.size());
+        return absl::OkStatus();
+      });
+  const double seconds = SecondsSince(t0);
+  if (!header.ok()) return header.status();
+  if (received != bytes) {
+    return absl::DataLossError(
+        absl::StrCat("received ", received, " of ", bytes, " bytes"));
+  }
+  return seconds;
+}
+
+// A connected loopback pair: {sender, receiver}.
+absl::StatusOr<std::pair<int, int>> LoopbackPair() {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (listener < 0) return absl::InternalError("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(listener);
+    return absl::InternalError(absl::StrCat("listen: ", strerror(errno)));
+  }
+  int sender = socket(AF_INET, SOCK_STREAM, 0);
+  if (sender < 0 ||
+      connect(sender, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (sender >= 0) close(sender);
+    close(listener);
+    return absl::InternalError(absl::StrCat("connect: ", strerror(errno)));
+  }
+  int receiver = accept(listener, nullptr, nullptr);
+  close(listener);
+  if (receiver < 0) {
+    close(sender);
+    return absl::InternalError(absl::StrCat("accept: ", strerror(errno)));
+  }
+  return std::make_pair(sender, receiver);
+}
+
+// One plain TCP transfer of `bytes` from `src` to `dst`; returns seconds.
+absl::StatusOr<double> TimeTcp(const char* src, char* dst, int64_t bytes) {
+  absl::StatusOr<std::pair<int, int>> pair = LoopbackPair();
+  if (!pair.ok()) return pair.status();
+  const auto [sender, receiver] = *pair;
+  bool send_ok = true;
+  const Clock::time_point t0 = Clock::now();
+  std::thread send_thread([&, sender = sender] {
+    for (int64_t pos = 0; pos < bytes;) {
+      size_t n = static_cast<size_t>(std::min(kTcpWriteBytes, bytes - pos));
+      ssize_t w = write(sender, src + pos, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        send_ok = false;
+        break;
+      }
+      pos += w;
+    }
+  });
+  int64_t got = 0;
+  while (got < bytes) {
+    ssize_t r = read(receiver, dst + got, static_cast<size_t>(bytes - got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += r;
+  }
+  const double seconds = SecondsSince(t0);
+  send_thread.join();
+  close(sender);
+  close(receiver);
+  if (!send_ok || got != bytes) {
+    return absl::DataLossError("the TCP baseline transfer fell short");
+  }
+  return seconds;
+}
+
+struct Medians {
+  double fetch_gbps;
+  double tcp_gbps;
+};
+
+// Median GB/s of `runs` timed calls of each, after one warm-up of each. The
+// two alternate (TCP, then Fetch), so that both see the same load on a
+// shared machine, and the last call is a Fetch.
+absl::StatusOr<Medians> MeasurePair(
+    int64_t bytes, int runs,
+    const std::function<absl::StatusOr<double>()>& fetch_once,
+    const std::function<absl::StatusOr<double>()>& tcp_once) {
+  std::vector<double> fetch_rates;
+  std::vector<double> tcp_rates;
+  for (int i = 0; i <= runs; ++i) {  // i == 0 is the warm-up
+    absl::StatusOr<double> tcp = tcp_once();
+    if (!tcp.ok()) return tcp.status();
+    absl::StatusOr<double> fetch = fetch_once();
+    if (!fetch.ok()) return fetch.status();
+    if (i == 0) continue;
+    tcp_rates.push_back(static_cast<double>(bytes) / *tcp / 1e9);
+    fetch_rates.push_back(static_cast<double>(bytes) / *fetch / 1e9);
+  }
+  return Medians{Median(fetch_rates), Median(tcp_rates)};
+}
+
+std::string ExecutableDir() {
+  std::error_code ec;
+  std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : self.parent_path().string();
+}
+
+int Run() {
+  const Clock::time_point start = Clock::now();
+  char dir_template[] = "/tmp/tensorcast_bench_fetch_XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::fprintf(stderr, "cannot create a temp dir\n");
+    return 1;
+  }
+  const std::string dir = dir_template;
+  struct RemoveDir {
+    std::string path;
+    ~RemoveDir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } remove_dir{dir};
+
+  ServerProcess server;
+  if (absl::Status s =
+          server.Start(ExecutableDir() + "/tensorcast-server", dir);
+      !s.ok()) {
+    std::fprintf(stderr, "tensorcast-bench-fetch: %s\n",
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  std::unique_ptr<Client> client =
+      Client::Connect(absl::StrCat("127.0.0.1:", server.port()));
+  if (absl::Status s = client->Health(); !s.ok()) {
+    std::fprintf(stderr, "server not healthy: %s\n", s.ToString().c_str());
+    return 1;
+  }
+
+  const std::vector<int64_t> sizes = {16 * kMiB, 256 * kMiB};
+  const int64_t max_bytes = sizes.back();
+  std::unique_ptr<char[]> dst = PrefaultedBuffer(max_bytes);
+  std::unique_ptr<char[]> tcp_src = PrefaultedBuffer(max_bytes);
+
+  struct Row {
+    int64_t bytes;
+    int64_t chunk;  // 0 = the server's default (--chunk-bytes, 1 MiB)
+  };
+  std::vector<Row> rows;
+  for (int64_t bytes : sizes) rows.push_back({bytes, 0});
+  for (int64_t chunk : {kMiB / 4, kMiB, 4 * kMiB, 16 * kMiB}) {
+    rows.push_back({max_bytes, chunk});
+  }
+
+  std::printf(
+      "tensorcast-bench-fetch: RAW float32 Fetch vs plain TCP over "
+      "loopback, alternating; medians of %d runs after a warm-up; GB/s = 1e9 "
+      "B/s\n",
+      kRuns);
+  std::printf("%-10s %-10s %8s %8s %9s\n", "size", "chunk", "GB/s", "TCP GB/s",
+              "vs TCP");
+  int failures = 0;
+  for (const Row& row : rows) {
+    const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
+    // The tensor, made on the server for this size.
+    v1::CreateRequest create;
+    create.set_dtype(v1::DTYPE_FLOAT32);
+    create.add_shape(row.bytes / 4);
+    create.mutable_arange()->set_step(1);
+    absl::StatusOr<v1::TensorInfo> info = client->Create(create);
+    if (!info.ok()) {
+      std::fprintf(stderr, "Create: %s\n", info.status().ToString().c_str());
+      return 1;
+    }
+    absl::StatusOr<Medians> rate = MeasurePair(
+        row.bytes, runs,
+        [&] {
+          return TimeFetch(*client, info->handle(), row.bytes, row.chunk,
+                           dst.get());
+        },
+        [&] { return TimeTcp(tcp_src.get(), dst.get(), row.bytes); });
+    // Spot-check what arrived: element i is float(i).
+    float first = -1, last = -1;
+    std::memcpy(&first, dst.get(), 4);
+    std::memcpy(&last, dst.get() + row.bytes - 4, 4);
+    const std::string size = FormatSize(row.bytes);
+    const std::string chunk =
+        row.chunk == 0 ? "default" : FormatSize(row.chunk);
+    if (!rate.ok()) {
+      ++failures;
+      std::printf("%-10s %-10s FAILED: %s\n", size.c_str(), chunk.c_str(),
+                  rate.status().ToString().c_str());
+    } else if (first != 0.0f || last != static_cast<float>(row.bytes / 4 - 1)) {
+      ++failures;
+      std::printf("%-10s %-10s FAILED: wrong data (%g ... %g)\n", size.c_str(),
+                  chunk.c_str(), first, last);
+    } else {
+      std::printf("%-10s %-10s %8.2f %8.2f %8.2fx\n", size.c_str(),
+                  chunk.c_str(), rate->fetch_gbps, rate->tcp_gbps,
+                  rate->fetch_gbps / rate->tcp_gbps);
+    }
+    std::fflush(stdout);
+    if (absl::StatusOr<int> n = client->Delete({info->handle()}); !n.ok()) {
+      std::fprintf(stderr, "Delete: %s\n", n.status().ToString().c_str());
+    }
+  }
+  client.reset();
+  const int rc = server.Stop();
+  std::printf("(%.1f s in all; server exited with %d)\n", SecondsSince(start),
+              rc);
+  return failures == 0 && rc == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace tensorcast
+
+int main() { return tensorcast::Run(); }

@@ -1,0 +1,340 @@
+#include "client/cpp/client.h"
+
+#include <grpcpp/create_channel.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace tensorcast {
+
+namespace {
+// Large enough for the biggest Fetch chunk a server sends (64 MiB).
+constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+std::string StatusCodeName(absl::StatusCode code) {
+  return absl::StatusCodeToString(code);  // gRPC's spelling
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target,
+                                        ClientOptions options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  return std::make_unique<Client>(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
+                                args),
+      options);
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : options_(options),
+      channel_(std::move(channel)),
+      stub_(v1::TensorService::NewStub(channel_)) {}
+
+void Client::Prepare(grpc::ClientContext* ctx) const {
+  if (options_.timeout.count() > 0) {
+    ctx->set_deadline(std::chrono::system_clock::now() + options_.timeout);
+  }
+}
+
+absl::StatusOr<v1::TensorInfo> Client::Put(const PutOptions& options,
+                                           const ByteSource& source,
+                                           int64_t total_bytes) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::PutResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer =
+      stub_->Put(&ctx, &response);
+  v1::PutRequest request;
+  v1::PutHeader* header = request.mutable_header();
+  header->set_format(options.format);
+  header->set_dtype(options.dtype);
+  for (int64_t d : options.shape) header->add_shape(d);
+  header->set_device(options.device);
+  header->set_requires_grad(options.requires_grad);
+  header->set_name(options.name);
+  header->set_ttl_seconds(options.ttl_seconds);
+  header->set_total_bytes(total_bytes);
+  bool open = writer->Write(request);
+  absl::Status source_status;
+  std::string* data = request.mutable_data();
+  const size_t chunk = static_cast<size_t>(options_.put_chunk_bytes);
+  while (open) {
+    data->resize(chunk);
+    absl::StatusOr<size_t> n = source(data->data(), chunk);
+    if (!n.ok()) {
+      source_status = n.status();
+      ctx.TryCancel();  // the server stores nothing from a cancelled Put
+      break;
+    }
+    if (*n == 0) break;
+    data->resize(*n);
+    open = writer->Write(request);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!source_status.ok()) return source_status;
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.tensor();
+}
+
+absl::StatusOr<v1::TensorInfo> Client::PutBuffer(const PutOptions& options,
+                                                 absl::string_view bytes) {
+  size_t pos = 0;
+  return Put(
+      options,
+      [&](char* buffer, size_t size) -> absl::StatusOr<size_t> {
+        size_t n = std::min(size, bytes.size() - pos);
+        std::memcpy(buffer, bytes.data() + pos, n);
+        pos += n;
+        return n;
+      },
+      static_cast<int64_t>(bytes.size()));
+}
+
+absl::StatusOr<v1::TensorInfo> Client::PutNpyFile(const std::string& path,
+                                                  PutOptions options) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::fseek(f, 0, SEEK_END);
+  int64_t size = std::ftell(f);
+  std::fseek(f, 0, SEEK_SET);
+  options.format = v1::FORMAT_NPY;
+  absl::StatusOr<v1::TensorInfo> info = Put(
+      options,
+      [&](char* buffer, size_t n) -> absl::StatusOr<size_t> {
+        size_t got = std::fread(buffer, 1, n, f);
+        if (got == 0 && std::ferror(f)) {
+          return absl::DataLossError(absl::StrCat("error reading ", path));
+        }
+        return got;
+      },
+      size > 0 ? size : 0);
+  std::fclose(f);
+  return info;
+}
+
+absl::StatusOr<v1::FetchHeader> Client::Fetch(absl::string_view ref,
+                                              const FetchOptions& options,
+                                              const ByteSink& sink) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::FetchRequest request;
+  request.set_ref(std::string(ref));
+  request.set_format(options.format);
+  request.set_dtype(options.dtype);
+  request.set_detach(options.detach);
+  request.set_cpu(options.cpu);
+  request.set_force(options.force);
+  request.set_offset(options.offset);
+  request.set_length(options.length);
+  request.set_chunk_bytes(options.chunk_bytes);
+  std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> reader =
+      stub_->Fetch(&ctx, request);
+  v1::FetchResponse response;
+  v1::FetchHeader header;
+  absl::Status sink_status;
+  int64_t received = 0;
+  while (reader->Read(&response)) {
+    if (response.has_header()) header = response.header();
+    received += static_cast<int64_t>(response.data().size());
+    sink_status = sink(response.data());
+    if (!sink_status.ok()) {
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (!sink_status.ok()) return sink_status;
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (received != header.length()) {
+    return absl::DataLossError(absl::StrCat("the stream ended after ", received,
+                                            " of ", header.length(), " bytes"));
+  }
+  return header;
+}
+
+absl::StatusOr<std::string> Client::FetchBytes(absl::string_view ref,
+                                               const FetchOptions& options) {
+  std::string out;
+  absl::StatusOr<v1::FetchHeader> header =
+      Fetch(ref, options, [&](absl::string_view bytes) {
+        out.append(bytes.data(), bytes.size());
+        return absl::OkStatus();
+      });
+  if (!header.ok()) return header.status();
+  return out;
+}
+
+absl::StatusOr<v1::FetchHeader> Client::FetchToFile(absl::string_view ref,
+                                                    const FetchOptions& options,
+                                                    const std::string& path) {
+  std::string part = path + ".part";
+  std::FILE* f = std::fopen(part.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
+  }
+  absl::StatusOr<v1::FetchHeader> header =
+      Fetch(ref, options, [&](absl::string_view bytes) -> absl::Status {
+        if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) {
+          return absl::DataLossError(
+              absl::StrCat("error writing ", part, ": ", std::strerror(errno)));
+        }
+        return absl::OkStatus();
+      });
+  bool closed = std::fclose(f) == 0;
+  if (header.ok() && !closed) {
+    header = absl::DataLossError(absl::StrCat("error closing ", part));
+  }
+  if (!header.ok() || std::rename(part.c_str(), path.c_str()) != 0) {
+    std::remove(part.c_str());
+    if (header.ok()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot rename ", part, " to ", path));
+    }
+  }
+  return header;
+}
+
+absl::Status Client::Call(
+    const std::function<grpc::Status(grpc::ClientContext*)>& rpc) const {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  return FromGrpcStatus(rpc(&ctx));
+}
+
+absl::StatusOr<v1::TensorInfo> Client::Create(
+    const v1::CreateRequest& request) {
+  v1::CreateResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->Create(c, request, &response);
+      });
+      !s.ok())
+    return s;
+  return response.tensor();
+}
+
+absl::StatusOr<v1::TensorInfo> Client::Info(absl::string_view ref) {
+  v1::InfoRequest request;
+  request.set_ref(std::string(ref));
+  v1::InfoResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->Info(c, request, &response);
+      });
+      !s.ok())
+    return s;
+  return response.tensor();
+}
+
+absl::StatusOr<std::vector<v1::TensorInfo>> Client::List(
+    absl::string_view name_prefix) {
+  std::vector<v1::TensorInfo> all;
+  v1::ListRequest request;
+  request.set_name_prefix(std::string(name_prefix));
+  request.set_page_size(1000);
+  while (true) {
+    v1::ListResponse response;
+    if (absl::Status s = Call([&](grpc::ClientContext* c) {
+          return stub_->List(c, request, &response);
+        });
+        !s.ok())
+      return s;
+    all.insert(all.end(), response.tensors().begin(), response.tensors().end());
+    if (response.next_page_token().empty()) return all;
+    request.set_page_token(response.next_page_token());
+  }
+}
+
+absl::StatusOr<int> Client::Delete(const std::vector<std::string>& refs) {
+  v1::DeleteRequest request;
+  for (const std::string& r : refs) request.add_refs(r);
+  v1::DeleteResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->Delete(c, request, &response);
+      });
+      !s.ok())
+    return s;
+  return response.deleted();
+}
+
+absl::StatusOr<v1::TensorInfo> Client::Detach(absl::string_view ref) {
+  v1::DetachRequest request;
+  request.set_ref(std::string(ref));
+  v1::DetachResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->Detach(c, request, &response);
+      });
+      !s.ok())
+    return s;
+  return response.tensor();
+}
+
+absl::StatusOr<v1::TensorInfo> Client::To(const v1::ToRequest& request) {
+  v1::ToResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->To(c, request, &response);
+      });
+      !s.ok())
+    return s;
+  return response.tensor();
+}
+
+absl::StatusOr<v1::StatsResponse> Client::Stats() {
+  v1::StatsResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->Stats(c, v1::StatsRequest(), &response);
+      });
+      !s.ok()) {
+    return s;
+  }
+  return response;
+}
+
+absl::StatusOr<int64_t> Client::EmptyCache(absl::string_view device) {
+  v1::EmptyCacheRequest request;
+  request.set_device(std::string(device));
+  v1::EmptyCacheResponse response;
+  if (absl::Status s = Call([&](grpc::ClientContext* c) {
+        return stub_->EmptyCache(c, request, &response);
+      });
+      !s.ok()) {
+    return s;
+  }
+  return response.released_bytes();
+}
+
+absl::Status Client::Health() {
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  std::chrono::milliseconds timeout = options_.timeout.count() > 0
+                                          ? options_.timeout
+                                          : std::chrono::milliseconds(5000);
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status =
+      stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError(absl::StrCat(
+        "server is ", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+                          response.status())));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tensorcast

@@ -1,0 +1,124 @@
+// tensorcast::Client: the C++ client library for tensorcast.v1. Each method
+// is one RPC (Put and Fetch stream); errors come back as absl::Status with
+// the server's code and message. A Client is thread-safe: its gRPC channel
+// may carry calls from many threads at once.
+#ifndef TENSORCAST_CLIENT_CPP_CLIENT_H_
+#define TENSORCAST_CLIENT_CPP_CLIENT_H_
+
+#include <grpcpp/channel.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "tensorcast/v1/tensor_service.grpc.pb.h"
+
+namespace tensorcast {
+
+struct ClientOptions {
+  // Per-call deadline; 0 = none (large transfers may take long).
+  std::chrono::milliseconds timeout{0};
+  // Data per Put message.
+  int64_t put_chunk_bytes = 1 << 20;
+};
+
+struct PutOptions {
+  v1::Format format = v1::FORMAT_RAW;
+  v1::DType dtype = v1::DTYPE_UNSPECIFIED;  // RAW: required
+  std::vector<int64_t> shape;               // RAW: the shape
+  std::string device;
+  bool requires_grad = false;
+  std::string name;
+  int64_t ttl_seconds = 0;
+};
+
+struct FetchOptions {
+  v1::Format format = v1::FORMAT_NPY;
+  v1::DType dtype = v1::DTYPE_UNSPECIFIED;  // cast on the fly
+  bool detach = false;
+  bool cpu = false;
+  bool force = false;
+  int64_t offset = 0;
+  int64_t length = 0;
+  int64_t chunk_bytes = 0;  // 0 = the server's default
+};
+
+// Receives a Fetch's bytes in order; a non-OK status cancels the stream.
+using ByteSink = std::function<absl::Status(absl::string_view bytes)>;
+// Fills `buffer` with up to its size; returns the count, 0 at the end.
+using ByteSource =
+    std::function<absl::StatusOr<size_t>(char* buffer, size_t size)>;
+
+class Client {
+ public:
+  // "HOST:PORT". The channel connects lazily; the first call reports
+  // UNAVAILABLE if no server answers.
+  static std::unique_ptr<Client> Connect(const std::string& target,
+                                         ClientOptions options = {});
+  explicit Client(std::shared_ptr<grpc::Channel> channel,
+                  ClientOptions options = {});
+
+  // Put from a source of bytes (RAW elements, or a whole .npy file).
+  absl::StatusOr<v1::TensorInfo> Put(const PutOptions& options,
+                                     const ByteSource& source,
+                                     int64_t total_bytes = 0);
+  absl::StatusOr<v1::TensorInfo> PutBuffer(const PutOptions& options,
+                                           absl::string_view bytes);
+  // Uploads a .npy file as it is (format NPY): the server reads its header.
+  absl::StatusOr<v1::TensorInfo> PutNpyFile(const std::string& path,
+                                            PutOptions options);
+
+  // Streams the bytes into `sink`; returns the stream's header.
+  absl::StatusOr<v1::FetchHeader> Fetch(absl::string_view ref,
+                                        const FetchOptions& options,
+                                        const ByteSink& sink);
+  // Convenience: the whole output in memory, or written to a file (written
+  // to PATH.part first and renamed, so a failed fetch leaves no file).
+  absl::StatusOr<std::string> FetchBytes(absl::string_view ref,
+                                         const FetchOptions& options);
+  absl::StatusOr<v1::FetchHeader> FetchToFile(absl::string_view ref,
+                                              const FetchOptions& options,
+                                              const std::string& path);
+
+  absl::StatusOr<v1::TensorInfo> Create(const v1::CreateRequest& request);
+  absl::StatusOr<v1::TensorInfo> Info(absl::string_view ref);
+  // Every page, in creation order.
+  absl::StatusOr<std::vector<v1::TensorInfo>> List(
+      absl::string_view name_prefix = "");
+  absl::StatusOr<int> Delete(const std::vector<std::string>& refs);
+  absl::StatusOr<v1::TensorInfo> Detach(absl::string_view ref);
+  absl::StatusOr<v1::TensorInfo> To(const v1::ToRequest& request);
+  absl::StatusOr<v1::StatsResponse> Stats();
+  absl::StatusOr<int64_t> EmptyCache(absl::string_view device = "");
+  // grpc.health.v1 Check of the whole server: OK when SERVING, UNAVAILABLE
+  // with the status otherwise.
+  absl::Status Health();
+
+  v1::TensorService::Stub* stub() { return stub_.get(); }
+
+ private:
+  void Prepare(grpc::ClientContext* ctx) const;
+  // One unary call with the client's deadline.
+  absl::Status Call(
+      const std::function<grpc::Status(grpc::ClientContext*)>& rpc) const;
+
+  const ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::TensorService::Stub> stub_;
+};
+
+// gRPC status -> absl::Status (same codes, same message).
+absl::Status FromGrpcStatus(const grpc::Status& status);
+// The name gRPC uses for a code, e.g. "FAILED_PRECONDITION".
+std::string StatusCodeName(absl::StatusCode code);
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_CLIENT_CPP_CLIENT_H_

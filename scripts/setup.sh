@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what tensorcast needs to build and test, and nothing twice:
+# Debian packages (only those missing) and a project-local Python venv from
+# PyPI. Safe to run again. Also used by the Docker images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libspdlog-dev libabsl-dev libgtest-dev libgmock-dev
+  python3 python3-venv
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The venv: NumPy is the reference in tests, grpcio/protobuf for the Python
+# client, ml_dtypes for bfloat16.
+VENV=.venv
+REQ=scripts/requirements-dev.txt
+STAMP=$VENV/.installed
+if [ ! -x $VENV/bin/python ]; then
+  /usr/bin/python3 -m venv $VENV
+fi
+if [ ! -f $STAMP ] || [ $REQ -nt $STAMP ]; then
+  $VENV/bin/pip install -q --disable-pip-version-check -r $REQ
+  touch $STAMP
+fi

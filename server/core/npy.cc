@@ -1,0 +1,640 @@
+#include "server/core/npy.h"
+
+#include <algorithm>
+#include <bit>
+#include <cctype>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace tensorcast {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "the .npy codec assumes a little-endian host");
+
+constexpr absl::string_view kMagic("\x93NUMPY", 6);
+constexpr size_t kMagicAndVersionBytes = 8;
+// np.save aligns the data to this many bytes (numpy's ARRAY_ALIGN).
+constexpr size_t kArrayAlign = 64;
+// np.save pads the text so the growth axis can be rewritten in place with
+// up to this many digits (numpy's GROWTH_AXIS_MAX_DIGITS).
+constexpr size_t kGrowthAxisMaxDigits = 21;
+// Deeper nesting than this is not a header any writer produces; the limit
+// keeps the recursive parser's stack bounded on hostile input.
+constexpr int kMaxNesting = 16;
+
+// A Python literal as the header dict may hold it (ast.literal_eval's subset
+// that np.save and older writers use).
+struct PyValue {
+  enum class Kind { kString, kInt, kBool, kNone, kTuple, kList, kDict };
+  Kind kind = Kind::kNone;
+  std::string text;  // kString: the decoded string; kInt: the literal digits
+  int64_t integer = 0;
+  bool int_overflow = false;  // kInt: the value does not fit int64
+  bool boolean = false;
+  // kTuple, kList: the items; kDict: keys and values, interleaved.
+  std::vector<PyValue> items;
+};
+
+// The bytes as a person can read them in a message: printable ASCII as is,
+// the rest as \xNN.
+std::string Printable(absl::string_view bytes) {
+  std::string out;
+  for (char c : bytes) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
+std::string Describe(const PyValue& v) {
+  switch (v.kind) {
+    case PyValue::Kind::kString:
+      return absl::StrCat("'", Printable(v.text), "'");
+    case PyValue::Kind::kInt:
+      return v.text;
+    case PyValue::Kind::kBool:
+      return v.boolean ? "True" : "False";
+    case PyValue::Kind::kNone:
+      return "None";
+    case PyValue::Kind::kTuple:
+      return "a tuple";
+    case PyValue::Kind::kList:
+      return "a list";
+    case PyValue::Kind::kDict:
+      return "a dict";
+  }
+  return "?";
+}
+
+absl::Status Malformed(absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed .npy header: ", what));
+}
+
+// A recursive-descent parser for the Python literal in the header.
+class LiteralParser {
+ public:
+  explicit LiteralParser(absl::string_view text) : text_(text) {}
+
+  absl::StatusOr<PyValue> ParseAll() {
+    SkipSpace();
+    absl::StatusOr<PyValue> value = ParseValue(0);
+    if (!value.ok()) return value;
+    SkipSpace();
+    if (pos_ != text_.size()) return Error("unexpected text after the dict");
+    return value;
+  }
+
+ private:
+  absl::Status Error(absl::string_view what) const {
+    // Show where it went wrong: up to 40 bytes either side of the position.
+    size_t from = pos_ > 40 ? pos_ - 40 : 0;
+    absl::string_view before = text_.substr(from, pos_ - from);
+    absl::string_view after = text_.substr(std::min(pos_, text_.size()), 40);
+    return Malformed(absl::StrCat(what, " at byte ", pos_, " of the header: \"",
+                                  Printable(before), ">>>", Printable(after),
+                                  "\""));
+  }
+
+  bool AtEnd() const { return pos_ >= text_.size(); }
+  char Peek() const { return AtEnd() ? '\0' : text_[pos_]; }
+
+  void SkipSpace() {
+    while (!AtEnd()) {
+      char c = text_[pos_];
+      if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\f' &&
+          c != '\v') {
+        break;
+      }
+      ++pos_;
+    }
+  }
+
+  absl::StatusOr<PyValue> ParseValue(int depth) {
+    if (depth > kMaxNesting) return Error("nesting too deep");
+    if (AtEnd()) return Error("unexpected end of the header");
+    char c = Peek();
+    if (c == '{') return ParseDict(depth);
+    if (c == '(') return ParseParenthesized(depth);
+    if (c == '[') {
+      ++pos_;
+      PyValue list;
+      list.kind = PyValue::Kind::kList;
+      absl::Status s = ParseItems(']', depth, &list.items);
+      if (!s.ok()) return s;
+      return list;
+    }
+    if (c == '\'' || c == '"') return ParseString();
+    if (c == '-' || c == '+' || (c >= '0' && c <= '9')) return ParseInt();
+    if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      return ParseName();
+    }
+    return Error(absl::StrCat("unexpected character '",
+                              Printable(absl::string_view(&c, 1)), "'"));
+  }
+
+  // Items up to `close`, comma-separated, a trailing comma allowed; `pos_`
+  // is just after the opening bracket.
+  absl::Status ParseItems(char close, int depth, std::vector<PyValue>* items) {
+    while (true) {
+      SkipSpace();
+      if (Peek() == close) {
+        ++pos_;
+        return absl::OkStatus();
+      }
+      absl::StatusOr<PyValue> item = ParseValue(depth + 1);
+      if (!item.ok()) return item.status();
+      items->push_back(*std::move(item));
+      SkipSpace();
+      if (Peek() == ',') {
+        ++pos_;
+      } else if (Peek() != close) {
+        return Error(
+            absl::StrCat("expected ',' or '", std::string(1, close), "'"));
+      }
+    }
+  }
+
+  // "()" is an empty tuple, "(x)" is x, "(x,)" and "(x, y)" are tuples.
+  absl::StatusOr<PyValue> ParseParenthesized(int depth) {
+    ++pos_;  // '('
+    SkipSpace();
+    PyValue tuple;
+    tuple.kind = PyValue::Kind::kTuple;
+    if (Peek() == ')') {
+      ++pos_;
+      return tuple;
+    }
+    absl::StatusOr<PyValue> first = ParseValue(depth + 1);
+    if (!first.ok()) return first;
+    SkipSpace();
+    if (Peek() == ')') {
+      ++pos_;
+      return first;
+    }
+    if (Peek() != ',') return Error("expected ',' or ')'");
+    ++pos_;
+    tuple.items.push_back(*std::move(first));
+    absl::Status s = ParseItems(')', depth, &tuple.items);
+    if (!s.ok()) return s;
+    return tuple;
+  }
+
+  absl::StatusOr<PyValue> ParseDict(int depth) {
+    ++pos_;  // '{'
+    PyValue dict;
+    dict.kind = PyValue::Kind::kDict;
+    while (true) {
+      SkipSpace();
+      if (Peek() == '}') {
+        ++pos_;
+        return dict;
+      }
+      absl::StatusOr<PyValue> key = ParseValue(depth + 1);
+      if (!key.ok()) return key;
+      SkipSpace();
+      if (Peek() != ':') return Error("expected ':' after a dict key");
+      ++pos_;
+      SkipSpace();
+      absl::StatusOr<PyValue> value = ParseValue(depth + 1);
+      if (!value.ok()) return value;
+      dict.items.push_back(*std::move(key));
+      dict.items.push_back(*std::move(value));
+      SkipSpace();
+      if (Peek() == ',') {
+        ++pos_;
+      } else if (Peek() != '}') {
+        return Error("expected ',' or '}' in the dict");
+      }
+    }
+  }
+
+  absl::StatusOr<PyValue> ParseString() {
+    char quote = text_[pos_++];
+    PyValue s;
+    s.kind = PyValue::Kind::kString;
+    while (true) {
+      if (AtEnd()) return Error("unterminated string");
+      char c = text_[pos_++];
+      if (c == quote) return s;
+      if (c == '\n') {
+        --pos_;
+        return Error("unterminated string");
+      }
+      if (c == '\\') {
+        if (AtEnd()) return Error("unterminated string");
+        char e = text_[pos_++];
+        switch (e) {
+          case '\\':
+          case '\'':
+          case '"':
+            s.text.push_back(e);
+            break;
+          case 'n':
+            s.text.push_back('\n');
+            break;
+          case 't':
+            s.text.push_back('\t');
+            break;
+          default:  // Python keeps unknown escapes as they are.
+            s.text.push_back('\\');
+            s.text.push_back(e);
+        }
+        continue;
+      }
+      s.text.push_back(c);
+    }
+  }
+
+  absl::StatusOr<PyValue> ParseInt() {
+    PyValue v;
+    v.kind = PyValue::Kind::kInt;
+    bool negative = false;
+    if (Peek() == '-' || Peek() == '+') {
+      negative = text_[pos_++] == '-';
+      SkipSpace();
+    }
+    if (!(Peek() >= '0' && Peek() <= '9')) return Error("expected a number");
+    // Accumulate negatively so that INT64_MIN parses too.
+    int64_t value = 0;
+    bool last_was_digit = false;
+    while (!AtEnd()) {
+      char c = text_[pos_];
+      if (c >= '0' && c <= '9') {
+        if (!v.int_overflow &&
+            (__builtin_mul_overflow(value, 10, &value) ||
+             __builtin_sub_overflow(value, c - '0', &value))) {
+          v.int_overflow = true;
+        }
+        v.text.push_back(c);
+        last_was_digit = true;
+      } else if (c == '_' && last_was_digit) {  // 1_000, as Python allows
+        last_was_digit = false;
+      } else {
+        break;
+      }
+      ++pos_;
+    }
+    if (!last_was_digit) return Error("malformed number");
+    if (Peek() == 'L' || Peek() == 'l') ++pos_;  // Python 2 long suffix
+    char next = Peek();
+    if (next == '.' || std::isalnum(static_cast<unsigned char>(next)) ||
+        next == '_') {
+      return Error("expected an integer");
+    }
+    if (negative) {
+      v.text = absl::StrCat("-", v.text);
+      v.integer = value;
+    } else if (!v.int_overflow && __builtin_sub_overflow(0, value, &value)) {
+      v.int_overflow = true;
+    } else {
+      v.integer = value;
+    }
+    return v;
+  }
+
+  absl::StatusOr<PyValue> ParseName() {
+    size_t start = pos_;
+    while (!AtEnd() && (std::isalnum(static_cast<unsigned char>(Peek())) ||
+                        Peek() == '_')) {
+      ++pos_;
+    }
+    absl::string_view name = text_.substr(start, pos_ - start);
+    PyValue v;
+    if (name == "True" || name == "False") {
+      v.kind = PyValue::Kind::kBool;
+      v.boolean = name == "True";
+      return v;
+    }
+    if (name == "None") return v;
+    pos_ = start;
+    return Error(absl::StrCat("unexpected name '", name, "'"));
+  }
+
+  absl::string_view text_;
+  size_t pos_ = 0;
+};
+
+struct DescrCode {
+  absl::string_view code;  // after the byte-order character
+  DType dtype;
+};
+// The kind+size codes np.save writes, and the one-letter codes np.dtype()
+// also accepts ('l'/'L' are left out: their size depends on the writer's OS).
+constexpr DescrCode kDescrCodes[] = {
+    {"b1", DType::kBool},        {"?", DType::kBool},
+    {"u1", DType::kUInt8},       {"B", DType::kUInt8},
+    {"i1", DType::kInt8},        {"b", DType::kInt8},
+    {"i2", DType::kInt16},       {"h", DType::kInt16},
+    {"i4", DType::kInt32},       {"i", DType::kInt32},
+    {"i8", DType::kInt64},       {"q", DType::kInt64},
+    {"u2", DType::kUInt16},      {"H", DType::kUInt16},
+    {"u4", DType::kUInt32},      {"I", DType::kUInt32},
+    {"u8", DType::kUInt64},      {"Q", DType::kUInt64},
+    {"f2", DType::kFloat16},     {"e", DType::kFloat16},
+    {"f4", DType::kFloat32},     {"f", DType::kFloat32},
+    {"f8", DType::kFloat64},     {"d", DType::kFloat64},
+    {"c8", DType::kComplex64},   {"F", DType::kComplex64},
+    {"c16", DType::kComplex128}, {"D", DType::kComplex128},
+};
+
+std::string SupportedDTypes() {
+  std::vector<absl::string_view> names;
+  for (const DTypeInfo& info : AllDTypes()) {
+    if (!info.npy_descr.empty()) names.push_back(info.name);
+  }
+  return absl::StrJoin(names, ", ");
+}
+
+absl::Status UnsupportedDescr(absl::string_view descr, absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported dtype '", Printable(descr), "' in .npy header",
+                   why, "; supported dtypes: ", SupportedDTypes()));
+}
+
+struct ParsedDescr {
+  DType dtype;
+  bool byteswap;
+};
+
+absl::StatusOr<ParsedDescr> ParseDescr(absl::string_view descr) {
+  absl::string_view code = descr;
+  char order = '=';
+  if (!code.empty() &&
+      (code[0] == '<' || code[0] == '>' || code[0] == '|' || code[0] == '=')) {
+    order = code[0];
+    code.remove_prefix(1);
+  }
+  for (const DescrCode& c : kDescrCodes) {
+    if (c.code == code) {
+      return ParsedDescr{c.dtype, order == '>' && ItemSize(c.dtype) > 1};
+    }
+  }
+  absl::string_view why = "";
+  switch (code.empty() ? '\0' : code[0]) {
+    case 'U':
+    case 'w':
+      why = " (unicode strings)";
+      break;
+    case 'S':
+    case 'a':
+      why = " (byte strings)";
+      break;
+    case 'V':
+      why =
+          " (void/raw bytes: ml_dtypes types such as bfloat16 are saved this "
+          "way; upload bfloat16 in RAW format)";
+      break;
+    case 'O':
+      why = " (Python objects)";
+      break;
+    case 'M':
+      why = " (datetime64)";
+      break;
+    case 'm':
+      why = " (timedelta64)";
+      break;
+    case 'f':
+    case 'g':
+    case 'c':
+    case 'G':
+      why = " (extended precision)";
+      break;
+    default:
+      break;
+  }
+  return UnsupportedDescr(descr, why);
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
+    absl::string_view prefix) {
+  absl::string_view magic_seen =
+      prefix.substr(0, std::min(prefix.size(), kMagic.size()));
+  if (magic_seen != kMagic.substr(0, magic_seen.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not a .npy file: it must start with \"\\x93NUMPY\", got \"",
+        Printable(magic_seen), "\""));
+  }
+  if (prefix.size() <= kMagic.size()) return std::nullopt;
+  // Refuse a bad version as soon as its first byte is in.
+  const int major = static_cast<uint8_t>(prefix[6]);
+  if (major < 1 || major > 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported .npy format version ", major,
+                     ".x; supported: 1.0, 2.0, 3.0"));
+  }
+  if (prefix.size() < kMagicAndVersionBytes) return std::nullopt;
+  const int minor = static_cast<uint8_t>(prefix[7]);
+  if (minor != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported .npy format version ", major, ".", minor,
+                     "; supported: 1.0, 2.0, 3.0"));
+  }
+  const size_t length_bytes = major == 1 ? 2 : 4;
+  const size_t preamble = kMagicAndVersionBytes + length_bytes;
+  if (prefix.size() < preamble) return std::nullopt;
+  uint64_t header_len = 0;
+  for (size_t i = 0; i < length_bytes; ++i) {
+    header_len |= uint64_t{static_cast<uint8_t>(prefix[8 + i])} << (8 * i);
+  }
+  if (header_len > static_cast<uint64_t>(kMaxNpyHeaderBytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed .npy header: the header is ", header_len,
+                     " bytes long; the most accepted is ", kMaxNpyHeaderBytes));
+  }
+  if (prefix.size() < preamble + header_len) return std::nullopt;
+
+  absl::StatusOr<PyValue> parsed =
+      LiteralParser(prefix.substr(preamble, header_len)).ParseAll();
+  if (!parsed.ok()) return parsed.status();
+  if (parsed->kind != PyValue::Kind::kDict) {
+    return Malformed(absl::StrCat("expected a dict, got ", Describe(*parsed)));
+  }
+
+  const PyValue* descr = nullptr;
+  const PyValue* fortran_order = nullptr;
+  const PyValue* shape = nullptr;
+  const std::vector<PyValue>& items = parsed->items;
+  for (size_t i = 0; i < items.size(); i += 2) {
+    const PyValue& key = items[i];
+    const PyValue** slot = nullptr;
+    if (key.kind == PyValue::Kind::kString) {
+      if (key.text == "descr") slot = &descr;
+      if (key.text == "fortran_order") slot = &fortran_order;
+      if (key.text == "shape") slot = &shape;
+    }
+    if (slot == nullptr) {
+      return Malformed(
+          absl::StrCat("unexpected key ", Describe(key),
+                       " (the keys are 'descr', 'fortran_order' and 'shape')"));
+    }
+    if (*slot != nullptr) {
+      return Malformed(absl::StrCat("duplicate key ", Describe(key)));
+    }
+    *slot = &items[i + 1];
+  }
+  for (auto [value, name] :
+       {std::pair{descr, "descr"}, std::pair{fortran_order, "fortran_order"},
+        std::pair{shape, "shape"}}) {
+    if (value == nullptr) {
+      return Malformed(absl::StrCat("missing key '", name, "'"));
+    }
+  }
+
+  NpyHeader header;
+  header.version_major = major;
+  header.header_bytes = static_cast<int64_t>(preamble + header_len);
+
+  if (descr->kind == PyValue::Kind::kList) {
+    return absl::InvalidArgumentError(
+        "unsupported dtype in .npy header: structured dtypes (a list of "
+        "fields) are not supported; save each field as its own array");
+  }
+  if (descr->kind != PyValue::Kind::kString) {
+    return Malformed(
+        absl::StrCat("'descr' must be a string, got ", Describe(*descr)));
+  }
+  absl::StatusOr<ParsedDescr> dtype = ParseDescr(descr->text);
+  if (!dtype.ok()) return dtype.status();
+  header.dtype = dtype->dtype;
+  header.byteswap = dtype->byteswap;
+
+  if (fortran_order->kind != PyValue::Kind::kBool) {
+    return Malformed(absl::StrCat("'fortran_order' must be True or False, got ",
+                                  Describe(*fortran_order)));
+  }
+  header.fortran_order = fortran_order->boolean;
+
+  if (shape->kind != PyValue::Kind::kTuple) {
+    return Malformed(absl::StrCat("'shape' must be a tuple of integers, got ",
+                                  Describe(*shape)));
+  }
+  for (const PyValue& dim : shape->items) {
+    if (dim.kind != PyValue::Kind::kInt) {
+      return Malformed(absl::StrCat("'shape' must be a tuple of integers, got ",
+                                    Describe(dim), " in it"));
+    }
+    if (dim.int_overflow) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid shape in .npy header: dimension ", dim.text,
+                       " does not fit a 64-bit integer"));
+    }
+    if (header.shape.size() >= kMaxRank) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid shape in .npy header: rank ", shape->items.size(),
+          " exceeds the maximum of ", kMaxRank));
+    }
+    header.shape.push_back(dim.integer);
+  }
+  absl::StatusOr<int64_t> data_bytes = NumBytes(header.shape, header.dtype);
+  if (!data_bytes.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid shape in .npy header: ", data_bytes.status().message()));
+  }
+  header.data_bytes = *data_bytes;
+  return header;
+}
+
+absl::StatusOr<std::string> EncodeNpyHeader(DType dtype,
+                                            std::span<const int64_t> shape,
+                                            bool fortran_order) {
+  const DTypeInfo& info = GetDTypeInfo(dtype);
+  if (info.npy_descr.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        info.name, " has no .npy dtype; fetch as float32 or in RAW format"));
+  }
+  absl::StatusOr<int64_t> elements = NumElements(shape);
+  if (!elements.ok()) return elements.status();
+
+  // What numpy's _write_array_header builds: the sorted dict's repr, then
+  // room for the growth axis (the first, or last if Fortran-ordered).
+  std::string text =
+      absl::StrCat("{'descr': '", info.npy_descr,
+                   "', 'fortran_order': ", fortran_order ? "True" : "False",
+                   ", 'shape': ", ShapeToString(shape), ", }");
+  if (!shape.empty()) {
+    size_t digits =
+        absl::StrCat(fortran_order ? shape.back() : shape.front()).size();
+    if (digits < kGrowthAxisMaxDigits) {
+      text.append(kGrowthAxisMaxDigits - digits, ' ');
+    }
+  }
+
+  // numpy's _wrap_header: pad with spaces and a final '\n' so the preamble
+  // plus the text is a multiple of kArrayAlign (a full extra block of spaces
+  // when it already is one, as numpy does).
+  int major = 1;
+  size_t preamble = kMagicAndVersionBytes + 2;
+  size_t with_newline = text.size() + 1;
+  size_t pad = kArrayAlign - (preamble + with_newline) % kArrayAlign;
+  if (with_newline + pad > 0xFFFF) {
+    major = 2;
+    preamble = kMagicAndVersionBytes + 4;
+    pad = kArrayAlign - (preamble + with_newline) % kArrayAlign;
+  }
+  const uint64_t header_len = with_newline + pad;
+
+  std::string out;
+  out.reserve(preamble + header_len);
+  out.append(kMagic.data(), kMagic.size());
+  out.push_back(static_cast<char>(major));
+  out.push_back('\0');
+  for (size_t i = 0; i < preamble - kMagicAndVersionBytes; ++i) {
+    out.push_back(static_cast<char>((header_len >> (8 * i)) & 0xFF));
+  }
+  out.append(text);
+  out.append(pad, ' ');
+  out.push_back('\n');
+  return out;
+}
+
+void ByteSwapElements(void* data, int64_t n, DType dtype) {
+  size_t unit = ItemSize(dtype);
+  int64_t count = n;
+  if (Kind(dtype) == DTypeKind::kComplex) {
+    unit /= 2;
+    count *= 2;
+  }
+  char* p = static_cast<char*>(data);
+  switch (unit) {
+    case 2:
+      for (int64_t i = 0; i < count; ++i, p += 2) {
+        uint16_t v;
+        std::memcpy(&v, p, 2);
+        v = __builtin_bswap16(v);
+        std::memcpy(p, &v, 2);
+      }
+      break;
+    case 4:
+      for (int64_t i = 0; i < count; ++i, p += 4) {
+        uint32_t v;
+        std::memcpy(&v, p, 4);
+        v = __builtin_bswap32(v);
+        std::memcpy(p, &v, 4);
+      }
+      break;
+    case 8:
+      for (int64_t i = 0; i < count; ++i, p += 8) {
+        uint64_t v;
+        std::memcpy(&v, p, 8);
+        v = __builtin_bswap64(v);
+        std::memcpy(p, &v, 8);
+      }
+      break;
+    default:  // 1-byte elements have no byte order.
+      break;
+  }
+}
+
+}  // namespace tensorcast

@@ -1,0 +1,109 @@
+// tensorcast-server: flags, logging, signals. SIGINT/SIGTERM shut down
+// gracefully: health goes NOT_SERVING, new calls are refused, running
+// streams get --shutdown-grace seconds to finish and are then cancelled.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/flags.h"
+#include "server/core/size.h"
+#include "server/service/server.h"
+
+namespace {
+
+int Fail(absl::string_view message) {
+  std::fprintf(stderr, "tensorcast-server: %s\n", std::string(message).c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tensorcast::ServerOptions options;
+  options.service.chunk_bytes = 1 << 20;
+  std::string log_level = "info";
+  std::string port_file;
+  double shutdown_grace = 10;
+
+  tensorcast::FlagSet flags(
+      "tensorcast-server: holds tensors on devices and converts them for gRPC "
+      "clients.\nUsage: tensorcast-server [flags]. SIZE takes bytes or "
+      "KiB/MiB/GiB suffixes.");
+  flags.String("listen", &options.listen,
+               "HOST:PORT to serve on; port 0 picks a free port");
+  flags.String("devices", &options.devices.devices,
+               "auto, cpu, or a list such as cpu,cuda:0");
+  flags.Size("memory-limit", &options.devices.memory_limit_bytes,
+             "SIZE cap on each device's pool (0 = none)");
+  flags.Size("max-tensor-bytes", &options.service.max_tensor_bytes,
+             "SIZE of the largest tensor accepted (0 = no limit)");
+  flags.Size("chunk-bytes", &options.service.chunk_bytes,
+             "SIZE of each Fetch message unless the client asks otherwise");
+  flags.Int("default-ttl", &options.default_ttl_seconds,
+            "SECONDS after which tensors without their own ttl are "
+            "reclaimed (0 = never)");
+  flags.String("log-level", &log_level,
+               "trace, debug (a line per RPC), info, warn, error or off");
+  flags.Double("shutdown-grace", &shutdown_grace,
+               "SECONDS running calls get to finish after SIGINT/SIGTERM");
+  flags.String("port-file", &port_file,
+               "write the bound port to this file once serving (for "
+               "--listen=HOST:0)");
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (absl::Status s = flags.Parse(args); !s.ok()) return Fail(s.message());
+  if (flags.help_requested()) {
+    std::printf("%s", flags.Usage().c_str());
+    return 0;
+  }
+  if (!flags.positional().empty()) {
+    return Fail(absl::StrCat("unexpected argument '", flags.positional()[0],
+                             "' (see --help)"));
+  }
+  auto level = spdlog::level::from_str(log_level);
+  if (level == spdlog::level::off && log_level != "off") {
+    return Fail("--log-level: expected trace, debug, info, warn, error, off");
+  }
+  if (options.default_ttl_seconds < 0 || shutdown_grace < 0) {
+    return Fail("--default-ttl and --shutdown-grace must not be negative");
+  }
+  // Debian's abseil checks every Mutex acquisition for lock-order cycles,
+  // which doubles the pool's cost; the checks belong in tests, not here.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  spdlog::set_level(level);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+
+  // sigwait below takes the signals: block them before gRPC starts its
+  // threads, which inherit the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<tensorcast::TensorcastServer>> server =
+      tensorcast::TensorcastServer::Start(options);
+  if (!server.ok()) return Fail(server.status().message());
+  spdlog::info("tensorcast-server {} listening on {} (port {})",
+               TENSORCAST_VERSION, options.listen, (*server)->port());
+  if (!port_file.empty()) {
+    std::string tmp = port_file + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return Fail(absl::StrCat("cannot write ", port_file));
+    std::fprintf(f, "%d\n", (*server)->port());
+    std::fclose(f);
+    std::rename(tmp.c_str(), port_file.c_str());  // never half a file
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  (*server)->Shutdown(
+      std::chrono::milliseconds(static_cast<int64_t>(shutdown_grace * 1000)));
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,261 @@
+#include "server/memory/caching_pool.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cassert>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/core/size.h"
+
+namespace tensorcast {
+namespace {
+
+// Larger requests are refused outright; it keeps every size arithmetic
+// below far from overflow.
+constexpr size_t kMaxRequest = size_t{1} << 62;
+// Spare Block objects kept for reuse; more are deleted.
+constexpr size_t kMaxSpareBlocks = 1024;
+
+size_t RoundUp(size_t bytes, size_t multiple) {
+  return (bytes + multiple - 1) / multiple * multiple;
+}
+
+}  // namespace
+
+CachingPool::CachingPool(std::string device, MemoryResource* upstream,
+                         int64_t limit_bytes)
+    : device_(std::move(device)),
+      upstream_(upstream),
+      limit_bytes_(limit_bytes > 0 ? limit_bytes : 0) {
+  stats_.limit_bytes = limit_bytes_;
+}
+
+CachingPool::~CachingPool() {
+  absl::MutexLock lock(&mu_);
+  if (!active_.empty()) {
+    spdlog::warn(
+        "CachingPool({}): destroyed with {} blocks ({} bytes) still in use",
+        device_, active_.size(), stats_.allocated_bytes);
+  }
+  for (Block* head : segments_) {
+    size_t segment_size = 0;
+    for (Block* b = head; b != nullptr;) {
+      segment_size += b->size;
+      Block* next = b->next;
+      if (b != head) delete b;
+      b = next;
+    }
+    upstream_->Deallocate(head->ptr, segment_size);
+    delete head;
+  }
+  for (Block* spare : spare_blocks_) delete spare;
+}
+
+CachingPool::Block* CachingPool::NewBlock(char* ptr, size_t size, bool small) {
+  if (spare_blocks_.empty()) return new Block{ptr, size, small};
+  Block* block = spare_blocks_.back();
+  spare_blocks_.pop_back();
+  *block = Block{ptr, size, small};
+  return block;
+}
+
+void CachingPool::DeleteBlock(Block* block) {
+  if (spare_blocks_.size() < kMaxSpareBlocks) {
+    spare_blocks_.push_back(block);
+  } else {
+    delete block;
+  }
+}
+
+size_t CachingPool::RoundSize(size_t bytes) {
+  return bytes < kMinBlockSize ? kMinBlockSize : RoundUp(bytes, kMinBlockSize);
+}
+
+size_t CachingPool::SegmentSize(size_t rounded) {
+  return rounded <= kSmallSize ? kSmallSegment
+                               : RoundUp(rounded, kLargeSegmentRound);
+}
+
+absl::StatusOr<void*> CachingPool::Allocate(size_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (bytes > kMaxRequest) return OutOfMemory(bytes, absl::OkStatus());
+  const size_t size = RoundSize(bytes);
+  const bool small = size <= kSmallSize;
+  Block* block = TakeCachedBlock(size, small);
+  if (block != nullptr) {
+    ++stats_.cache_hits;
+  } else {
+    ++stats_.cache_misses;
+    absl::Status upstream_error;
+    block = NewSegmentWithinLimit(size, small, &upstream_error);
+    // Under pressure, give back what is cached and try once more.
+    if (block == nullptr && ReleaseCachedSegments() > 0) {
+      upstream_error = absl::OkStatus();
+      block = NewSegmentWithinLimit(size, small, &upstream_error);
+    }
+    if (block == nullptr) return OutOfMemory(bytes, upstream_error);
+    Split(block, size);
+  }
+  block->allocated = true;
+  active_.emplace(block->ptr, block);
+  stats_.allocated_bytes += static_cast<int64_t>(block->size);
+  stats_.peak_allocated_bytes =
+      std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
+  ++stats_.alloc_count;
+  ++stats_.active_blocks;
+  return static_cast<void*>(block->ptr);
+}
+
+void CachingPool::Free(void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(ptr);
+  if (it == active_.end()) {
+    spdlog::error(
+        "CachingPool({}): Free({}) of a pointer this pool did not hand out "
+        "(or already freed); ignored",
+        device_, ptr);
+    assert(false && "CachingPool::Free of an unknown pointer");
+    return;
+  }
+  Block* block = it->second;
+  active_.erase(it);
+  block->allocated = false;
+  stats_.allocated_bytes -= static_cast<int64_t>(block->size);
+  ++stats_.free_count;
+  --stats_.active_blocks;
+
+  // Merge with free neighbours; the lower block survives, so a segment's
+  // head block stays its head.
+  FreeBlocks& free_blocks = FreeBlocksFor(block->small);
+  if (Block* next = block->next; next != nullptr && !next->allocated) {
+    free_blocks.erase(next);
+    block->size += next->size;
+    block->next = next->next;
+    if (next->next != nullptr) next->next->prev = block;
+    DeleteBlock(next);
+  }
+  if (Block* prev = block->prev; prev != nullptr && !prev->allocated) {
+    free_blocks.erase(prev);
+    prev->size += block->size;
+    prev->next = block->next;
+    if (block->next != nullptr) block->next->prev = prev;
+    DeleteBlock(block);
+    block = prev;
+  }
+  free_blocks.insert(block);
+}
+
+PoolStats CachingPool::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+int64_t CachingPool::EmptyCache() {
+  absl::MutexLock lock(&mu_);
+  return ReleaseCachedSegments();
+}
+
+CachingPool::Block* CachingPool::TakeCachedBlock(size_t size, bool small) {
+  FreeBlocks& free_blocks = FreeBlocksFor(small);
+  Block key{nullptr, size, small};
+  auto it = free_blocks.lower_bound(&key);
+  if (it == free_blocks.end()) return nullptr;
+  Block* block = *it;
+  free_blocks.erase(it);
+  Split(block, size);
+  return block;
+}
+
+CachingPool::Block* CachingPool::NewSegment(size_t segment_size, bool small,
+                                            absl::Status* upstream_error) {
+  const int64_t bytes = static_cast<int64_t>(segment_size);
+  if (limit_bytes_ > 0 && bytes > limit_bytes_ - stats_.reserved_bytes) {
+    return nullptr;
+  }
+  absl::StatusOr<void*> p = upstream_->Allocate(segment_size);
+  if (!p.ok()) {
+    *upstream_error = p.status();
+    return nullptr;
+  }
+  Block* head = NewBlock(static_cast<char*>(*p), segment_size, small);
+  segments_.insert(head);
+  stats_.reserved_bytes += bytes;
+  stats_.peak_reserved_bytes =
+      std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+  ++stats_.segment_count;
+  return head;
+}
+
+CachingPool::Block* CachingPool::NewSegmentWithinLimit(
+    size_t size, bool small, absl::Status* upstream_error) {
+  const size_t segment_size = SegmentSize(size);
+  Block* block = NewSegment(segment_size, small, upstream_error);
+  if (block == nullptr && upstream_error->ok() && segment_size > size) {
+    block = NewSegment(size, small, upstream_error);
+  }
+  return block;
+}
+
+void CachingPool::Split(Block* block, size_t size) {
+  const size_t remaining = block->size - size;
+  // A large-pool remainder of 1 MiB or less could only ever serve a small
+  // request, which never comes to the large pool: keep it in the block.
+  const bool split =
+      block->small ? remaining >= kMinBlockSize : remaining > kSmallSize;
+  if (!split) return;
+  Block* rest = NewBlock(block->ptr + size, remaining, block->small);
+  rest->prev = block;
+  rest->next = block->next;
+  if (block->next != nullptr) block->next->prev = rest;
+  block->next = rest;
+  block->size = size;
+  FreeBlocksFor(block->small).insert(rest);
+}
+
+int64_t CachingPool::ReleaseCachedSegments() {
+  int64_t released = 0;
+  for (FreeBlocks* free_blocks : {&small_free_, &large_free_}) {
+    for (auto it = free_blocks->begin(); it != free_blocks->end();) {
+      Block* block = *it;
+      if (block->prev != nullptr || block->next != nullptr) {
+        ++it;  // part of a segment that is still in use
+        continue;
+      }
+      it = free_blocks->erase(it);
+      segments_.erase(block);
+      upstream_->Deallocate(block->ptr, block->size);
+      released += static_cast<int64_t>(block->size);
+      stats_.reserved_bytes -= static_cast<int64_t>(block->size);
+      --stats_.segment_count;
+      DeleteBlock(block);
+    }
+  }
+  return released;
+}
+
+absl::Status CachingPool::OutOfMemory(
+    size_t bytes, const absl::Status& upstream_error) const {
+  const int64_t asked = bytes > static_cast<size_t>(INT64_MAX)
+                            ? INT64_MAX
+                            : static_cast<int64_t>(bytes);
+  std::string message =
+      absl::StrCat("out of memory on device ", device_, ": tried to allocate ",
+                   FormatSize(asked), "; ");
+  if (limit_bytes_ > 0) {
+    absl::StrAppend(&message, "limit ", FormatSize(limit_bytes_), ", ");
+  }
+  absl::StrAppend(&message, FormatSize(stats_.allocated_bytes), " allocated, ",
+                  FormatSize(stats_.reserved_bytes - stats_.allocated_bytes),
+                  " cached (reserved but unallocated)");
+  if (!upstream_error.ok()) {
+    absl::StrAppend(&message, "; ", upstream_->Name(), ": ",
+                    upstream_error.message());
+  }
+  return absl::ResourceExhaustedError(message);
+}
+
+}  // namespace tensorcast

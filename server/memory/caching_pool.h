@@ -1,0 +1,163 @@
+// CachingPool: a per-device caching allocator over a MemoryResource, after
+// PyTorch's CUDACachingAllocator. Freed blocks stay cached for reuse instead
+// of going back upstream; EmptyCache (or memory pressure) releases them.
+//
+//  - Sizes round up to 512 bytes. Requests up to 1 MiB ("small") are carved
+//    from 2 MiB segments; larger ones get segments rounded up to 2 MiB, so
+//    small and large blocks never share a segment (less fragmentation).
+//  - Best fit over the cached blocks of the right class; a block bigger than
+//    needed is split and the remainder stays cached (large-pool remainders
+//    of 1 MiB or less are not split off: no large request could use them).
+//  - On Free, a block merges with free neighbours of its segment; a segment
+//    that is one free block again can be released upstream.
+//  - Limit: reserved_bytes never exceeds limit_bytes (0 = no limit). When a
+//    new segment would pass the limit, or upstream fails, every cached free
+//    segment is released and the allocation retried once (near the limit
+//    with a segment of just the rounded request size); then
+//    RESOURCE_EXHAUSTED, with how much was asked, the limit, what is
+//    allocated and what is cached.
+//  - Stats are named as PyTorch names them. allocated_bytes counts the
+//    blocks handed out (rounded sizes); reserved_bytes is every segment held
+//    from upstream (allocated + cached).
+//
+// Thread safety: every method may be called concurrently; one mutex guards
+// the state and upstream is called under it (upstream calls are rare once
+// the cache is warm). Ownership: the pool owns its segments and returns all
+// of them upstream on destruction (pointers still handed out then dangle:
+// free everything first). `upstream` is not owned and must outlive the
+// pool. Free of a pointer the pool did not hand out is a caller bug: it
+// asserts in debug builds and is logged and ignored in release builds.
+#ifndef TENSORCAST_SERVER_MEMORY_CACHING_POOL_H_
+#define TENSORCAST_SERVER_MEMORY_CACHING_POOL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/memory/memory_resource.h"
+
+namespace tensorcast {
+
+struct PoolStats {
+  int64_t allocated_bytes = 0;  // in blocks handed to callers
+  int64_t reserved_bytes = 0;   // in segments held from upstream
+  int64_t peak_allocated_bytes = 0;
+  int64_t peak_reserved_bytes = 0;
+  int64_t limit_bytes = 0;   // 0 = none
+  int64_t alloc_count = 0;   // successful Allocate calls
+  int64_t free_count = 0;    // Free calls that returned a block
+  int64_t cache_hits = 0;    // allocations served from cached blocks
+  int64_t cache_misses = 0;  // allocations that needed a new segment
+  int64_t segment_count = 0;
+  int64_t active_blocks = 0;  // blocks handed out and not yet freed
+};
+
+class CachingPool {
+ public:
+  // Block sizes are multiples of this, and no block is smaller.
+  static constexpr size_t kMinBlockSize = 512;
+  // Requests up to this size are small blocks...
+  static constexpr size_t kSmallSize = size_t{1} << 20;
+  // ...carved from segments of this size.
+  static constexpr size_t kSmallSegment = size_t{2} << 20;
+  // Large segments are rounded up to a multiple of this.
+  static constexpr size_t kLargeSegmentRound = size_t{2} << 20;
+
+  CachingPool(std::string device, MemoryResource* upstream,
+              int64_t limit_bytes);
+  ~CachingPool();
+  CachingPool(const CachingPool&) = delete;
+  CachingPool& operator=(const CachingPool&) = delete;
+
+  // A block of at least `bytes` bytes, aligned to
+  // MemoryResource::kAlignment. Allocate(0) returns a valid unique pointer.
+  // RESOURCE_EXHAUSTED when neither the cache, the limit nor upstream allow.
+  [[nodiscard]] absl::StatusOr<void*> Allocate(size_t bytes)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Returns a block to the cache; Free(nullptr) is a no-op.
+  void Free(void* ptr) noexcept ABSL_LOCKS_EXCLUDED(mu_);
+
+  PoolStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Releases every cached segment that is wholly free; returns the bytes
+  // given back upstream.
+  int64_t EmptyCache() ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::string& device() const { return device_; }
+
+ private:
+  // A contiguous range of a segment, free or handed out. The blocks of a
+  // segment form a list in address order; the head block lives as long as
+  // its segment does.
+  struct Block {
+    char* ptr;
+    size_t size;
+    bool small;  // which pool: segments never mix small and large blocks
+    bool allocated = false;
+    Block* prev = nullptr;  // neighbours in the same segment
+    Block* next = nullptr;
+  };
+  struct BySizeThenAddress {
+    bool operator()(const Block* a, const Block* b) const {
+      if (a->size != b->size) return a->size < b->size;
+      return a->ptr < b->ptr;
+    }
+  };
+  // A B-tree: best fit in O(log n) like std::set, without a heap node per
+  // insert.
+  using FreeBlocks = absl::btree_set<Block*, BySizeThenAddress>;
+
+  static size_t RoundSize(size_t bytes);
+  // Block objects are recycled: splitting and merging are on the hot path.
+  Block* NewBlock(char* ptr, size_t size, bool small)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeleteBlock(Block* block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static size_t SegmentSize(size_t rounded);
+
+  FreeBlocks& FreeBlocksFor(bool small) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return small ? small_free_ : large_free_;
+  }
+  // The best-fitting cached block for `size`, removed from the free set and
+  // split if it is much bigger; nullptr when none fits.
+  Block* TakeCachedBlock(size_t size, bool small)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new segment from upstream as one block outside the free sets; nullptr
+  // when it would pass the limit, or when upstream fails (then
+  // *upstream_error says why).
+  Block* NewSegment(size_t segment_size, bool small,
+                    absl::Status* upstream_error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NewSegment, trying an exact-size segment when the usual one would pass
+  // the limit.
+  Block* NewSegmentWithinLimit(size_t size, bool small,
+                               absl::Status* upstream_error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Split(Block* block, size_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t ReleaseCachedSegments() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OutOfMemory(size_t bytes,
+                           const absl::Status& upstream_error) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const std::string device_;
+  MemoryResource* const upstream_;
+  const int64_t limit_bytes_;
+
+  mutable absl::Mutex mu_;
+  FreeBlocks small_free_ ABSL_GUARDED_BY(mu_);
+  FreeBlocks large_free_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<void*, Block*> active_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<Block*> segments_ ABSL_GUARDED_BY(mu_);  // head blocks
+  std::vector<Block*> spare_blocks_ ABSL_GUARDED_BY(mu_);
+  PoolStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_MEMORY_CACHING_POOL_H_

@@ -1,0 +1,448 @@
+#include "server/memory/caching_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/memory/counting_resource_test_util.h"
+
+namespace tensorcast {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int64_t kKiB = 1024;
+constexpr int64_t kMiB = 1024 * kKiB;
+
+class CachingPoolTest : public ::testing::Test {
+ protected:
+  void* Alloc(CachingPool& pool, int64_t bytes) {
+    absl::StatusOr<void*> p = pool.Allocate(static_cast<size_t>(bytes));
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) return nullptr;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(*p) % MemoryResource::kAlignment, 0u);
+    return *p;
+  }
+
+  testing::CountingResource upstream_;
+};
+
+TEST_F(CachingPoolTest, RoundsTo512AndZeroBytesGetsAUniqueBlock) {
+  CachingPool pool("cpu", &upstream_, 0);
+  EXPECT_EQ(pool.device(), "cpu");
+  void* a = Alloc(pool, 0);
+  void* b = Alloc(pool, 0);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(pool.Stats().allocated_bytes, 1024);
+  void* c = Alloc(pool, 1);
+  EXPECT_EQ(pool.Stats().allocated_bytes, 1536);
+  void* d = Alloc(pool, 513);
+  EXPECT_EQ(pool.Stats().allocated_bytes, 2560);
+  std::memset(d, 7, 513);
+  for (void* p : {a, b, c, d}) pool.Free(p);
+  EXPECT_EQ(pool.Stats().allocated_bytes, 0);
+}
+
+TEST_F(CachingPoolTest, SmallBlocksAreCarvedFromOneTwoMiBSegment) {
+  CachingPool pool("cpu", &upstream_, 0);
+  char* a = static_cast<char*>(Alloc(pool, 1000));
+  char* b = static_cast<char*>(Alloc(pool, 1024));
+  char* c = static_cast<char*>(Alloc(pool, kMiB));
+  EXPECT_EQ(upstream_.allocations(), 1);
+  EXPECT_EQ(b, a + 1024);
+  EXPECT_EQ(c, b + 1024);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.segment_count, 1);
+  EXPECT_EQ(s.reserved_bytes, 2 * kMiB);
+  EXPECT_EQ(s.allocated_bytes, 2048 + kMiB);
+  EXPECT_EQ(s.cache_misses, 1);
+  EXPECT_EQ(s.cache_hits, 2);  // b and c came from the split remainder
+  // The rest of the segment (1 MiB - 2 KiB) still serves small requests.
+  Alloc(pool, kMiB - 2048);
+  EXPECT_EQ(upstream_.allocations(), 1);
+  Alloc(pool, 1);
+  EXPECT_EQ(upstream_.allocations(), 2);
+}
+
+TEST_F(CachingPoolTest, LargeSegmentsRoundUpToTwoMiB) {
+  CachingPool pool("cpu", &upstream_, 0);
+  Alloc(pool, 3 * kMiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 4 * kMiB);
+  // A 1 MiB remainder is no use to the large pool: it stays in the block.
+  EXPECT_EQ(s.allocated_bytes, 4 * kMiB);
+  Alloc(pool, kMiB + 1);  // just over small: a large block
+  s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 6 * kMiB);
+  EXPECT_EQ(s.segment_count, 2);
+  EXPECT_EQ(upstream_.allocations(), 2);
+}
+
+TEST_F(CachingPoolTest, LargeCachedBlocksAreSplitAndTheRemainderReused) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* big = Alloc(pool, 10 * kMiB);
+  pool.Free(big);
+  char* a = static_cast<char*>(Alloc(pool, 3 * kMiB));
+  EXPECT_EQ(a, big);
+  EXPECT_EQ(pool.Stats().allocated_bytes, 3 * kMiB);
+  char* b = static_cast<char*>(Alloc(pool, 7 * kMiB));
+  EXPECT_EQ(b, a + 3 * kMiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.cache_hits, 2);
+  EXPECT_EQ(s.cache_misses, 1);
+  EXPECT_EQ(s.segment_count, 1);
+  EXPECT_EQ(upstream_.allocations(), 1);
+}
+
+TEST_F(CachingPoolTest, ReuseIsACacheHitWithoutGoingUpstream) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* a = Alloc(pool, 1000);
+  pool.Free(a);
+  void* b = Alloc(pool, 1000);
+  EXPECT_EQ(a, b);
+  pool.Free(b);
+  void* big = Alloc(pool, 64 * kMiB);
+  pool.Free(big);
+  EXPECT_EQ(Alloc(pool, 64 * kMiB), big);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.cache_hits, 2);
+  EXPECT_EQ(s.cache_misses, 2);
+  EXPECT_EQ(s.alloc_count, 4);
+  EXPECT_EQ(s.free_count, 3);
+  EXPECT_EQ(upstream_.allocations(), 2);
+  EXPECT_EQ(upstream_.deallocations(), 0);
+}
+
+TEST_F(CachingPoolTest, BestFitPicksTheSmallestCachedBlockThatFits) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* four = Alloc(pool, 4 * kMiB);
+  void* eight = Alloc(pool, 8 * kMiB);
+  void* six = Alloc(pool, 6 * kMiB);
+  for (void* p : {four, eight, six}) pool.Free(p);
+  EXPECT_EQ(Alloc(pool, 5 * kMiB), six);
+  EXPECT_EQ(Alloc(pool, 3 * kMiB), four);
+  EXPECT_EQ(Alloc(pool, 7 * kMiB), eight);
+  EXPECT_EQ(upstream_.allocations(), 3);
+}
+
+TEST_F(CachingPoolTest, FreeingInAnyOrderCoalescesBackToOneSegment) {
+  CachingPool pool("cpu", &upstream_, 0);
+  pool.Free(Alloc(pool, 8 * kMiB));
+  std::vector<int> order = {0, 1, 2, 3};
+  int permutations = 0;
+  do {
+    std::vector<void*> blocks;
+    for (int i = 0; i < 4; ++i) blocks.push_back(Alloc(pool, 2 * kMiB));
+    for (int i : order) pool.Free(blocks[i]);
+    // Only a whole, merged 8 MiB block can serve this without upstream.
+    void* whole = Alloc(pool, 8 * kMiB);
+    EXPECT_EQ(whole, blocks[0]);
+    pool.Free(whole);
+    ++permutations;
+  } while (std::next_permutation(order.begin(), order.end()));
+  EXPECT_EQ(permutations, 24);
+  EXPECT_EQ(upstream_.allocations(), 1);
+
+  // The same for small blocks: after any order, EmptyCache finds the segment
+  // whole and gives it back.
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<void*> blocks;
+    for (int i = 0; i < 12; ++i) blocks.push_back(Alloc(pool, 512 * (i + 1)));
+    std::shuffle(blocks.begin(), blocks.end(), rng);
+    for (void* p : blocks) pool.Free(p);
+    EXPECT_EQ(pool.Stats().segment_count, 2);
+  }
+  EXPECT_EQ(upstream_.allocations(), 2);
+  EXPECT_EQ(pool.EmptyCache(), 10 * kMiB);
+  EXPECT_EQ(pool.Stats().reserved_bytes, 0);
+  EXPECT_EQ(upstream_.outstanding_bytes(), 0);
+}
+
+TEST_F(CachingPoolTest, OverTheLimitIsResourceExhaustedWithTheFigures) {
+  CachingPool pool("cpu", &upstream_, 128 * kMiB);
+  pool.Free(Alloc(pool, 120 * kMiB));
+  void* held = Alloc(pool, 100 * kMiB);  // 20 MiB stay cached beside it
+  ASSERT_NE(held, nullptr);
+  const int64_t upstream_calls = upstream_.allocations();
+  absl::StatusOr<void*> p = pool.Allocate(64 * kMiB);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(p.status().message(),
+            "out of memory on device cpu: tried to allocate 64.00 MiB; limit "
+            "128.00 MiB, 100.00 MiB allocated, 20.00 MiB cached (reserved but "
+            "unallocated)");
+  EXPECT_EQ(upstream_.allocations(), upstream_calls);  // never asked
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.limit_bytes, 128 * kMiB);
+  EXPECT_EQ(s.reserved_bytes, 120 * kMiB);
+  EXPECT_LE(s.peak_reserved_bytes, s.limit_bytes);
+  // Cached room is still used for what fits.
+  EXPECT_TRUE(pool.Allocate(20 * kMiB).ok());
+}
+
+TEST_F(CachingPoolTest, ARequestBiggerThanTheLimitFails) {
+  CachingPool pool("cuda:1", &upstream_, 4 * kMiB);
+  absl::StatusOr<void*> p = pool.Allocate(5 * kMiB);
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(p.status().message(),
+              HasSubstr("out of memory on device cuda:1: tried to allocate "
+                        "5.00 MiB; limit 4.00 MiB, 0 B allocated, 0 B cached"));
+  EXPECT_EQ(upstream_.allocations(), 0);
+  absl::StatusOr<void*> huge = pool.Allocate(SIZE_MAX);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(CachingPoolTest, CachedSegmentsAreReleasedToMakeRoomUnderTheLimit) {
+  CachingPool pool("cpu", &upstream_, 8 * kMiB);
+  void* a = Alloc(pool, 6 * kMiB);
+  pool.Free(a);
+  EXPECT_EQ(pool.Stats().reserved_bytes, 6 * kMiB);
+  // 7 MiB does not fit the cached 6 MiB, and 6 + 8 would pass the limit.
+  void* b = Alloc(pool, 7 * kMiB);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(upstream_.deallocations(), 1);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 8 * kMiB);
+  EXPECT_EQ(s.segment_count, 1);
+  EXPECT_EQ(s.peak_reserved_bytes, 8 * kMiB);
+  EXPECT_EQ(s.cache_misses, 2);
+}
+
+TEST_F(CachingPoolTest, CachedSegmentsAreReleasedWhenUpstreamFails) {
+  upstream_.set_capacity(10 * kMiB);
+  CachingPool pool("cpu", &upstream_, 0);
+  pool.Free(Alloc(pool, 6 * kMiB));
+  void* b = Alloc(pool, 8 * kMiB);  // upstream refuses 6 + 8, then 8 fits
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(upstream_.failures(), 1);
+  EXPECT_EQ(upstream_.deallocations(), 1);
+  EXPECT_EQ(pool.Stats().reserved_bytes, 8 * kMiB);
+
+  absl::StatusOr<void*> c = pool.Allocate(4 * kMiB);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("out of memory on device cpu: tried to allocate 4.00 "
+                        "MiB; 8.00 MiB allocated, 0 B cached (reserved but "
+                        "unallocated); counting(host): test capacity reached"));
+}
+
+TEST_F(CachingPoolTest, NearTheLimitASmallRequestGetsASegmentOfItsOwnSize) {
+  CachingPool pool("cpu", &upstream_, 3 * kMiB);
+  Alloc(pool, 3 * kMiB / 2);        // a 2 MiB large segment
+  void* small = Alloc(pool, kKiB);  // a 2 MiB small segment would not fit
+  ASSERT_NE(small, nullptr);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 2 * kMiB + kKiB);
+  EXPECT_EQ(s.segment_count, 2);
+  EXPECT_LE(s.peak_reserved_bytes, 3 * kMiB);
+}
+
+TEST_F(CachingPoolTest, EmptyCacheReturnsReservedToAllocated) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* a = Alloc(pool, 2 * kMiB);
+  void* b = Alloc(pool, 4 * kMiB);
+  void* c = Alloc(pool, 6 * kMiB);
+  pool.Free(b);
+  pool.Free(c);
+  EXPECT_EQ(pool.Stats().reserved_bytes, 12 * kMiB);
+  EXPECT_EQ(pool.EmptyCache(), 10 * kMiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, s.allocated_bytes);
+  EXPECT_EQ(s.reserved_bytes, 2 * kMiB);
+  EXPECT_EQ(s.peak_reserved_bytes, 12 * kMiB);
+  EXPECT_EQ(pool.EmptyCache(), 0);
+  pool.Free(a);
+  EXPECT_EQ(pool.EmptyCache(), 2 * kMiB);
+  s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 0);
+  EXPECT_EQ(s.segment_count, 0);
+  EXPECT_EQ(upstream_.outstanding_bytes(), 0);
+  EXPECT_EQ(upstream_.mismatches(), 0);
+}
+
+TEST_F(CachingPoolTest, StatsAndPeaks) {
+  CachingPool pool("cpu", &upstream_, 64 * kMiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.allocated_bytes, 0);
+  EXPECT_EQ(s.limit_bytes, 64 * kMiB);
+  void* a = Alloc(pool, 10 * kMiB);
+  void* b = Alloc(pool, 4 * kKiB);
+  s = pool.Stats();
+  EXPECT_EQ(s.allocated_bytes, 10 * kMiB + 4 * kKiB);
+  EXPECT_EQ(s.reserved_bytes, 12 * kMiB);
+  EXPECT_EQ(s.active_blocks, 2);
+  pool.Free(a);
+  void* c = Alloc(pool, 2 * kMiB);
+  s = pool.Stats();
+  EXPECT_EQ(s.allocated_bytes, 2 * kMiB + 4 * kKiB);
+  EXPECT_EQ(s.peak_allocated_bytes, 10 * kMiB + 4 * kKiB);
+  EXPECT_EQ(s.peak_reserved_bytes, 12 * kMiB);
+  EXPECT_EQ(s.alloc_count, 3);
+  EXPECT_EQ(s.free_count, 1);
+  EXPECT_EQ(s.cache_hits, 1);
+  EXPECT_EQ(s.cache_misses, 2);
+  EXPECT_EQ(s.segment_count, 2);
+  EXPECT_EQ(s.active_blocks, 2);
+  pool.Free(b);
+  pool.Free(c);
+  s = pool.Stats();
+  EXPECT_EQ(s.allocated_bytes, 0);
+  EXPECT_EQ(s.active_blocks, 0);
+  EXPECT_EQ(s.reserved_bytes, 12 * kMiB);
+}
+
+TEST_F(CachingPoolTest, FreeOfNullIsANoOp) {
+  CachingPool pool("cpu", &upstream_, 0);
+  pool.Free(nullptr);
+  EXPECT_EQ(pool.Stats().free_count, 0);
+}
+
+TEST_F(CachingPoolTest, FreeOfAnUnknownPointerIsABug) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* a = Alloc(pool, 100);
+  int local = 0;
+  // Debug builds assert; release builds log and ignore it.
+  EXPECT_DEBUG_DEATH(pool.Free(&local), "unknown pointer");
+  pool.Free(a);
+  EXPECT_DEBUG_DEATH(pool.Free(a), "unknown pointer");  // double free
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.free_count, 1);
+  EXPECT_EQ(s.allocated_bytes, 0);
+}
+
+TEST_F(CachingPoolTest, DestructorReturnsEverySegmentUpstream) {
+  {
+    CachingPool pool("cpu", &upstream_, 0);
+    Alloc(pool, 100);
+    Alloc(pool, 5 * kMiB);
+    pool.Free(Alloc(pool, 20 * kMiB));
+    void* split = Alloc(pool, 12 * kMiB);
+    ASSERT_NE(split, nullptr);
+    EXPECT_GT(upstream_.outstanding_bytes(), 0);
+  }
+  EXPECT_EQ(upstream_.outstanding_bytes(), 0);
+  EXPECT_EQ(upstream_.outstanding_blocks(), 0);
+  EXPECT_EQ(upstream_.mismatches(), 0);
+}
+
+TEST_F(CachingPoolTest, ConcurrentAllocateAndFreeKeepStatsConsistent) {
+  constexpr int64_t kLimit = 96 * kMiB;
+  CachingPool pool("cpu", &upstream_, kLimit);
+  constexpr int kThreads = 4;
+  constexpr int kOps = 20000;
+  std::atomic<int64_t> failures{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(1000 + t);
+      struct Held {
+        unsigned char* p;
+        size_t size;
+      };
+      std::vector<Held> held;
+      auto release = [&](size_t i) {
+        // Each block still carries this thread's tag at both ends: no other
+        // allocation overlapped it.
+        EXPECT_EQ(held[i].p[0], t);
+        EXPECT_EQ(held[i].p[held[i].size - 1], t);
+        pool.Free(held[i].p);
+        held[i] = held.back();
+        held.pop_back();
+      };
+      for (int op = 0; op < kOps; ++op) {
+        if (held.size() < 32 && (held.empty() || rng() % 2 == 0)) {
+          size_t size =
+              rng() % 10 == 0 ? 1 + rng() % (6 * kMiB) : rng() % (64 * kKiB);
+          absl::StatusOr<void*> p = pool.Allocate(size);
+          if (!p.ok()) {
+            EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+            ++failures;
+            continue;
+          }
+          if (size == 0) continue;  // nothing to tag; leave it to the end
+          auto* bytes = static_cast<unsigned char*>(*p);
+          bytes[0] = t;
+          bytes[size - 1] = t;
+          held.push_back({bytes, size});
+        } else {
+          release(rng() % held.size());
+        }
+      }
+      while (!held.empty()) release(held.size() - 1);
+    });
+  }
+  // Readers and cache flushes race with the workers.
+  std::thread observer([&] {
+    while (!done.load()) {
+      PoolStats s = pool.Stats();
+      EXPECT_LE(s.allocated_bytes, s.reserved_bytes);
+      EXPECT_LE(s.reserved_bytes, kLimit);
+      pool.EmptyCache();
+      std::this_thread::yield();
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  done = true;
+  observer.join();
+
+  PoolStats s = pool.Stats();
+  // Zero-byte blocks were left allocated on purpose; count them out.
+  const int64_t zero_blocks = s.active_blocks;
+  EXPECT_EQ(s.allocated_bytes, zero_blocks * 512);
+  EXPECT_EQ(s.alloc_count, s.free_count + zero_blocks);
+  EXPECT_EQ(s.alloc_count + failures.load(), s.cache_hits + s.cache_misses);
+  EXPECT_LE(s.peak_reserved_bytes, kLimit);
+  EXPECT_LE(s.peak_allocated_bytes, s.peak_reserved_bytes);
+  EXPECT_GT(s.cache_hits, s.cache_misses);
+  EXPECT_EQ(upstream_.outstanding_bytes(), s.reserved_bytes);
+  EXPECT_EQ(upstream_.mismatches(), 0);
+}
+
+TEST_F(CachingPoolTest, AfterAStressEverythingGoesBackUpstream) {
+  CachingPool pool("cpu", &upstream_, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      std::vector<void*> held;
+      for (int op = 0; op < 5000; ++op) {
+        if (held.size() < 16 && rng() % 3 != 0) {
+          absl::StatusOr<void*> p = pool.Allocate(rng() % (3 * kMiB));
+          ASSERT_TRUE(p.ok());
+          held.push_back(*p);
+        } else if (!held.empty()) {
+          size_t i = rng() % held.size();
+          pool.Free(held[i]);
+          held.erase(held.begin() + i);
+        }
+      }
+      for (void* p : held) pool.Free(p);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.allocated_bytes, 0);
+  EXPECT_EQ(s.active_blocks, 0);
+  EXPECT_EQ(s.alloc_count, s.free_count);
+  EXPECT_EQ(pool.EmptyCache(), s.reserved_bytes);
+  s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 0);
+  EXPECT_EQ(s.segment_count, 0);
+  EXPECT_EQ(upstream_.outstanding_bytes(), 0);
+  EXPECT_EQ(upstream_.allocations(), upstream_.deallocations());
+}
+
+}  // namespace
+}  // namespace tensorcast

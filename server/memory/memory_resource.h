@@ -1,0 +1,56 @@
+// MemoryResource: the one interface through which tensorcast gets raw memory
+// (host, later pinned host and CUDA device), after RAPIDS rmm's
+// device_memory_resource. Callers use the non-virtual Allocate/Deallocate;
+// backends and adaptors implement the private DoAllocate/DoDeallocate.
+//
+// Contract for every implementation:
+//  - Thread-safe: Allocate and Deallocate may be called from any thread.
+//  - Allocate(n) returns memory aligned to at least kAlignment bytes, or
+//    RESOURCE_EXHAUSTED with a message saying how much was asked for.
+//    Allocate(0) returns a valid pointer, distinct from every other live one.
+//  - Deallocate(p, n) takes back what Allocate(n) returned, with the same n.
+//    It never fails and never throws; Deallocate(nullptr, n) is a no-op.
+//  - The resource must outlive every allocation made from it; it is neither
+//    copyable nor movable (adaptors hold a pointer to their upstream).
+// A later CUDA issue adds overloads taking a stream handle
+// (Allocate(bytes, stream) / Deallocate(p, bytes, stream)) with a default
+// that ignores the stream, so host resources need no change.
+#ifndef TENSORCAST_SERVER_MEMORY_MEMORY_RESOURCE_H_
+#define TENSORCAST_SERVER_MEMORY_MEMORY_RESOURCE_H_
+
+#include <cstddef>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace tensorcast {
+
+class MemoryResource {
+ public:
+  // Every allocation is aligned to at least this (as cudaMalloc's 256 B),
+  // so any dtype and vectorized kernels can use it directly.
+  static constexpr size_t kAlignment = 256;
+
+  MemoryResource() = default;
+  virtual ~MemoryResource();
+  MemoryResource(const MemoryResource&) = delete;
+  MemoryResource& operator=(const MemoryResource&) = delete;
+
+  [[nodiscard]] absl::StatusOr<void*> Allocate(size_t bytes) {
+    return DoAllocate(bytes);
+  }
+  void Deallocate(void* p, size_t bytes) noexcept {
+    if (p != nullptr) DoDeallocate(p, bytes);
+  }
+
+  // For messages and stats: "host", "pinned", "cuda:0", "counting(host)".
+  virtual absl::string_view Name() const = 0;
+
+ private:
+  virtual absl::StatusOr<void*> DoAllocate(size_t bytes) = 0;
+  virtual void DoDeallocate(void* p, size_t bytes) noexcept = 0;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_MEMORY_MEMORY_RESOURCE_H_

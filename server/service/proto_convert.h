@@ -1,0 +1,25 @@
+// Conversions between the wire contract (tensorcast.v1) and the core types.
+// Pure functions, thread-safe.
+#ifndef TENSORCAST_SERVER_SERVICE_PROTO_CONVERT_H_
+#define TENSORCAST_SERVER_SERVICE_PROTO_CONVERT_H_
+
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "server/core/dtype.h"
+#include "server/store/fetch_source.h"
+#include "server/store/tensor_store.h"
+#include "tensorcast/v1/tensor_service.pb.h"
+
+namespace tensorcast {
+
+// INVALID_ARGUMENT for an unknown value; nullopt for DTYPE_UNSPECIFIED.
+absl::StatusOr<std::optional<DType>> FromProto(v1::DType dtype);
+v1::DType ToProto(DType dtype);
+absl::StatusOr<WireFormat> FromProto(v1::Format format, WireFormat unset);
+
+void FillTensorInfo(const Tensor& tensor, v1::TensorInfo* info);
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_SERVICE_PROTO_CONVERT_H_

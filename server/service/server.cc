@@ -1,0 +1,108 @@
+#include "server/service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/size.h"
+
+namespace tensorcast {
+
+// Bigger than the largest chunk a client may send or ask for.
+constexpr int kMaxMessageBytes = static_cast<int>(kMaxChunkBytes + (1 << 20));
+
+absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
+    const ServerOptions& options) {
+  std::unique_ptr<TensorcastServer> s(new TensorcastServer());
+  absl::StatusOr<std::unique_ptr<DeviceRegistry>> devices =
+      DeviceRegistry::Create(options.devices);
+  if (!devices.ok()) return devices.status();
+  s->devices_ = *std::move(devices);
+  if (options.service.chunk_bytes < kMinChunkBytes ||
+      options.service.chunk_bytes > kMaxChunkBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--chunk-bytes must be between ", FormatSize(kMinChunkBytes), " and ",
+        FormatSize(kMaxChunkBytes)));
+  }
+  s->store_ = std::make_unique<TensorStore>(options.default_ttl_seconds);
+  s->service_ = std::make_unique<TensorServiceImpl>(
+      s->store_.get(), s->devices_.get(), options.service);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &s->port_);
+  builder.RegisterService(s->service_.get());
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen,
+                     " (address in use, or not a HOST:PORT this host has?)"));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  s->reaper_ = std::thread([srv = s.get()] { srv->ReapLoop(); });
+
+  for (const auto& d : s->devices_->all()) {
+    PoolStats stats = d->pool().Stats();
+    spdlog::info("device {} ({}), memory limit {}", d->name(), d->description(),
+                 stats.limit_bytes > 0 ? FormatSize(stats.limit_bytes)
+                                       : std::string("none"));
+  }
+  if (!s->devices_->cuda_available()) {
+    spdlog::info("{}", s->devices_->cuda_status());
+  }
+  return s;
+}
+
+void TensorcastServer::ReapLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    stop_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
+    lock.unlock();
+    int reaped = store_->ReapExpired(TensorStore::NowUnixSeconds());
+    if (reaped > 0) spdlog::info("reclaimed {} expired tensor(s)", reaped);
+    lock.lock();
+  }
+}
+
+void TensorcastServer::Shutdown(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  if (server_ == nullptr) return;
+  // Drain: health says NOT_SERVING, new calls are refused, running calls
+  // get until the deadline. gRPC's own Shutdown(deadline) would also wait
+  // out the whole deadline while any idle client stays connected, so wait
+  // for our calls ourselves and then shut down at once.
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  service_->StartDraining();
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  spdlog::info("draining: {} call(s) running, {} ms to finish",
+               service_->calls_in_flight(), grace.count());
+  while (service_->calls_in_flight() > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (int64_t left = service_->calls_in_flight(); left > 0) {
+    spdlog::warn("cancelling {} call(s) still running after the grace period",
+                 left);
+  }
+  server_->Shutdown(std::chrono::system_clock::now());
+  server_->Wait();
+}
+
+TensorcastServer::~TensorcastServer() {
+  Shutdown(std::chrono::milliseconds(0));
+}
+
+}  // namespace tensorcast

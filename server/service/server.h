@@ -1,0 +1,65 @@
+// TensorcastServer: builds the gRPC server around the service — devices,
+// store, health (grpc.health.v1), reflection, the TTL reaper — and shuts it
+// down gracefully. Start() and Shutdown() are called from one thread; the
+// running server is thread-safe.
+#ifndef TENSORCAST_SERVER_SERVICE_SERVER_H_
+#define TENSORCAST_SERVER_SERVICE_SERVER_H_
+
+#include <grpcpp/server.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "server/service/tensor_service.h"
+#include "server/store/device.h"
+#include "server/store/tensor_store.h"
+
+namespace tensorcast {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";
+  DeviceOptions devices;
+  ServiceOptions service;
+  int64_t default_ttl_seconds = 0;  // 0 = tensors never expire
+};
+
+class TensorcastServer {
+ public:
+  // INVALID_ARGUMENT / FAILED_PRECONDITION for bad options; UNAVAILABLE when
+  // the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<TensorcastServer>> Start(
+      const ServerOptions& options);
+  ~TensorcastServer();
+
+  int port() const { return port_; }
+  const DeviceRegistry& devices() const { return *devices_; }
+
+  // Health goes NOT_SERVING, new calls are refused, and running calls get
+  // until `grace` to finish before they are cancelled. Idempotent.
+  void Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  TensorcastServer() = default;
+  void ReapLoop();
+
+  std::unique_ptr<DeviceRegistry> devices_;
+  std::unique_ptr<TensorStore> store_;
+  std::unique_ptr<TensorServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // guarded by mu_
+  std::thread reaper_;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_SERVICE_SERVER_H_

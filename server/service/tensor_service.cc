@@ -1,0 +1,311 @@
+#include "server/service/tensor_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/service/proto_convert.h"
+#include "server/service/status.h"
+
+namespace tensorcast {
+
+void LogRpc(const char* method, grpc::CallbackServerContext* ctx,
+            const absl::Status& status,
+            std::chrono::steady_clock::time_point start) {
+  double ms = std::chrono::duration<double, std::milli>(
+                  std::chrono::steady_clock::now() - start)
+                  .count();
+  if (status.ok()) {
+    spdlog::debug("rpc={} peer={} code=OK ms={:.3f}", method, ctx->peer(), ms);
+  } else {
+    spdlog::warn("rpc={} peer={} code={} ms={:.3f} message=\"{}\"", method,
+                 ctx->peer(), absl::StatusCodeToString(status.code()), ms,
+                 std::string(status.message()));
+  }
+}
+
+namespace {
+
+// Runs a unary handler body and finishes the call with its status.
+template <typename Body>
+grpc::ServerUnaryReactor* Reply(TensorServiceImpl* service, const char* method,
+                                grpc::CallbackServerContext* ctx, Body body) {
+  auto start = std::chrono::steady_clock::now();
+  service->UnaryStarted();
+  absl::Status status = service->CheckAccepting();
+  if (status.ok()) status = body();
+  service->UnaryEnded();
+  LogRpc(method, ctx, status, start);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Packs a Literal's one non-empty list as contiguous elements.
+absl::Status LiteralToSpec(const v1::Literal& literal, CreateSpec* spec) {
+  int lists =
+      (literal.float_values_size() > 0) + (literal.int_values_size() > 0) +
+      (literal.uint_values_size() > 0) + (literal.bool_values_size() > 0) +
+      (literal.complex_values_size() > 0);
+  if (lists > 1) {
+    return absl::InvalidArgumentError(
+        "a literal gives values in exactly one of its lists");
+  }
+  auto pack = [spec](DType dtype, const auto& values) {
+    spec->literal_dtype = dtype;
+    spec->literal_bytes.resize(values.size() * ItemSize(dtype));
+    char* out = spec->literal_bytes.data();
+    for (auto v : values) {
+      std::memcpy(out, &v, sizeof(v));
+      out += sizeof(v);
+    }
+  };
+  if (literal.int_values_size() > 0) {
+    pack(DType::kInt64, literal.int_values());
+  } else if (literal.uint_values_size() > 0) {
+    pack(DType::kUInt64, literal.uint_values());
+  } else if (literal.bool_values_size() > 0) {
+    std::vector<uint8_t> bools(literal.bool_values().begin(),
+                               literal.bool_values().end());
+    pack(DType::kBool, bools);
+  } else if (literal.complex_values_size() > 0) {
+    if (literal.complex_values_size() % 2 != 0) {
+      return absl::InvalidArgumentError(
+          "complex_values holds (real, imaginary) pairs: its length must be "
+          "even");
+    }
+    pack(DType::kFloat64, literal.complex_values());
+    spec->literal_dtype = DType::kComplex128;
+  } else {
+    pack(DType::kFloat64, literal.float_values());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status TensorServiceImpl::CheckAccepting() const {
+  if (draining_.load()) {
+    return absl::UnavailableError(
+        "the server is shutting down; retry against another instance");
+  }
+  return absl::OkStatus();
+}
+
+TensorServiceImpl::TensorServiceImpl(TensorStore* store,
+                                     const DeviceRegistry* devices,
+                                     ServiceOptions options)
+    : ctx_{store, devices, options.max_tensor_bytes}, options_(options) {}
+
+grpc::ServerReadReactor<v1::PutRequest>* TensorServiceImpl::Put(
+    grpc::CallbackServerContext* ctx, v1::PutResponse* response) {
+  return NewPutReactor(this, ctx, response);
+}
+
+grpc::ServerWriteReactor<v1::FetchResponse>* TensorServiceImpl::Fetch(
+    grpc::CallbackServerContext* ctx, const v1::FetchRequest* request) {
+  return NewFetchReactor(this, ctx, request);
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::Create(
+    grpc::CallbackServerContext* ctx, const v1::CreateRequest* request,
+    v1::CreateResponse* response) {
+  return Reply(this, "Create", ctx, [&]() -> absl::Status {
+    absl::StatusOr<std::optional<DType>> dtype = FromProto(request->dtype());
+    if (!dtype.ok()) return dtype.status();
+    CreateSpec spec;
+    spec.shape.assign(request->shape().begin(), request->shape().end());
+    spec.device = request->device();
+    spec.requires_grad = request->requires_grad();
+    spec.name = request->name();
+    spec.ttl_seconds = request->ttl_seconds();
+    switch (request->init_case()) {
+      case v1::CreateRequest::kZeros:
+      case v1::CreateRequest::INIT_NOT_SET:
+        spec.init = CreateSpec::Init::kZeros;
+        break;
+      case v1::CreateRequest::kOnes:
+        spec.init = CreateSpec::Init::kOnes;
+        break;
+      case v1::CreateRequest::kFull:
+        spec.init = CreateSpec::Init::kFull;
+        spec.value = request->full();
+        break;
+      case v1::CreateRequest::kArange:
+        spec.init = CreateSpec::Init::kArange;
+        spec.start = request->arange().start();
+        spec.step = request->arange().step();
+        break;
+      case v1::CreateRequest::kEye:
+        spec.init = CreateSpec::Init::kEye;
+        break;
+      case v1::CreateRequest::kRandSeed:
+        spec.init = CreateSpec::Init::kRand;
+        spec.seed = request->rand_seed();
+        break;
+      case v1::CreateRequest::kValues:
+        spec.init = CreateSpec::Init::kLiteral;
+        if (absl::Status s = LiteralToSpec(request->values(), &spec); !s.ok()) {
+          return s;
+        }
+        break;
+    }
+    if (dtype->has_value()) {
+      spec.dtype = **dtype;
+    } else if (spec.init == CreateSpec::Init::kLiteral) {
+      // torch.tensor's inference: bools stay bool, ints int64, floats
+      // float32 (the default dtype), complex complex64.
+      switch (spec.literal_dtype) {
+        case DType::kBool:
+          spec.dtype = DType::kBool;
+          break;
+        case DType::kInt64:
+        case DType::kUInt64:
+          spec.dtype = DType::kInt64;
+          break;
+        case DType::kComplex128:
+          spec.dtype = DType::kComplex64;
+          break;
+        default:
+          spec.dtype = DType::kFloat32;
+      }
+    } else {
+      spec.dtype = DType::kFloat32;
+    }
+    absl::StatusOr<TensorPtr> t = CreateTensor(ctx_, std::move(spec));
+    if (!t.ok()) return t.status();
+    FillTensorInfo(**t, response->mutable_tensor());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::Info(
+    grpc::CallbackServerContext* ctx, const v1::InfoRequest* request,
+    v1::InfoResponse* response) {
+  return Reply(this, "Info", ctx, [&]() -> absl::Status {
+    absl::StatusOr<TensorPtr> t = store()->Get(request->ref());
+    if (!t.ok()) return t.status();
+    FillTensorInfo(**t, response->mutable_tensor());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::List(
+    grpc::CallbackServerContext* ctx, const v1::ListRequest* request,
+    v1::ListResponse* response) {
+  return Reply(this, "List", ctx, [&]() -> absl::Status {
+    absl::StatusOr<TensorStore::Page> page = store()->List(
+        request->page_size(), request->page_token(), request->name_prefix());
+    if (!page.ok()) return page.status();
+    for (const TensorPtr& t : page->tensors) {
+      FillTensorInfo(*t, response->add_tensors());
+    }
+    response->set_next_page_token(page->next_page_token);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
+    grpc::CallbackServerContext* ctx, const v1::DeleteRequest* request,
+    v1::DeleteResponse* response) {
+  return Reply(this, "Delete", ctx, [&]() -> absl::Status {
+    if (request->refs().empty()) {
+      return absl::InvalidArgumentError("Delete needs at least one ref");
+    }
+    std::vector<std::string> refs(request->refs().begin(),
+                                  request->refs().end());
+    absl::StatusOr<int> n = store()->Delete(refs);
+    if (!n.ok()) return n.status();
+    response->set_deleted(*n);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
+    grpc::CallbackServerContext* ctx, const v1::DetachRequest* request,
+    v1::DetachResponse* response) {
+  return Reply(this, "Detach", ctx, [&]() -> absl::Status {
+    absl::StatusOr<TensorPtr> src = store()->Get(request->ref());
+    if (!src.ok()) return src.status();
+    absl::StatusOr<TensorPtr> t =
+        DetachTensor(ctx_, *src, request->name(), request->ttl_seconds());
+    if (!t.ok()) return t.status();
+    FillTensorInfo(**t, response->mutable_tensor());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::To(
+    grpc::CallbackServerContext* ctx, const v1::ToRequest* request,
+    v1::ToResponse* response) {
+  return Reply(this, "To", ctx, [&]() -> absl::Status {
+    absl::StatusOr<std::optional<DType>> dtype = FromProto(request->dtype());
+    if (!dtype.ok()) return dtype.status();
+    absl::StatusOr<TensorPtr> src = store()->Get(request->ref());
+    if (!src.ok()) return src.status();
+    ToSpec spec;
+    spec.device = request->device();
+    spec.dtype = *dtype;
+    spec.copy = request->copy();
+    spec.name = request->name();
+    spec.ttl_seconds = request->ttl_seconds();
+    absl::StatusOr<TensorPtr> t = ToTensor(ctx_, *src, spec);
+    if (!t.ok()) return t.status();
+    FillTensorInfo(**t, response->mutable_tensor());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
+    grpc::CallbackServerContext* ctx, const v1::StatsRequest* /*request*/,
+    v1::StatsResponse* response) {
+  return Reply(this, "Stats", ctx, [&]() -> absl::Status {
+    for (const auto& device : ctx_.devices->all()) {
+      PoolStats s = device->pool().Stats();
+      v1::DeviceStats* d = response->add_devices();
+      d->set_device(device->name());
+      d->set_description(device->description());
+      d->set_allocated_bytes(s.allocated_bytes);
+      d->set_reserved_bytes(s.reserved_bytes);
+      d->set_peak_allocated_bytes(s.peak_allocated_bytes);
+      d->set_peak_reserved_bytes(s.peak_reserved_bytes);
+      d->set_limit_bytes(s.limit_bytes);
+      d->set_alloc_count(s.alloc_count);
+      d->set_free_count(s.free_count);
+      d->set_cache_hits(s.cache_hits);
+      d->set_cache_misses(s.cache_misses);
+      d->set_segment_count(s.segment_count);
+      d->set_tensors(store()->CountOnDevice(device.get()));
+    }
+    response->set_tensors(store()->size());
+    response->set_active_streams(active_streams());
+    response->set_version(TENSORCAST_VERSION);
+    response->set_cuda_available(ctx_.devices->cuda_available());
+    response->set_cuda_status(ctx_.devices->cuda_status());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TensorServiceImpl::EmptyCache(
+    grpc::CallbackServerContext* ctx, const v1::EmptyCacheRequest* request,
+    v1::EmptyCacheResponse* response) {
+  return Reply(this, "EmptyCache", ctx, [&]() -> absl::Status {
+    int64_t released = 0;
+    if (request->device().empty()) {
+      for (const auto& device : ctx_.devices->all()) {
+        released += device->pool().EmptyCache();
+      }
+    } else {
+      absl::StatusOr<Device*> device = ctx_.devices->Get(request->device());
+      if (!device.ok()) return device.status();
+      released = (*device)->pool().EmptyCache();
+    }
+    response->set_released_bytes(released);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace tensorcast

@@ -1,0 +1,111 @@
+// TensorServiceImpl: the tensorcast.v1.TensorService on gRPC's callback API.
+// Unary RPCs finish through DefaultReactor(); Put and Fetch are reactor
+// classes (put_reactor.cc, fetch_reactor.cc) that delete themselves in
+// OnDone. All state lives in the TensorStore and DeviceRegistry, which the
+// caller owns and which must outlive the service; the service itself is
+// thread-safe.
+#ifndef TENSORCAST_SERVER_SERVICE_TENSOR_SERVICE_H_
+#define TENSORCAST_SERVER_SERVICE_TENSOR_SERVICE_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "server/store/conversions.h"
+#include "server/store/device.h"
+#include "server/store/tensor_store.h"
+#include "tensorcast/v1/tensor_service.grpc.pb.h"
+
+namespace tensorcast {
+
+struct ServiceOptions {
+  int64_t max_tensor_bytes = 0;   // 0 = no limit
+  int64_t chunk_bytes = 1 << 20;  // Fetch's default data per message
+};
+
+inline constexpr int64_t kMinChunkBytes = 4 << 10;
+inline constexpr int64_t kMaxChunkBytes = 64 << 20;
+
+class TensorServiceImpl final : public v1::TensorService::CallbackService {
+ public:
+  TensorServiceImpl(TensorStore* store, const DeviceRegistry* devices,
+                    ServiceOptions options);
+
+  grpc::ServerReadReactor<v1::PutRequest>* Put(
+      grpc::CallbackServerContext* ctx, v1::PutResponse* response) override;
+  grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* ctx,
+                                   const v1::CreateRequest* request,
+                                   v1::CreateResponse* response) override;
+  grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* ctx,
+                                 const v1::InfoRequest* request,
+                                 v1::InfoResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
+                                 const v1::ListRequest* request,
+                                 v1::ListResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* Detach(grpc::CallbackServerContext* ctx,
+                                   const v1::DetachRequest* request,
+                                   v1::DetachResponse* response) override;
+  grpc::ServerUnaryReactor* To(grpc::CallbackServerContext* ctx,
+                               const v1::ToRequest* request,
+                               v1::ToResponse* response) override;
+  grpc::ServerWriteReactor<v1::FetchResponse>* Fetch(
+      grpc::CallbackServerContext* ctx,
+      const v1::FetchRequest* request) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
+                                  const v1::StatsRequest* request,
+                                  v1::StatsResponse* response) override;
+  grpc::ServerUnaryReactor* EmptyCache(
+      grpc::CallbackServerContext* ctx, const v1::EmptyCacheRequest* request,
+      v1::EmptyCacheResponse* response) override;
+
+  // For the stream reactors.
+  const ConversionContext& conversion_context() const { return ctx_; }
+  const ServiceOptions& options() const { return options_; }
+  TensorStore* store() const { return ctx_.store; }
+  void StreamStarted() { active_streams_.fetch_add(1); }
+  void StreamEnded() { active_streams_.fetch_sub(1); }
+  int64_t active_streams() const { return active_streams_.load(); }
+
+  // Draining: calls that start from now on are refused with UNAVAILABLE;
+  // running ones go on. Returns the status a new call should fail with, or
+  // OK while serving.
+  void StartDraining() { draining_.store(true); }
+  absl::Status CheckAccepting() const;
+  // Calls (unary or streaming) that are running now.
+  int64_t calls_in_flight() const {
+    return active_streams_.load() + unary_in_flight_.load();
+  }
+  void UnaryStarted() { unary_in_flight_.fetch_add(1); }
+  void UnaryEnded() { unary_in_flight_.fetch_sub(1); }
+
+ private:
+  // Constant after construction.
+  const ConversionContext ctx_;
+  const ServiceOptions options_;
+
+  std::atomic<int64_t> active_streams_{0};
+  std::atomic<int64_t> unary_in_flight_{0};
+  std::atomic<bool> draining_{false};
+};
+
+// One log line per RPC: debug when it succeeded, warn when it failed.
+void LogRpc(const char* method, grpc::CallbackServerContext* ctx,
+            const absl::Status& status,
+            std::chrono::steady_clock::time_point start);
+
+// The reactors behind Put and Fetch (put_reactor.cc, fetch_reactor.cc).
+grpc::ServerReadReactor<v1::PutRequest>* NewPutReactor(
+    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    v1::PutResponse* response);
+grpc::ServerWriteReactor<v1::FetchResponse>* NewFetchReactor(
+    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    const v1::FetchRequest* request);
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_SERVICE_TENSOR_SERVICE_H_

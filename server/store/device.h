@@ -1,0 +1,82 @@
+// Devices the server serves ("cpu", later "cuda:N"), each with its own
+// CachingPool. The registry is built once at start-up and is immutable after;
+// Device objects live as long as the registry and are thread-safe (the pool
+// locks internally).
+#ifndef TENSORCAST_SERVER_STORE_DEVICE_H_
+#define TENSORCAST_SERVER_STORE_DEVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/memory/caching_pool.h"
+#include "server/memory/memory_resource.h"
+
+namespace tensorcast {
+
+// A parsed device name: "cpu", "cuda" (= "cuda:0") or "cuda:N".
+struct DeviceName {
+  bool is_cuda = false;
+  int index = 0;
+  std::string ToString() const;
+};
+// INVALID_ARGUMENT for anything else ("", "gpu", "cuda:x", "cuda:-1").
+absl::StatusOr<DeviceName> ParseDeviceName(absl::string_view text);
+
+class Device {
+ public:
+  Device(std::string name, std::string description,
+         std::unique_ptr<MemoryResource> upstream, int64_t limit_bytes);
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& description() const { return description_; }
+  bool is_host() const { return name_ == "cpu"; }
+  CachingPool& pool() { return pool_; }
+
+ private:
+  // Constant after construction.
+  const std::string name_;
+  const std::string description_;
+  std::unique_ptr<MemoryResource> upstream_;  // outlives pool_
+  CachingPool pool_;
+};
+
+struct DeviceOptions {
+  // "auto", "cpu", or a comma-separated list such as "cpu,cuda:0".
+  std::string devices = "auto";
+  int64_t memory_limit_bytes = 0;  // per device; 0 = no limit
+};
+
+class DeviceRegistry {
+ public:
+  // INVALID_ARGUMENT for an unparseable list; FAILED_PRECONDITION when a
+  // listed CUDA device does not exist here.
+  static absl::StatusOr<std::unique_ptr<DeviceRegistry>> Create(
+      const DeviceOptions& options);
+
+  // The device for a name on a request. "" means "cpu". INVALID_ARGUMENT for
+  // a malformed name, FAILED_PRECONDITION for a device this server lacks.
+  absl::StatusOr<Device*> Get(absl::string_view name) const;
+  const std::vector<std::unique_ptr<Device>>& all() const { return devices_; }
+  Device* host() const { return devices_.front().get(); }
+
+  bool cuda_available() const { return cuda_available_; }
+  // Why CUDA is or is not in use, for logs and Stats.
+  const std::string& cuda_status() const { return cuda_status_; }
+
+ private:
+  DeviceRegistry() = default;
+  // Constant after construction; devices_[0] is always "cpu".
+  std::vector<std::unique_ptr<Device>> devices_;
+  bool cuda_available_ = false;
+  std::string cuda_status_;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_STORE_DEVICE_H_

@@ -1,0 +1,142 @@
+#include "server/store/put_sink.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace tensorcast {
+
+absl::StatusOr<std::unique_ptr<PutSink>> PutSink::Start(
+    const ConversionContext& ctx, PutSpec spec) {
+  absl::StatusOr<Device*> device = ctx.devices->Get(spec.device);
+  if (!device.ok()) return device.status();
+  if (spec.total_bytes < 0 || spec.ttl_seconds < 0) {
+    return absl::InvalidArgumentError(
+        "total_bytes and ttl_seconds must not be negative");
+  }
+  if (absl::Status s = ctx.store->CheckNameAvailable(spec.name); !s.ok()) {
+    return s;
+  }
+  std::unique_ptr<PutSink> sink(new PutSink(ctx, std::move(spec), *device));
+  if (sink->spec_.format == WireFormat::kRaw) {
+    if (!sink->spec_.dtype.has_value()) {
+      return absl::InvalidArgumentError(
+          "a RAW upload needs a dtype in its header");
+    }
+    if (absl::Status s = sink->Reserve(*sink->spec_.dtype, sink->spec_.shape);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return sink;
+}
+
+absl::Status PutSink::Reserve(DType dtype, const Shape& shape) {
+  if (absl::Status s = CheckRequiresGrad(dtype, spec_.requires_grad); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<int64_t> nbytes = NumBytes(shape, dtype);
+  if (!nbytes.ok()) return nbytes.status();
+  if (absl::Status s = CheckTensorSize(*nbytes, ctx_.max_tensor_bytes);
+      !s.ok()) {
+    return s;
+  }
+  int64_t header = npy_.has_value() ? npy_->header_bytes : 0;
+  if (spec_.total_bytes > 0 && spec_.total_bytes != header + *nbytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "byte count mismatch: the header announces ", spec_.total_bytes,
+        " bytes but a ", DTypeName(dtype), " tensor of shape ",
+        ShapeToString(shape), " needs ", header + *nbytes));
+  }
+  absl::StatusOr<std::shared_ptr<Storage>> storage =
+      Storage::Allocate(device_, *nbytes);
+  if (!storage.ok()) return storage.status();
+  storage_ = *std::move(storage);
+  dtype_ = dtype;
+  shape_ = shape;
+  expected_data_ = *nbytes;
+  return absl::OkStatus();
+}
+
+absl::Status PutSink::ParseHeader() {
+  absl::StatusOr<std::optional<NpyHeader>> parsed =
+      ParseNpyHeader(header_buffer_);
+  if (!parsed.ok()) return parsed.status();
+  if (!parsed->has_value()) return absl::OkStatus();  // need more bytes
+  npy_ = **parsed;
+  if (spec_.dtype.has_value() &&
+      (*spec_.dtype != npy_->dtype || spec_.shape != npy_->shape)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the header says ", DTypeName(*spec_.dtype),
+                     ShapeToString(spec_.shape), " but the .npy file holds ",
+                     DTypeName(npy_->dtype), ShapeToString(npy_->shape)));
+  }
+  if (absl::Status s = Reserve(npy_->dtype, npy_->shape); !s.ok()) return s;
+  // Whatever followed the header in the buffer is data.
+  absl::string_view rest =
+      absl::string_view(header_buffer_).substr(npy_->header_bytes);
+  std::string leftover(rest);
+  header_buffer_.clear();
+  header_buffer_.shrink_to_fit();
+  received_ -= static_cast<int64_t>(leftover.size());
+  return Write(leftover);
+}
+
+absl::Status PutSink::Write(absl::string_view data) {
+  received_ += static_cast<int64_t>(data.size());
+  if (spec_.total_bytes > 0 && received_ > spec_.total_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("byte count mismatch: received more than the ",
+                     spec_.total_bytes, " bytes the header announced"));
+  }
+  if (storage_ == nullptr) {  // NPY header still incomplete
+    header_buffer_.append(data.data(), data.size());
+    return ParseHeader();
+  }
+  if (data_written_ + static_cast<int64_t>(data.size()) > expected_data_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("byte count mismatch: a ", DTypeName(dtype_),
+                     " tensor of shape ", ShapeToString(shape_), " has ",
+                     expected_data_, " data bytes, but more arrived"));
+  }
+  std::memcpy(storage_->bytes() + data_written_, data.data(), data.size());
+  data_written_ += static_cast<int64_t>(data.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TensorPtr> PutSink::Finish() {
+  if (storage_ == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncated .npy: the upload ended after ", received_,
+                     " bytes, inside the header"));
+  }
+  if (data_written_ != expected_data_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "byte count mismatch: a ", DTypeName(dtype_), " tensor of shape ",
+        ShapeToString(shape_), " needs ", expected_data_, " data bytes, but ",
+        data_written_, " arrived"));
+  }
+  NewTensor t;
+  t.dtype = dtype_;
+  t.layout.shape = shape_;
+  if (npy_.has_value()) {
+    if (npy_->byteswap) {
+      ByteSwapElements(storage_->data(), expected_data_ / ItemSize(dtype_),
+                       dtype_);
+    }
+    // A Fortran-order file is stored as it came, as a view with Fortran
+    // strides: no copy now, and Fetch gathers it into C order.
+    t.layout.strides = npy_->fortran_order ? FortranStrides(shape_)
+                                           : ContiguousStrides(shape_);
+  } else {
+    t.layout.strides = ContiguousStrides(shape_);
+  }
+  t.requires_grad = spec_.requires_grad;
+  t.storage = std::move(storage_);
+  t.name = spec_.name;
+  t.ttl_seconds = spec_.ttl_seconds;
+  return ctx_.store->Add(std::move(t));
+}
+
+}  // namespace tensorcast

@@ -1,0 +1,75 @@
+// PutSink: receives an uploaded tensor in pieces and stores it only when
+// every byte has arrived. It validates what it can as early as it can — the
+// header (dtype, shape, size limit, name, device) before any data, each
+// piece as it comes — and checks the byte count last. Until Finish succeeds
+// nothing is visible in the store; destroying an unfinished sink returns its
+// storage to the pool.
+//
+// Not thread-safe: one sink belongs to one upload.
+#ifndef TENSORCAST_SERVER_STORE_PUT_SINK_H_
+#define TENSORCAST_SERVER_STORE_PUT_SINK_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/core/npy.h"
+#include "server/store/conversions.h"
+#include "server/store/fetch_source.h"
+#include "server/store/tensor_store.h"
+
+namespace tensorcast {
+
+struct PutSpec {
+  WireFormat format = WireFormat::kRaw;
+  // RAW: required. NPY: optional; when set, dtype and shape must match the
+  // file's.
+  std::optional<DType> dtype;
+  Shape shape;
+  std::string device;
+  bool requires_grad = false;
+  std::string name;
+  int64_t ttl_seconds = 0;
+  int64_t total_bytes = 0;  // announced size, 0 = unknown
+};
+
+class PutSink {
+ public:
+  // Validates the header; for RAW also reserves the storage.
+  static absl::StatusOr<std::unique_ptr<PutSink>> Start(
+      const ConversionContext& ctx, PutSpec spec);
+
+  // INVALID_ARGUMENT for a malformed .npy header or more bytes than
+  // expected; RESOURCE_EXHAUSTED when the storage cannot be reserved.
+  absl::Status Write(absl::string_view data);
+  // INVALID_ARGUMENT when bytes are missing; otherwise the stored tensor.
+  absl::StatusOr<TensorPtr> Finish();
+
+  int64_t received_bytes() const { return received_; }
+
+ private:
+  PutSink(const ConversionContext& ctx, PutSpec spec, Device* device)
+      : ctx_(ctx), spec_(std::move(spec)), device_(device) {}
+  absl::Status Reserve(DType dtype, const Shape& shape);
+  absl::Status ParseHeader();
+
+  const ConversionContext ctx_;
+  const PutSpec spec_;
+  Device* const device_;
+
+  std::string header_buffer_;  // NPY: bytes until the header is complete
+  std::optional<NpyHeader> npy_;
+  std::shared_ptr<Storage> storage_;
+  DType dtype_ = DType::kFloat32;
+  Shape shape_;
+  int64_t expected_data_ = 0;  // data bytes after any header
+  int64_t data_written_ = 0;
+  int64_t received_ = 0;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_STORE_PUT_SINK_H_

@@ -1,0 +1,147 @@
+// TensorStore: the handles and names of the tensors a server holds, and the
+// storage they share.
+//
+// A Tensor is immutable once added: a view (dtype, layout, requires_grad) on
+// a reference-counted Storage. Detach and other views share storage, and a
+// Fetch in flight holds a TensorPtr, so deleting a handle never frees memory
+// that anything else still reads: the storage goes back to its device's pool
+// when the last reference drops.
+//
+// Thread safety: all methods may be called concurrently.
+#ifndef TENSORCAST_SERVER_STORE_TENSOR_STORE_H_
+#define TENSORCAST_SERVER_STORE_TENSOR_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/dtype.h"
+#include "server/core/shape.h"
+#include "server/store/device.h"
+
+namespace tensorcast {
+
+// A block of one device's pool. Returns the block to the pool on destruction.
+class Storage {
+ public:
+  // RESOURCE_EXHAUSTED (with the pool's figures) when the pool is full.
+  static absl::StatusOr<std::shared_ptr<Storage>> Allocate(Device* device,
+                                                           int64_t nbytes);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  char* bytes() const { return static_cast<char*>(data_); }
+  int64_t nbytes() const { return nbytes_; }
+  Device* device() const { return device_; }
+
+ private:
+  Storage(Device* device, void* data, int64_t nbytes)
+      : device_(device), data_(data), nbytes_(nbytes) {}
+  Device* const device_;
+  void* const data_;
+  const int64_t nbytes_;
+};
+
+struct Tensor {
+  std::string handle;
+  std::string name;
+  DType dtype = DType::kFloat32;
+  Layout layout;
+  bool requires_grad = false;
+  std::shared_ptr<Storage> storage;
+  int64_t numel = 0;
+  int64_t created_unix_s = 0;
+  int64_t expires_unix_s = 0;  // 0 = never
+
+  int64_t nbytes() const { return numel * ItemSize(dtype); }
+  const std::string& device() const { return storage->device()->name(); }
+  // Address of element 0 of the storage (layout.offset not applied).
+  const char* storage_bytes() const { return storage->bytes(); }
+};
+using TensorPtr = std::shared_ptr<const Tensor>;
+
+// What a caller supplies to add a tensor; the store fills in the rest.
+struct NewTensor {
+  DType dtype = DType::kFloat32;
+  Layout layout;
+  bool requires_grad = false;
+  std::shared_ptr<Storage> storage;
+  std::string name;         // optional
+  int64_t ttl_seconds = 0;  // 0 = the store's default
+};
+
+// The PyTorch messages for requires_grad on a dtype that cannot have it.
+absl::Status CheckRequiresGrad(DType dtype, bool requires_grad);
+
+class TensorStore {
+ public:
+  // default_ttl_seconds: applied when a tensor gives none; 0 = never expire.
+  explicit TensorStore(int64_t default_ttl_seconds = 0);
+  TensorStore(const TensorStore&) = delete;
+  TensorStore& operator=(const TensorStore&) = delete;
+
+  // Adds a tensor under a fresh handle. INVALID_ARGUMENT for a bad name,
+  // requires_grad on a non-floating dtype, or a layout outside the storage;
+  // ALREADY_EXISTS when the name is taken.
+  absl::StatusOr<TensorPtr> Add(NewTensor tensor);
+  // The same name checks as Add, for callers that want to fail early (a Put
+  // checks before it receives any data). The name may still be taken later.
+  absl::Status CheckNameAvailable(absl::string_view name) const;
+
+  // A ref is a handle or a name. NOT_FOUND if neither (or it expired).
+  absl::StatusOr<TensorPtr> Get(absl::string_view ref) const;
+  // All or nothing: NOT_FOUND naming the first unknown ref and nothing
+  // deleted; otherwise the number of handles removed.
+  absl::StatusOr<int> Delete(std::span<const std::string> refs);
+
+  struct Page {
+    std::vector<TensorPtr> tensors;
+    std::string next_page_token;  // empty on the last page
+  };
+  // Tensors in creation order. INVALID_ARGUMENT for a bad token.
+  absl::StatusOr<Page> List(int page_size, absl::string_view page_token,
+                            absl::string_view name_prefix) const;
+
+  // Removes tensors whose expiry is at or before now; returns how many.
+  int ReapExpired(int64_t now_unix_s);
+
+  int64_t size() const;
+  int64_t CountOnDevice(const Device* device) const;
+
+  static int64_t NowUnixSeconds();
+
+ private:
+  struct Entry {
+    TensorPtr tensor;
+    uint64_t seq;
+  };
+  absl::Status CheckNameLocked(absl::string_view name) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  const Entry* FindLocked(absl::string_view ref, int64_t now) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void EraseLocked(const std::string& handle)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const int64_t default_ttl_seconds_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> by_handle_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> by_name_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::string> by_seq_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_STORE_TENSOR_STORE_H_

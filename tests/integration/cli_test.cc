@@ -1,0 +1,114 @@
+// The `tensorcast` CLI against a real server: handles on stdout, "CODE:
+// message" on stderr with a non-zero exit, files NumPy reads back.
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "tests/integration/harness.h"
+
+namespace tensorcast::testing {
+namespace {
+
+std::string Handle(const CommandResult& r) {
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string h(absl::StripAsciiWhitespace(r.out));
+  EXPECT_EQ(h.size(), 32u) << "stdout: " << r.out;
+  return h;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  CommandResult Cli(const std::vector<std::string>& args) {
+    return RunCli(server_.address(), args);
+  }
+  ServerProcess server_;
+  TempDir dir_;
+};
+
+TEST_F(CliTest, PutGetRoundTripReadByNumPy) {
+  RunPython(R"(
+import numpy as np, sys
+np.save(sys.argv[1] + '/a.npy', np.arange(12, dtype=np.float32).reshape(3, 4) / 3)
+)",
+            {dir_.path()});
+  std::string h = Handle(Cli({"put", dir_.File("a.npy"), "--name=a"}));
+  ASSERT_EQ(Cli({"get", "a", "-o", dir_.File("b.npy")}).exit_code, 0);
+  ASSERT_EQ(
+      Cli({"get", h, "-o", dir_.File("c.npy"), "--dtype=float16"}).exit_code,
+      0);
+  CommandResult check = RunPython(R"(
+import numpy as np, sys
+d = sys.argv[1]
+a = np.load(d + '/a.npy')
+assert np.array_equal(np.load(d + '/b.npy'), a)
+c = np.load(d + '/c.npy')
+assert c.dtype == np.float16 and np.array_equal(c, a.astype(np.float16))
+print('ok')
+)",
+                                  {dir_.path()});
+  EXPECT_EQ(check.out, "ok\n");
+  // -o - writes the .npy to stdout.
+  CommandResult out = Cli({"get", "a", "-o", "-"});
+  ASSERT_EQ(out.exit_code, 0);
+  EXPECT_EQ(out.out, ReadFile(dir_.File("b.npy")));
+}
+
+TEST_F(CliTest, CreateToDetachInfoLsStatsRm) {
+  std::string t = Handle(Cli({"create", "--dtype=float64", "--shape=2,3",
+                              "--arange", "--requires-grad"}));
+  CommandResult refused = Cli({"get", t, "-o", dir_.File("x.npy")});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_EQ(refused.err,
+            "FAILED_PRECONDITION: Can't call numpy() on Tensor that requires "
+            "grad. Use tensor.detach().numpy() instead.\n");
+  EXPECT_EQ(Cli({"get", t, "-o", dir_.File("x.npy"), "--force"}).exit_code, 0);
+  std::string d = Handle(Cli({"detach", t}));
+  std::string i = Handle(Cli({"to", d, "--dtype=int32"}));
+  CommandResult info = Cli({"info", i, "--json"});
+  ASSERT_EQ(info.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(info.out, "\"dtype\": \"DTYPE_INT32\""))
+      << info.out;
+  EXPECT_TRUE(absl::StrContains(info.out, "\"requires_grad\": false"));
+  CommandResult human = Cli({"info", i});
+  EXPECT_TRUE(absl::StrContains(human.out, "int32")) << human.out;
+  EXPECT_TRUE(absl::StrContains(human.out, "(2, 3)")) << human.out;
+  CommandResult ls = Cli({"ls"});
+  EXPECT_TRUE(absl::StrContains(ls.out, t) && absl::StrContains(ls.out, d) &&
+              absl::StrContains(ls.out, i))
+      << ls.out;
+  CommandResult stats = Cli({"stats", "--json"});
+  EXPECT_TRUE(absl::StrContains(stats.out, "\"allocated_bytes\"")) << stats.out;
+  EXPECT_EQ(Cli({"rm", t, d, i}).exit_code, 0);
+  EXPECT_EQ(Cli({"ls", "--json"}).out.find(t), std::string::npos);
+  EXPECT_EQ(Cli({"health"}).exit_code, 0);
+}
+
+TEST_F(CliTest, ErrorsAreCodeColonMessage) {
+  CommandResult r = Cli({"info", "nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "NOT_FOUND: no tensor 'nope'\n");
+  r = Cli({"create", "--shape=2", "--zeros", "--device=cuda"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(r.err, "FAILED_PRECONDITION: ")) << r.err;
+  r = Cli({"put", dir_.File("missing.npy")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(r.err, "NOT_FOUND: cannot open")) << r.err;
+  // Usage errors exit 2.
+  EXPECT_EQ(Cli({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Cli({"create", "--shape=2"}).exit_code, 2);
+  EXPECT_EQ(Cli({"info", "x", "--zeros"}).exit_code, 2);
+  EXPECT_EQ(Cli({"create", "--dtype=float33", "--zeros"}).exit_code, 2);
+  // Nothing left behind by the failures, and no stray .part file.
+  EXPECT_EQ(Cli({"get", "nope", "-o", dir_.File("n.npy")}).exit_code, 1);
+  EXPECT_TRUE(ReadFile(dir_.File("n.npy.part")).empty());
+  EXPECT_EQ(CpuAllocated(server_.client()), 0);
+}
+
+TEST(CliNoServerTest, UnreachableServerIsUnavailable) {
+  CommandResult r = RunCli("127.0.0.1:1", {"--timeout=5", "health"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(r.err, "UNAVAILABLE: ")) << r.err;
+}
+
+}  // namespace
+}  // namespace tensorcast::testing
