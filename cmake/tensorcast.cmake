@@ -21,9 +21,10 @@ function(tensorcast_add_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   tensorcast_target_defaults(${name})
-  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  target_link_libraries(${name} PRIVATE ${T_LIBS} tensorcast::test_support
+                                        GTest::gtest GTest::gtest_main)
+  # TENSORCAST_PYTHON comes with tensorcast::test_support.
   target_compile_definitions(${name} PRIVATE
-      TENSORCAST_PYTHON="${TENSORCAST_PYTHON}"
       TENSORCAST_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}"
       TENSORCAST_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   add_test(NAME ${name} COMMAND ${name})

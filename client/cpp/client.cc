@@ -180,6 +180,22 @@ absl::StatusOr<std::string> Client::FetchBytes(absl::string_view ref,
   return out;
 }
 
+absl::StatusOr<v1::FetchHeader> Client::FetchInto(absl::string_view ref,
+                                                  const FetchOptions& options,
+                                                  char* buffer,
+                                                  size_t capacity) {
+  size_t pos = 0;
+  return Fetch(ref, options, [&](absl::string_view bytes) -> absl::Status {
+    if (bytes.size() > capacity - pos) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "the fetched tensor does not fit the ", capacity, "-byte buffer"));
+    }
+    std::memcpy(buffer + pos, bytes.data(), bytes.size());
+    pos += bytes.size();
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<v1::FetchHeader> Client::FetchToFile(absl::string_view ref,
                                                     const FetchOptions& options,
                                                     const std::string& path) {

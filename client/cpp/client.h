@@ -83,6 +83,12 @@ class Client {
   // to PATH.part first and renamed, so a failed fetch leaves no file).
   absl::StatusOr<std::string> FetchBytes(absl::string_view ref,
                                          const FetchOptions& options);
+  // Into a caller's buffer of `capacity` bytes; OUT_OF_RANGE (and the
+  // stream cancelled) if the output does not fit. The header's length says
+  // how many bytes were written.
+  absl::StatusOr<v1::FetchHeader> FetchInto(absl::string_view ref,
+                                            const FetchOptions& options,
+                                            char* buffer, size_t capacity);
   absl::StatusOr<v1::FetchHeader> FetchToFile(absl::string_view ref,
                                               const FetchOptions& options,
                                               const std::string& path);

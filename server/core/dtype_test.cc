@@ -9,7 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/core/numpy_test_util.h"
+#include "tests/support/test_support.h"
 
 namespace tensorcast {
 namespace {
@@ -49,11 +49,10 @@ char NumPyKind(DTypeKind kind) {
 }
 
 TEST(DTypeTest, TableMatchesNumPy) {
-  testing::TempDir dir;
-  absl::StatusOr<std::string> out = testing::RunNumPyScript(kScript, dir);
-  ASSERT_TRUE(out.ok()) << "cannot ask NumPy: " << out.status();
+  testing::CommandResult numpy = testing::RunPython(kScript);
+  ASSERT_EQ(numpy.exit_code, 0) << "cannot ask NumPy: " << numpy.err;
   int dtypes = 0, aliases = 0;
-  for (absl::string_view line : absl::StrSplit(*out, '\n')) {
+  for (absl::string_view line : absl::StrSplit(numpy.out, '\n')) {
     std::vector<std::string> f = absl::StrSplit(line, ' ');
     if (f.size() == 5 && f[0] == "DTYPE") {
       SCOPED_TRACE(f[1]);

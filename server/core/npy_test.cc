@@ -16,18 +16,20 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/core/numpy_test_util.h"
+#include "tests/support/test_support.h"
 
 namespace tensorcast {
 namespace {
 
 using ::testing::HasSubstr;
 
-// Writes .npy files with NumPy and prints what NumPy reads back from them,
-// one line per file (FILE ...) or per bare header (HEADER ...).
+// Writes .npy files with NumPy into the directory argv[1] and prints what
+// NumPy reads back from them, one line per file (FILE ...) or per bare header
+// (HEADER ...).
 constexpr char kScript[] = R"py(
-import io, random
+import io, os, random, sys
 import numpy as np
+os.chdir(sys.argv[1])
 from numpy.lib import format as fmt
 try:
     from numpy.lib import _format_impl as fi
@@ -143,12 +145,14 @@ int64_t ToInt(absl::string_view s) {
 
 class NpyNumPyTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  // Runs the script once, in the first test's SetUp rather than in
+  // SetUpTestSuite: a failure there would skip the tests instead of failing.
+  static void MakeReference() {
     dir_ = new testing::TempDir();
-    absl::StatusOr<std::string> out = testing::RunNumPyScript(kScript, *dir_);
-    status_ = new absl::Status(out.status());
-    if (!out.ok()) return;
-    for (absl::string_view line : absl::StrSplit(*out, '\n')) {
+    numpy_ =
+        new testing::CommandResult(testing::RunPython(kScript, {dir_->path()}));
+    if (numpy_->exit_code != 0) return;
+    for (absl::string_view line : absl::StrSplit(numpy_->out, '\n')) {
       std::vector<std::string> f = absl::StrSplit(line, ' ');
       if (f.size() == 10 && f[0] == "FILE") {
         files_.push_back(FileCase{f[1], f[2], f[3] == "1", f[4] == "1",
@@ -163,12 +167,15 @@ class NpyNumPyTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     delete dir_;
-    delete status_;
+    delete numpy_;
+    dir_ = nullptr;
+    numpy_ = nullptr;
   }
 
   void SetUp() override {
-    ASSERT_TRUE(status_->ok())
-        << "cannot make reference .npy files with NumPy: " << *status_;
+    if (numpy_ == nullptr) MakeReference();
+    ASSERT_EQ(numpy_->exit_code, 0)
+        << "cannot make reference .npy files with NumPy: " << numpy_->err;
     ASSERT_GT(files_.size(), 80u);
     ASSERT_GT(headers_.size(), 300u);
   }
@@ -181,12 +188,12 @@ class NpyNumPyTest : public ::testing::Test {
   }
 
   static testing::TempDir* dir_;
-  static absl::Status* status_;
+  static testing::CommandResult* numpy_;
   static std::vector<FileCase> files_;
   static std::vector<HeaderCase> headers_;
 };
 testing::TempDir* NpyNumPyTest::dir_ = nullptr;
-absl::Status* NpyNumPyTest::status_ = nullptr;
+testing::CommandResult* NpyNumPyTest::numpy_ = nullptr;
 std::vector<FileCase> NpyNumPyTest::files_;
 std::vector<HeaderCase> NpyNumPyTest::headers_;
 

@@ -23,7 +23,7 @@
 #include "server/core/dtype.h"
 #include "server/ops/cast_internal.h"
 #include "server/ops/convert.h"
-#include "server/ops/python_test_util.h"
+#include "tests/support/test_support.h"
 
 namespace tensorcast {
 
@@ -198,16 +198,15 @@ for s in NAMES:
 )py";
 
 struct Reference {
-  testing_util::TempDir dir;
-  absl::Status status;
+  testing::TempDir dir;
+  testing::CommandResult python;
 };
 
 // Generated once per process, on first use.
 const Reference& GetReference() {
   static Reference ref;  // destroyed at exit, removing the files
   static const bool generated = [] {
-    ref.status = testing_util::RunPythonScript(ref.dir.path(), "cast_ref.py",
-                                               kReferenceScript);
+    ref.python = testing::RunPython(kReferenceScript, {ref.dir.path()});
     return true;
   }();
   (void)generated;
@@ -300,13 +299,13 @@ class CastVsNumPyTest : public ::testing::TestWithParam<Pair> {};
 
 TEST_P(CastVsNumPyTest, MatchesAstypeAndTheDefinedRule) {
   const auto [src_dtype, dst_dtype] = GetParam();
-  ASSERT_TRUE(GetReference().status.ok()) << GetReference().status;
+  ASSERT_EQ(GetReference().python.exit_code, 0) << GetReference().python.err;
   const std::string src_name(DTypeName(src_dtype));
   const std::string dst_name(DTypeName(dst_dtype));
-  auto src = testing_util::ReadBytes(Path("src_" + src_name + ".bin"));
+  auto src = testing::ReadBytes(Path("src_" + src_name + ".bin"));
   ASSERT_TRUE(src.ok()) << src.status();
-  auto want = testing_util::ReadBytes(
-      Path("ref_" + src_name + "_" + dst_name + ".bin"));
+  auto want =
+      testing::ReadBytes(Path("ref_" + src_name + "_" + dst_name + ".bin"));
   ASSERT_TRUE(want.ok()) << want.status();
   const size_t in_size = ItemSize(src_dtype);
   const size_t out_size = ItemSize(dst_dtype);
@@ -317,8 +316,8 @@ TEST_P(CastVsNumPyTest, MatchesAstypeAndTheDefinedRule) {
   const bool float_to_int =
       convert::IsInteger(dst_dtype) && IsFloatingOrComplex(src_dtype);
   if (float_to_int) {
-    auto mask = testing_util::ReadBytes(
-        Path("undef_" + src_name + "_" + dst_name + ".bin"));
+    auto mask =
+        testing::ReadBytes(Path("undef_" + src_name + "_" + dst_name + ".bin"));
     ASSERT_TRUE(mask.ok()) << mask.status();
     ASSERT_EQ(mask->size(), static_cast<size_t>(n));
     undefined = *mask;

@@ -16,7 +16,7 @@
 #include "gtest/gtest.h"
 #include "server/core/shape.h"
 #include "server/ops/cast.h"
-#include "server/ops/python_test_util.h"
+#include "tests/support/test_support.h"
 
 namespace tensorcast {
 namespace {
@@ -275,7 +275,7 @@ TEST(GatherTest, MatchesNumPyAsStrided) {
       Place({5, 7}, {1, 5}, 0), Place({4, 3, 2}, {-6, 2, -1}, 2),
       Place({3, 4}, {0, -2}, 1), Place({2, 3, 4, 5}, {60, 1, 15, 3}, 0)};
   for (int i = 0; i < 12; ++i) views.push_back(RandomView(rng, 1 + i % 5));
-  testing_util::TempDir dir;
+  testing::TempDir dir;
   {
     std::ofstream cases(dir.path() + "/cases.txt");
     for (const View& v : views) {
@@ -284,15 +284,15 @@ TEST(GatherTest, MatchesNumPyAsStrided) {
             << "|" << v.storage_elements << "\n";
     }
   }
-  const absl::Status ran = testing_util::RunPythonScript(
-      dir.path(), "as_strided.py", kAsStridedScript);
-  ASSERT_TRUE(ran.ok()) << ran;
+  const testing::CommandResult ran =
+      testing::RunPython(kAsStridedScript, {dir.path()});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
   for (size_t i = 0; i < views.size(); ++i) {
     const View& v = views[i];
     std::vector<int32_t> storage(v.storage_elements);
     std::iota(storage.begin(), storage.end(), 0);
     auto want =
-        testing_util::ReadBytes(absl::StrCat(dir.path(), "/view_", i, ".bin"));
+        testing::ReadBytes(absl::StrCat(dir.path(), "/view_", i, ".bin"));
     ASSERT_TRUE(want.ok()) << want.status();
     const int64_t n = Count(v.layout);
     ASSERT_EQ(want->size(), static_cast<size_t>(n) * 4);

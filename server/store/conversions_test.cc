@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/store/device.h"
+#include "server/store/store_test_util.h"
 #include "server/store/tensor_store.h"
 
 namespace tensorcast {
@@ -24,21 +25,8 @@ using ::testing::HasSubstr;
 
 constexpr int64_t kMiB = 1 << 20;
 
-class ConversionsTest : public ::testing::Test {
+class ConversionsTest : public testing::HostStoreTest {
  protected:
-  void SetUpRegistry(int64_t limit_bytes) {
-    absl::StatusOr<std::unique_ptr<DeviceRegistry>> registry =
-        DeviceRegistry::Create({"cpu", limit_bytes});
-    ASSERT_TRUE(registry.ok()) << registry.status();
-    registry_ = *std::move(registry);
-    ctx_ = ConversionContext{&store_, registry_.get(), 0};
-  }
-  void SetUp() override { SetUpRegistry(0); }
-
-  int64_t Allocated() {
-    return registry_->host()->pool().Stats().allocated_bytes;
-  }
-
   TensorPtr MustCreate(CreateSpec spec) {
     absl::StatusOr<TensorPtr> t = CreateTensor(ctx_, std::move(spec));
     EXPECT_TRUE(t.ok()) << t.status();
@@ -72,12 +60,6 @@ class ConversionsTest : public ::testing::Test {
                               values.size() * sizeof(T));
     return spec;
   }
-
-  // Declared before the store: tensors return storage to these pools when
-  // the store is destroyed, so the pools must outlive it.
-  std::unique_ptr<DeviceRegistry> registry_;
-  TensorStore store_;
-  ConversionContext ctx_{&store_, nullptr, 0};
 };
 
 TEST_F(ConversionsTest, ZerosOnesFull) {

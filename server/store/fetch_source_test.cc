@@ -20,6 +20,7 @@
 #include "server/memory/host_memory_resource.h"
 #include "server/ops/cast.h"
 #include "server/store/device.h"
+#include "server/store/store_test_util.h"
 #include "server/store/tensor_store.h"
 
 namespace tensorcast {
@@ -31,19 +32,8 @@ constexpr char kCudaMessage[] =
     "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to "
     "copy the tensor to host memory first.";
 
-class FetchSourceTest : public ::testing::Test {
+class FetchSourceTest : public testing::HostStoreTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<DeviceRegistry>> registry =
-        DeviceRegistry::Create({"cpu", 0});
-    ASSERT_TRUE(registry.ok()) << registry.status();
-    registry_ = *std::move(registry);
-  }
-
-  int64_t Allocated() {
-    return registry_->host()->pool().Stats().allocated_bytes;
-  }
-
   // A contiguous host tensor whose bytes are `bytes`.
   TensorPtr Make(DType dtype, Shape shape, const std::string& bytes,
                  bool requires_grad = false) {
@@ -123,9 +113,6 @@ class FetchSourceTest : public ::testing::Test {
       }
     }
   }
-
-  std::unique_ptr<DeviceRegistry> registry_;
-  TensorStore store_;  // after registry_: its storage goes back to the pools
 };
 
 TEST_F(FetchSourceTest, RequiresGradIsRefusedWithPyTorchsMessage) {

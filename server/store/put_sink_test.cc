@@ -16,31 +16,19 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/npy.h"
-#include "server/core/numpy_test_util.h"
 #include "server/store/device.h"
 #include "server/store/fetch_source.h"
+#include "server/store/store_test_util.h"
 #include "server/store/tensor_store.h"
+#include "tests/support/test_support.h"
 
 namespace tensorcast {
 namespace {
 
 using ::testing::HasSubstr;
 
-class PutSinkTest : public ::testing::Test {
+class PutSinkTest : public testing::HostStoreTest {
  protected:
-  void SetUpRegistry(int64_t limit_bytes) {
-    absl::StatusOr<std::unique_ptr<DeviceRegistry>> registry =
-        DeviceRegistry::Create({"cpu", limit_bytes});
-    ASSERT_TRUE(registry.ok()) << registry.status();
-    registry_ = *std::move(registry);
-    ctx_ = ConversionContext{&store_, registry_.get(), 0};
-  }
-  void SetUp() override { SetUpRegistry(0); }
-
-  int64_t Allocated() {
-    return registry_->host()->pool().Stats().allocated_bytes;
-  }
-
   std::unique_ptr<PutSink> MustStart(PutSpec spec) {
     absl::StatusOr<std::unique_ptr<PutSink>> sink =
         PutSink::Start(ctx_, std::move(spec));
@@ -94,12 +82,6 @@ class PutSinkTest : public ::testing::Test {
     for (int i = 0; i < n; ++i) v[i] = i * 1000 - 7;
     return Bytes(v);
   }
-
-  // Declared before the store: tensors return storage to these pools when
-  // the store is destroyed, so the pools must outlive it.
-  std::unique_ptr<DeviceRegistry> registry_;
-  TensorStore store_;
-  ConversionContext ctx_{&store_, nullptr, 0};
 };
 
 TEST_F(PutSinkTest, RawExactCountIsStoredOnlyAtFinish) {
@@ -313,8 +295,10 @@ TEST_F(PutSinkTest, NpyFortranOrderIsFetchedInCOrder) {
 
 TEST_F(PutSinkTest, NumPyWrittenFilesRoundTrip) {
   testing::TempDir dir;
-  absl::StatusOr<std::string> out = testing::RunNumPyScript(R"py(
+  testing::CommandResult numpy = testing::RunPython(R"py(
+import os, sys
 import numpy as np
+os.chdir(sys.argv[1])
 a = (np.arange(60, dtype=np.float64) * 1.25 - 7).reshape(3, 4, 5)
 np.save('fortran_be.npy', np.asfortranarray(a).astype('>f8', order='F'))
 np.save('be_i4.npy', a.astype('>i4'))
@@ -324,8 +308,8 @@ a.astype('<i4').tofile('want_i4.bin')
 (a + 0.5j).astype(np.complex64).tofile('want_c64.bin')
 print('ok')
 )py",
-                                                            dir);
-  ASSERT_TRUE(out.ok()) << out.status();
+                                                    {dir.path()});
+  ASSERT_EQ(numpy.exit_code, 0) << numpy.err;
   struct Case {
     const char* file;
     const char* want;

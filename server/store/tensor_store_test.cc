@@ -19,24 +19,15 @@
 #include "gtest/gtest.h"
 #include "server/store/conversions.h"
 #include "server/store/device.h"
+#include "server/store/store_test_util.h"
 
 namespace tensorcast {
 namespace {
 
 using ::testing::HasSubstr;
 
-class TensorStoreTest : public ::testing::Test {
+class TensorStoreTest : public testing::HostStoreTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<DeviceRegistry>> registry =
-        DeviceRegistry::Create({"cpu", 0});
-    ASSERT_TRUE(registry.ok()) << registry.status();
-    registry_ = *std::move(registry);
-  }
-
-  Device* host() { return registry_->host(); }
-  int64_t Allocated() { return host()->pool().Stats().allocated_bytes; }
-
   // A contiguous float32 tensor of `n` elements 0, 1, 2...
   NewTensor Floats(int64_t n, std::string name = "") {
     NewTensor t;
@@ -59,8 +50,6 @@ class TensorStoreTest : public ::testing::Test {
     EXPECT_TRUE(t.ok()) << t.status();
     return t.ok() ? *t : nullptr;
   }
-
-  std::unique_ptr<DeviceRegistry> registry_;
 };
 
 bool IsLowerHex32(const std::string& s) {

@@ -19,7 +19,14 @@ class BadInputTest : public ::testing::Test {
   void TearDown() override {
     // Nothing left behind, and the server still answers.
     EXPECT_EQ(CpuAllocated(client()), baseline_);
+    // A stream the server ended early is torn down just after the client
+    // sees its status: give it a moment to be counted out.
     absl::StatusOr<v1::StatsResponse> stats = client().Stats();
+    for (int i = 0; i < 100 && stats.ok() && stats->active_streams() != 0;
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      stats = client().Stats();
+    }
     ASSERT_TRUE(stats.ok());
     EXPECT_EQ(stats->tensors(), expected_tensors_);
     EXPECT_EQ(stats->active_streams(), 0);
@@ -162,7 +169,7 @@ import numpy as np, sys
 np.save(sys.argv[1] + '/good.npy', np.arange(100, dtype=np.float64))
 )",
             {dir.path()});
-  std::string good = ReadFile(dir.File("good.npy"));
+  std::string good = ReadFile(dir.File("good.npy")).value_or("");
   ASSERT_GT(good.size(), 128u);
   struct Case {
     const char* what;

@@ -50,7 +50,7 @@ print('ok')
   // -o - writes the .npy to stdout.
   CommandResult out = Cli({"get", "a", "-o", "-"});
   ASSERT_EQ(out.exit_code, 0);
-  EXPECT_EQ(out.out, ReadFile(dir_.File("b.npy")));
+  EXPECT_EQ(out.out, ReadFile(dir_.File("b.npy")).value_or(""));
 }
 
 TEST_F(CliTest, CreateToDetachInfoLsStatsRm) {
@@ -100,7 +100,7 @@ TEST_F(CliTest, ErrorsAreCodeColonMessage) {
   EXPECT_EQ(Cli({"create", "--dtype=float33", "--zeros"}).exit_code, 2);
   // Nothing left behind by the failures, and no stray .part file.
   EXPECT_EQ(Cli({"get", "nope", "-o", dir_.File("n.npy")}).exit_code, 1);
-  EXPECT_TRUE(ReadFile(dir_.File("n.npy.part")).empty());
+  EXPECT_TRUE(ReadFile(dir_.File("n.npy.part")).value_or("").empty());
   EXPECT_EQ(CpuAllocated(server_.client()), 0);
 }
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, each printing figures and ratios against a
+# baseline measured in the same run. Figures, not pass/fail.
+set -euo pipefail
+BUILD=${1:-build}
+for b in cast pool fetch; do
+  echo "== tensorcast-bench-$b"
+  "$BUILD/bin/tensorcast-bench-$b"
+  echo
+done
