@@ -31,7 +31,16 @@ run: build
 # Unit and integration tests (ctest), then the sanitizer pass.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
+	$(MAKE) test-python
 	$(MAKE) test-asan
+
+# The Python client: install the package as a user would (not editable), then
+# run its tests against the server just built.
+.PHONY: test-python
+test-python: build
+	$(VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client/python
+	TENSORCAST_SERVER_BIN=$(abspath $(BUILD_DIR))/bin/tensorcast-server \
+	  $(PYTHON) -m pytest -q tests/python
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over the same suites.
 test-asan: setup

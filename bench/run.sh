@@ -8,3 +8,5 @@ for b in cast pool fetch; do
   "$BUILD/bin/tensorcast-bench-$b"
   echo
 done
+echo "== bench-python (bench/python_bench.py)"
+.venv/bin/python bench/python_bench.py --server-bin "$BUILD/bin/tensorcast-server"

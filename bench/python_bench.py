@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Python client benchmark: tensorcast against two baselines measured in the
+same run.
+
+- tensorcast: the `tensorcast` package against build/bin/tensorcast-server
+  (Fetch = t.numpy(), Put = tc.from_numpy(a)).
+- grpcio: a plain grpcio server (another process) streaming the same bytes as
+  bytes messages of the same chunk sizes; the client copies them into a
+  preallocated array, as tensorcast's does.
+- tcp: a raw TCP transfer over loopback (Python sockets; the receiver uses
+  recv_into a preallocated buffer): the ceiling for a Python client.
+
+Transfers are float32 arrays of 16 and 256 MiB, median of --runs (the three
+take turns run by run); latency is
+a 4-element tensor's Info and Fetch (tcp: an 8-byte ping-pong; grpcio: a
+unary call and a one-message stream), p50 and p99 of --calls. Figures, not
+pass/fail; the ratios are tensorcast / baseline (higher is better for GB/s,
+lower for latency).
+
+    .venv/bin/python bench/python_bench.py [--server-bin build/bin/tensorcast-server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import pathlib
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MiB = 1 << 20
+FETCH_CHUNK = 4 * MiB  # tensorcast.Client's default Fetch chunk
+PUT_CHUNK = 1 * MiB  # and Put chunk
+
+try:
+    import tensorcast as tc
+except ImportError:  # not installed: use the source tree
+    sys.path.insert(0, str(REPO / "client" / "python"))
+    import tensorcast as tc
+
+import grpc  # noqa: E402  (after tensorcast: same grpcio)
+
+
+# ---------------------------------------------------------------------------
+# Peers (run as subprocesses of this script).
+
+def _write_port(path: str, port: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.rename(tmp, path)
+
+
+def serve_tcp(port_file: str) -> None:
+    """Requests: b"F" + size (send size bytes), b"P" + size (receive size
+    bytes, reply b"k"), b"L" (8-byte ping-pong until the peer closes)."""
+    payload = memoryview(np.random.default_rng(0).bytes(256 * MiB))
+    scratch = bytearray(4 * MiB)
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        _write_port(port_file, lsock.getsockname()[1])
+        while True:
+            conn, _ = lsock.accept()
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                head = _recv_exact(conn, 9)
+                kind, size = head[:1], struct.unpack("<Q", head[1:])[0]
+                if kind == b"F":
+                    conn.sendall(payload[:size])
+                elif kind == b"P":
+                    left = size
+                    view = memoryview(scratch)
+                    while left:
+                        n = conn.recv_into(view[:min(left, len(scratch))])
+                        if not n:
+                            break
+                        left -= n
+                    conn.sendall(b"k")
+                elif kind == b"L":
+                    ping = bytearray(8)
+                    while conn.recv_into(ping, 8) == 8:
+                        conn.sendall(ping)
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = conn.recv_into(view[got:])
+        if not k:
+            raise ConnectionError("peer closed")
+        got += k
+    return bytes(buf)
+
+
+def serve_grpc(port_file: str) -> None:
+    """/bench.Bytes/Fetch (8-byte size -> stream of chunks), /bench.Bytes/Put
+    (stream of chunks -> 8-byte count), /bench.Bytes/Ping (echo)."""
+    payload = memoryview(np.random.default_rng(0).bytes(256 * MiB))
+
+    def fetch(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        size, chunk = struct.unpack("<QQ", request)
+        for start in range(0, size, chunk):
+            yield bytes(payload[start:min(size, start + chunk)])
+
+    def put(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        total = 0
+        for r in requests:
+            total += len(r)
+        return struct.pack("<Q", total)
+
+    def ping(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    ident = None  # bytes in, bytes out
+    handlers = {
+        "Fetch": grpc.unary_stream_rpc_method_handler(fetch, ident, ident),
+        "Put": grpc.stream_unary_rpc_method_handler(put, ident, ident),
+        "Ping": grpc.unary_unary_rpc_method_handler(ping, ident, ident),
+    }
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4),
+                         options=[("grpc.max_receive_message_length", 70 * MiB),
+                                  ("grpc.max_send_message_length", 70 * MiB)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Bytes",
+                                                                          handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    _write_port(port_file, port)
+    server.wait_for_termination()
+
+
+class Peer:
+    """A subprocess serving on a free port (written to a port file)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self._dir = tempfile.TemporaryDirectory()
+        port_file = os.path.join(self._dir.name, "port")
+        self.proc = subprocess.Popen([*argv, f"--port-file={port_file}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(port_file):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not start")
+            time.sleep(0.02)
+        self.port = int(open(port_file).read())
+        self.target = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._dir.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# Clients.
+
+class TcpClient:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def _connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def fetch(self, nbytes: int) -> np.ndarray:
+        out = np.empty(nbytes // 4, np.float32)
+        view = memoryview(out.view(np.uint8))
+        with self._connect() as s:
+            s.sendall(b"F" + struct.pack("<Q", nbytes))
+            got = 0
+            while got < nbytes:
+                n = s.recv_into(view[got:])
+                if not n:
+                    raise ConnectionError("short read")
+                got += n
+        return out
+
+    def put(self, a: np.ndarray) -> None:
+        with self._connect() as s:
+            s.sendall(b"P" + struct.pack("<Q", a.nbytes))
+            s.sendall(memoryview(a.view(np.uint8)))
+            if s.recv(1) != b"k":
+                raise ConnectionError("no ack")
+
+    def pinger(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        s = self._connect()
+        s.sendall(b"L" + struct.pack("<Q", 0))
+        buf = bytearray(8)
+
+        def ping() -> None:
+            s.sendall(b"12345678")
+            got = 0
+            while got < 8:
+                got += s.recv_into(memoryview(buf)[got:])
+
+        return ping, s.close
+
+
+class GrpcClient:
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", 70 * MiB),
+            ("grpc.max_send_message_length", 70 * MiB)])
+        grpc.channel_ready_future(self.channel).result(timeout=10)
+        self._fetch = self.channel.unary_stream("/bench.Bytes/Fetch")
+        self._put = self.channel.stream_unary("/bench.Bytes/Put")
+        self._ping = self.channel.unary_unary("/bench.Bytes/Ping")
+
+    def fetch(self, nbytes: int, chunk: int = FETCH_CHUNK) -> np.ndarray:
+        out = np.empty(nbytes // 4, np.float32)
+        view = memoryview(out.view(np.uint8))
+        pos = 0
+        for msg in self._fetch(struct.pack("<QQ", nbytes, chunk)):
+            view[pos:pos + len(msg)] = msg
+            pos += len(msg)
+        assert pos == nbytes
+        return out
+
+    def put(self, a: np.ndarray, chunk: int = PUT_CHUNK) -> None:
+        flat = memoryview(a.view(np.uint8))
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(flat), chunk):
+                yield bytes(flat[start:start + chunk])
+
+        assert struct.unpack("<Q", self._put(chunks()))[0] == a.nbytes
+
+    def ping(self) -> None:
+        self._ping(b"12345678")
+
+    def tiny_stream(self) -> None:
+        for _ in self._fetch(struct.pack("<QQ", 16, 16)):
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Measurement.
+
+def median_seconds(fns: Sequence[Callable[[], object]], runs: int) -> list[float]:
+    """Median seconds of each fn; the fns take turns run by run, so a change
+    in the machine's load hits them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def latencies_us(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    for _ in range(min(100, calls)):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - t0) / 1e3)
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="tensorcast Python client benchmark")
+    parser.add_argument("--peer", choices=["tcp", "grpc"], help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)
+    parser.add_argument("--server-bin", default=os.environ.get(
+        "TENSORCAST_SERVER_BIN", str(REPO / "build" / "bin" / "tensorcast-server")))
+    parser.add_argument("--sizes-mib", default="16,256")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    if args.peer == "tcp":
+        serve_tcp(args.port_file)
+        return 0
+    if args.peer == "grpc":
+        serve_grpc(args.port_file)
+        return 0
+
+    me = [sys.executable, os.path.abspath(__file__)]
+    peers = [Peer([args.server_bin, "--listen=127.0.0.1:0", "--log-level=warn"]),
+             Peer([*me, "--peer=grpc"]), Peer([*me, "--peer=tcp"])]
+    started = time.monotonic()
+    try:
+        server, gpeer, tpeer = peers
+        client = tc.connect(server.target)
+        gcli, tcli = GrpcClient(gpeer.target), TcpClient(tpeer.port)
+        print(f"tensorcast {tc.__version__} client, grpcio {grpc.__version__}, numpy "
+              f"{np.__version__}; {os.cpu_count()} CPUs; median of {args.runs} runs")
+        print(f"chunks: Fetch {FETCH_CHUNK // MiB} MiB, Put {PUT_CHUNK // MiB} MiB "
+              "(tensorcast and grpcio alike)\n")
+        header = (f"{'transfer':<18}{'tensorcast':>12}{'grpcio':>12}{'raw tcp':>12}"
+                  f"{'tc/grpcio':>11}{'tc/tcp':>9}")
+        print(header)
+        print("-" * len(header))
+        for mib in (int(s) for s in args.sizes_mib.split(",")):
+            nbytes = mib * MiB
+            a = np.random.default_rng(mib).standard_normal(nbytes // 4, dtype=np.float32)
+            t = client.from_numpy(a)
+            assert np.array_equal(t.numpy(), a)
+            rows = {
+                f"fetch {mib} MiB": (lambda: t.numpy(), lambda: gcli.fetch(nbytes),
+                                     lambda: tcli.fetch(nbytes)),
+                f"put {mib} MiB": (lambda: client.from_numpy(a).delete(),
+                                   lambda: gcli.put(a), lambda: tcli.put(a)),
+            }
+            for name, fns in rows.items():
+                gbps = [nbytes / sec / 1e9 for sec in median_seconds(fns, args.runs)]
+                print(f"{name:<18}{gbps[0]:>8.2f} GB/s{gbps[1]:>7.2f} GB/s"
+                      f"{gbps[2]:>7.2f} GB/s{gbps[0] / gbps[1]:>10.2f}x"
+                      f"{gbps[0] / gbps[2]:>8.2f}x")
+            t.delete()
+
+        tiny = client.tensor([1.0, 2.0, 3.0, 4.0])
+        handle = tiny.handle
+        ping, close_ping = tcli.pinger()
+        print()
+        header = (f"{'latency (us)':<18}{'tensorcast':>16}{'grpcio':>16}{'raw tcp':>16}"
+                  f"{'tc/grpcio':>11}")
+        print(header)
+        print("-" * len(header))
+        rows2 = {
+            "Info (unary)": (lambda: client.get(handle), gcli.ping, ping),
+            "Fetch 16 B": (tiny.numpy, gcli.tiny_stream, ping),
+        }
+        for name, fns in rows2.items():
+            lat = [latencies_us(fn, args.calls) for fn in fns]
+            cells = "".join(f"{p50:>7.0f} / {p99:<6.0f}" for p50, p99 in lat)
+            print(f"{name:<18}{cells}{lat[0][0] / lat[1][0]:>10.2f}x")
+        print("(p50 / p99; grpcio: a unary echo, and a one-message stream for Fetch; "
+              "raw tcp: an 8-byte ping-pong)")
+        close_ping()
+        client.close()
+    finally:
+        for p in peers:
+            p.stop()
+    print(f"\n({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,722 @@
+"""The blocking client: ``Client`` (a gRPC channel to one server) and
+``RemoteTensor`` (a proxy for one server tensor).
+
+Thread safety: a Client and its proxies may be used from many threads at
+once. Ownership: a proxy that the client made (tc.tensor, from_numpy, zeros,
+a conversion...) owns its server tensor and deletes it on ``.delete()``, at
+the end of a ``with`` block, or when garbage-collected; collected handles are
+queued (the weakref callback does no I/O and takes no lock) and deleted in
+batches by a background thread. Proxies from ``get()``/``list()`` own
+nothing. Closing the client deletes what its proxies still own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import random
+import threading
+import weakref
+from typing import Any, Iterator, Optional, Sequence
+
+import grpc
+import numpy as np
+
+from tensorcast import _core, _default, _dtypes
+from tensorcast._core import Meta, Progress, meta_from_info
+from tensorcast._dtypes import DTypeLike, dtype
+from tensorcast._errors import (NotFoundError, UnavailableError,
+                                from_rpc_error)
+from tensorcast._proxy import Op, Pending, Plan, TensorBase, plan_materialize
+from tensorcast.v1 import tensor_service_pb2 as pb
+from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_UNARY = object()  # "use the client's unary timeout"
+
+
+def default_target() -> str:
+    """``$TENSORCAST_SERVER``, else 127.0.0.1:50051."""
+    return os.environ.get("TENSORCAST_SERVER") or DEFAULT_TARGET
+
+
+def channel_options(extra: Optional[Sequence[tuple[str, Any]]] = None) -> list[tuple[str, Any]]:
+    """Channel arguments: message caps above the server's 65 MiB."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", _core.MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", _core.MAX_MESSAGE_BYTES),
+    ]
+    opts.extend(extra or [])
+    return opts
+
+
+def auth_metadata(token: Optional[str]) -> tuple[tuple[str, str], ...]:
+    """The bearer-token metadata (empty without a token)."""
+    if token is None:
+        token = os.environ.get("TENSORCAST_TOKEN") or None
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+class Client:
+    """A connection to one tensorcast server.
+
+    Prefer :func:`tensorcast.connect`, which also makes the client the
+    default used by the module-level functions (``tc.tensor`` ...).
+
+    Args:
+        target: ``host:port``; default ``$TENSORCAST_SERVER`` or
+            127.0.0.1:50051.
+        token: bearer token sent in the ``authorization`` metadata (default
+            ``$TENSORCAST_TOKEN``).
+        timeout: seconds allowed for each unary call (Create, Info, To...).
+        stream_timeout: seconds allowed for a whole Put or Fetch; None = no
+            limit (a dead server still fails the stream at once).
+        connect_timeout: seconds to wait for the server at connect; a server
+            that is not there gives UnavailableError, not a hang. 0 skips the
+            check.
+        chunk_bytes: bytes per Fetch message asked of the server (0 = the
+            server's default; clamped by it to 4 KiB..64 MiB).
+        put_chunk_bytes: bytes per Put message.
+        root_certificates: PEM bytes; when given (or ``secure=True``), TLS.
+        options: extra gRPC channel arguments.
+    """
+
+    def __init__(self, target: Optional[str] = None, token: Optional[str] = None, *,
+                 timeout: float = 30.0, stream_timeout: Optional[float] = None,
+                 connect_timeout: float = 5.0, chunk_bytes: int = 4 << 20,
+                 put_chunk_bytes: int = _core.DEFAULT_PUT_CHUNK_BYTES,
+                 secure: bool = False, root_certificates: Optional[bytes] = None,
+                 options: Optional[Sequence[tuple[str, Any]]] = None) -> None:
+        self.target = target or default_target()
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self.chunk_bytes = int(chunk_bytes)
+        self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_CHUNK_BYTES))
+        self._metadata = auth_metadata(token)
+        opts = channel_options(options)
+        if secure or root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(self.target, creds, options=opts)
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=opts)
+        self._stub = pb_grpc.TensorServiceStub(self._channel)
+        # Put and Fetch frame their data by hand (see _core): one copy less.
+        self._put_call = self._channel.stream_unary(
+            _core.method_path("Put"), request_serializer=_core.serialize_put_request,
+            response_deserializer=pb.PutResponse.FromString)
+        self._fetch_call = self._channel.unary_stream(
+            _core.method_path("Fetch"), request_serializer=pb.FetchRequest.SerializeToString,
+            response_deserializer=_core.deserialize_fetch_response)
+        self._closed = False
+        # Ownership: handles owned by live proxies; handles of collected
+        # proxies go through the queue to the reaper thread.
+        self._owned: set[str] = set()
+        self._owned_lock = threading.Lock()
+        self._released: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
+        self._reaper: Optional[threading.Thread] = None
+        self._reaper_lock = threading.Lock()
+        self._inflight = 0
+        self._inflight_cv = threading.Condition()
+        if connect_timeout and connect_timeout > 0:
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=connect_timeout)
+            except grpc.FutureTimeoutError:
+                self._channel.close()
+                self._closed = True
+                raise UnavailableError(
+                    f"could not connect to the tensorcast server at {self.target} "
+                    f"within {connect_timeout:g} s: is it running? (start it "
+                    "with `make run` or build/bin/tensorcast-server)") from None
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<tensorcast.Client {self.target} ({state})>"
+
+    def close(self, *, timeout: Optional[float] = None) -> None:
+        """Delete the server tensors that this client's proxies still own,
+        and close the channel. Idempotent; unsets the default client if this
+        was it."""
+        if self._closed:
+            return
+        try:
+            self._flush(timeout=timeout)
+            with self._owned_lock:
+                left = sorted(self._owned)
+                self._owned.clear()
+            if left:
+                self._delete_quietly(left, timeout=timeout)
+        finally:
+            self._closed = True
+            self._released.put(None)  # stops the reaper
+            self._channel.close()
+            _default.forget(self)
+
+    # -- RPC plumbing --------------------------------------------------------
+
+    def _call(self, method: Any, request: Any, timeout: Any = _UNARY) -> Any:
+        """Call ``method``; ``timeout`` defaults to the unary timeout (None =
+        no deadline)."""
+        if self._closed:
+            raise UnavailableError(f"the client for {self.target} is closed")
+        if timeout is _UNARY:
+            timeout = self.timeout
+        try:
+            return method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.target) from None
+
+    def _wrap(self, meta: Meta, *, owned: bool) -> "RemoteTensor":
+        t = RemoteTensor(self, meta)
+        if owned:
+            self._own(t)
+        return t
+
+    def _own(self, t: "RemoteTensor") -> None:
+        handle = t._meta.handle
+        assert handle is not None
+        with self._owned_lock:
+            self._owned.add(handle)
+        f = weakref.finalize(t, self._released.put, handle)
+        f.atexit = False  # at exit, close() deletes what is left
+        t._finalizer = f
+        self._ensure_reaper()
+
+    def _disown(self, handle: str) -> bool:
+        with self._owned_lock:
+            if handle in self._owned:
+                self._owned.discard(handle)
+                return True
+            return False
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is not None:
+            return
+        with self._reaper_lock:
+            if self._reaper is None:
+                self._reaper = threading.Thread(
+                    target=self._reap, name=f"tensorcast-reaper-{self.target}", daemon=True)
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            first = self._released.get()
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._released.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            handles = [h for h in batch if h is not None]
+            if handles:
+                with self._inflight_cv:
+                    self._inflight += 1
+                try:
+                    self._delete_collected(handles)
+                finally:
+                    with self._inflight_cv:
+                        self._inflight -= 1
+                        self._inflight_cv.notify_all()
+            if stop or self._closed:
+                return
+
+    def _delete_collected(self, handles: list[str]) -> None:
+        owned = [h for h in handles if self._disown(h)]
+        if owned and not self._closed:
+            self._delete_quietly(owned)
+
+    def _delete_quietly(self, handles: list[str], timeout: Optional[float] = None) -> None:
+        """Delete, ignoring handles already gone (expired, deleted by name);
+        never raises (used by finalizers, close and cleanup paths)."""
+        if not handles:
+            return
+        try:
+            self._stub.Delete(pb.DeleteRequest(refs=handles), metadata=self._metadata,
+                              timeout=timeout or self.timeout)
+            return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND or len(handles) == 1:
+                return
+        except Exception:
+            return
+        for h in handles:  # Delete is all-or-nothing: retry one by one
+            self._delete_quietly([h], timeout=timeout)
+
+    def _flush(self, timeout: Optional[float] = None) -> None:
+        """Delete every collected handle now (the reaper's work included)."""
+        handles: list[str] = []
+        while True:
+            try:
+                h = self._released.get_nowait()
+            except queue.Empty:
+                break
+            if h is None:
+                self._released.put(None)
+                break
+            handles.append(h)
+        self._delete_collected(handles)
+        with self._inflight_cv:
+            self._inflight_cv.wait_for(lambda: self._inflight == 0, timeout=timeout or self.timeout)
+
+    def _run(self, plan: Plan) -> Any:
+        """Drive a sans-I/O plan (see _proxy): execute each RPC it yields."""
+        result: Any = None
+        error: Optional[BaseException] = None
+        while True:
+            try:
+                op = plan.throw(error) if error is not None else plan.send(result)
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            try:
+                result = self._execute(op)
+            except BaseException as e:  # handed to the plan, which cleans up
+                error, result = e, None
+
+    def _execute(self, op: Op) -> Any:
+        kind = op[0]
+        if kind == "to":
+            _, ref, device, dt, copy = op
+            return self._to_meta(ref, device, dt, copy)
+        if kind == "detach":
+            resp = self._call(self._stub.Detach, pb.DetachRequest(ref=op[1]))
+            return meta_from_info(resp.tensor)
+        if kind == "delete":
+            self._delete_quietly(list(op[1]))
+            return None
+        if kind == "fetch":
+            return self._fetch(op[1], progress=op[2], bits=op[3])
+        raise ValueError(f"unknown op {kind}")  # pragma: no cover
+
+    def _to_meta(self, ref: str, device: Optional[str], dt: Optional[dtype],
+                 copy: bool) -> Meta:
+        req = pb.ToRequest(ref=ref, device=device or "", copy=copy,
+                           dtype=dt.proto if dt is not None else pb.DTYPE_UNSPECIFIED)
+        return meta_from_info(self._call(self._stub.To, req).tensor)
+
+    def _fetch(self, req: pb.FetchRequest, *, progress: bool = False,
+               bits: bool = False) -> np.ndarray:
+        if req.chunk_bytes == 0 and self.chunk_bytes:
+            req.chunk_bytes = self.chunk_bytes
+        if self._closed:
+            raise UnavailableError(f"the client for {self.target} is closed")
+        call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
+        bar: Optional[Progress] = None
+        try:
+            it = iter(call)
+            first = next(it)
+            header = first.header
+            if header is None:
+                raise RuntimeError("the Fetch stream did not start with its header")
+            bar = Progress(progress, int(header.total_bytes), "fetch")
+            sink = _core.FetchSink(header, progress=bar if bar else None, bits=bits)
+            sink.write(first.data)
+            del first
+            for msg in it:
+                sink.write(msg.data)
+            return sink.result()
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.target) from None
+        except BaseException:
+            call.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _put(self, array: np.ndarray, *, device: Any, requires_grad: bool,
+             name: Optional[str], ttl: Optional[float], progress: bool,
+             wire_dtype: Optional[dtype] = None) -> "RemoteTensor":
+        header = _core.put_header(array, device=device, requires_grad=requires_grad,
+                                  name=name, ttl=ttl, wire_dtype=wire_dtype)
+        bar = Progress(progress, int(header.header.total_bytes), "put")
+        chunk = self.put_chunk_bytes
+
+        def requests() -> Iterator[Any]:
+            yield header
+            for message, n in _core.iter_put_messages(array, chunk):
+                yield message
+                bar.update(n)
+
+        try:
+            resp = self._call(self._put_call, requests(), timeout=self.stream_timeout)
+        finally:
+            bar.close()
+        return self._wrap(meta_from_info(resp.tensor), owned=True)
+
+    def _create(self, **kwargs: Any) -> "RemoteTensor":
+        resp = self._call(self._stub.Create, _core.create_request(**kwargs))
+        return self._wrap(meta_from_info(resp.tensor), owned=True)
+
+    # -- making tensors -------------------------------------------------------
+
+    def tensor(self, data: Any, dtype: Optional[DTypeLike] = None, device: Any = "cpu",
+               requires_grad: bool = False, *, name: Optional[str] = None,
+               ttl: Optional[float] = None, progress: bool = False) -> "RemoteTensor":
+        """A new server tensor from data, as ``torch.tensor``: nested lists of
+        Python numbers (floats infer float32, ints int64, bools bool, complex
+        complex64), NumPy arrays and scalars (their dtype), or torch tensors.
+        Small literals travel in one Create call, large ones by Put."""
+        dt = _dtypes.as_dtype(dtype) if dtype is not None else None
+        if isinstance(data, TensorBase):
+            if not isinstance(data, RemoteTensor):
+                raise TypeError("tensor() of an asyncio RemoteTensor: use tensorcast.aio")
+            return data.to(device=device, dtype=dt, copy=True)
+        src = _core.tensor_source(data, dt, device=device, requires_grad=requires_grad,
+                                  name=name, ttl=ttl)
+        if src.request is not None:
+            resp = self._call(self._stub.Create, src.request)
+            return self._wrap(meta_from_info(resp.tensor), owned=True)
+        assert src.array is not None
+        return self._put(src.array, device=device, requires_grad=requires_grad, name=name,
+                         ttl=ttl, progress=progress, wire_dtype=src.wire_dtype)
+
+    def from_numpy(self, array: np.ndarray, device: Any = "cpu", *,
+                   requires_grad: bool = False, name: Optional[str] = None,
+                   ttl: Optional[float] = None, progress: bool = False) -> "RemoteTensor":
+        """Upload a NumPy array (any strides, order or byte order; 0-d and
+        empty too) as a new server tensor of the same dtype and shape."""
+        a = _core.as_upload_array(array)
+        return self._put(a, device=device, requires_grad=requires_grad, name=name,
+                         ttl=ttl, progress=progress)
+
+    def from_torch(self, x: Any, device: Any = None, *, name: Optional[str] = None,
+                   ttl: Optional[float] = None, progress: bool = False) -> "RemoteTensor":
+        """Upload a torch tensor: same dtype (bfloat16 included), shape and
+        requires_grad; on ``device`` (default: the tensor's own device)."""
+        array, wire = _core.torch_to_numpy(x)
+        return self._put(array, device=str(x.device) if device is None else device,
+                         requires_grad=bool(x.requires_grad), name=name, ttl=ttl,
+                         progress=progress, wire_dtype=wire)
+
+    def zeros(self, *size: Any, dtype: Optional[DTypeLike] = None, device: Any = "cpu",
+              requires_grad: bool = False, name: Optional[str] = None,
+              ttl: Optional[float] = None) -> "RemoteTensor":
+        """A tensor of zeros (default float32), as ``torch.zeros``."""
+        return self._create(shape=_core.size_args(size), dtype_=_float_default(dtype),
+                            device=device, requires_grad=requires_grad, name=name,
+                            ttl=ttl, zeros=True)
+
+    def ones(self, *size: Any, dtype: Optional[DTypeLike] = None, device: Any = "cpu",
+             requires_grad: bool = False, name: Optional[str] = None,
+             ttl: Optional[float] = None) -> "RemoteTensor":
+        """A tensor of ones (default float32), as ``torch.ones``."""
+        return self._create(shape=_core.size_args(size), dtype_=_float_default(dtype),
+                            device=device, requires_grad=requires_grad, name=name,
+                            ttl=ttl, ones=True)
+
+    def full(self, size: Sequence[int], fill_value: Any, *,
+             dtype: Optional[DTypeLike] = None, device: Any = "cpu",
+             requires_grad: bool = False, name: Optional[str] = None,
+             ttl: Optional[float] = None) -> "RemoteTensor":
+        """A tensor filled with ``fill_value``; the dtype is inferred from it
+        (bool, int64, float32) unless given, as ``torch.full``."""
+        dt = _dtypes.as_dtype(dtype) if dtype is not None else _core.fill_dtype(fill_value)
+        if isinstance(fill_value, complex):
+            raise ValueError("full() takes a real fill value (complex fills are "
+                             "not supported by the server's Create)")
+        return self._create(shape=_core.size_args((size,)), dtype_=dt, device=device,
+                            requires_grad=requires_grad, name=name, ttl=ttl,
+                            full=float(fill_value))
+
+    def arange(self, start: float, end: Optional[float] = None, step: float = 1, *,
+               dtype: Optional[DTypeLike] = None, device: Any = "cpu",
+               requires_grad: bool = False, name: Optional[str] = None,
+               ttl: Optional[float] = None) -> "RemoteTensor":
+        """``[start, end)`` by ``step``, as ``torch.arange`` (int64 when all
+        arguments are ints, else float32)."""
+        dt = _dtypes.as_dtype(dtype) if dtype is not None else None
+        numel, dt, s, st = _core.arange_args(start, end, step, dt)
+        return self._create(shape=(numel,), dtype_=dt, device=device,
+                            requires_grad=requires_grad, name=name, ttl=ttl,
+                            arange=(s, st))
+
+    def eye(self, n: int, m: Optional[int] = None, *, dtype: Optional[DTypeLike] = None,
+            device: Any = "cpu", requires_grad: bool = False, name: Optional[str] = None,
+            ttl: Optional[float] = None) -> "RemoteTensor":
+        """An ``n x m`` identity matrix (default float32), as ``torch.eye``."""
+        return self._create(shape=(n, n if m is None else m), dtype_=_float_default(dtype),
+                            device=device, requires_grad=requires_grad, name=name,
+                            ttl=ttl, eye=True)
+
+    def rand(self, *size: Any, seed: Optional[int] = None, dtype: Optional[DTypeLike] = None,
+             device: Any = "cpu", requires_grad: bool = False, name: Optional[str] = None,
+             ttl: Optional[float] = None) -> "RemoteTensor":
+        """Uniform values in [0, 1) (default float32). The same ``seed``
+        gives the same values on every device; None picks one at random."""
+        if seed is None:
+            seed = random.getrandbits(63)
+        return self._create(shape=_core.size_args(size), dtype_=_float_default(dtype),
+                            device=device, requires_grad=requires_grad, name=name,
+                            ttl=ttl, rand_seed=seed)
+
+    # -- finding and managing -------------------------------------------------
+
+    def get(self, ref: str) -> "RemoteTensor":
+        """A proxy for an existing tensor (by handle or name) that does not
+        own it: dropping it leaves the tensor on the server."""
+        resp = self._call(self._stub.Info, pb.InfoRequest(ref=ref))
+        return self._wrap(meta_from_info(resp.tensor), owned=False)
+
+    def list(self, name_prefix: str = "") -> list["RemoteTensor"]:
+        """Every tensor on the server (all pages), as non-owning proxies."""
+        self._flush()
+        out: list[RemoteTensor] = []
+        token = ""
+        while True:
+            resp = self._call(self._stub.List, pb.ListRequest(
+                page_size=1000, page_token=token, name_prefix=name_prefix))
+            out.extend(self._wrap(meta_from_info(i), owned=False) for i in resp.tensors)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def delete(self, *refs: Any) -> int:
+        """Delete tensors by handle, name or proxy (all or nothing);
+        returns how many were deleted."""
+        names: list[str] = []
+        for r in refs:
+            if isinstance(r, RemoteTensor):
+                names.append(r._release_for_delete())
+            else:
+                names.append(str(r))
+                self._disown(str(r))
+        names = [n for n in names if n]
+        if not names:
+            return 0
+        return int(self._call(self._stub.Delete, pb.DeleteRequest(refs=names)).deleted)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Pool figures per device, named as PyTorch's memory stats:
+        ``stats()["cpu"]["allocated_bytes"]``. Tensors dropped before the
+        call are deleted first, so the figures reflect them."""
+        self._flush()
+        resp = self._call(self._stub.Stats, pb.StatsRequest())
+        return _stats_dict(resp)
+
+    def server_info(self) -> dict[str, Any]:
+        """The server's version, CUDA availability and totals."""
+        resp = self._call(self._stub.Stats, pb.StatsRequest())
+        return _server_info(resp)
+
+    def cuda_is_available(self) -> bool:
+        """Whether the server has CUDA (as ``torch.cuda.is_available()``)."""
+        return bool(self.server_info()["cuda_available"])
+
+    def empty_cache(self, device: Optional[str] = None) -> int:
+        """Give cached pool blocks back to the system (one device, or all);
+        returns the bytes released."""
+        self._flush()
+        req = pb.EmptyCacheRequest(device=_core.normalize_device(device) if device else "")
+        return int(self._call(self._stub.EmptyCache, req).released_bytes)
+
+
+def _close_at_exit(ref: "weakref.ReferenceType[Client]") -> None:
+    client = ref()
+    if client is None:
+        return
+    try:
+        client.close(timeout=2.0)
+    except BaseException:  # never raise at interpreter shutdown
+        pass
+
+
+def _float_default(dt: Optional[DTypeLike]) -> dtype:
+    return _dtypes.as_dtype(dt) if dt is not None else _dtypes.float32
+
+
+_STATS_FIELDS = ("allocated_bytes", "reserved_bytes", "peak_allocated_bytes",
+                 "peak_reserved_bytes", "limit_bytes", "alloc_count", "free_count",
+                 "cache_hits", "cache_misses", "segment_count", "tensors", "description")
+
+
+def _stats_dict(resp: pb.StatsResponse) -> dict[str, dict[str, Any]]:
+    return {d.device: {f: getattr(d, f) for f in _STATS_FIELDS} for d in resp.devices}
+
+
+def _server_info(resp: pb.StatsResponse) -> dict[str, Any]:
+    return {"version": resp.version, "cuda_available": resp.cuda_available,
+            "cuda_status": resp.cuda_status, "tensors": resp.tensors,
+            "active_streams": resp.active_streams,
+            "devices": [d.device for d in resp.devices]}
+
+
+def _require_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("RemoteTensor.torch() needs PyTorch: `pip install torch`") from None
+    return torch
+
+
+class RemoteTensor(TensorBase):
+    """A proxy for a tensor held by a tensorcast server (blocking API).
+
+    It mirrors the ``torch.Tensor`` methods that move data to NumPy:
+    ``.numpy(force=False)``, ``.detach()``, ``.cpu()``, ``.cuda()``,
+    ``.to(device=..., dtype=...)``, ``.float()`` and the other casts,
+    ``.tolist()``, ``.item()``, ``np.asarray(t)``. Detach, cpu and dtype
+    casts are lazy: they are sent with the next Fetch (one stream, no extra
+    server tensor); device moves are done at once.
+    """
+
+    def __init__(self, client: Client, meta: Meta, *, source: Optional[TensorBase] = None,
+                 pending: Optional[Pending] = None) -> None:
+        super().__init__(client, meta, source=source, pending=pending)
+        self._init_extra()
+
+    def _init_extra(self) -> None:
+        self._lock = threading.Lock()
+
+    # -- the handle -----------------------------------------------------------
+
+    @property
+    def handle(self) -> str:
+        """The server handle (32 hex digits). A lazy proxy is materialised
+        first: its pending conversions run on the server (Detach/To)."""
+        self.materialize()
+        assert self._meta.handle is not None
+        return self._meta.handle
+
+    def materialize(self) -> "RemoteTensor":
+        """Make the server tensor for a lazy proxy now (no-op otherwise);
+        returns self."""
+        self._check_alive()
+        with self._lock:
+            if self._pending is None:
+                return self
+            source = self._source
+            assert source is not None
+            meta = self._client._run(plan_materialize(source._meta, self._pending))
+            self._meta, self._pending = meta, None
+            if meta.handle != source._meta.handle:
+                self._source = None  # our own handle (shared storage is kept alive)
+                self._client._own(self)
+        return self
+
+    # -- data -----------------------------------------------------------------
+
+    def numpy(self, force: bool = False, *, progress: bool = False) -> np.ndarray:
+        """The values as a new NumPy array (one Fetch stream).
+
+        As ``torch.Tensor.numpy``: a tensor that requires grad raises
+        RuntimeError, one on a GPU TypeError (PyTorch's texts);
+        ``force=True`` detaches and copies to the host in the stream.
+        bfloat16 arrays use ``ml_dtypes.bfloat16``.
+        """
+        _core.check_fetchable(self._meta.dtype)
+        return self._client._run(self._fetch_plan(force=force, progress=progress))
+
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def tolist(self) -> Any:
+        """The values as (nested) Python numbers; works whatever requires_grad
+        and device, as in PyTorch."""
+        cast = self._scalar_cast()
+        return self._client._run(self._fetch_plan(force=True, progress=False, cast=cast)).tolist()
+
+    def item(self) -> Any:
+        """The one value of a one-element tensor, as a Python number."""
+        if self._meta.numel != 1:
+            raise RuntimeError(f"a Tensor with {self._meta.numel} elements cannot be "
+                               "converted to Scalar")
+        cast = self._scalar_cast()
+        return self._client._run(self._fetch_plan(force=True, progress=False, cast=cast)).item()
+
+    def torch(self, device: Any = None) -> Any:
+        """A ``torch.Tensor`` with the same values, dtype (bfloat16 too) and
+        requires_grad, on the CPU or ``device``. Needs PyTorch."""
+        torch = _require_torch()
+        array = self._client._run(self._fetch_plan(force=True, progress=False, bits=True))
+        if self._meta.dtype is _dtypes.bfloat16:
+            t = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(array)
+        if device is not None:
+            t = t.to(device)
+        return t.requires_grad_(self._meta.requires_grad)
+
+    # -- conversions ----------------------------------------------------------
+
+    def to(self, *args: Any, **kwargs: Any) -> "RemoteTensor":
+        """``.to(dtype)``, ``.to(device)``, ``.to(device, dtype)``,
+        ``.to(other)``, ``.to(device=..., dtype=..., copy=False)``.
+
+        Casts and moves to the CPU are lazy (sent with the Fetch); a move to
+        a GPU, or ``copy=True``, runs on the server now (a server without
+        CUDA fails here with FailedPreconditionError). Returns self when
+        nothing changes, as PyTorch does.
+        """
+        device, dt, copy = _core.parse_to_args(args, kwargs)
+        self._check_alive()
+        if device is not None and device == self._meta.device:
+            device = None
+        if not copy and (device is None or device == "cpu"):
+            return self._chain(cpu=device == "cpu", cast=dt)
+        source, p = self._parts()
+        if dt is not None:
+            p = p.then_cast(source._meta.dtype, dt)
+        meta = self._client._run(plan_materialize(source._meta, p, device=device, copy=copy))
+        if meta.handle == source._meta.handle:
+            return source
+        return self._client._wrap(meta, owned=True)
+
+    def cuda(self, device: Optional[Any] = None) -> "RemoteTensor":
+        """Move to a GPU (``cuda:0`` by default) on the server, now."""
+        target = "cuda" if device is None else _core.normalize_device(device)
+        return self.to(device=target)
+
+    def clone(self) -> "RemoteTensor":
+        """A copy on the server (a new tensor)."""
+        return self.to(copy=True)
+
+    # -- ownership ------------------------------------------------------------
+
+    def _release_for_delete(self) -> str:
+        """Stop owning; return the handle to delete ("" when there is none of
+        our own: a lazy proxy, or one already deleted)."""
+        if self._deleted:
+            return ""
+        self._deleted = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._pending is not None or self._meta.handle is None:
+            self._source = None
+            return ""
+        if self._source is not None:  # shares its source's handle
+            self._source = None
+            return ""
+        self._client._disown(self._meta.handle)
+        return self._meta.handle
+
+    def delete(self) -> None:
+        """Delete the server tensor now (whether or not this proxy owns it;
+        a lazy proxy just drops its pending conversions). Further use of the
+        proxy raises NotFoundError; deleting twice is a no-op."""
+        handle = self._release_for_delete()
+        if not handle:
+            return
+        try:
+            self._client._call(self._client._stub.Delete, pb.DeleteRequest(refs=[handle]))
+        except NotFoundError:
+            pass  # already gone (expired, or deleted by name)
+
+    def __enter__(self) -> "RemoteTensor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """Delete the tensor if this proxy owns it."""
+        if self.owns_handle or self._pending is not None:
+            self.delete()

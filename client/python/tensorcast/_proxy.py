@@ -1,0 +1,377 @@
+"""What the blocking and the asyncio RemoteTensor share: metadata, the lazy
+conversion chain, and the conversion plans.
+
+A proxy is either *materialised* (it names a server tensor by handle) or
+*lazy*: a materialised source plus pending conversions (detach, cpu, dtype
+casts) that cost nothing until something needs their result. ``numpy()``
+sends them with the Fetch (detach, cpu and the last cast travel in the
+FetchRequest), so ``t.detach().cpu().float().numpy()`` is one Fetch and no
+new server tensor. A lazy proxy becomes a server tensor only when one is
+needed (its ``.handle``, a device move): that is *materialising*.
+
+The plans below are generators that yield the RPCs they need (``("to",
+...)``, ``("detach", ...)``, ``("delete", ...)``, ``("fetch", ...)``) and
+receive their results, so the same logic drives the blocking client and the
+asyncio one (a sans-I/O design).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import math
+from typing import Any, Generator, Optional, TypeVar
+
+from tensorcast import _dtypes
+from tensorcast._core import Meta
+from tensorcast._dtypes import dtype
+from tensorcast.v1 import tensor_service_pb2 as pb
+
+# An RPC step: ("to", ref, device or None, dtype or None, copy) -> Meta;
+# ("detach", ref) -> Meta; ("delete", [refs]) -> None;
+# ("fetch", FetchRequest, progress: bool, bits: bool) -> ndarray (bits:
+# bfloat16 as its raw uint16 bits).
+Op = tuple[Any, ...]
+Plan = Generator[Op, Any, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """Conversions waiting on a lazy proxy, applied in this order: casts
+    (each in turn), then cpu, with detach anywhere (it commutes)."""
+
+    detach: bool = False
+    cpu: bool = False
+    casts: tuple[dtype, ...] = ()
+
+    def then_cast(self, source: dtype, target: dtype) -> "Pending":
+        """Add a cast, folding it into the previous one when that one loses
+        nothing (float32 -> float64 -> float16 equals float32 -> float16) and
+        dropping casts that end where they started."""
+        casts = self.casts
+        current = casts[-1] if casts else source
+        if target is current:
+            return self
+        before = casts[-2] if len(casts) >= 2 else source
+        if casts and _dtypes.casts_exactly(before, casts[-1]):
+            casts = casts[:-1]
+        casts = casts + (target,)
+        if len(casts) == 1 and casts[0] is source:
+            casts = ()
+        return dataclasses.replace(self, casts=casts)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.detach or self.cpu or self.casts)
+
+
+def pending_meta(source: Meta, p: Pending) -> Meta:
+    """What the tensor would be once the pending conversions are done."""
+    out = p.casts[-1] if p.casts else source.dtype
+    requires_grad = (source.requires_grad and not p.detach
+                     and all(c.can_require_grad for c in p.casts))
+    return Meta(shape=source.shape, dtype=out,
+                device="cpu" if p.cpu else source.device,
+                requires_grad=requires_grad, handle=None, name="",
+                nbytes=math.prod(source.shape) * out.itemsize)
+
+
+def plan_materialize(source: Meta, p: Pending, device: Optional[str] = None,
+                     copy: bool = False) -> Plan:
+    """Make a server tensor for ``source`` + ``p`` (+ an optional device move
+    and copy). Returns the new tensor's Meta; intermediates are deleted. The
+    result's handle equals ``source.handle`` only when nothing changed."""
+    target = device if device is not None else ("cpu" if p.cpu else None)
+    if target == source.device and not copy:
+        target = None
+    cur = source
+    temps: list[str] = []
+
+    def step_done(new: Meta) -> Meta:
+        if cur.handle != source.handle and cur.handle != new.handle:
+            temps.append(cur.handle)  # type: ignore[arg-type]
+        return new
+
+    try:
+        casts = p.casts
+        for i, c in enumerate(casts):
+            last = i == len(casts) - 1
+            new = yield ("to", cur.handle, target if last else None, c, copy and last)
+            cur = step_done(new)
+        if not casts and (target is not None or copy):
+            new = yield ("to", cur.handle, target, None, copy)
+            cur = step_done(new)
+        if p.detach and (cur.handle == source.handle or cur.requires_grad):
+            new = yield ("detach", cur.handle)
+            cur = step_done(new)
+    except BaseException:
+        if cur.handle != source.handle:
+            temps.append(cur.handle)  # type: ignore[arg-type]
+        if temps:
+            yield ("delete", temps)
+        raise
+    if temps:
+        yield ("delete", temps)
+    return cur
+
+
+def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
+               progress: bool, lazy: bool, bits: bool = False) -> Plan:
+    """Fetch ``source`` + ``p`` as an array: every cast but the last becomes
+    a temporary server tensor (only when casts cannot be folded); the last
+    cast, detach and cpu travel in the FetchRequest."""
+    p = p or Pending()
+    casts = p.casts
+    cur = source
+    temps: list[str] = []
+    try:
+        for c in casts[:-1]:
+            new = yield ("to", cur.handle, None, c, False)
+            if new.handle != cur.handle and cur.handle != source.handle:
+                temps.append(cur.handle)  # type: ignore[arg-type]
+            cur = new
+        if cur.handle != source.handle:
+            temps.append(cur.handle)  # type: ignore[arg-type]
+        out = casts[-1] if casts else cur.dtype
+        wants_grad = pending_meta(source, p).requires_grad if lazy else source.requires_grad
+        req = pb.FetchRequest(
+            ref=cur.handle, format=pb.FORMAT_RAW,
+            dtype=out.proto if out is not cur.dtype else pb.DTYPE_UNSPECIFIED,
+            detach=lazy and not wants_grad, cpu=p.cpu, force=force)
+        array = yield ("fetch", req, progress, bits)
+    finally:
+        if temps:
+            yield ("delete", temps)
+    return array
+
+
+T = TypeVar("T", bound="TensorBase")
+
+
+class TensorBase:
+    """Metadata and lazy chaining shared by both RemoteTensor classes.
+
+    Subclasses provide the I/O. A proxy is materialised (``_meta.handle`` is
+    set, ``_pending`` is None) or lazy (``_source`` is a materialised proxy
+    and ``_pending`` the conversions waiting on it).
+    """
+
+    _client: Any
+    _meta: Meta
+    _source: Optional["TensorBase"]
+    _pending: Optional[Pending]
+
+    def __init__(self, client: Any, meta: Meta, *, source: Optional["TensorBase"] = None,
+                 pending: Optional[Pending] = None) -> None:
+        self._client = client
+        self._meta = meta
+        self._source = source
+        self._pending = pending
+        self._finalizer: Any = None
+        self._deleted = False
+
+    # -- metadata (no I/O) ---------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape, a tuple of ints (torch.Size is a tuple too)."""
+        return self._meta.shape
+
+    @property
+    def dtype(self) -> _dtypes.dtype:
+        """The element type, e.g. ``tc.float32``."""
+        return self._meta.dtype
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda:N"``."""
+        return self._meta.device
+
+    @property
+    def requires_grad(self) -> builtins.bool:
+        """Whether the tensor requires grad (so ``.numpy()`` refuses it)."""
+        return self._meta.requires_grad
+
+    @property
+    def name(self) -> str:
+        """The server-side name, or ``""`` (always ``""`` while lazy)."""
+        return self._meta.name
+
+    @property
+    def is_cuda(self) -> builtins.bool:
+        return self._meta.device.startswith("cuda")
+
+    @property
+    def is_lazy(self) -> builtins.bool:
+        """True while conversions are pending and no server tensor exists for
+        this proxy yet."""
+        return self._pending is not None
+
+    @property
+    def owns_handle(self) -> builtins.bool:
+        """Whether this proxy deletes its server tensor when dropped."""
+        return self._finalizer is not None and self._finalizer.alive
+
+    @property
+    def ndim(self) -> int:
+        return len(self._meta.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self._meta.numel * self._meta.dtype.itemsize
+
+    def is_floating_point(self) -> builtins.bool:
+        return self._meta.dtype.is_floating_point
+
+    def is_complex(self) -> builtins.bool:
+        return self._meta.dtype.is_complex
+
+    def dim(self) -> int:
+        return len(self._meta.shape)
+
+    def numel(self) -> int:
+        return self._meta.numel
+
+    def element_size(self) -> int:
+        return self._meta.dtype.itemsize
+
+    def size(self, dim: Optional[int] = None) -> Any:
+        """The shape, or one dimension of it."""
+        if dim is None:
+            return self._meta.shape
+        return self._meta.shape[dim]
+
+    def __len__(self) -> int:
+        if not self._meta.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._meta.shape[0]
+
+    def __repr__(self) -> str:
+        cls = type(self).__name__
+        if self._deleted:
+            return f"<{cls} (deleted)>"
+        where = (f"lazy conversion of {self._source._meta.handle}"
+                 if self._pending is not None and self._source is not None
+                 else f"handle={self._meta.handle}")
+        extra = f", name={self._meta.name!r}" if self._meta.name else ""
+        grad = ", requires_grad=True" if self._meta.requires_grad else ""
+        return (f"{cls}({where}{extra}, shape={self._meta.shape}, "
+                f"dtype={self._meta.dtype!r}, device={self._meta.device!r}{grad})")
+
+    # -- lazy chaining (no I/O) ---------------------------------------------
+
+    def _check_alive(self) -> None:
+        if self._deleted:
+            from tensorcast._errors import NotFoundError
+            raise NotFoundError("this RemoteTensor was deleted")
+
+    def _parts(self: T) -> tuple[T, Pending]:
+        """(materialised source, pending) describing this proxy."""
+        if self._pending is not None and self._source is not None:
+            return self._source, self._pending  # type: ignore[return-value]
+        return self, Pending()
+
+    def _chain(self: T, *, detach: builtins.bool = False, cpu: builtins.bool = False,
+               cast: Optional[_dtypes.dtype] = None) -> T:
+        """A lazy proxy with one more pending conversion, or self when it
+        changes nothing that PyTorch would return a new tensor for."""
+        self._check_alive()
+        source, p = self._parts()
+        new = p
+        if detach:
+            new = dataclasses.replace(new, detach=True)
+        if cpu and self._meta.device != "cpu":
+            new = dataclasses.replace(new, cpu=True)
+        if cast is not None:
+            new = new.then_cast(source._meta.dtype, cast)
+        if new == p and not detach:
+            return self  # .cpu() on a cpu tensor, .float() on float32
+        if new.empty:
+            return source
+        child = type(self).__new__(type(self))
+        TensorBase.__init__(child, self._client, pending_meta(source._meta, new),
+                            source=source, pending=new)
+        child._init_extra()
+        return child
+
+    def _init_extra(self) -> None:
+        """Per-class state for a proxy made by ``_chain``."""
+
+    def detach(self: T) -> T:
+        """A proxy that does not require grad (pending: costs nothing until
+        used; ``.numpy()`` sends it with the Fetch)."""
+        return self._chain(detach=True)
+
+    def cpu(self: T) -> T:
+        """This tensor on the host (pending; self when already there)."""
+        return self._chain(cpu=True)
+
+    def float(self: T) -> T:
+        """Cast to float32 (pending; done in the Fetch stream)."""
+        return self._chain(cast=_dtypes.float32)
+
+    def double(self: T) -> T:
+        """Cast to float64."""
+        return self._chain(cast=_dtypes.float64)
+
+    def half(self: T) -> T:
+        """Cast to float16."""
+        return self._chain(cast=_dtypes.float16)
+
+    def bfloat16(self: T) -> T:
+        """Cast to bfloat16 (fetched RAW; NumPy needs ml_dtypes for it)."""
+        return self._chain(cast=_dtypes.bfloat16)
+
+    def int(self: T) -> T:
+        """Cast to int32 (drops requires_grad, as in PyTorch)."""
+        return self._chain(cast=_dtypes.int32)
+
+    def long(self: T) -> T:
+        """Cast to int64."""
+        return self._chain(cast=_dtypes.int64)
+
+    def short(self: T) -> T:
+        """Cast to int16."""
+        return self._chain(cast=_dtypes.int16)
+
+    def char(self: T) -> T:
+        """Cast to int8."""
+        return self._chain(cast=_dtypes.int8)
+
+    def byte(self: T) -> T:
+        """Cast to uint8."""
+        return self._chain(cast=_dtypes.uint8)
+
+    def bool(self: T) -> T:
+        """Cast to bool (x != 0)."""
+        return self._chain(cast=_dtypes.bool_)
+
+    def cfloat(self: T) -> T:
+        """Cast to complex64."""
+        return self._chain(cast=_dtypes.complex64)
+
+    def cdouble(self: T) -> T:
+        """Cast to complex128."""
+        return self._chain(cast=_dtypes.complex128)
+
+    def type_as(self: T, other: "TensorBase") -> T:
+        """Cast to ``other``'s dtype."""
+        return self._chain(cast=other.dtype)
+
+    def _fetch_plan(self, *, force: builtins.bool, progress: builtins.bool,
+                    cast: Optional[_dtypes.dtype] = None,
+                    bits: builtins.bool = False) -> Plan:
+        self._check_alive()
+        source, p = self._parts()
+        if cast is not None:
+            p = p.then_cast(source._meta.dtype, cast)
+        lazy = self._pending is not None
+        return plan_fetch(source._meta, p, force=force, progress=progress, lazy=lazy,
+                          bits=bits)
+
+    def _scalar_cast(self) -> Optional[_dtypes.dtype]:
+        """For tolist()/item(): bfloat16 comes back as float32 (exact) when
+        ml_dtypes is missing."""
+        if self._meta.dtype is _dtypes.bfloat16 and _dtypes._ml_dtypes is None:
+            return _dtypes.float32
+        return None

@@ -1,0 +1,109 @@
+"""Fixtures: the real tensorcast-server on a free port, and a client.
+
+The server binary is $TENSORCAST_SERVER_BIN, else build/bin/tensorcast-server
+(`make build` makes it). Tests import the *installed* package (`make
+test-python` runs `pip install ./client/python` first); when it is not
+installed, the source tree is used so that a bare `pytest tests/python` still
+works during development.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterator
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+try:
+    import tensorcast  # noqa: F401
+except ImportError:  # pragma: no cover - development fallback
+    sys.path.insert(0, str(REPO / "client" / "python"))
+
+import tensorcast as tc  # noqa: E402
+
+
+def server_binary() -> pathlib.Path:
+    path = pathlib.Path(os.environ.get("TENSORCAST_SERVER_BIN",
+                                       REPO / "build" / "bin" / "tensorcast-server"))
+    if not path.exists():
+        pytest.exit(f"{path} not found: run `make build` (or set TENSORCAST_SERVER_BIN)",
+                    returncode=2)
+    return path
+
+
+class Server:
+    """A tensorcast-server process on 127.0.0.1 and a free port."""
+
+    def __init__(self, tmp: pathlib.Path, *flags: str) -> None:
+        port_file = tmp / "port"
+        self.log_path = tmp / "server.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(server_binary()), "--listen=127.0.0.1:0", f"--port-file={port_file}",
+             "--shutdown-grace=2", *flags],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tensorcast-server exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("tensorcast-server did not write its port file in 30 s")
+            time.sleep(0.02)
+        self.port = int(port_file.read_text().strip())
+        self.target = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running_server(tmp: pathlib.Path, *flags: str) -> Iterator[Server]:
+    server = Server(tmp, *flags)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("server")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[tc.Client]:
+    """The default client, connected to the session's server."""
+    with tc.connect(server.target, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def cuda(client: tc.Client) -> bool:
+    """Whether the server has a GPU."""
+    return bool(client.server_info()["cuda_available"])
+
+
+@pytest.fixture()
+def baseline(client: tc.Client) -> int:
+    """allocated_bytes on the cpu pool with every dropped proxy deleted."""
+    gc.collect()
+    return client.stats()["cpu"]["allocated_bytes"]

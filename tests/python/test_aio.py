@@ -1,0 +1,105 @@
+"""tensorcast.aio: the same API as coroutines on grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import numpy as np
+import pytest
+
+import tensorcast as tc
+import tensorcast.aio as tca
+
+GRAD_TEXT = ("Can't call numpy() on Tensor that requires grad. "
+             "Use tensor.detach().numpy() instead.")
+
+
+def run(coro):  # no plugin needed: each test is one event loop
+    return asyncio.run(coro)
+
+
+def test_tutorial_async(server, cuda: bool) -> None:
+    async def main() -> None:
+        async with tca.connect(server.target) as c:
+            m = await tca.tensor([12.14, 22.58, 32.02, 42.5, 52.6])
+            assert (await m.numpy()).dtype == np.float32
+            t = await tca.tensor([[15, 25, 35], [45, 55, 65], [75, 85, 95]])
+            assert (await t.cpu().detach().numpy()).dtype == np.int64
+            g = await tca.tensor([[2., 3, 4], [5, 6, 7], [8, 9, 10]], requires_grad=True)
+            with pytest.raises(RuntimeError) as e:
+                await g.numpy()
+            assert str(e.value) == GRAD_TEXT
+            np.testing.assert_array_equal(await g.detach().numpy(),
+                                          np.arange(2, 11, dtype=np.float32).reshape(3, 3))
+            if cuda:
+                a = await (await tca.eye(2)).to("cuda")
+                np.testing.assert_array_equal(await a.to("cpu").numpy(), np.eye(2))
+            else:
+                with pytest.raises(tc.FailedPreconditionError, match="cpu only"):
+                    await (await tca.eye(2)).to("cuda")
+            assert c is tca.default_client()
+        assert c._closed
+    run(main())
+
+
+def test_api_surface(server) -> None:
+    async def main() -> None:
+        async with tca.connect(server.target):
+            a = np.arange(24, dtype=">i4").reshape(2, 3, 4)[:, ::-1]
+            t = await tca.from_numpy(a, name="aio-surface")
+            np.testing.assert_array_equal(await t.numpy(), a)
+            np.testing.assert_array_equal(await t.half().numpy(), a.astype(np.float16))
+            assert await (await tca.full((2,), 3)).tolist() == [3, 3]
+            assert await (await tca.arange(3)).tolist() == [0, 1, 2]
+            assert (await (await tca.zeros(2, 2)).numpy()).sum() == 0
+            assert (await (await tca.ones(2)).numpy()).sum() == 2
+            r = await tca.rand(3, seed=1)
+            np.testing.assert_array_equal(await r.numpy(), await (await tca.rand(3, seed=1)).numpy())
+            assert (await tca.get("aio-surface")).shape == (2, 3, 4)
+            assert any(x.name == "aio-surface" for x in await tca.list("aio-"))
+            lazy = t.float()
+            with pytest.raises(RuntimeError, match="materialize"):
+                lazy.handle
+            await lazy.materialize()
+            assert len(lazy.handle) == 32 and lazy.handle != t.handle
+            eager = await t.to(dtype=tc.float64, copy=True)
+            assert eager.dtype is tc.float64 and not eager.is_lazy
+            with pytest.raises(TypeError, match="await t.numpy"):
+                np.asarray(t)
+            with pytest.raises(tc.NotFoundError):
+                await tca.get("nope")
+            assert "cpu" in await tca.stats()
+            assert isinstance(await tca.empty_cache(), int)
+            info = await tca.server_info()
+            assert "cuda_available" in info
+            assert await tca.delete("aio-surface") == 1
+    run(main())
+
+
+def test_concurrent_tasks_and_ownership(server) -> None:
+    async def main() -> None:
+        async with tca.connect(server.target) as c:
+            gc.collect()
+            base = (await c.stats())["cpu"]["allocated_bytes"]
+
+            async def one(i: int) -> None:
+                a = np.full((300_000,), i, np.float32)  # > 1 MiB: several chunks
+                t = await c.from_numpy(a)
+                got = await t.double().numpy()
+                assert got.dtype == np.float64 and (got == i).all()
+
+            await asyncio.gather(*(one(i) for i in range(8)))
+            async with await c.zeros(1000) as z:
+                assert z.owns_handle
+            assert z._deleted
+            gc.collect()
+            assert (await c.stats())["cpu"]["allocated_bytes"] == base
+    run(main())
+
+
+def test_no_server_fails_fast() -> None:
+    async def main() -> None:
+        with pytest.raises(tc.UnavailableError):
+            await tca.connect("127.0.0.1:1", connect_timeout=1.0)
+    run(main())
