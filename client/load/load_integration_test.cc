@@ -1,0 +1,220 @@
+// Runs the real tensorcast-load against a real tensorcast-server: a short
+// closed-loop fetch, an open-loop info at 200 req/s, --requests runs of put
+// and mixed, an interrupted run, and the exit-2 cases. Checks that the JSON
+// is complete, that its counts add up, and that no tensor is left behind.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "tests/integration/harness.h"
+
+namespace tensorcast::testing {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Value;
+
+const std::string kLoad = std::string(TENSORCAST_BIN_DIR) + "/tensorcast-load";
+
+CommandResult RunLoad(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {kLoad};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
+}
+
+Struct ReadJson(const std::string& path) {
+  Struct doc;
+  absl::StatusOr<std::string> text = ReadFile(path);
+  EXPECT_TRUE(text.ok()) << path;
+  if (!text.ok()) return doc;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(*text, &doc).ok())
+      << *text;
+  return doc;
+}
+
+double Num(const Struct& s, const std::string& key) {
+  auto it = s.fields().find(key);
+  EXPECT_TRUE(it != s.fields().end()) << "missing key " << key;
+  return it == s.fields().end() ? -1 : it->second.number_value();
+}
+
+const Struct& Obj(const Struct& s, const std::string& key) {
+  static const Struct* empty = new Struct;
+  auto it = s.fields().find(key);
+  EXPECT_TRUE(it != s.fields().end()) << "missing key " << key;
+  return it == s.fields().end() ? *empty : it->second.struct_value();
+}
+
+// The checks every result must pass.
+void ExpectConsistent(const Struct& doc) {
+  const double requests = Num(doc, "requests");
+  const double duration = Num(doc, "duration_s");
+  EXPECT_GT(requests, 0);
+  EXPECT_GT(duration, 0);
+  EXPECT_TRUE(Obj(doc, "errors").fields().empty())
+      << "errors: " << Obj(doc, "errors").DebugString();
+  EXPECT_NEAR(Num(doc, "requests_per_s"), requests / duration,
+              0.001 * requests / duration + 0.01);
+  EXPECT_NEAR(Num(doc, "bytes_per_s"), Num(doc, "bytes") / duration,
+              0.001 * Num(doc, "bytes") / duration + 0.01);
+  const Struct& latency = Obj(doc, "latency_us");
+  for (const char* key : {"min", "p50", "p90", "p95", "p99", "p999", "max"}) {
+    EXPECT_GT(Num(latency, key), 0) << key;
+  }
+  EXPECT_LE(Num(latency, "min"), Num(latency, "p50"));
+  EXPECT_LE(Num(latency, "p50"), Num(latency, "p90"));
+  EXPECT_LE(Num(latency, "p90"), Num(latency, "p95"));
+  EXPECT_LE(Num(latency, "p95"), Num(latency, "p99"));
+  EXPECT_LE(Num(latency, "p99"), Num(latency, "p999"));
+  EXPECT_LE(Num(latency, "p999"), Num(latency, "max"));
+  EXPECT_EQ(Num(latency, "count"), requests);
+  auto series_it = doc.fields().find("series");
+  ASSERT_TRUE(series_it != doc.fields().end());
+  const auto& series = series_it->second.list_value().values();
+  // duration_s is rounded to the millisecond; the series covers it.
+  EXPECT_GE(static_cast<double>(series.size()), std::floor(duration - 1e-3));
+  EXPECT_LE(static_cast<double>(series.size()), std::ceil(duration) + 1);
+  double sum = 0, bytes = 0;
+  for (const Value& point : series) {
+    sum += Num(point.struct_value(), "requests");
+    bytes += Num(point.struct_value(), "bytes");
+    EXPECT_LE(Num(point.struct_value(), "p50_us"),
+              Num(point.struct_value(), "p99_us"));
+  }
+  EXPECT_EQ(sum, requests);
+  EXPECT_EQ(bytes, Num(doc, "bytes"));
+  EXPECT_GT(Num(Obj(doc, "client"), "cpu_us_per_request"), 0);
+}
+
+void ExpectNothingLeft(ServerProcess& server) {
+  absl::StatusOr<std::vector<v1::TensorInfo>> all = server.client().List();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->empty())
+      << all->size() << " tensor(s) left, first " << (*all)[0].name();
+  EXPECT_EQ(CpuAllocated(server.client()), 0);
+}
+
+TEST(LoadToolTest, FetchClosedLoop) {
+  ServerProcess server;
+  TempDir dir;
+  CommandResult r = RunLoad(
+      {"--server=" + server.address(), "--scenario=fetch", "--size=256KiB",
+       "--concurrency=4", "--connections=2", "--duration=2s", "--warmup=0.5s",
+       "--json=" + dir.File("r.json"), "--csv=" + dir.File("r.csv")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("latency distribution"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("client CPU"), std::string::npos) << r.out;
+  Struct doc = ReadJson(dir.File("r.json"));
+  ExpectConsistent(doc);
+  EXPECT_NEAR(Num(doc, "duration_s"), 2.0, 1e-3);
+  // Every fetch moved the same .npy: 256 KiB and its 128-byte header.
+  EXPECT_EQ(Num(doc, "bytes"), Num(doc, "requests") * (256 * 1024 + 128));
+  std::vector<std::string> rows = absl::StrSplit(
+      ReadFile(dir.File("r.csv")).value_or(""), '\n', absl::SkipEmpty());
+  EXPECT_EQ(rows.size(), 3u);  // header and two seconds
+  ExpectNothingLeft(server);
+}
+
+TEST(LoadToolTest, InfoOpenLoop) {
+  ServerProcess server;
+  TempDir dir;
+  CommandResult r = RunLoad({"--server=" + server.address(), "--scenario=info",
+                             "--size=4KiB", "--rate=200", "--duration=2s",
+                             "--warmup=0.5s", "--json=" + dir.File("r.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("service time"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("late sends"), std::string::npos) << r.out;
+  Struct doc = ReadJson(dir.File("r.json"));
+  ExpectConsistent(doc);
+  // Constant arrivals: exactly rate x duration scheduled in the window.
+  EXPECT_EQ(Num(doc, "requests"), 400);
+  EXPECT_GE(Num(doc, "duration_s"), 2.0);
+  EXPECT_GE(Num(doc, "late_sends"), 0);
+  // From the scheduled time is never shorter than from the actual send.
+  EXPECT_GE(Num(Obj(doc, "latency_us"), "max"),
+            Num(Obj(doc, "service_time_us"), "max"));
+  ExpectNothingLeft(server);
+}
+
+TEST(LoadToolTest, PutAndMixedByCount) {
+  ServerProcess server;
+  TempDir dir;
+  CommandResult r = RunLoad({"--server=" + server.address(), "--scenario=put",
+                             "--size=64KiB", "--concurrency=2", "--requests=50",
+                             "--warmup=0", "--json=" + dir.File("put.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  Struct put = ReadJson(dir.File("put.json"));
+  ExpectConsistent(put);
+  EXPECT_EQ(Num(put, "requests"), 50);
+  EXPECT_EQ(Num(put, "bytes"), 50 * 64 * 1024);
+  ExpectNothingLeft(server);
+
+  r = RunLoad({"--server=" + server.address(), "--scenario=mixed",
+               "--mix=fetch:2,put:1,to:1,info:4", "--size=16KiB",
+               "--concurrency=3", "--requests=120", "--warmup=0.2s",
+               "--json=" + dir.File("mixed.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  Struct mixed = ReadJson(dir.File("mixed.json"));
+  ExpectConsistent(mixed);
+  EXPECT_EQ(Num(mixed, "requests"), 120);
+  double by_kind = 0;
+  for (const auto& [kind, stats] : Obj(mixed, "by_kind").fields()) {
+    by_kind += Num(stats.struct_value(), "requests");
+    EXPECT_GT(Num(stats.struct_value(), "requests"), 0) << kind;
+  }
+  EXPECT_EQ(by_kind, 120);
+  ExpectNothingLeft(server);
+}
+
+TEST(LoadToolTest, InterruptStillReportsAndCleansUp) {
+  ServerProcess server;
+  TempDir dir;
+  pid_t pid =
+      SpawnProcess({kLoad, "--server=" + server.address(), "--scenario=fetch",
+                    "--size=64KiB", "--concurrency=2", "--duration=60s",
+                    "--warmup=0", "--json=" + dir.File("r.json")},
+                   dir.File("out"), dir.File("err"));
+  ASSERT_GT(pid, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitForExit(pid), 130) << ReadFile(dir.File("err")).value_or("");
+  Struct doc = ReadJson(dir.File("r.json"));
+  EXPECT_TRUE(doc.fields().at("interrupted").bool_value());
+  EXPECT_GT(Num(doc, "requests"), 0);
+  EXPECT_LT(Num(doc, "duration_s"), 10);
+  ExpectNothingLeft(server);
+}
+
+TEST(LoadToolTest, BadInputExitsTwoWithOneLine) {
+  ServerProcess server;
+  const std::string s = "--server=" + server.address();
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {s, "--scenario=download"},
+           {s, "--rate=10", "--concurrency=2"},
+           {s, "--size=12XB"},
+           {s, "--duration=soon"},
+           {s, "--dtype=float128"},
+           {s, "--scenario=mixed", "--mix=fetch:x"},
+           {"--server=127.0.0.1:1", "--scenario=info", "--duration=1s"},
+           {"--plot=/nonexistent/r.json", "--out=/tmp/x.png"},
+       }) {
+    CommandResult r = RunLoad(args);
+    EXPECT_EQ(r.exit_code, 2) << args.back() << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    ASSERT_FALSE(r.err.empty()) << args.back();
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  }
+  ExpectNothingLeft(server);
+}
+
+}  // namespace
+}  // namespace tensorcast::testing

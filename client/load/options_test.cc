@@ -1,0 +1,166 @@
+#include "client/load/options.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace tensorcast::load {
+namespace {
+
+absl::StatusOr<LoadOptions> Parse(std::vector<std::string> args) {
+  absl::StatusOr<ParsedArgs> p = ParseArgs(args);
+  if (!p.ok()) return p.status();
+  EXPECT_EQ(p->mode, ParsedArgs::Mode::kRun);
+  return p->options;
+}
+
+// The message of a failed parse ("" if it succeeded).
+std::string Error(std::vector<std::string> args) {
+  absl::StatusOr<ParsedArgs> p = ParseArgs(args);
+  if (p.ok()) return "";
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(p.status().message()).find('\n'), std::string::npos);
+  return std::string(p.status().message());
+}
+
+TEST(ParseDurationTest, AcceptsUnitsAndPlainSeconds) {
+  EXPECT_EQ(*ParseDurationNs("10s"), 10'000'000'000);
+  EXPECT_EQ(*ParseDurationNs("500ms"), 500'000'000);
+  EXPECT_EQ(*ParseDurationNs("2m"), 120'000'000'000);
+  EXPECT_EQ(*ParseDurationNs("1h"), 3'600'000'000'000);
+  EXPECT_EQ(*ParseDurationNs("1.5s"), 1'500'000'000);
+  EXPECT_EQ(*ParseDurationNs("3"), 3'000'000'000);
+  EXPECT_EQ(*ParseDurationNs("0.25"), 250'000'000);
+  EXPECT_EQ(*ParseDurationNs("0"), 0);
+  for (const char* bad : {"", "abc", "10x", "-1s", "-2", "inf", "1e300"}) {
+    EXPECT_FALSE(ParseDurationNs(bad).ok()) << bad;
+  }
+}
+
+TEST(ParseMixTest, WeightsByKind) {
+  absl::StatusOr<Mix> m = ParseMix("fetch:8,info:2");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)[static_cast<int>(RequestKind::kFetch)], 8);
+  EXPECT_EQ((*m)[static_cast<int>(RequestKind::kInfo)], 2);
+  EXPECT_EQ((*m)[static_cast<int>(RequestKind::kPut)], 0);
+  EXPECT_EQ(MixText(*m), "fetch:8,info:2");
+  m = ParseMix("put:1,to:0,info:3,fetch:1");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(MixText(*m), "fetch:1,put:1,info:3");
+}
+
+TEST(ParseMixTest, RejectsBadMixes) {
+  for (const char* bad :
+       {"", "fetch", "fetch:", "fetch:x", "fetch:-1", "fetch:1,fetch:2",
+        "mixed:1", "get:1", "fetch:0,info:0", "fetch:1,", "fetch:1:2"}) {
+    EXPECT_FALSE(ParseMix(bad).ok()) << bad;
+  }
+}
+
+TEST(ParseArgsTest, Defaults) {
+  absl::StatusOr<LoadOptions> o = Parse({"--server=h:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->server, "h:1");
+  EXPECT_EQ(o->scenario, "fetch");
+  EXPECT_EQ(o->mix[static_cast<int>(RequestKind::kFetch)], 1);
+  EXPECT_EQ(o->size_bytes, 1 << 20);
+  EXPECT_EQ(o->dtype, v1::DTYPE_FLOAT32);
+  EXPECT_EQ(o->elements(), (1 << 20) / 4);
+  EXPECT_FALSE(o->open_loop());
+  EXPECT_EQ(o->concurrency, 1);
+  EXPECT_EQ(o->connections, 1);
+  EXPECT_EQ(o->duration_ns, 10'000'000'000);
+  EXPECT_EQ(o->requests, 0);
+  EXPECT_EQ(o->warmup_ns, 2'000'000'000);
+  EXPECT_EQ(ParseArgs({}, "env:7")->options.server, "env:7");
+}
+
+TEST(ParseArgsTest, FullClosedLoop) {
+  absl::StatusOr<LoadOptions> o = Parse(
+      {"--server=h:1", "--scenario=fetch", "--size=16MiB", "--dtype=float64",
+       "--to-dtype=half", "--format=raw", "--device=cpu", "--concurrency=8",
+       "--connections=4", "--requests=100", "--warmup=500ms", "--json=r.json",
+       "--csv=r.csv", "--seed=9"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->size_bytes, 16 << 20);
+  EXPECT_EQ(o->dtype, v1::DTYPE_FLOAT64);
+  EXPECT_EQ(o->to_dtype, v1::DTYPE_FLOAT16);
+  EXPECT_EQ(o->format, v1::FORMAT_RAW);
+  EXPECT_EQ(o->concurrency, 8);
+  EXPECT_EQ(o->connections, 4);
+  EXPECT_EQ(o->requests, 100);
+  EXPECT_EQ(o->duration_ns, 0);
+  EXPECT_EQ(o->warmup_ns, 500'000'000);
+  EXPECT_EQ(o->json_path, "r.json");
+  EXPECT_EQ(o->csv_path, "r.csv");
+  EXPECT_EQ(o->seed, 9u);
+}
+
+TEST(ParseArgsTest, OpenLoopAndMixed) {
+  absl::StatusOr<LoadOptions> o =
+      Parse({"--scenario=mixed", "--mix=fetch:3,put:1", "--rate=250.5",
+             "--arrival=poisson", "--duration=1m", "--connections=3"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->open_loop());
+  EXPECT_DOUBLE_EQ(o->rate, 250.5);
+  EXPECT_EQ(o->arrival, Arrival::kPoisson);
+  EXPECT_EQ(o->duration_ns, 60'000'000'000);
+  EXPECT_EQ(MixText(o->mix), "fetch:3,put:1");
+  o = Parse({"--scenario=mixed"});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(MixText(o->mix), "fetch:8,info:2");
+}
+
+TEST(ParseArgsTest, BadInputIsOneLineError) {
+  EXPECT_NE(Error({"--scenario=download"}).find("unknown scenario"),
+            std::string::npos);
+  EXPECT_NE(Error({"--rate=10", "--concurrency=2"}).find("exclude"),
+            std::string::npos);
+  EXPECT_NE(Error({"--size=12XB"}).find("--size"), std::string::npos);
+  EXPECT_NE(Error({"--duration=soon"}).find("--duration"), std::string::npos);
+  EXPECT_NE(Error({"--warmup=x"}).find("--warmup"), std::string::npos);
+  EXPECT_NE(Error({"--dtype=float128"}).find("--dtype"), std::string::npos);
+  EXPECT_NE(Error({"--to-dtype=nope"}).find("--to-dtype"), std::string::npos);
+  EXPECT_NE(Error({"--scenario=mixed", "--mix=fetch:x"}).find("--mix"),
+            std::string::npos);
+  EXPECT_NE(Error({"--mix=fetch:1"}).find("mixed"), std::string::npos);
+  for (std::vector<std::string> bad : std::vector<std::vector<std::string>>{
+           {"--format=hdf5"},
+           {"--concurrency=0"},
+           {"--rate=0"},
+           {"--rate=-5"},
+           {"--arrival=poisson"},
+           {"--rate=10", "--arrival=bursty"},
+           {"--connections=0"},
+           {"--concurrency=2", "--connections=3"},
+           {"--duration=1s", "--requests=10"},
+           {"--requests=0"},
+           {"--duration=0s"},
+           {"--size=0"},
+           {"--size=6", "--dtype=float32"},
+           {"--max-inflight=10"},
+           {"--rate=1", "--max-inflight=0"},
+           {"--unknown=1"},
+           {"stray"},
+           {"--plot=r.json"},
+           {"--plot=r.json", "--out=r.png", "--rate=1"},
+       }) {
+    EXPECT_NE(Error(bad), "") << bad[0];
+  }
+}
+
+TEST(ParseArgsTest, PlotAndHelpModes) {
+  absl::StatusOr<ParsedArgs> p = ParseArgs({"--plot=r.json", "--out=r.png"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->mode, ParsedArgs::Mode::kPlot);
+  EXPECT_EQ(p->plot_json, "r.json");
+  EXPECT_EQ(p->plot_out, "r.png");
+  p = ParseArgs({"--help"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->mode, ParsedArgs::Mode::kHelp);
+  EXPECT_NE(p->usage.find("--scenario"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tensorcast::load

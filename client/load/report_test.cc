@@ -1,0 +1,157 @@
+#include "client/load/report.h"
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_split.h"
+
+namespace tensorcast::load {
+namespace {
+
+RunResult Synthetic() {
+  RunResult r;
+  SeriesStore store;
+  Recorder rec(0, &store);
+  // 3.5 s: 100 requests a second, 1 KiB each, 100..199 µs; 2 errors.
+  for (int i = 0; i < 350; ++i) {
+    const int64_t done = static_cast<int64_t>(i) * 10'000'000 + 5'000'000;
+    Sample s;
+    s.kind = i % 5 == 0 ? RequestKind::kInfo : RequestKind::kFetch;
+    s.done_ns = done;
+    s.sent_ns = done - (100'000 + (i % 100) * 1000);
+    s.intended_ns = s.sent_ns - (i == 7 ? 3'000'000 : 0);
+    s.code = i == 10 || i == 20 ? absl::StatusCode::kUnavailable
+                                : absl::StatusCode::kOk;
+    s.bytes = s.code == absl::StatusCode::kOk ? 1024 : 0;
+    rec.Record(s);
+  }
+  rec.Flush();
+  r.totals = rec.totals();
+  r.duration_ns = 3'500'000'000;
+  r.series = store.Take(4);
+  FinishSeries(r.duration_ns, &r.series);
+  r.cpu_user_s = 0.02;
+  r.cpu_sys_s = 0.01;
+  r.cpu_window_ns = 3'500'000'000;
+  r.workers = 3;
+  return r;
+}
+
+LoadOptions Options() {
+  absl::StatusOr<ParsedArgs> p =
+      ParseArgs({"--scenario=mixed", "--mix=fetch:4,info:1", "--rate=100",
+                 "--duration=3.5s"});
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p->options;
+}
+
+TEST(ReportTest, FormatLatency) {
+  EXPECT_EQ(FormatLatency(812), "812 ns");
+  EXPECT_EQ(FormatLatency(15'300), "15.3 µs");
+  EXPECT_EQ(FormatLatency(153'000), "153 µs");
+  EXPECT_EQ(FormatLatency(1'240'000), "1.24 ms");
+  EXPECT_EQ(FormatLatency(2'500'000'000), "2.500 s");
+}
+
+TEST(ReportTest, JsonHasTheContractKeysAndAddsUp) {
+  const RunResult r = Synthetic();
+  const std::string text = ResultJson(Options(), "test workload", r);
+  google::protobuf::Struct doc;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(text, &doc).ok())
+      << text;
+  const auto& f = doc.fields();
+  for (const char* key :
+       {"requests", "errors", "duration_s", "requests_per_s", "bytes_per_s",
+        "latency_us", "service_time_us", "late_sends", "client", "series",
+        "by_kind", "percentiles", "latency_distribution", "config"}) {
+    EXPECT_TRUE(f.contains(key)) << key;
+  }
+  EXPECT_EQ(f.at("requests").number_value(), 350);
+  EXPECT_EQ(
+      f.at("errors").struct_value().fields().at("UNAVAILABLE").number_value(),
+      2);
+  EXPECT_EQ(f.at("late_sends").number_value(), 1);
+  EXPECT_NEAR(f.at("requests_per_s").number_value(), 100, 1e-3);
+  const auto& lat = f.at("latency_us").struct_value().fields();
+  for (const char* key : {"min", "p50", "p90", "p95", "p99", "p999", "max"}) {
+    EXPECT_TRUE(lat.contains(key)) << key;
+  }
+  EXPECT_LE(lat.at("min").number_value(), lat.at("p50").number_value());
+  EXPECT_LE(lat.at("p50").number_value(), lat.at("p99").number_value());
+  EXPECT_LE(lat.at("p99").number_value(), lat.at("max").number_value());
+  double series_requests = 0;
+  const auto& series = f.at("series").list_value().values();
+  ASSERT_EQ(series.size(), 4);
+  for (const auto& point : series) {
+    series_requests +=
+        point.struct_value().fields().at("requests").number_value();
+  }
+  EXPECT_EQ(series_requests, 350);
+  EXPECT_NEAR(series[3].struct_value().fields().at("interval_s").number_value(),
+              0.5, 1e-9);
+  const auto& kinds = f.at("by_kind").struct_value().fields();
+  EXPECT_EQ(
+      kinds.at("fetch").struct_value().fields().at("requests").number_value() +
+          kinds.at("info")
+              .struct_value()
+              .fields()
+              .at("requests")
+              .number_value(),
+      350);
+  double histogram_total = 0;
+  for (const auto& bin : f.at("latency_distribution").list_value().values()) {
+    histogram_total += bin.struct_value().fields().at("count").number_value();
+  }
+  EXPECT_EQ(histogram_total, 348);  // the successful requests
+}
+
+TEST(ReportTest, CsvHasARowPerSecond) {
+  const std::string csv = SeriesCsv(Synthetic());
+  std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_EQ(lines[0].rfind("second,interval_s,requests,", 0), 0u);
+  EXPECT_EQ(lines[1].rfind("0,1.000,100,", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[4].rfind("3,0.500,50,", 0), 0u) << lines[4];
+}
+
+TEST(ReportTest, SummaryNamesTheFigures) {
+  const std::string text = SummaryText(Options(), "test workload", Synthetic());
+  for (const char* want :
+       {"requests     350", "UNAVAILABLE 2", "from scheduled send",
+        "service time", "late sends   1 of 350", "client CPU",
+        "latency distribution", "fetch (", "info ("}) {
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+  }
+}
+
+TEST(ReportTest, ShortLastSecondFoldsIntoThePreviousOne) {
+  std::vector<SecondStats> series(4);
+  for (int i = 0; i < 4; ++i) series[i].requests = 10 + i;
+  FinishSeries(3'000'300'000, &series);
+  ASSERT_EQ(series.size(), 3u);
+  EXPECT_EQ(series[2].requests, 12u + 13u);
+  EXPECT_EQ(series[2].interval_ns, 1'000'300'000);
+  std::vector<SecondStats> partial(2);
+  FinishSeries(1'500'000'000, &partial);
+  ASSERT_EQ(partial.size(), 2u);
+  EXPECT_EQ(partial[1].interval_ns, 500'000'000);
+}
+
+TEST(ReportTest, ChartCountsEveryRequest) {
+  Histogram h;
+  for (int i = 1; i <= 1000; ++i) h.Record(i * 1000);
+  const std::string chart = LatencyChart(h, 10, 20);
+  std::vector<std::string> rows =
+      absl::StrSplit(chart, '\n', absl::SkipEmpty());
+  EXPECT_EQ(rows.size(), 10u);
+  Histogram one;
+  one.Record(5000);
+  EXPECT_EQ(std::vector<std::string>(
+                absl::StrSplit(LatencyChart(one), '\n', absl::SkipEmpty()))
+                .size(),
+            1u);
+}
+
+}  // namespace
+}  // namespace tensorcast::load

@@ -1,0 +1,188 @@
+#include "client/load/workload.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/dtype.h"
+#include "server/core/size.h"
+
+namespace tensorcast::load {
+
+namespace {
+
+DType CoreDType(v1::DType d) { return static_cast<DType>(d - 1); }
+
+// Tensors made for a run outlive it by this much at most (duration mode).
+constexpr int64_t kTtlMarginSeconds = 600;
+
+}  // namespace
+
+Workload::Workload(const LoadOptions& options) : options_(options) {}
+
+absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
+    Client& control, const LoadOptions& options) {
+  std::unique_ptr<Workload> w(new Workload(options));
+  if (options.requests == 0) {
+    w->ttl_seconds_ =
+        (options.warmup_ns + options.duration_ns) / 1'000'000'000 +
+        kTtlMarginSeconds;
+  }
+  const Mix& mix = options.mix;
+  const auto uses = [&](RequestKind k) { return mix[static_cast<int>(k)] > 0; };
+  w->to_target_ = options.to_dtype;
+  if (w->to_target_ == v1::DTYPE_UNSPECIFIED) {
+    w->to_target_ = options.dtype == v1::DTYPE_FLOAT16 ? v1::DTYPE_FLOAT32
+                                                       : v1::DTYPE_FLOAT16;
+  }
+  w->fetch_.format = options.format;
+  w->fetch_.dtype = options.to_dtype;
+  if (uses(RequestKind::kPut)) {
+    // Random bytes: a put must not be cheaper for being all zeros.
+    w->payload_.resize(static_cast<size_t>(options.size_bytes));
+    std::mt19937_64 rng(options.seed);
+    for (size_t i = 0; i + 8 <= w->payload_.size(); i += 8) {
+      const uint64_t v = rng();
+      std::memcpy(&w->payload_[i], &v, 8);
+    }
+  }
+  if (uses(RequestKind::kFetch) || uses(RequestKind::kTo) ||
+      uses(RequestKind::kInfo)) {
+    v1::CreateRequest request;
+    request.set_dtype(options.dtype);
+    request.add_shape(options.elements());
+    request.set_device(options.device);
+    request.set_name(absl::StrCat("tensorcast-load-", getpid(), "-",
+                                  std::random_device()()));
+    request.set_ttl_seconds(w->ttl_seconds_);
+    if (IsFloatingOrComplex(CoreDType(options.dtype))) {
+      request.set_rand_seed(options.seed);
+    } else {
+      request.mutable_ones();
+    }
+    absl::StatusOr<v1::TensorInfo> info = control.Create(request);
+    if (!info.ok()) {
+      return absl::Status(
+          info.status().code(),
+          absl::StrCat("creating the ", FormatSize(options.size_bytes),
+                       " source tensor: ", info.status().message()));
+    }
+    w->source_ = info->handle();
+  }
+  return w;
+}
+
+Outcome Workload::Issue(RequestKind kind, Client& client,
+                        const std::atomic<bool>& stop) const {
+  Outcome out;
+  switch (kind) {
+    case RequestKind::kFetch: {
+      int64_t received = 0;
+      absl::StatusOr<v1::FetchHeader> header = client.Fetch(
+          source_, fetch_, [&](absl::string_view bytes) -> absl::Status {
+            if (stop.load(std::memory_order_relaxed)) {
+              return absl::CancelledError("interrupted");
+            }
+            received += static_cast<int64_t>(bytes.size());
+            return absl::OkStatus();
+          });
+      out.status = header.status();
+      if (header.ok()) out.bytes = received;
+      break;
+    }
+    case RequestKind::kPut: {
+      PutOptions put;
+      put.format = v1::FORMAT_RAW;
+      put.dtype = options_.dtype;
+      put.shape = {options_.elements()};
+      put.device = options_.device;
+      put.ttl_seconds = ttl_seconds_;
+      size_t pos = 0;
+      absl::StatusOr<v1::TensorInfo> info = client.Put(
+          put,
+          [&](char* buffer, size_t size) -> absl::StatusOr<size_t> {
+            if (stop.load(std::memory_order_relaxed)) {
+              return absl::CancelledError("interrupted");
+            }
+            const size_t n = std::min(size, payload_.size() - pos);
+            std::memcpy(buffer, payload_.data() + pos, n);
+            pos += n;
+            return n;
+          },
+          static_cast<int64_t>(payload_.size()));
+      out.status = info.status();
+      if (info.ok()) {
+        out.bytes = static_cast<int64_t>(payload_.size());
+        out.created = info->handle();
+      }
+      break;
+    }
+    case RequestKind::kTo: {
+      v1::ToRequest request;
+      request.set_ref(source_);
+      request.set_dtype(to_target_);
+      request.set_ttl_seconds(ttl_seconds_);
+      absl::StatusOr<v1::TensorInfo> info = client.To(request);
+      out.status = info.status();
+      if (info.ok() && info->handle() != source_) out.created = info->handle();
+      break;
+    }
+    case RequestKind::kInfo: {
+      out.status = client.Info(source_).status();
+      break;
+    }
+  }
+  return out;
+}
+
+void Workload::Discard(Client& client, const Outcome& outcome) {
+  if (outcome.created.empty()) return;
+  if (!client.Delete({outcome.created}).ok()) ++orphans_;
+}
+
+absl::Status Workload::Teardown(Client& control) {
+  if (source_.empty()) return absl::OkStatus();
+  absl::StatusOr<int> n = control.Delete({source_});
+  if (!n.ok()) return n.status();
+  source_.clear();
+  return absl::OkStatus();
+}
+
+std::string Workload::Describe() const {
+  const LoadOptions& o = options_;
+  const std::string tensor =
+      absl::StrCat(FormatSize(o.size_bytes), " ", DTypeName(CoreDType(o.dtype)),
+                   " [", o.elements(), "] on ", o.device);
+  std::string out;
+  for (int k = 0; k < kNumRequestKinds; ++k) {
+    if (o.mix[k] == 0) continue;
+    const RequestKind kind = static_cast<RequestKind>(k);
+    std::string what;
+    switch (kind) {
+      case RequestKind::kFetch:
+        what = absl::StrCat(
+            "fetch as ", o.format == v1::FORMAT_RAW ? "raw" : "npy",
+            o.to_dtype == v1::DTYPE_UNSPECIFIED
+                ? ""
+                : absl::StrCat(" cast to ", DTypeName(CoreDType(o.to_dtype))));
+        break;
+      case RequestKind::kPut:
+        what = "put";
+        break;
+      case RequestKind::kTo:
+        what = absl::StrCat("to ", DTypeName(CoreDType(to_target_)));
+        break;
+      case RequestKind::kInfo:
+        what = "info";
+        break;
+    }
+    if (o.scenario == "mixed") absl::StrAppend(&what, " x", o.mix[k]);
+    absl::StrAppend(&out, out.empty() ? "" : ", ", what);
+  }
+  return absl::StrCat(out, " -- ", tensor);
+}
+
+}  // namespace tensorcast::load

@@ -1,0 +1,68 @@
+// Workload: the server-side state a load scenario needs and the requests it
+// sends. Setup() creates the source tensor (fetch, to, info) with the
+// control client; Issue() sends one request on a worker's client; Discard()
+// deletes what a request made (put and to make a tensor each, deleted
+// outside the measured time); Teardown() deletes the source tensor. Every
+// tensor the tool makes carries a TTL in duration mode, so even a killed
+// run leaves nothing behind for long.
+//
+// Thread-safe after Setup(): any number of workers may Issue() and Discard()
+// at once. Teardown() once, after the workers have finished.
+#ifndef TENSORCAST_CLIENT_LOAD_WORKLOAD_H_
+#define TENSORCAST_CLIENT_LOAD_WORKLOAD_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "client/cpp/client.h"
+#include "client/load/options.h"
+
+namespace tensorcast::load {
+
+struct Outcome {
+  absl::Status status;
+  int64_t bytes = 0;    // payload moved; 0 on failure
+  std::string created;  // a tensor to Discard(), if any
+};
+
+class Workload {
+ public:
+  static absl::StatusOr<std::unique_ptr<Workload>> Setup(
+      Client& control, const LoadOptions& options);
+  Workload(const Workload&) = delete;
+  Workload& operator=(const Workload&) = delete;
+
+  // One request. A set `stop` cancels a stream in progress (CANCELLED).
+  Outcome Issue(RequestKind kind, Client& client,
+                const std::atomic<bool>& stop) const;
+  // Deletes outcome.created, if any; a failure is counted (orphans()).
+  void Discard(Client& client, const Outcome& outcome);
+  // Deletes the source tensor. Returns the first failure.
+  absl::Status Teardown(Client& control);
+
+  // Tensors a Discard() failed to delete (left to their TTL).
+  int64_t orphans() const { return orphans_.load(); }
+  const std::string& source_handle() const { return source_; }
+  // "1 MiB float32 [262144] on cpu, fetched as npy cast to float16".
+  std::string Describe() const;
+
+ private:
+  explicit Workload(const LoadOptions& options);
+
+  // Constant after Setup().
+  const LoadOptions options_;
+  v1::DType to_target_ = v1::DTYPE_UNSPECIFIED;  // `to` scenario
+  int64_t ttl_seconds_ = 0;
+  std::string source_;   // the tensor fetch, to and info work on
+  std::string payload_;  // what put uploads
+  FetchOptions fetch_;
+  std::atomic<int64_t> orphans_{0};
+};
+
+}  // namespace tensorcast::load
+
+#endif  // TENSORCAST_CLIENT_LOAD_WORKLOAD_H_
