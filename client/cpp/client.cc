@@ -26,14 +26,18 @@ std::string StatusCodeName(absl::StatusCode code) {
   return absl::StatusCodeToString(code);  // gRPC's spelling
 }
 
-std::unique_ptr<Client> Client::Connect(const std::string& target,
-                                        ClientOptions options) {
+grpc::ChannelArguments DefaultChannelArguments() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
+  return args;
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target,
+                                        ClientOptions options) {
   return std::make_unique<Client>(
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
-                                args),
+                                DefaultChannelArguments()),
       options);
 }
 

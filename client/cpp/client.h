@@ -6,6 +6,7 @@
 #define TENSORCAST_CLIENT_CPP_CLIENT_H_
 
 #include <grpcpp/channel.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <chrono>
 #include <cstdint>
@@ -119,6 +120,10 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TensorService::Stub> stub_;
 };
+
+// The channel arguments every tensorcast client needs (message sizes large
+// enough for the biggest chunk a server sends); callers add their own.
+grpc::ChannelArguments DefaultChannelArguments();
 
 // gRPC status -> absl::Status (same codes, same message).
 absl::Status FromGrpcStatus(const grpc::Status& status);

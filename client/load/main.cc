@@ -32,8 +32,6 @@
 namespace tensorcast::load {
 namespace {
 
-// As the client library: room for the largest Fetch chunk (64 MiB).
-constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
 constexpr auto kHealthTimeout = std::chrono::seconds(3);
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr auto kControlTimeout = std::chrono::seconds(120);
@@ -54,9 +52,7 @@ int Fail(absl::string_view what, const absl::Status& status) {
 // keep gRPC from sharing one TCP connection among channels.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
                                            int index) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  grpc::ChannelArguments args = DefaultChannelArguments();
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("tensorcast.load.connection", index);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
