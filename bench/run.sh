@@ -10,3 +10,7 @@ for b in cast pool fetch; do
 done
 echo "== bench-python (bench/python_bench.py)"
 .venv/bin/python bench/python_bench.py --server-bin "$BUILD/bin/tensorcast-server"
+echo
+echo "== bench-suite (bench/suite.py): tensorcast beside its peers, one table;"
+echo "   results also go to bench/results/<date>.json"
+.venv/bin/python bench/suite.py --build "$BUILD"

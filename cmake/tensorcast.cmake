@@ -33,3 +33,33 @@ function(tensorcast_add_test name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT})
 endfunction()
+
+# tensorcast_grpc_library(TARGET ROOT dir PROTOS a.proto b.proto): a library
+# of the protobuf and gRPC C++ code generated from the .proto files (paths
+# relative to ROOT, which is also the import root).
+find_program(TENSORCAST_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+function(tensorcast_grpc_library target)
+  cmake_parse_arguments(P "" "ROOT" "PROTOS" ${ARGN})
+  set(gen_dir ${CMAKE_CURRENT_BINARY_DIR}/gen)
+  file(MAKE_DIRECTORY ${gen_dir})
+  set(gen_srcs)
+  foreach(proto ${P_PROTOS})
+    string(REGEX REPLACE "\\.proto$" "" stem ${proto})
+    set(outs ${gen_dir}/${stem}.pb.cc ${gen_dir}/${stem}.pb.h
+             ${gen_dir}/${stem}.grpc.pb.cc ${gen_dir}/${stem}.grpc.pb.h)
+    add_custom_command(
+      OUTPUT ${outs}
+      COMMAND protobuf::protoc
+        --proto_path=${P_ROOT}
+        --cpp_out=${gen_dir}
+        --grpc_out=${gen_dir}
+        --plugin=protoc-gen-grpc=${TENSORCAST_GRPC_CPP_PLUGIN}
+        ${P_ROOT}/${proto}
+      DEPENDS ${P_ROOT}/${proto}
+      COMMENT "protoc ${proto}")
+    list(APPEND gen_srcs ${outs})
+  endforeach()
+  add_library(${target} ${gen_srcs})
+  target_include_directories(${target} PUBLIC ${gen_dir})
+  target_link_libraries(${target} PUBLIC protobuf::libprotobuf gRPC::grpc++)
+endfunction()
