@@ -130,6 +130,19 @@ def test_chained_casts_follow_each_step() -> None:
                                   a.astype(np.int32).astype(bool).astype(np.int64))
 
 
+def test_int_through_float_back_to_int_saturates_as_the_steps_do() -> None:
+    # int -> float is exact, but folding it away would turn the float -> int
+    # saturation into int -> int wrapping: lazy and materialised agree.
+    t = tc.from_numpy(np.array([300, -200], dtype=np.int16))
+    lazy = t.float().char().numpy()
+    stepped = t.float().materialize().char().numpy()
+    np.testing.assert_array_equal(stepped, np.array([127, -128], np.int8))
+    np.testing.assert_array_equal(lazy, stepped)
+    u = tc.from_numpy(np.array([-1], dtype=np.int8))
+    assert u.float().byte().numpy()[0] == 0
+    assert u.float().materialize().byte().numpy()[0] == 0
+
+
 def test_grad_rules_through_casts() -> None:
     t = tc.tensor([1.5, 2.5], requires_grad=True)
     assert t.float().requires_grad and t.double().requires_grad

@@ -192,8 +192,6 @@ def is_dtype_like(value: Any) -> bool:
     return False
 
 
-_EXACT_INT_IN_FLOAT = {float16: 11, bfloat16: 8, float32: 24, float64: 53,
-                       complex64: 24, complex128: 53}
 _INT_BITS = {uint8: 8, int8: 7, int16: 15, uint16: 16, int32: 31, uint32: 32,
              int64: 63, uint64: 64}
 _FLOAT_RANK = {float16: 1, bfloat16: 1, float32: 2, float64: 3}
@@ -201,7 +199,12 @@ _FLOAT_RANK = {float16: 1, bfloat16: 1, float32: 2, float64: 3}
 
 def casts_exactly(src: dtype, dst: dtype) -> bool:
     """True when every value of ``src`` converts to ``dst`` without change, so
-    ``src -> dst -> x`` equals ``src -> x`` for any later cast ``x``."""
+    ``src -> dst -> x`` equals ``src -> x`` for any later cast ``x``.
+
+    Integer -> floating is never folded, even when exact: a later cast back
+    to an integer would then wrap (int -> int) where the step through the
+    float saturates (float -> int), e.g. int16 300 -> float -> int8 is 127
+    but int16 300 -> int8 is 44."""
     if src is dst or src is bool_:
         return True
     if dst is bool_:
@@ -211,7 +214,7 @@ def casts_exactly(src: dtype, dst: dtype) -> bool:
             if src.is_signed and not dst.is_signed:
                 return False
             return _INT_BITS[dst] >= _INT_BITS[src]
-        return _EXACT_INT_IN_FLOAT[dst] >= _INT_BITS[src]
+        return False
     if src.is_floating_point:
         if dst.is_floating_point:
             if {src, dst} == {float16, bfloat16}:

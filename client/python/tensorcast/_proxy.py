@@ -266,9 +266,14 @@ class TensorBase:
             raise NotFoundError("this RemoteTensor was deleted")
 
     def _parts(self: T) -> tuple[T, Pending]:
-        """(materialised source, pending) describing this proxy."""
-        if self._pending is not None and self._source is not None:
-            return self._source, self._pending  # type: ignore[return-value]
+        """(materialised source, pending) describing this proxy: a consistent
+        snapshot even while another thread materialises it, since
+        materialize() clears ``_pending`` before ``_source`` and this reads
+        them in the other order."""
+        source = self._source
+        pending = self._pending
+        if pending is not None and source is not None:
+            return source, pending  # type: ignore[return-value]
         return self, Pending()
 
     def _chain(self: T, *, detach: builtins.bool = False, cpu: builtins.bool = False,
@@ -365,7 +370,7 @@ class TensorBase:
         source, p = self._parts()
         if cast is not None:
             p = p.then_cast(source._meta.dtype, cast)
-        lazy = self._pending is not None
+        lazy = source is not self
         return plan_fetch(source._meta, p, force=force, progress=progress, lazy=lazy,
                           bits=bits)
 
