@@ -53,7 +53,8 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
 
     v1::FetchHeader* header = response_.mutable_header();
     FillTensorInfo(*source_->tensor(), header->mutable_tensor());
-    // Describe the tensor as it arrives: cast, contiguous, on the host.
+    // Describe the tensor as it arrives: cast, contiguous, on the host,
+    // detached (what .numpy() returns); handle and name stay the source's.
     v1::TensorInfo* info = header->mutable_tensor();
     info->set_dtype(ToProto(source_->out_dtype()));
     info->clear_strides();
@@ -62,7 +63,10 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
     }
     info->set_storage_offset(0);
     info->set_is_contiguous(true);
+    info->set_requires_grad(false);
+    info->set_device("cpu");
     info->set_nbytes(source_->tensor()->numel * ItemSize(source_->out_dtype()));
+    info->set_storage_bytes(info->nbytes());
     header->set_format(request->format() == v1::FORMAT_RAW ? v1::FORMAT_RAW
                                                            : v1::FORMAT_NPY);
     header->set_total_bytes(source_->total_bytes());

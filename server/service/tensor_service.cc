@@ -37,10 +37,12 @@ grpc::ServerUnaryReactor* Reply(TensorServiceImpl* service, const char* method,
   service->UnaryStarted();
   absl::Status status = service->CheckAccepting();
   if (status.ok()) status = body();
-  service->UnaryEnded();
   LogRpc(method, ctx, status, start);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
+  // Counted out only once the reply is handed to gRPC, so a drain that sees
+  // no calls left cannot cut off a computed reply.
+  service->UnaryEnded();
   return reactor;
 }
 

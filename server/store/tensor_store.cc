@@ -136,12 +136,19 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
   }
   tensor->expires_unix_s = expires;
 
+  // An expired holder of the name gives it up now; its storage goes back to
+  // the pool after the lock is released (the pool is never entered under
+  // mu_).
+  TensorPtr expired;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckNameLocked(tensor->name); !s.ok()) return s;
   if (!tensor->name.empty()) {
-    // An expired holder of the name gives it up now.
     auto old = by_name_.find(tensor->name);
-    if (old != by_name_.end()) EraseLocked(std::string(old->second));
+    if (old != by_name_.end()) {
+      auto held = by_handle_.find(old->second);
+      if (held != by_handle_.end()) expired = held->second.tensor;
+      EraseLocked(std::string(old->second));
+    }
     by_name_[tensor->name] = tensor->handle;
   }
   uint64_t seq = next_seq_++;

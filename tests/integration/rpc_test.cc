@@ -278,6 +278,13 @@ TEST_F(RpcTest, NumpyRulesRefuseGradAndAllowDetachAndForce) {
   FetchOptions force;
   force.force = true;
   EXPECT_EQ(*client().FetchBytes(t->handle(), force), *a);
+  // The stream's header describes what arrives: detached, on the host.
+  absl::StatusOr<v1::FetchHeader> header = client().Fetch(
+      t->handle(), force, [](absl::string_view) { return absl::OkStatus(); });
+  ASSERT_TRUE(header.ok());
+  EXPECT_FALSE(header->tensor().requires_grad());
+  EXPECT_EQ(header->tensor().device(), "cpu");
+  EXPECT_EQ(header->tensor().handle(), t->handle());
   // Detach: a new handle on the same storage, without grad.
   int64_t before = CpuAllocated(client());
   absl::StatusOr<v1::TensorInfo> d = client().Detach(t->handle());
