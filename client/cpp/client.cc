@@ -1,7 +1,9 @@
 #include "client/cpp/client.h"
 
 #include <grpcpp/create_channel.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -15,6 +17,30 @@ namespace {
 // Large enough for the biggest Fetch chunk a server sends (64 MiB).
 constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
 }  // namespace
+
+absl::Status ErrnoStatus(int error, absl::string_view what) {
+  std::string message = absl::StrCat(what, ": ", std::strerror(error));
+  switch (error) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::PermissionDeniedError(message);
+    case EEXIST:
+      return absl::AlreadyExistsError(message);
+    case EISDIR:
+    case ENAMETOOLONG:
+      return absl::InvalidArgumentError(message);
+    case ENOSPC:
+    case EDQUOT:
+    case EMFILE:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::UnknownError(message);
+  }
+}
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
@@ -203,31 +229,34 @@ absl::StatusOr<v1::FetchHeader> Client::FetchInto(absl::string_view ref,
 absl::StatusOr<v1::FetchHeader> Client::FetchToFile(absl::string_view ref,
                                                     const FetchOptions& options,
                                                     const std::string& path) {
-  std::string part = path + ".part";
-  std::FILE* f = std::fopen(part.c_str(), "wb");
+  // A fresh temporary beside the target (never someone's existing file),
+  // renamed over it only when the whole stream arrived.
+  std::string part = path + ".part-XXXXXX";
+  int fd = mkstemp(part.data());
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", part));
+  std::FILE* f = fdopen(fd, "wb");
   if (f == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
+    absl::Status s = ErrnoStatus(errno, absl::StrCat("cannot open ", part));
+    close(fd);
+    std::remove(part.c_str());
+    return s;
   }
   absl::StatusOr<v1::FetchHeader> header =
       Fetch(ref, options, [&](absl::string_view bytes) -> absl::Status {
         if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) {
-          return absl::DataLossError(
-              absl::StrCat("error writing ", part, ": ", std::strerror(errno)));
+          return ErrnoStatus(errno, absl::StrCat("error writing ", part));
         }
         return absl::OkStatus();
       });
   bool closed = std::fclose(f) == 0;
   if (header.ok() && !closed) {
-    header = absl::DataLossError(absl::StrCat("error closing ", part));
+    header = ErrnoStatus(errno, absl::StrCat("error closing ", part));
   }
-  if (!header.ok() || std::rename(part.c_str(), path.c_str()) != 0) {
-    std::remove(part.c_str());
-    if (header.ok()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot rename ", part, " to ", path));
-    }
+  if (header.ok() && std::rename(part.c_str(), path.c_str()) != 0) {
+    header =
+        ErrnoStatus(errno, absl::StrCat("cannot rename ", part, " to ", path));
   }
+  if (!header.ok()) std::remove(part.c_str());
   return header;
 }
 

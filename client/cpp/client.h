@@ -81,7 +81,8 @@ class Client {
                                         const FetchOptions& options,
                                         const ByteSink& sink);
   // Convenience: the whole output in memory, or written to a file (written
-  // to PATH.part first and renamed, so a failed fetch leaves no file).
+  // to a fresh PATH.part-XXXXXX first and renamed, so a failed fetch leaves
+  // no file and never touches an existing one).
   absl::StatusOr<std::string> FetchBytes(absl::string_view ref,
                                          const FetchOptions& options);
   // Into a caller's buffer of `capacity` bytes; OUT_OF_RANGE (and the
@@ -124,6 +125,11 @@ class Client {
 // The channel arguments every tensorcast client needs (message sizes large
 // enough for the biggest chunk a server sends); callers add their own.
 grpc::ChannelArguments DefaultChannelArguments();
+
+// A failed system call as a status: ENOENT is NOT_FOUND, EACCES
+// PERMISSION_DENIED, ENOSPC RESOURCE_EXHAUSTED...; the message is
+// "WHAT: strerror".
+absl::Status ErrnoStatus(int error, absl::string_view what);
 
 // gRPC status -> absl::Status (same codes, same message).
 absl::Status FromGrpcStatus(const grpc::Status& status);

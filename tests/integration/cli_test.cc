@@ -2,6 +2,8 @@
 // message" on stderr with a non-zero exit, files NumPy reads back.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "tests/integration/harness.h"
@@ -100,7 +102,15 @@ TEST_F(CliTest, ErrorsAreCodeColonMessage) {
   EXPECT_EQ(Cli({"create", "--dtype=float33", "--zeros"}).exit_code, 2);
   // Nothing left behind by the failures, and no stray .part file.
   EXPECT_EQ(Cli({"get", "nope", "-o", dir_.File("n.npy")}).exit_code, 1);
-  EXPECT_TRUE(ReadFile(dir_.File("n.npy.part")).value_or("").empty());
+  // An existing file named like a temporary is not touched either.
+  WriteFile(dir_.File("m.npy.part"), "mine");
+  EXPECT_EQ(Cli({"get", "nope", "-o", dir_.File("m.npy")}).exit_code, 1);
+  EXPECT_EQ(ReadFile(dir_.File("m.npy.part")).value_or(""), "mine");
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
+    names.push_back(e.path().filename().string());
+  }
+  EXPECT_EQ(names, std::vector<std::string>{"m.npy.part"});
   EXPECT_EQ(CpuAllocated(server_.client()), 0);
 }
 
