@@ -21,6 +21,7 @@ import weakref
 from typing import Any, Iterator, Optional, Sequence
 
 import grpc
+import grpc.experimental
 import numpy as np
 
 from tensorcast import _core, _default, _dtypes
@@ -94,7 +95,11 @@ class Client:
         self.chunk_bytes = int(chunk_bytes)
         self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_CHUNK_BYTES))
         self._metadata = auth_metadata(token)
-        opts = channel_options(options)
+        # Fetch streams are consumed on the calling thread, so grpcio need not
+        # start a thread per call: small fetches measured 250-300 us p50
+        # without this, ~190 us with it (and a much lower p99).
+        opts = channel_options([(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
+                                *(options or [])])
         if secure or root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(self.target, creds, options=opts)
