@@ -11,16 +11,10 @@
 // started on 127.0.0.1:0 and stopped with SIGTERM at the end.
 //
 // Usage: tensorcast-bench-fetch   (no flags; well under a minute)
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -32,11 +26,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "client/cpp/client.h"
 #include "server/core/size.h"
 
@@ -44,23 +40,15 @@ namespace tensorcast {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::Median;
+using bench::PrefaultedBuffer;
+using bench::SecondsSince;
 
 constexpr int kRuns = 5;
 constexpr int64_t kMiB = int64_t{1} << 20;
-constexpr int64_t kTcpWriteBytes = kMiB;
 // Past this, the remaining configurations run once each so the whole bench
 // stays within about a minute on a slow or busy machine.
 constexpr double kSoftBudgetSeconds = 45;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // The server process: started with Start, stopped (SIGTERM, then SIGKILL
 // if it does not exit within 15 s) when this object dies.
@@ -129,13 +117,6 @@ class ServerProcess {
   int port_ = 0;
 };
 
-// A buffer whose pages are all mapped before timing starts.
-std::unique_ptr<char[]> PrefaultedBuffer(int64_t bytes) {
-  std::unique_ptr<char[]> buf(new char[static_cast<size_t>(bytes)]);
-  std::memset(buf.get(), 1, static_cast<size_t>(bytes));
-  return buf;
-}
-
 // One Fetch of `ref` as RAW into `dst`; returns the seconds it took.
 absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
                                  int64_t bytes, int64_t chunk_bytes,
@@ -163,68 +144,15 @@ absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
   return seconds;
 }
 
-// A connected loopback pair: {sender, receiver}.
-absl::StatusOr<std::pair<int, int>> LoopbackPair() {
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  if (listener < 0) return absl::InternalError("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(listener, 1) != 0 ||
-      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(listener);
-    return absl::InternalError(absl::StrCat("listen: ", strerror(errno)));
-  }
-  int sender = socket(AF_INET, SOCK_STREAM, 0);
-  if (sender < 0 ||
-      connect(sender, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (sender >= 0) close(sender);
-    close(listener);
-    return absl::InternalError(absl::StrCat("connect: ", strerror(errno)));
-  }
-  int receiver = accept(listener, nullptr, nullptr);
-  close(listener);
-  if (receiver < 0) {
-    close(sender);
-    return absl::InternalError(absl::StrCat("accept: ", strerror(errno)));
-  }
-  return std::make_pair(sender, receiver);
-}
-
 // One plain TCP transfer of `bytes` from `src` to `dst`; returns seconds.
 absl::StatusOr<double> TimeTcp(const char* src, char* dst, int64_t bytes) {
-  absl::StatusOr<std::pair<int, int>> pair = LoopbackPair();
+  absl::StatusOr<std::pair<int, int>> pair = bench::LoopbackPair();
   if (!pair.ok()) return pair.status();
-  const auto [sender, receiver] = *pair;
-  bool send_ok = true;
-  const Clock::time_point t0 = Clock::now();
-  std::thread send_thread([&, sender = sender] {
-    for (int64_t pos = 0; pos < bytes;) {
-      size_t n = static_cast<size_t>(std::min(kTcpWriteBytes, bytes - pos));
-      ssize_t w = write(sender, src + pos, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        send_ok = false;
-        break;
-      }
-      pos += w;
-    }
-  });
-  int64_t got = 0;
-  while (got < bytes) {
-    ssize_t r = read(receiver, dst + got, static_cast<size_t>(bytes - got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += r;
-  }
-  const double seconds = SecondsSince(t0);
-  send_thread.join();
-  close(sender);
-  close(receiver);
-  if (!send_ok || got != bytes) {
+  absl::StatusOr<double> seconds =
+      bench::TimeTcpTransfer(pair->first, pair->second, src, dst, bytes);
+  close(pair->first);
+  close(pair->second);
+  if (!seconds.ok()) {
     return absl::DataLossError("the TCP baseline transfer fell short");
   }
   return seconds;

@@ -23,15 +23,11 @@
 //                                 "requests_per_s", "errors"}  closed loop: C
 //                                 threads over one channel, each fetching REF
 //                                 again as soon as the last one is done
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -50,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "bench/bench_util.h"
 #include "bench/peers/peer.grpc.pb.h"
 #include "client/cpp/client.h"
 
@@ -57,17 +54,12 @@ namespace tensorcast {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::LoopbackPair;
+using bench::Percentile;
+using bench::PrefaultedBuffer;
+using bench::SecondsSince;
+using bench::TimeTcpTransfer;
 constexpr int64_t kMiB = int64_t{1} << 20;
-
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::unique_ptr<char[]> PrefaultedBuffer(int64_t bytes) {
-  std::unique_ptr<char[]> buf(new char[static_cast<size_t>(bytes)]);
-  std::memset(buf.get(), 1, static_cast<size_t>(bytes));
-  return buf;
-}
 
 // --key=value flags after the mode.
 struct Flags {
@@ -203,68 +195,6 @@ absl::StatusOr<double> TimeMemcpy(const Flags& flags) {
   return SecondsSince(t0) / static_cast<double>(copies);
 }
 
-// A connected loopback pair: {sender, receiver}.
-absl::StatusOr<std::pair<int, int>> LoopbackPair() {
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  if (listener < 0) return absl::InternalError("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(listener, 1) != 0 ||
-      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(listener);
-    return absl::InternalError(absl::StrCat("listen: ", strerror(errno)));
-  }
-  int sender = socket(AF_INET, SOCK_STREAM, 0);
-  if (sender < 0 ||
-      connect(sender, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (sender >= 0) close(sender);
-    close(listener);
-    return absl::InternalError(absl::StrCat("connect: ", strerror(errno)));
-  }
-  int receiver = accept(listener, nullptr, nullptr);
-  close(listener);
-  if (receiver < 0) {
-    close(sender);
-    return absl::InternalError(absl::StrCat("accept: ", strerror(errno)));
-  }
-  return std::make_pair(sender, receiver);
-}
-
-// One transfer of `bytes` over a connected pair; returns seconds.
-absl::StatusOr<double> TcpOnce(int sender, int receiver, const char* src,
-                               char* dst, int64_t bytes) {
-  bool send_ok = true;
-  const Clock::time_point t0 = Clock::now();
-  std::thread send_thread([&] {
-    for (int64_t pos = 0; pos < bytes;) {
-      const size_t n = static_cast<size_t>(std::min(kMiB, bytes - pos));
-      ssize_t w = write(sender, src + pos, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        send_ok = false;
-        break;
-      }
-      pos += w;
-    }
-  });
-  int64_t got = 0;
-  while (got < bytes) {
-    ssize_t r = read(receiver, dst + got, static_cast<size_t>(bytes - got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += r;
-  }
-  const double seconds = SecondsSince(t0);
-  send_thread.join();
-  if (!send_ok || got != bytes) {
-    return absl::DataLossError("the TCP transfer fell short");
-  }
-  return seconds;
-}
-
 // The warm-up and the timed transfer share one connection, as the gRPC
 // fetches share their channel's.
 absl::StatusOr<double> TimeTcp(const Flags& flags) {
@@ -276,18 +206,13 @@ absl::StatusOr<double> TimeTcp(const Flags& flags) {
   if (!pair.ok()) return pair.status();
   absl::StatusOr<double> seconds;
   for (int i = 0; i < 2; ++i) {
-    seconds = TcpOnce(pair->first, pair->second, src.get(), dst.get(), bytes);
+    seconds =
+        TimeTcpTransfer(pair->first, pair->second, src.get(), dst.get(), bytes);
     if (!seconds.ok()) break;
   }
   close(pair->first);
   close(pair->second);
   return seconds;
-}
-
-double Percentile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  size_t i = static_cast<size_t>(q * static_cast<double>(sorted.size()));
-  return sorted[std::min(i, sorted.size() - 1)];
 }
 
 absl::StatusOr<std::string> Latency(const Flags& flags) {

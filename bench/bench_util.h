@@ -1,0 +1,59 @@
+// Helpers the C++ benchmarks share (tensorcast-bench-fetch and
+// tensorcast-bench-suite-client):
+//
+//   SecondsSince      seconds elapsed on the steady clock since a time point
+//   PrefaultedBuffer  a heap buffer with every page touched, so that page
+//                     faults do not land inside a timed region
+//   Median            the median of a set of figures
+//   Percentile        the q-quantile of an already sorted set of figures
+//   LoopbackPair      a connected TCP socket pair over 127.0.0.1
+//   TimeTcpTransfer   one timed plain TCP transfer over such a pair: a sender
+//                     thread writing 1 MiB writes, the calling thread reading
+//                     into the destination buffer
+//
+// All are thread-compatible; none keeps state between calls.
+#ifndef TENSORCAST_BENCH_BENCH_UTIL_H_
+#define TENSORCAST_BENCH_BENCH_UTIL_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tensorcast {
+namespace bench {
+
+// Seconds from `t0` to now on the steady clock.
+double SecondsSince(std::chrono::steady_clock::time_point t0);
+
+// A buffer of `bytes` bytes whose pages are all mapped (filled with 1s)
+// before any timing starts.
+std::unique_ptr<char[]> PrefaultedBuffer(int64_t bytes);
+
+// The median of `v` (the mean of the middle two for an even count); `v`
+// must not be empty.
+double Median(std::vector<double> v);
+
+// The element at rank floor(q * size) of `sorted` (ascending), clamped to the
+// last; 0 for an empty vector.
+double Percentile(const std::vector<double>& sorted, double q);
+
+// A connected loopback TCP pair: {sender, receiver}. The caller closes both.
+// INTERNAL if a socket call fails.
+absl::StatusOr<std::pair<int, int>> LoopbackPair();
+
+// Sends `bytes` bytes from `src` over `sender` (from a separate thread, in
+// writes of at most 1 MiB) and reads them from `receiver` into `dst`; returns
+// the seconds from the start of sending to the last byte read. Does not close
+// the sockets. DATA_LOSS if the transfer falls short.
+absl::StatusOr<double> TimeTcpTransfer(int sender, int receiver,
+                                       const char* src, char* dst,
+                                       int64_t bytes);
+
+}  // namespace bench
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_BENCH_BENCH_UTIL_H_
