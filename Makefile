@@ -46,6 +46,7 @@ test-python: build
 test-asan: setup
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DTENSORCAST_SANITIZE=address,undefined -DTENSORCAST_BUILD_BENCH=OFF \
+	  -DTENSORCAST_CUDA=OFF \
 	  -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
