@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 
 status=0
 summary=()
-for t in cast_cuda_test; do
+for t in cast_cuda_test cuda_memory_resource_test; do
   if [ ! -x "$BIN_DIR/$t" ]; then
     summary+=("$t: MISSING")
     status=1
@@ -32,7 +32,7 @@ for t in cast_cuda_test; do
   fi
 done
 
-for b in tensorcast-bench-cuda-cast; do
+for b in tensorcast-bench-cuda-cast tensorcast-bench-cuda-pool; do
   if [ -x "$BIN_DIR/$b" ]; then
     echo "== $b"
     "$BIN_DIR/$b" | tee "/tmp/$b.log" || status=1
@@ -42,5 +42,7 @@ done
 echo
 echo "== GPU checks"
 for line in "${summary[@]}"; do echo "  $line"; done
-[ -f /tmp/tensorcast-bench-cuda-cast.log ] && tail -n 12 /tmp/tensorcast-bench-cuda-cast.log
+for b in tensorcast-bench-cuda-cast tensorcast-bench-cuda-pool; do
+  [ -f "/tmp/$b.log" ] && tail -n 12 "/tmp/$b.log"
+done
 exit $status

@@ -1,0 +1,70 @@
+// CudaDeviceMemoryResource: device memory of one CUDA device, from
+// cudaMalloc. The backend under the per-device CachingPool; nothing else in
+// tensorcast allocates device memory.
+//
+// cudaMalloc rather than cudaMallocAsync: the CachingPool above already
+// caches, so a stream-ordered mempool underneath would be a second cache
+// whose reserved bytes our stats and EmptyCache cannot see or release (its
+// release threshold, trimming and stream ordering would all need managing
+// through an interface that has no stream yet). cudaMalloc is synchronous,
+// its memory is usable from every stream at once, and its cost -- and
+// cudaFree's implicit device synchronisation -- is paid only when the pool
+// takes or returns a segment, which is rare once the pool is warm.
+//
+// Thread-safe: each call makes the resource's device current for its
+// duration and restores the caller's device afterwards. Allocations are
+// aligned to at least 256 bytes (cudaMalloc guarantees it); Allocate(0)
+// takes one byte so that it returns a unique pointer.
+// Errors: RESOURCE_EXHAUSTED (cudaErrorMemoryAllocation, or a size no
+// device can hold) naming the device and the size; other CUDA errors
+// (e.g. a device index that does not exist) as INTERNAL via CudaStatus.
+// A failing cudaFree is logged, never thrown.
+#ifndef TENSORCAST_SERVER_MEMORY_CUDA_MEMORY_RESOURCE_H_
+#define TENSORCAST_SERVER_MEMORY_CUDA_MEMORY_RESOURCE_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/memory/memory_resource.h"
+
+namespace tensorcast {
+
+// The number of CUDA devices; a machine with no device or no driver has 0
+// (and OK). Other runtime errors come back as CudaStatus. (server/ops has
+// its own copy for its kernels: memory does not depend on ops.)
+[[nodiscard]] absl::StatusOr<int> CudaDeviceCount();
+
+namespace cuda_internal {
+
+// For the CUDA resources: `cuda_error` (a CudaStatus from a failed
+// allocation) restated as "<resource>: cannot allocate <size>: <cuda's
+// words>", keeping its code. Clears CUDA's last-error slot, so that a later
+// cudaGetLastError (after a kernel launch, say) does not report it again.
+absl::Status AllocationFailure(const absl::Status& cuda_error,
+                               absl::string_view resource, size_t bytes);
+
+}  // namespace cuda_internal
+
+class CudaDeviceMemoryResource final : public MemoryResource {
+ public:
+  explicit CudaDeviceMemoryResource(int device);
+
+  int device() const { return device_; }
+  // "cuda:N".
+  absl::string_view Name() const override { return name_; }
+
+ private:
+  absl::StatusOr<void*> DoAllocate(size_t bytes) override;
+  void DoDeallocate(void* p, size_t bytes) noexcept override;
+
+  // Constant after construction.
+  const int device_;
+  const std::string name_;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_MEMORY_CUDA_MEMORY_RESOURCE_H_
