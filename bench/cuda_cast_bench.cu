@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "server/core/dtype.h"
 #include "server/memory/cuda_check.h"
+#include "server/memory/cuda_memory_resource.h"
 #include "server/ops/cast_cuda.h"
 
 namespace tensorcast {
@@ -187,12 +188,13 @@ absl::Status Bench() {
 }  // namespace tensorcast
 
 int main() {
-  int devices = 0;
-  if (absl::Status st = tensorcast::CudaDeviceCount(&devices); !st.ok()) {
-    std::fprintf(stderr, "cuda_cast_bench: %s\n", st.ToString().c_str());
+  absl::StatusOr<int> devices = tensorcast::CudaDeviceCount();
+  if (!devices.ok()) {
+    std::fprintf(stderr, "cuda_cast_bench: %s\n",
+                 devices.status().ToString().c_str());
     return 1;
   }
-  if (devices == 0) {
+  if (*devices == 0) {
     std::printf("cuda_cast_bench: no CUDA device here, nothing measured\n");
     return 0;
   }

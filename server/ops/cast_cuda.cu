@@ -141,15 +141,4 @@ absl::Status CastOnDevice(const void* src, DType src_dtype, void* dst,
   return kLaunchTable[s * kNumDTypes + d](src, dst, n, stream);
 }
 
-absl::Status CudaDeviceCount(int* count) {
-  *count = 0;
-  const cudaError_t error = cudaGetDeviceCount(count);
-  if (error == cudaErrorNoDevice || error == cudaErrorInsufficientDriver) {
-    *count = 0;
-    return absl::OkStatus();
-  }
-  TC_CUDA_TRY(error);
-  return absl::OkStatus();
-}
-
 }  // namespace tensorcast

@@ -32,10 +32,6 @@ namespace tensorcast {
                                         void* dst, DType dst_dtype, int64_t n,
                                         cudaStream_t stream);
 
-// The number of CUDA devices; a machine with no device or no driver has 0
-// (and OK). Other runtime errors come back as CudaStatus.
-[[nodiscard]] absl::Status CudaDeviceCount(int* count);
-
 }  // namespace tensorcast
 
 #endif  // TENSORCAST_SERVER_OPS_CAST_CUDA_H_

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "server/core/dtype.h"
 #include "server/memory/cuda_check.h"
+#include "server/memory/cuda_memory_resource.h"
 #include "server/ops/cast.h"
 
 namespace tensorcast {
@@ -278,10 +279,9 @@ absl::Status RunCase(DType s, DType d, const std::vector<uint8_t>& source,
 class CastCudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int count = 0;
-    const absl::Status status = CudaDeviceCount(&count);
-    ASSERT_TRUE(status.ok()) << status;
-    if (count == 0) {
+    absl::StatusOr<int> count = CudaDeviceCount();
+    ASSERT_TRUE(count.ok()) << count.status();
+    if (*count == 0) {
       GTEST_SKIP() << "no CUDA device here: GPU cast test needs a GPU (run "
                       "tests/gpu/run.sh on one)";
     }
