@@ -9,7 +9,7 @@ BUILD=build-cuda
 OUT=.gpu-bundle
 cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release -DTENSORCAST_CUDA=ON \
   -DTENSORCAST_PYTHON="$PWD/.venv/bin/python" >/dev/null
-targets=(cast_cuda_test cuda_memory_resource_test tensorcast-bench-cuda-cast
+targets=(cast_cuda_test ops_cuda_test cuda_memory_resource_test tensorcast-bench-cuda-cast
          tensorcast-bench-cuda-pool)
 cmake --build $BUILD -j2 --target "${targets[@]}"
 rm -rf $OUT && mkdir -p $OUT/lib

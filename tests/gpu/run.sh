@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 
 status=0
 summary=()
-for t in cast_cuda_test cuda_memory_resource_test; do
+for t in cast_cuda_test ops_cuda_test cuda_memory_resource_test; do
   if [ ! -x "$BIN_DIR/$t" ]; then
     summary+=("$t: MISSING")
     status=1
