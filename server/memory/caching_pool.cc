@@ -18,6 +18,8 @@ namespace {
 constexpr size_t kMaxRequest = size_t{1} << 62;
 // Spare Block objects kept for reuse; more are deleted.
 constexpr size_t kMaxSpareBlocks = 1024;
+// Pending frees each Allocate checks before it looks for a cached block.
+constexpr size_t kPollPerAllocate = 4;
 
 size_t RoundUp(size_t bytes, size_t multiple) {
   return (bytes + multiple - 1) / multiple * multiple;
@@ -39,6 +41,12 @@ CachingPool::~CachingPool() {
     spdlog::warn(
         "CachingPool({}): destroyed with {} blocks ({} bytes) still in use",
         device_, active_.size(), stats_.allocated_bytes);
+  }
+  if (pending_count_ > 0) {
+    spdlog::warn(
+        "CachingPool({}): destroyed with {} blocks ({} bytes) freed behind "
+        "fences not seen to pass",
+        device_, pending_count_, stats_.pending_free_bytes);
   }
   for (Block* head : segments_) {
     size_t segment_size = 0;
@@ -79,12 +87,18 @@ size_t CachingPool::SegmentSize(size_t rounded) {
                                : RoundUp(rounded, kLargeSegmentRound);
 }
 
-absl::StatusOr<void*> CachingPool::Allocate(size_t bytes) {
+absl::StatusOr<void*> CachingPool::Allocate(size_t bytes, StreamId stream) {
   absl::MutexLock lock(&mu_);
   if (bytes > kMaxRequest) return OutOfMemory(bytes, absl::OkStatus());
   const size_t size = RoundSize(bytes);
   const bool small = size <= kSmallSize;
-  Block* block = TakeCachedBlock(size, small);
+  if (pending_count_ > 0) PollPending(kPollPerAllocate);
+  Block* block = TakeCachedBlock(size, small, stream);
+  // Before going upstream, see whether any other pending free has passed.
+  if (block == nullptr && pending_count_ > 0 &&
+      PollPending(pending_count_) > 0) {
+    block = TakeCachedBlock(size, small, stream);
+  }
   if (block != nullptr) {
     ++stats_.cache_hits;
   } else {
@@ -109,7 +123,8 @@ absl::StatusOr<void*> CachingPool::Allocate(size_t bytes) {
   return static_cast<void*>(block->ptr);
 }
 
-void CachingPool::Free(void* ptr) noexcept {
+void CachingPool::Free(void* ptr, StreamId stream,
+                       std::shared_ptr<const Fence> pending) noexcept {
   if (ptr == nullptr) return;
   absl::MutexLock lock(&mu_);
   auto it = active_.find(ptr);
@@ -127,18 +142,29 @@ void CachingPool::Free(void* ptr) noexcept {
   stats_.allocated_bytes -= static_cast<int64_t>(block->size);
   ++stats_.free_count;
   --stats_.active_blocks;
+  if (pending != nullptr) {
+    block->fence = std::move(pending);
+    block->stream = stream;
+    AddPending(block);
+    return;
+  }
+  InsertFree(block);
+}
 
-  // Merge with free neighbours; the lower block survives, so a segment's
-  // head block stays its head.
+void CachingPool::InsertFree(Block* block) {
+  // Merge with free neighbours that wait for no fence; the lower block
+  // survives, so a segment's head block stays its head.
   FreeBlocks& free_blocks = FreeBlocksFor(block->small);
-  if (Block* next = block->next; next != nullptr && !next->allocated) {
+  if (Block* next = block->next;
+      next != nullptr && !next->allocated && next->fence == nullptr) {
     free_blocks.erase(next);
     block->size += next->size;
     block->next = next->next;
     if (next->next != nullptr) next->next->prev = block;
     DeleteBlock(next);
   }
-  if (Block* prev = block->prev; prev != nullptr && !prev->allocated) {
+  if (Block* prev = block->prev;
+      prev != nullptr && !prev->allocated && prev->fence == nullptr) {
     free_blocks.erase(prev);
     prev->size += block->size;
     prev->next = block->next;
@@ -149,6 +175,68 @@ void CachingPool::Free(void* ptr) noexcept {
   free_blocks.insert(block);
 }
 
+void CachingPool::AddPending(Block* block) {
+  block->pending_prev = pending_tail_;
+  block->pending_next = nullptr;
+  if (pending_tail_ != nullptr) {
+    pending_tail_->pending_next = block;
+  } else {
+    pending_head_ = block;
+  }
+  pending_tail_ = block;
+  ++pending_count_;
+  pending_by_stream_[block->stream].For(block->small).insert(block);
+  stats_.pending_free_bytes += static_cast<int64_t>(block->size);
+}
+
+void CachingPool::RemovePending(Block* block) {
+  if (block->pending_prev != nullptr) {
+    block->pending_prev->pending_next = block->pending_next;
+  } else {
+    pending_head_ = block->pending_next;
+  }
+  if (block->pending_next != nullptr) {
+    block->pending_next->pending_prev = block->pending_prev;
+  } else {
+    pending_tail_ = block->pending_prev;
+  }
+  block->pending_prev = nullptr;
+  block->pending_next = nullptr;
+  --pending_count_;
+  auto it = pending_by_stream_.find(block->stream);
+  assert(it != pending_by_stream_.end());
+  it->second.For(block->small).erase(block);
+  if (it->second.small.empty() && it->second.large.empty()) {
+    pending_by_stream_.erase(it);
+  }
+  stats_.pending_free_bytes -= static_cast<int64_t>(block->size);
+}
+
+size_t CachingPool::PollPending(size_t max_checks) {
+  // Each step takes the head off or moves it to the back, so no block is
+  // checked twice in one call.
+  const size_t checks = std::min(max_checks, pending_count_);
+  size_t freed = 0;
+  for (size_t i = 0; i < checks; ++i) {
+    Block* block = pending_head_;
+    if (block->fence->Passed()) {
+      RemovePending(block);
+      block->fence.reset();
+      block->stream = kNoStream;
+      InsertFree(block);
+      ++freed;
+    } else if (block != pending_tail_) {
+      pending_head_ = block->pending_next;
+      pending_head_->pending_prev = nullptr;
+      block->pending_prev = pending_tail_;
+      block->pending_next = nullptr;
+      pending_tail_->pending_next = block;
+      pending_tail_ = block;
+    }
+  }
+  return freed;
+}
+
 PoolStats CachingPool::Stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
@@ -156,15 +244,37 @@ PoolStats CachingPool::Stats() const {
 
 int64_t CachingPool::EmptyCache() {
   absl::MutexLock lock(&mu_);
+  if (pending_count_ > 0) PollPending(pending_count_);
   return ReleaseCachedSegments();
 }
 
-CachingPool::Block* CachingPool::TakeCachedBlock(size_t size, bool small) {
+CachingPool::Block* CachingPool::TakeCachedBlock(size_t size, bool small,
+                                                 StreamId stream) {
   FreeBlocks& free_blocks = FreeBlocksFor(small);
   Block key{nullptr, size, small};
   auto it = free_blocks.lower_bound(&key);
-  if (it == free_blocks.end()) return nullptr;
-  Block* block = *it;
+  Block* block = it == free_blocks.end() ? nullptr : *it;
+  // A block pending on this very stream is as good as free to it: its
+  // stream runs the new work after the old. Best fit over both; on a tie
+  // the pending one, which leaves the free block to other streams.
+  Block* pending = nullptr;
+  if (stream != kNoStream) {
+    if (auto s = pending_by_stream_.find(stream);
+        s != pending_by_stream_.end()) {
+      FreeBlocks& mine = s->second.For(small);
+      auto p = mine.lower_bound(&key);
+      if (p != mine.end()) pending = *p;
+    }
+  }
+  if (pending != nullptr &&
+      (block == nullptr || pending->size <= block->size)) {
+    RemovePending(pending);
+    Split(pending, size);  // the remainder stays pending on the same fence
+    pending->fence.reset();
+    pending->stream = kNoStream;
+    return pending;
+  }
+  if (block == nullptr) return nullptr;
   free_blocks.erase(it);
   Split(block, size);
   return block;
@@ -213,7 +323,13 @@ void CachingPool::Split(Block* block, size_t size) {
   if (block->next != nullptr) block->next->prev = rest;
   block->next = rest;
   block->size = size;
-  FreeBlocksFor(block->small).insert(rest);
+  if (block->fence != nullptr) {
+    rest->fence = block->fence;
+    rest->stream = block->stream;
+    AddPending(rest);
+  } else {
+    FreeBlocksFor(block->small).insert(rest);
+  }
 }
 
 int64_t CachingPool::ReleaseCachedSegments() {
@@ -248,9 +364,16 @@ absl::Status CachingPool::OutOfMemory(
   if (limit_bytes_ > 0) {
     absl::StrAppend(&message, "limit ", FormatSize(limit_bytes_), ", ");
   }
+  // "cached" is what could be reused now; blocks still behind a fence are
+  // named apart, and only when there are some.
   absl::StrAppend(&message, FormatSize(stats_.allocated_bytes), " allocated, ",
-                  FormatSize(stats_.reserved_bytes - stats_.allocated_bytes),
+                  FormatSize(stats_.reserved_bytes - stats_.allocated_bytes -
+                             stats_.pending_free_bytes),
                   " cached (reserved but unallocated)");
+  if (stats_.pending_free_bytes > 0) {
+    absl::StrAppend(&message, ", ", FormatSize(stats_.pending_free_bytes),
+                    " freed but pending on a stream");
+  }
   if (!upstream_error.ok()) {
     absl::StrAppend(&message, "; ", upstream_->Name(), ": ",
                     upstream_error.message());

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/memory/counting_resource_test_util.h"
+#include "server/memory/fence.h"
 
 namespace tensorcast {
 namespace {
@@ -30,8 +33,27 @@ class CachingPoolTest : public ::testing::Test {
     return *p;
   }
 
+  void* Alloc(CachingPool& pool, int64_t bytes, StreamId stream) {
+    absl::StatusOr<void*> p = pool.Allocate(static_cast<size_t>(bytes), stream);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *p : nullptr;
+  }
+
   testing::CountingResource upstream_;
 };
+
+// A fence that a test passes by hand.
+class FakeFence final : public Fence {
+ public:
+  bool Passed() const override { return passed_.load(); }
+  void Pass() { passed_.store(true); }
+
+ private:
+  std::atomic<bool> passed_{false};
+};
+
+constexpr StreamId kStreamA = 0x1000;
+constexpr StreamId kStreamB = 0x2000;
 
 TEST_F(CachingPoolTest, RoundsTo512AndZeroBytesGetsAUniqueBlock) {
   CachingPool pool("cpu", &upstream_, 0);
@@ -442,6 +464,268 @@ TEST_F(CachingPoolTest, AfterAStressEverythingGoesBackUpstream) {
   EXPECT_EQ(s.segment_count, 0);
   EXPECT_EQ(upstream_.outstanding_bytes(), 0);
   EXPECT_EQ(upstream_.allocations(), upstream_.deallocations());
+}
+
+TEST_F(CachingPoolTest, APendingBlockWaitsForItsFenceBeforeAnotherStream) {
+  CachingPool pool("cuda:0", &upstream_, 0);
+  void* p = Alloc(pool, 4 * kMiB, kStreamA);
+  auto fence = std::make_shared<FakeFence>();
+  pool.Free(p, kStreamA, fence);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.pending_free_bytes, 4 * kMiB);
+  EXPECT_EQ(s.allocated_bytes, 0);
+  EXPECT_EQ(s.reserved_bytes, 4 * kMiB);
+  EXPECT_EQ(s.free_count, 1);
+
+  // Another stream, and the host, get new segments.
+  void* on_b = Alloc(pool, 4 * kMiB, kStreamB);
+  void* on_host = Alloc(pool, 4 * kMiB);
+  EXPECT_NE(on_b, p);
+  EXPECT_NE(on_host, p);
+  EXPECT_EQ(upstream_.allocations(), 3);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, 4 * kMiB);
+
+  // The stream that freed it gets it back at once: stream order is enough.
+  EXPECT_EQ(Alloc(pool, 4 * kMiB, kStreamA), p);
+  s = pool.Stats();
+  EXPECT_EQ(s.pending_free_bytes, 0);
+  EXPECT_EQ(s.cache_hits, 1);
+  EXPECT_EQ(s.cache_misses, 3);
+
+  // Once the fence passes, any stream may have it.
+  pool.Free(p, kStreamA, fence);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, 4 * kMiB);
+  fence->Pass();
+  EXPECT_EQ(Alloc(pool, 4 * kMiB, kStreamB), p);
+  s = pool.Stats();
+  EXPECT_EQ(s.pending_free_bytes, 0);
+  EXPECT_EQ(s.allocated_bytes, 12 * kMiB);
+  EXPECT_EQ(upstream_.allocations(), 3);
+  for (void* q : {p, on_b, on_host}) pool.Free(q);
+}
+
+TEST_F(CachingPoolTest, AFenceOnTheHostStreamOnlyEverWaits) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* p = Alloc(pool, 4 * kMiB);
+  auto fence = std::make_shared<FakeFence>();
+  pool.Free(p, kNoStream, fence);
+  void* q = Alloc(pool, 4 * kMiB);  // kNoStream is never "the same stream"
+  EXPECT_NE(q, p);
+  fence->Pass();
+  EXPECT_EQ(Alloc(pool, 4 * kMiB), p);
+  // A stream without a fence: reusable by everyone at once, as before.
+  pool.Free(q, kStreamA);
+  EXPECT_EQ(Alloc(pool, 4 * kMiB, kStreamB), q);
+  EXPECT_EQ(upstream_.allocations(), 2);
+}
+
+TEST_F(CachingPoolTest, SameStreamReuseSplitsAndTheRestStaysPending) {
+  CachingPool pool("cuda:0", &upstream_, 0);
+  char* p = static_cast<char*>(Alloc(pool, 64 * kKiB, kStreamA));
+  auto fence = std::make_shared<FakeFence>();
+  pool.Free(p, kStreamA, fence);
+  // Best fit: the pending 64 KiB beats the free rest of the segment.
+  EXPECT_EQ(Alloc(pool, 16 * kKiB, kStreamA), p);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, 48 * kKiB);
+  // Stream B is served from past the pending block.
+  char* b = static_cast<char*>(Alloc(pool, 16 * kKiB, kStreamB));
+  EXPECT_GE(b, p + 64 * kKiB);
+  fence->Pass();
+  EXPECT_EQ(Alloc(pool, 48 * kKiB, kStreamB), p + 16 * kKiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.pending_free_bytes, 0);
+  EXPECT_EQ(s.segment_count, 1);
+  EXPECT_EQ(s.allocated_bytes, 80 * kKiB);
+}
+
+TEST_F(CachingPoolTest, CoalescingWaitsForTheFence) {
+  CachingPool pool("cpu", &upstream_, 0);
+  pool.Free(Alloc(pool, 8 * kMiB));
+  std::vector<char*> blocks;
+  for (int i = 0; i < 4; ++i) {
+    blocks.push_back(static_cast<char*>(Alloc(pool, 2 * kMiB, kStreamA)));
+  }
+  auto fence = std::make_shared<FakeFence>();
+  pool.Free(blocks[1], kStreamA, fence);
+  pool.Free(blocks[0], kStreamA);
+  pool.Free(blocks[2], kStreamA);
+  pool.Free(blocks[3], kStreamA);
+  // 2 MiB free, 2 MiB pending, 4 MiB free: no 6 MiB in one piece.
+  void* six = Alloc(pool, 6 * kMiB, kStreamB);
+  EXPECT_EQ(upstream_.allocations(), 2);
+  pool.Free(six);
+  fence->Pass();
+  // Merged into the whole 8 MiB again, without going upstream.
+  EXPECT_EQ(Alloc(pool, 8 * kMiB, kStreamB), blocks[0]);
+  EXPECT_EQ(upstream_.allocations(), 2);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, 0);
+}
+
+TEST_F(CachingPoolTest, EmptyCacheSkipsSegmentsWithPendingBlocks) {
+  CachingPool pool("cpu", &upstream_, 0);
+  void* p = Alloc(pool, 4 * kMiB, kStreamA);
+  void* q = Alloc(pool, 2 * kMiB);
+  auto fence = std::make_shared<FakeFence>();
+  pool.Free(q);
+  pool.Free(p, kStreamA, fence);
+  EXPECT_EQ(pool.EmptyCache(), 2 * kMiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 4 * kMiB);
+  EXPECT_EQ(s.pending_free_bytes, 4 * kMiB);
+  EXPECT_EQ(s.segment_count, 1);
+  fence->Pass();
+  EXPECT_EQ(pool.EmptyCache(), 4 * kMiB);
+  s = pool.Stats();
+  EXPECT_EQ(s.reserved_bytes, 0);
+  EXPECT_EQ(s.pending_free_bytes, 0);
+  EXPECT_EQ(upstream_.outstanding_bytes(), 0);
+}
+
+TEST_F(CachingPoolTest, PendingBlocksAreNotReleasedUnderPressure) {
+  CachingPool pool("cuda:0", &upstream_, 8 * kMiB);
+  char* p = static_cast<char*>(Alloc(pool, 6 * kMiB, kStreamA));
+  auto fence = std::make_shared<FakeFence>();
+  pool.Free(p, kStreamA, fence);
+  absl::StatusOr<void*> on_b = pool.Allocate(4 * kMiB, kStreamB);
+  ASSERT_FALSE(on_b.ok());
+  EXPECT_EQ(on_b.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(on_b.status().message(),
+            "out of memory on device cuda:0: tried to allocate 4.00 MiB; "
+            "limit 8.00 MiB, 0 B allocated, 0 B cached (reserved but "
+            "unallocated), 6.00 MiB freed but pending on a stream");
+  EXPECT_EQ(upstream_.deallocations(), 0);
+  // Stream A may use it: 4 MiB of it, the other 2 MiB still pending.
+  EXPECT_EQ(Alloc(pool, 4 * kMiB, kStreamA), p);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, 2 * kMiB);
+  fence->Pass();
+  EXPECT_EQ(Alloc(pool, 2 * kMiB, kStreamB), p + 4 * kMiB);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.pending_free_bytes, 0);
+  EXPECT_EQ(s.reserved_bytes, 6 * kMiB);
+  EXPECT_EQ(s.allocated_bytes, 6 * kMiB);
+}
+
+// Four streams (one a thread) allocate, tag and free, a third of the frees
+// behind fences that another thread passes at random. No block freed behind
+// a fence that has not passed may be handed to another stream; at the end,
+// with every fence passed, the pool gives everything back.
+TEST_F(CachingPoolTest, StreamStressWithRandomFencesEndsConsistent) {
+  CachingPool pool("cuda:0", &upstream_, 0);
+  struct PendingRange {
+    uintptr_t begin;
+    uintptr_t end;
+    StreamId stream;
+    std::shared_ptr<FakeFence> fence;
+  };
+  std::mutex mu;  // guards `ranges` and `unpassed`
+  std::vector<PendingRange> ranges;
+  std::vector<std::shared_ptr<FakeFence>> unpassed;
+  std::atomic<int64_t> violations{0};
+
+  // After stream `stream` got [begin, end): no other stream's range behind
+  // an unpassed fence overlaps it (fences only ever pass, so unpassed now
+  // means unpassed when the pool handed it out). Its own ranges there are
+  // reused and drop out (the pool may split them; we do not model that).
+  auto check_allocation = [&](StreamId stream, uintptr_t begin, uintptr_t end) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<PendingRange> kept;
+    for (PendingRange& r : ranges) {
+      if (r.fence->Passed()) continue;
+      if (r.end <= begin || end <= r.begin) {
+        kept.push_back(std::move(r));
+      } else if (r.stream != stream) {
+        ++violations;
+        kept.push_back(std::move(r));
+      }  // else: reused by its own stream (all of it, as far as we know)
+    }
+    ranges = std::move(kept);
+  };
+
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const StreamId stream = kStreamA * (t + 1);
+      std::mt19937 rng(500 + t);
+      struct Held {
+        unsigned char* p;
+        size_t size;
+      };
+      std::vector<Held> held;
+      auto release = [&](size_t i) {
+        Held h = held[i];
+        EXPECT_EQ(h.p[0], t);
+        EXPECT_EQ(h.p[h.size - 1], t);
+        held[i] = held.back();
+        held.pop_back();
+        if (rng() % 3 != 0) {
+          pool.Free(h.p, stream);
+          return;
+        }
+        auto fence = std::make_shared<FakeFence>();
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          const auto begin = reinterpret_cast<uintptr_t>(h.p);
+          ranges.push_back({begin, begin + h.size, stream, fence});
+          unpassed.push_back(fence);
+        }
+        pool.Free(h.p, stream, fence);
+      };
+      for (int op = 0; op < 4000; ++op) {
+        if (held.size() < 16 && (held.empty() || rng() % 2 == 0)) {
+          const size_t size =
+              rng() % 8 == 0 ? 1 + rng() % (5 * kMiB) : 1 + rng() % (64 * kKiB);
+          absl::StatusOr<void*> p = pool.Allocate(size, stream);
+          ASSERT_TRUE(p.ok()) << p.status();
+          auto* bytes = static_cast<unsigned char*>(*p);
+          check_allocation(stream, reinterpret_cast<uintptr_t>(bytes),
+                           reinterpret_cast<uintptr_t>(bytes) + size);
+          bytes[0] = t;
+          bytes[size - 1] = t;
+          held.push_back({bytes, size});
+        } else {
+          release(rng() % held.size());
+        }
+      }
+      while (!held.empty()) release(held.size() - 1);
+    });
+  }
+  std::thread passer([&] {
+    std::mt19937 rng(99);
+    while (!done.load()) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!unpassed.empty() && rng() % 2 == 0) {
+          const size_t i = rng() % unpassed.size();
+          unpassed[i]->Pass();
+          unpassed[i] = unpassed.back();
+          unpassed.pop_back();
+        }
+      }
+      PoolStats s = pool.Stats();
+      EXPECT_LE(s.allocated_bytes + s.pending_free_bytes, s.reserved_bytes);
+      if (rng() % 16 == 0) pool.EmptyCache();
+      std::this_thread::yield();
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  done = true;
+  passer.join();
+
+  EXPECT_EQ(violations.load(), 0);
+  PoolStats s = pool.Stats();
+  EXPECT_EQ(s.allocated_bytes, 0);
+  EXPECT_EQ(s.active_blocks, 0);
+  EXPECT_EQ(s.alloc_count, s.free_count);
+  EXPECT_EQ(s.alloc_count, s.cache_hits + s.cache_misses);
+  for (const auto& fence : unpassed) fence->Pass();
+  EXPECT_EQ(pool.EmptyCache(), s.reserved_bytes);
+  s = pool.Stats();
+  EXPECT_EQ(s.pending_free_bytes, 0);
+  EXPECT_EQ(s.reserved_bytes, 0);
+  EXPECT_EQ(s.segment_count, 0);
+  EXPECT_EQ(upstream_.outstanding_bytes(), 0);
+  EXPECT_EQ(upstream_.mismatches(), 0);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -74,6 +75,35 @@ absl::StatusOr<int> CudaDeviceCount() {
   }
   TC_CUDA_TRY(error);
   return count;
+}
+
+absl::StatusOr<std::shared_ptr<CudaEventFence>> CudaEventFence::Make(
+    cudaStream_t stream) {
+  cudaEvent_t event = nullptr;
+  TC_CUDA_TRY(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  // Owned from here on, so that a failed record destroys it.
+  std::shared_ptr<CudaEventFence> fence(new CudaEventFence(event));
+  TC_CUDA_TRY(cudaEventRecord(event, stream));
+  return fence;
+}
+
+CudaEventFence::~CudaEventFence() {
+  const absl::Status status =
+      CudaStatus(cudaEventDestroy(event_), "cudaEventDestroy");
+  if (!status.ok()) spdlog::error("CudaEventFence: {}", status.ToString());
+}
+
+bool CudaEventFence::Passed() const {
+  const cudaError_t error = cudaEventQuery(event_);
+  if (error == cudaSuccess) return true;
+  if (error != cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    if (!error_logged_.exchange(true)) {
+      spdlog::error("CudaEventFence: {}",
+                    CudaStatus(error, "cudaEventQuery").ToString());
+    }
+  }
+  return false;
 }
 
 CudaDeviceMemoryResource::CudaDeviceMemoryResource(int device)

@@ -19,15 +19,24 @@
 // device can hold) naming the device and the size; other CUDA errors
 // (e.g. a device index that does not exist) as INTERNAL via CudaStatus.
 // A failing cudaFree is logged, never thrown.
+//
+// Also here: CudaEventFence, the CUDA Fence for CachingPool's stream-aware
+// reuse, and StreamIdOf, a cudaStream_t as the pool's StreamId.
 #ifndef TENSORCAST_SERVER_MEMORY_CUDA_MEMORY_RESOURCE_H_
 #define TENSORCAST_SERVER_MEMORY_CUDA_MEMORY_RESOURCE_H_
 
+#include <cuda_runtime_api.h>
+
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/memory/fence.h"
 #include "server/memory/memory_resource.h"
 
 namespace tensorcast {
@@ -47,6 +56,50 @@ absl::Status AllocationFailure(const absl::Status& cuda_error,
                                absl::string_view resource, size_t bytes);
 
 }  // namespace cuda_internal
+
+// `stream` as CachingPool's StreamId. The legacy default stream (nullptr,
+// cudaStreamLegacy) and cudaStreamPerThread map to kNoStream: the first
+// synchronises with every blocking stream and the second is a different
+// stream in each thread under one handle, so neither may claim the pool's
+// same-stream reuse.
+inline StreamId StreamIdOf(cudaStream_t stream) {
+  if (stream == nullptr || stream == cudaStreamLegacy ||
+      stream == cudaStreamPerThread) {
+    return kNoStream;
+  }
+  return reinterpret_cast<StreamId>(stream);
+}
+
+// A Fence over a CUDA event recorded on a stream: Passed() once the stream
+// has run everything queued on it before Make. Free a pool block with it
+// after the block's last use on that stream is queued:
+//
+//   absl::StatusOr<std::shared_ptr<CudaEventFence>> fence =
+//       CudaEventFence::Make(stream);
+//   if (!fence.ok()) return fence.status();
+//   pool.Free(p, StreamIdOf(stream), *std::move(fence));
+//
+// Make creates the event on the calling thread's current device, which
+// must be the stream's. Passed() is cudaEventQuery (non-blocking); an error
+// from it other than "not ready" is logged once and counts as not passed,
+// so a block behind a broken fence is never reused by another stream.
+// Thread-safe; the destructor destroys the event and never throws.
+class CudaEventFence final : public Fence {
+ public:
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<CudaEventFence>> Make(
+      cudaStream_t stream);
+  ~CudaEventFence() override;
+  CudaEventFence(const CudaEventFence&) = delete;
+  CudaEventFence& operator=(const CudaEventFence&) = delete;
+
+  bool Passed() const override;
+
+ private:
+  explicit CudaEventFence(cudaEvent_t event) : event_(event) {}
+
+  const cudaEvent_t event_;
+  mutable std::atomic<bool> error_logged_{false};
+};
 
 class CudaDeviceMemoryResource final : public MemoryResource {
  public:

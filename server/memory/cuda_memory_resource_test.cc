@@ -1,7 +1,8 @@
 // The MemoryResource contract for the CUDA backends (device memory and
 // pinned host memory), and a CachingPool over real device memory: the limit,
-// EmptyCache handing memory back to CUDA, splitting and reuse. Skips where
-// there is no CUDA device.
+// EmptyCache handing memory back to CUDA, splitting and reuse, and
+// stream-aware reuse behind a CudaEventFence. Skips where there is no CUDA
+// device.
 #include "server/memory/cuda_memory_resource.h"
 
 #include <cuda_runtime_api.h>
@@ -21,6 +22,7 @@
 #include "server/core/size.h"
 #include "server/memory/caching_pool.h"
 #include "server/memory/cuda_check.h"
+#include "server/memory/fence.h"
 #include "server/memory/memory_resource.h"
 #include "server/memory/pinned_memory_resource.h"
 
@@ -213,8 +215,8 @@ class CudaCachingPoolTest : public ::testing::Test {
  protected:
   void SetUp() override { SkipWithoutADevice(); }
 
-  void* Alloc(CachingPool& pool, size_t bytes) {
-    absl::StatusOr<void*> p = pool.Allocate(bytes);
+  void* Alloc(CachingPool& pool, size_t bytes, StreamId stream = kNoStream) {
+    absl::StatusOr<void*> p = pool.Allocate(bytes, stream);
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? *p : nullptr;
   }
@@ -338,6 +340,67 @@ TEST_F(CudaCachingPoolTest, StatsStayConsistent) {
   EXPECT_EQ(pool.EmptyCache(), reserved);
   EXPECT_EQ(pool.Stats().reserved_bytes, 0);
   EXPECT_EQ(pool.Stats().segment_count, 0);
+}
+
+// A block freed on stream A behind an event is not handed to stream B while
+// A's work is still queued, is handed back to A at once, and is B's once A
+// has got past the event.
+TEST_F(CudaCachingPoolTest, ABlockFreedOnAStreamWaitsForItsEvent) {
+  cudaStream_t a = nullptr;
+  cudaStream_t b = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  EXPECT_EQ(StreamIdOf(nullptr), kNoStream);
+  EXPECT_EQ(StreamIdOf(cudaStreamPerThread), kNoStream);
+  ASSERT_NE(StreamIdOf(a), StreamIdOf(b));
+  ASSERT_NE(StreamIdOf(a), kNoStream);
+
+  CachingPool pool("cuda:0", &device_, 0);
+  const size_t kBusy = 512 * kMiB;
+  const size_t kBlock = 4 * kMiB;
+  absl::StatusOr<void*> busy = device_.Allocate(kBusy);
+  ASSERT_TRUE(busy.ok()) << busy.status();
+  char* p = static_cast<char*>(Alloc(pool, kBlock, StreamIdOf(a)));
+  ASSERT_NE(p, nullptr);
+  // Tens of milliseconds of work on A (a 512 MiB memset is a fraction of a
+  // millisecond on a recent GPU), the block's last use after it.
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(cudaMemsetAsync(*busy, i, kBusy, a), cudaSuccess);
+  }
+  ASSERT_EQ(cudaMemsetAsync(p, 0x5a, kBlock, a), cudaSuccess);
+  absl::StatusOr<std::shared_ptr<CudaEventFence>> fence =
+      CudaEventFence::Make(a);
+  ASSERT_TRUE(fence.ok()) << fence.status();
+  pool.Free(p, StreamIdOf(a), *fence);
+  EXPECT_FALSE((*fence)->Passed())
+      << "stream A finished too soon for this test to show anything";
+
+  void* on_b = Alloc(pool, kBlock, StreamIdOf(b));
+  EXPECT_NE(on_b, p);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, static_cast<int64_t>(kBlock));
+  // Stream A may have it back at once; it frees it again behind a new event.
+  EXPECT_EQ(Alloc(pool, kBlock, StreamIdOf(a)), p);
+  absl::StatusOr<std::shared_ptr<CudaEventFence>> again =
+      CudaEventFence::Make(a);
+  ASSERT_TRUE(again.ok()) << again.status();
+  pool.Free(p, StreamIdOf(a), *again);
+
+  ASSERT_EQ(cudaStreamSynchronize(a), cudaSuccess);
+  EXPECT_TRUE((*fence)->Passed());
+  EXPECT_TRUE((*again)->Passed());
+  void* reused = Alloc(pool, kBlock, StreamIdOf(b));
+  EXPECT_EQ(reused, p);
+  EXPECT_EQ(pool.Stats().pending_free_bytes, 0);
+  unsigned char last = 0;
+  ASSERT_EQ(cudaMemcpy(&last, p + kBlock - 1, 1, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(last, 0x5a);  // A's last write, done before B got the block
+
+  pool.Free(reused);
+  pool.Free(on_b);
+  device_.Deallocate(*busy, kBusy);
+  EXPECT_EQ(cudaStreamDestroy(a), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(b), cudaSuccess);
 }
 
 }  // namespace
