@@ -26,26 +26,6 @@ constexpr size_t kSourceBytes = size_t{256} << 20;
 constexpr int kWarmupRuns = 3;
 constexpr int kTimedRuns = 20;
 
-// Device memory for the bench only (the server allocates through
-// server/memory).
-class DeviceBytes {
- public:
-  DeviceBytes() = default;
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-  ~DeviceBytes() {
-    if (ptr_ != nullptr) CudaStatus(cudaFree(ptr_), "cudaFree").IgnoreError();
-  }
-  absl::Status Allocate(size_t size) {
-    TC_CUDA_TRY(cudaMalloc(&ptr_, size));
-    return absl::OkStatus();
-  }
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-};
-
 // Events for one timed region; destroyed on scope exit.
 class EventPair {
  public:
@@ -136,8 +116,8 @@ absl::Status Bench() {
     max_dst_bytes =
         std::max(max_dst_bytes, kSourceBytes / ItemSize(s) * ItemSize(d));
   }
-  DeviceBytes src;
-  DeviceBytes dst;
+  DeviceBuffer src;
+  DeviceBuffer dst;
   if (absl::Status st = src.Allocate(kSourceBytes); !st.ok()) return st;
   if (absl::Status st = dst.Allocate(max_dst_bytes); !st.ok()) return st;
   // 0x3c3c3c3c: a small finite value in every float width, any integer.

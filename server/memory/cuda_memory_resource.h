@@ -36,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/memory/cuda_check.h"
 #include "server/memory/fence.h"
 #include "server/memory/memory_resource.h"
 
@@ -116,6 +117,28 @@ class CudaDeviceMemoryResource final : public MemoryResource {
   // Constant after construction.
   const int device_;
   const std::string name_;
+};
+
+// An owning block of device memory straight from cudaMalloc (rmm's
+// device_buffer), for tests and benchmarks that need raw device memory; the
+// server allocates through CachingPool. Freed on destruction; not copyable.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) CudaStatus(cudaFree(ptr_), "cudaFree").IgnoreError();
+  }
+  // At least one byte is allocated, so a 0-byte buffer has a valid address.
+  absl::Status Allocate(size_t size) {
+    TC_CUDA_TRY(cudaMalloc(&ptr_, size == 0 ? 1 : size));
+    return absl::OkStatus();
+  }
+  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
 };
 
 }  // namespace tensorcast

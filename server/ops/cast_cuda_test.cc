@@ -33,26 +33,6 @@ constexpr int64_t kElements = 1000003 + 64;  // odd, with room for offsets
 constexpr size_t kGuardBytes = 64;
 constexpr uint8_t kGuardByte = 0xa5;
 
-// Device memory for the test only (the server allocates through
-// server/memory). Frees on destruction; not copyable.
-class DeviceBytes {
- public:
-  DeviceBytes() = default;
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-  ~DeviceBytes() {
-    if (ptr_ != nullptr) CudaStatus(cudaFree(ptr_), "cudaFree").IgnoreError();
-  }
-  absl::Status Allocate(size_t size) {
-    TC_CUDA_TRY(cudaMalloc(&ptr_, size));
-    return absl::OkStatus();
-  }
-  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-};
-
 std::vector<DType> AllDTypeValues() {
   std::vector<DType> out;
   for (int i = 0; i < kNumDTypes; ++i) out.push_back(static_cast<DType>(i));
@@ -213,8 +193,8 @@ absl::Status RunCase(DType s, DType d, const std::vector<uint8_t>& source,
   const size_t out_size = ItemSize(d);
   const size_t dst_bytes =
       kGuardBytes + (c.dst_offset + c.n) * out_size + kGuardBytes;
-  DeviceBytes src_dev;
-  DeviceBytes dst_dev;
+  DeviceBuffer src_dev;
+  DeviceBuffer dst_dev;
   if (absl::Status st = src_dev.Allocate(source.size()); !st.ok()) return st;
   if (absl::Status st = dst_dev.Allocate(dst_bytes); !st.ok()) return st;
   TC_CUDA_TRY(cudaMemcpy(src_dev.get(), source.data(), source.size(),
@@ -318,7 +298,7 @@ TEST_F(CastCudaTest, AllPairsMatchCpuBitForBit) {
 }
 
 TEST_F(CastCudaTest, RejectsNullAndMisalignedBuffers) {
-  DeviceBytes buffer;
+  DeviceBuffer buffer;
   ASSERT_TRUE(buffer.Allocate(1024).ok());
   EXPECT_EQ(CastOnDevice(nullptr, DType::kFloat32, buffer.get(),
                          DType::kFloat16, 4, nullptr)

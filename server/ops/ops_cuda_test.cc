@@ -36,25 +36,6 @@ namespace {
 constexpr size_t kGuardBytes = 64;
 constexpr uint8_t kGuardByte = 0xa5;
 
-// Device memory for the test only. Frees on destruction; not copyable.
-class DeviceBytes {
- public:
-  DeviceBytes() = default;
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-  ~DeviceBytes() {
-    if (ptr_ != nullptr) CudaStatus(cudaFree(ptr_), "cudaFree").IgnoreError();
-  }
-  absl::Status Allocate(size_t size) {
-    TC_CUDA_TRY(cudaMalloc(&ptr_, size == 0 ? 1 : size));
-    return absl::OkStatus();
-  }
-  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-};
-
 // A device buffer of `bytes` between guard bytes; Download returns all of
 // it, guards included.
 class GuardedBuffer {
@@ -83,7 +64,7 @@ class GuardedBuffer {
   }
 
  private:
-  DeviceBytes mem_;
+  DeviceBuffer mem_;
   size_t bytes_ = 0;
 };
 
@@ -187,7 +168,7 @@ std::vector<uint8_t> MakeStorage(std::mt19937_64& rng, DType dtype, int64_t n) {
 
 void CheckGather(DType s, DType d, const RandomView& view,
                  const std::vector<uint8_t>& storage, int64_t start,
-                 int64_t count, const DeviceBytes& storage_dev) {
+                 int64_t count, const DeviceBuffer& storage_dev) {
   const std::string where = absl::StrCat(
       DTypeName(s), " -> ", DTypeName(d), " shape ",
       ShapeToString(view.layout.shape), " strides ",
@@ -240,7 +221,7 @@ TEST_F(OpsCudaTest, GatherCastMatchesCpuOnRandomLayouts) {
         const int64_t total = *NumElements(shape);
         const std::vector<uint8_t> storage =
             MakeStorage(rng, s, view.storage_elements);
-        DeviceBytes storage_dev;
+        DeviceBuffer storage_dev;
         ASSERT_TRUE(storage_dev.Allocate(storage.size()).ok());
         ASSERT_EQ(cudaMemcpy(storage_dev.get(), storage.data(), storage.size(),
                              cudaMemcpyHostToDevice),
@@ -262,7 +243,7 @@ TEST_F(OpsCudaTest, GatherCastMatchesCpuOnRandomLayouts) {
 }
 
 TEST_F(OpsCudaTest, GatherCastRejectsNullBuffersAndBadLayouts) {
-  DeviceBytes buffer;
+  DeviceBuffer buffer;
   ASSERT_TRUE(buffer.Allocate(1024).ok());
   const Layout layout = Layout::Contiguous({4});
   EXPECT_EQ(GatherCastOnDevice(nullptr, DType::kFloat32, layout, 0, 4,
@@ -394,7 +375,7 @@ TEST_F(OpsCudaTest, FillRandMatchesCpu) {
 }
 
 TEST_F(OpsCudaTest, FillRandRefusesNonFloatingDTypes) {
-  DeviceBytes buffer;
+  DeviceBuffer buffer;
   ASSERT_TRUE(buffer.Allocate(1024).ok());
   for (DType dtype : AllDTypeValues()) {
     if (IsFloating(dtype)) continue;
@@ -412,7 +393,7 @@ TEST_F(OpsCudaTest, FillRandRefusesNonFloatingDTypes) {
 }
 
 TEST_F(OpsCudaTest, FillsRejectNullAndMisalignedBuffers) {
-  DeviceBytes buffer;
+  DeviceBuffer buffer;
   ASSERT_TRUE(buffer.Allocate(1024).ok());
   EXPECT_EQ(FillValueOnDevice(nullptr, DType::kFloat32, 4, 1.0, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
