@@ -88,6 +88,24 @@ bool Layout::IsContiguous() const {
   return true;
 }
 
+Layout Layout::Coalesced() const {
+  Layout out;
+  out.offset = offset;
+  for (size_t k = 0; k < shape.size(); ++k) {
+    const int64_t n = shape[k];
+    const int64_t s = strides[k];
+    if (n == 1) continue;
+    if (!out.shape.empty() && out.strides.back() == s * n) {
+      out.shape.back() *= n;
+      out.strides.back() = s;
+    } else {
+      out.shape.push_back(n);
+      out.strides.push_back(s);
+    }
+  }
+  return out;
+}
+
 absl::Status CheckLayoutInBounds(const Layout& layout,
                                  int64_t storage_elements) {
   if (layout.shape.size() != layout.strides.size()) {

@@ -41,6 +41,12 @@ struct Layout {
   // True when the elements are in C order with no gaps (size-1 dims and
   // empty tensors count as contiguous whatever their strides).
   bool IsContiguous() const;
+  // The same elements in the same C order with as few dims as possible:
+  // size-1 dims dropped, and neighbours that step through memory as one
+  // merged (a contiguous view becomes rank 1 with stride 1; a transposed
+  // matrix stays rank 2). Rank 0 then means a single element. The gathers,
+  // CPU and GPU, iterate over this.
+  Layout Coalesced() const;
 };
 
 // Checks that every element the layout addresses lies inside a storage of

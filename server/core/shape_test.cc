@@ -147,5 +147,27 @@ TEST(ShapeToStringTest, PrintsLikeNumPy) {
   EXPECT_EQ(ShapeToString(Shape{2, 0, 3}), "(2, 0, 3)");
 }
 
+TEST(LayoutTest, CoalescedMergesContiguousDimsAndDropsOnes) {
+  Layout c = Layout::Contiguous({2, 3, 4}).Coalesced();
+  EXPECT_EQ(c.shape, (Shape{24}));
+  EXPECT_EQ(c.strides, (Strides{1}));
+  // A transposed matrix stays rank 2; size-1 dims go; the offset stays.
+  Layout t{{4, 1, 3}, {1, 99, 4}, 5};
+  Layout tc = t.Coalesced();
+  EXPECT_EQ(tc.shape, (Shape{4, 3}));
+  EXPECT_EQ(tc.strides, (Strides{1, 4}));
+  EXPECT_EQ(tc.offset, 5);
+  // A row slice of a wider matrix: rows cannot merge, columns are inner.
+  Layout rows{{3, 4}, {10, 1}, 0};
+  EXPECT_EQ(rows.Coalesced().shape, (Shape{3, 4}));
+  // Negative strides merge when they step as one.
+  Layout rev{{2, 3}, {-3, -1}, 5};
+  EXPECT_EQ(rev.Coalesced().shape, (Shape{6}));
+  EXPECT_EQ(rev.Coalesced().strides, (Strides{-1}));
+  // Rank 0 and all-ones are a single element.
+  EXPECT_TRUE(Layout::Contiguous({}).Coalesced().shape.empty());
+  EXPECT_TRUE(Layout::Contiguous({1, 1}).Coalesced().shape.empty());
+}
+
 }  // namespace
 }  // namespace tensorcast

@@ -21,21 +21,12 @@ struct Dims {
 };
 
 Dims Simplify(const Layout& layout) {
+  const Layout c = layout.Coalesced();
   Dims d;
-  d.offset = layout.offset;
-  for (size_t k = 0; k < layout.shape.size(); ++k) {
-    const int64_t n = layout.shape[k];
-    const int64_t s = layout.strides[k];
-    if (n == 1) continue;
-    if (d.rank > 0 && d.stride[d.rank - 1] == s * n) {
-      d.shape[d.rank - 1] *= n;
-      d.stride[d.rank - 1] = s;
-    } else {
-      d.shape[d.rank] = n;
-      d.stride[d.rank] = s;
-      ++d.rank;
-    }
-  }
+  d.offset = c.offset;
+  d.rank = static_cast<int>(c.shape.size());
+  std::copy(c.shape.begin(), c.shape.end(), d.shape);
+  std::copy(c.strides.begin(), c.strides.end(), d.stride);
   return d;
 }
 

@@ -19,7 +19,7 @@ constexpr int64_t kMaxBlocks = 4096;  // as cast_cuda.cu: loops stride on
 constexpr int kSmallRank = 8;
 
 // A view's dims innermost first, size-1 dims dropped and dims that step
-// through memory as one merged (gather.cc's Simplify, reversed). rank 0: a
+// through memory as one merged (Layout::Coalesced, reversed). rank 0: a
 // single element.
 template <int kDims>
 struct ViewDims {
@@ -30,25 +30,13 @@ struct ViewDims {
 };
 
 ViewDims<kMaxRank> Simplify(const Layout& layout) {
-  // Outermost first while merging, as gather.cc does; reversed below.
+  const Layout c = layout.Coalesced();  // outermost first
   ViewDims<kMaxRank> d;
-  d.offset = layout.offset;
-  for (size_t k = 0; k < layout.shape.size(); ++k) {
-    const int64_t n = layout.shape[k];
-    const int64_t s = layout.strides[k];
-    if (n == 1) continue;
-    if (d.rank > 0 && d.stride[d.rank - 1] == s * n) {
-      d.shape[d.rank - 1] *= n;
-      d.stride[d.rank - 1] = s;
-    } else {
-      d.shape[d.rank] = n;
-      d.stride[d.rank] = s;
-      ++d.rank;
-    }
-  }
-  for (int i = 0, j = d.rank - 1; i < j; ++i, --j) {
-    std::swap(d.shape[i], d.shape[j]);
-    std::swap(d.stride[i], d.stride[j]);
+  d.offset = c.offset;
+  d.rank = static_cast<int>(c.shape.size());
+  for (int i = 0; i < d.rank; ++i) {  // reversed: [0] is the innermost dim
+    d.shape[i] = c.shape[d.rank - 1 - i];
+    d.stride[i] = c.strides[d.rank - 1 - i];
   }
   return d;
 }
