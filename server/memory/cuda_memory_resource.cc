@@ -15,40 +15,29 @@
 namespace tensorcast {
 namespace {
 
-// Makes `device` current for one call and restores the caller's device, so
-// that a resource never changes the device a calling thread works on.
-class ScopedDevice {
- public:
-  ScopedDevice() = default;
-  ScopedDevice(const ScopedDevice&) = delete;
-  ScopedDevice& operator=(const ScopedDevice&) = delete;
-  ~ScopedDevice() {
-    if (previous_ >= 0) {
-      const absl::Status status =
-          CudaStatus(cudaSetDevice(previous_), "cudaSetDevice (restore)");
-      if (!status.ok()) spdlog::error("{}", status.ToString());
-    }
-  }
-
-  absl::Status Enter(int device) {
-    int current = 0;
-    TC_CUDA_TRY(cudaGetDevice(&current));
-    if (current == device) return absl::OkStatus();
-    TC_CUDA_TRY(cudaSetDevice(device));
-    previous_ = current;
-    return absl::OkStatus();
-  }
-
- private:
-  int previous_ = -1;  // >= 0: the device to restore
-};
-
 absl::Status Malloc(size_t bytes, void** p) {
   TC_CUDA_TRY(cudaMalloc(p, bytes));
   return absl::OkStatus();
 }
 
 }  // namespace
+
+ScopedDevice::~ScopedDevice() {
+  if (previous_ >= 0) {
+    const absl::Status status =
+        CudaStatus(cudaSetDevice(previous_), "cudaSetDevice (restore)");
+    if (!status.ok()) spdlog::error("{}", status.ToString());
+  }
+}
+
+absl::Status ScopedDevice::Enter(int device) {
+  int current = 0;
+  TC_CUDA_TRY(cudaGetDevice(&current));
+  if (current == device) return absl::OkStatus();
+  TC_CUDA_TRY(cudaSetDevice(device));
+  previous_ = current;
+  return absl::OkStatus();
+}
 
 namespace cuda_internal {
 

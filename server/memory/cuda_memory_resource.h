@@ -58,6 +58,21 @@ absl::Status AllocationFailure(const absl::Status& cuda_error,
 
 }  // namespace cuda_internal
 
+// Makes a device current for one scope and restores the caller's device
+// afterwards, so that a resource or engine never changes the device a
+// calling thread (a gRPC worker) works on.
+class ScopedDevice {
+ public:
+  ScopedDevice() = default;
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+  ~ScopedDevice();  // a failing restore is logged
+  [[nodiscard]] absl::Status Enter(int device);
+
+ private:
+  int previous_ = -1;  // >= 0: the device to restore
+};
+
 // `stream` as CachingPool's StreamId. The legacy default stream (nullptr,
 // cudaStreamLegacy) and cudaStreamPerThread map to kNoStream: the first
 // synchronises with every blocking stream and the second is a different

@@ -1,13 +1,15 @@
-// Fetch: a server stream of chunks produced on demand from a FetchSource.
-// One chunk is written at a time and the next is produced when gRPC reports
-// the previous write done, so a stream holds about one chunk of memory
-// whatever the tensor size, and slow clients pace the server.
+// Fetch: a server stream of chunks from a FetchStream. One chunk is written
+// at a time and the next is taken when gRPC reports the previous write done,
+// so slow clients pace the server; a host tensor's chunk is produced then, a
+// GPU tensor's next chunks are already under way on the GPU (a few slots of
+// pinned memory per stream, whatever the tensor size).
 #include <algorithm>
 
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"
 #include "server/store/fetch_source.h"
+#include "server/store/fetch_stream.h"
 
 namespace tensorcast {
 namespace {
@@ -44,34 +46,39 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
       Done(source.status());
       return;
     }
-    source_.emplace(*std::move(source));
     int64_t chunk = request->chunk_bytes() > 0
                         ? request->chunk_bytes()
                         : service_->options().chunk_bytes;
-    chunk_bytes_ = std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes);
-    pos_ = source_->begin();
+    absl::StatusOr<std::unique_ptr<FetchStream>> stream = FetchStream::Open(
+        *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes));
+    if (!stream.ok()) {
+      Done(stream.status());
+      return;
+    }
+    stream_ = *std::move(stream);
+    const FetchSource* out = &stream_->source();
 
     v1::FetchHeader* header = response_.mutable_header();
-    FillTensorInfo(*source_->tensor(), header->mutable_tensor());
+    FillTensorInfo(*out->tensor(), header->mutable_tensor());
     // Describe the tensor as it arrives: cast, contiguous, on the host,
     // detached (what .numpy() returns); handle and name stay the source's.
     v1::TensorInfo* info = header->mutable_tensor();
-    info->set_dtype(ToProto(source_->out_dtype()));
+    info->set_dtype(ToProto(out->out_dtype()));
     info->clear_strides();
-    for (int64_t s : ContiguousStrides(source_->tensor()->layout.shape)) {
+    for (int64_t s : ContiguousStrides(out->tensor()->layout.shape)) {
       info->add_strides(s);
     }
     info->set_storage_offset(0);
     info->set_is_contiguous(true);
     info->set_requires_grad(false);
     info->set_device("cpu");
-    info->set_nbytes(source_->tensor()->numel * ItemSize(source_->out_dtype()));
+    info->set_nbytes(out->tensor()->numel * ItemSize(out->out_dtype()));
     info->set_storage_bytes(info->nbytes());
     header->set_format(request->format() == v1::FORMAT_RAW ? v1::FORMAT_RAW
                                                            : v1::FORMAT_NPY);
-    header->set_total_bytes(source_->total_bytes());
-    header->set_offset(source_->begin());
-    header->set_length(source_->end() - source_->begin());
+    header->set_total_bytes(out->total_bytes());
+    header->set_offset(out->begin());
+    header->set_length(out->end() - out->begin());
     WriteNext();
   }
 
@@ -80,7 +87,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
       Done(absl::CancelledError("the client went away mid-stream"));
       return;
     }
-    if (pos_ == source_->end()) {
+    if (stream_->done()) {
       Done(absl::OkStatus());
       return;
     }
@@ -103,17 +110,16 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
   }
 
   void WriteNext() {
-    int64_t n = std::min(chunk_bytes_, source_->end() - pos_);
-    std::string* data = response_.mutable_data();
-    data->resize(n);  // same size as last time: no new allocation or fill
-    source_->Read(pos_, n, data->data());
-    pos_ += n;
+    if (absl::Status s = stream_->Next(response_.mutable_data()); !s.ok()) {
+      Done(s);
+      return;
+    }
     StartWrite(&response_);
   }
 
   void Done(const absl::Status& status) {
     LogRpc("Fetch", ctx_, status, start_);
-    source_.reset();  // drop the tensor reference before the call winds down
+    stream_.reset();  // drop the tensor reference before the call winds down
     Finish(ToGrpcStatus(status));
   }
 
@@ -122,10 +128,8 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
 
-  std::optional<FetchSource> source_;
+  std::unique_ptr<FetchStream> stream_;
   v1::FetchResponse response_;
-  int64_t chunk_bytes_ = 0;
-  int64_t pos_ = 0;
 };
 
 }  // namespace

@@ -6,7 +6,7 @@
 #include "server/core/size.h"
 #include "server/ops/cast.h"
 #include "server/ops/fill.h"
-#include "server/ops/gather.h"
+#include "server/store/transfer.h"
 
 namespace tensorcast {
 
@@ -21,43 +21,68 @@ absl::Status CheckTensorSize(int64_t nbytes, int64_t max_tensor_bytes) {
 
 namespace {
 
-absl::Status FillStorage(const CreateSpec& spec, int64_t numel, void* dst) {
+absl::Status FillStorage(const CreateSpec& spec, int64_t numel,
+                         Device* device, void* dst) {
+  FillOp op;
   switch (spec.init) {
     case CreateSpec::Init::kZeros:
-      FillValue(dst, spec.dtype, numel, 0.0);
-      return absl::OkStatus();
+      op.value = 0;
+      break;
     case CreateSpec::Init::kOnes:
-      FillValue(dst, spec.dtype, numel, 1.0);
-      return absl::OkStatus();
+      op.value = 1;
+      break;
     case CreateSpec::Init::kFull:
-      FillValue(dst, spec.dtype, numel, spec.value);
-      return absl::OkStatus();
+      op.value = spec.value;
+      break;
     case CreateSpec::Init::kArange:
-      FillArange(dst, spec.dtype, numel, spec.start, spec.step);
-      return absl::OkStatus();
+      op.kind = FillOp::Kind::kArange;
+      op.start = spec.start;
+      op.step = spec.step;
+      break;
     case CreateSpec::Init::kEye:
-      if (spec.shape.size() != 2) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "eye needs a 2-D shape, got ", ShapeToString(spec.shape)));
-      }
-      FillEye(dst, spec.dtype, spec.shape[0], spec.shape[1]);
-      return absl::OkStatus();
+      op.kind = FillOp::Kind::kEye;
+      op.rows = spec.shape[0];
+      op.cols = spec.shape[1];
+      break;
     case CreateSpec::Init::kRand:
-      return FillRand(dst, spec.dtype, numel, spec.seed);
+      op.kind = FillOp::Kind::kRand;
+      op.seed = spec.seed;
+      break;
     case CreateSpec::Init::kLiteral: {
-      int64_t given = static_cast<int64_t>(spec.literal_bytes.size() /
-                                           ItemSize(spec.literal_dtype));
-      if (given != numel) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("shape ", ShapeToString(spec.shape), " has ", numel,
-                         " elements but ", given, " values were given"));
-      }
-      Cast(spec.literal_bytes.data(), spec.literal_dtype, dst, spec.dtype,
-           numel);
-      return absl::OkStatus();
+      // Cast on the host, into the device's memory or its upload staging.
+      const int64_t in = static_cast<int64_t>(ItemSize(spec.literal_dtype));
+      const int64_t out = static_cast<int64_t>(ItemSize(spec.dtype));
+      return device->engine().Upload(
+          dst, numel * out, out,
+          [&](int64_t offset, int64_t len, char* staging) {
+            Cast(spec.literal_bytes.data() + offset / out * in,
+                 spec.literal_dtype, staging, spec.dtype, len / out);
+          });
     }
   }
-  return absl::InvalidArgumentError("unknown fill");
+  return device->engine().Fill(op, dst, spec.dtype, numel);
+}
+
+// The argument checks of each fill, before any memory is taken.
+absl::Status CheckFill(const CreateSpec& spec, int64_t numel) {
+  if (spec.init == CreateSpec::Init::kEye && spec.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "eye needs a 2-D shape, got ", ShapeToString(spec.shape)));
+  }
+  if (spec.init == CreateSpec::Init::kRand && !IsFloatingOrComplex(spec.dtype)) {
+    // FillRand's own message, for a tensor on any device.
+    return FillRand(nullptr, spec.dtype, 0, spec.seed);
+  }
+  if (spec.init == CreateSpec::Init::kLiteral) {
+    int64_t given = static_cast<int64_t>(spec.literal_bytes.size() /
+                                         ItemSize(spec.literal_dtype));
+    if (given != numel) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shape ", ShapeToString(spec.shape), " has ", numel,
+                       " elements but ", given, " values were given"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -79,11 +104,13 @@ absl::StatusOr<TensorPtr> CreateTensor(const ConversionContext& ctx,
   if (absl::Status s = ctx.store->CheckNameAvailable(spec.name); !s.ok()) {
     return s;
   }
+  int64_t numel = *nbytes / static_cast<int64_t>(ItemSize(spec.dtype));
+  if (absl::Status s = CheckFill(spec, numel); !s.ok()) return s;
   absl::StatusOr<std::shared_ptr<Storage>> storage =
       Storage::Allocate(*device, *nbytes);
   if (!storage.ok()) return storage.status();
-  int64_t numel = *nbytes / static_cast<int64_t>(ItemSize(spec.dtype));
-  if (absl::Status s = FillStorage(spec, numel, (*storage)->data()); !s.ok()) {
+  if (absl::Status s = FillStorage(spec, numel, *device, (*storage)->data());
+      !s.ok()) {
     return s;
   }
   NewTensor t;
@@ -119,8 +146,10 @@ absl::StatusOr<TensorPtr> ToTensor(const ConversionContext& ctx,
   absl::StatusOr<std::shared_ptr<Storage>> storage =
       Storage::Allocate(device, src->numel * ItemSize(dtype));
   if (!storage.ok()) return storage.status();
-  GatherCast(src->storage_bytes(), src->dtype, src->layout, 0, src->numel,
-             (*storage)->data(), dtype);
+  if (absl::Status s = CopyView(*src, dtype, device, (*storage)->data());
+      !s.ok()) {
+    return s;
+  }
   NewTensor t;
   t.dtype = dtype;
   t.layout = Layout::Contiguous(src->layout.shape);

@@ -1,11 +1,13 @@
-// Devices the server serves ("cpu", later "cuda:N"), each with its own
-// CachingPool. The registry is built once at start-up and is immutable after;
-// Device objects live as long as the registry and are thread-safe (the pool
-// locks internally).
+// Devices the server serves ("cpu" and, where CUDA is built and a GPU is
+// present, "cuda:N"), each with its own CachingPool and Engine (the loops or
+// kernels that fill, cast and move its memory). The registry is built once
+// at start-up and is immutable after; Device objects live as long as the
+// registry and are thread-safe (pool and engine are).
 #ifndef TENSORCAST_SERVER_STORE_DEVICE_H_
 #define TENSORCAST_SERVER_STORE_DEVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "server/memory/caching_pool.h"
 #include "server/memory/memory_resource.h"
+#include "server/ops/engine.h"
 
 namespace tensorcast {
 
@@ -28,8 +31,12 @@ absl::StatusOr<DeviceName> ParseDeviceName(absl::string_view text);
 
 class Device {
  public:
+  // A CUDA device's engine needs its pool: make_engine gets it once the
+  // pool exists.
   Device(std::string name, std::string description,
-         std::unique_ptr<MemoryResource> upstream, int64_t limit_bytes);
+         std::unique_ptr<MemoryResource> upstream, int64_t limit_bytes,
+         const std::function<std::unique_ptr<Engine>(CachingPool*)>&
+             make_engine);
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
 
@@ -37,6 +44,7 @@ class Device {
   const std::string& description() const { return description_; }
   bool is_host() const { return name_ == "cpu"; }
   CachingPool& pool() { return pool_; }
+  Engine& engine() const { return *engine_; }
 
  private:
   // Constant after construction.
@@ -44,6 +52,7 @@ class Device {
   const std::string description_;
   std::unique_ptr<MemoryResource> upstream_;  // outlives pool_
   CachingPool pool_;
+  std::unique_ptr<Engine> engine_;  // uses pool_
 };
 
 struct DeviceOptions {
@@ -65,13 +74,19 @@ class DeviceRegistry {
   const std::vector<std::unique_ptr<Device>>& all() const { return devices_; }
   Device* host() const { return devices_.front().get(); }
 
+  // Pinned host memory for the CUDA engines' staging; null without a GPU.
+  CachingPool* pinned_pool() const { return pinned_pool_.get(); }
+
   bool cuda_available() const { return cuda_available_; }
   // Why CUDA is or is not in use, for logs and Stats.
   const std::string& cuda_status() const { return cuda_status_; }
 
  private:
   DeviceRegistry() = default;
-  // Constant after construction; devices_[0] is always "cpu".
+  // Constant after construction; devices_[0] is always "cpu". The pinned
+  // pool outlives the devices whose engines stage through it.
+  std::unique_ptr<MemoryResource> pinned_upstream_;
+  std::unique_ptr<CachingPool> pinned_pool_;
   std::vector<std::unique_ptr<Device>> devices_;
   bool cuda_available_ = false;
   std::string cuda_status_;

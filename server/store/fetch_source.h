@@ -47,8 +47,12 @@ class FetchSource {
   int64_t begin() const { return begin_; }
   int64_t end() const { return end_; }
 
+  // The .npy header that starts the output (empty for RAW).
+  const std::string& header() const { return header_; }
+
   // Writes output bytes [pos, pos + n) into dst; the range must lie within
-  // [0, total_bytes()).
+  // [0, total_bytes()). Host tensors only: a GPU tensor's bytes are read
+  // through a FetchStream (fetch_stream.h).
   void Read(int64_t pos, int64_t n, char* dst) const;
 
  private:

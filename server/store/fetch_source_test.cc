@@ -143,7 +143,8 @@ TEST_F(FetchSourceTest, DeviceTensorIsRefusedFirstWithPyTorchsMessage) {
   // A device that is not the host, backed by host memory so that the test
   // needs no GPU: Open decides on the device's name alone.
   Device fake_gpu("cuda:0", "host memory posing as a GPU",
-                  std::make_unique<HostMemoryResource>(), 0);
+                  std::make_unique<HostMemoryResource>(), 0,
+                  [](CachingPool*) { return NewHostEngine(); });
   {
     TensorStore gpu_store;  // dies before fake_gpu, whatever fails
     absl::StatusOr<std::shared_ptr<Storage>> storage =

@@ -100,8 +100,36 @@ absl::Status PutSink::Write(absl::string_view data) {
                      " tensor of shape ", ShapeToString(shape_), " has ",
                      expected_data_, " data bytes, but more arrived"));
   }
-  std::memcpy(storage_->bytes() + data_written_, data.data(), data.size());
   data_written_ += static_cast<int64_t>(data.size());
+  if (device_->engine().is_host()) {
+    std::memcpy(storage_->bytes() + data_written_ - data.size(), data.data(),
+                data.size());
+    return absl::OkStatus();
+  }
+  staging_.append(data.data(), data.size());
+  if (static_cast<int64_t>(staging_.size()) < kDeviceStagingBytes) {
+    return absl::OkStatus();
+  }
+  return FlushToDevice();
+}
+
+absl::Status PutSink::FlushToDevice() {
+  // Whole elements only, so that a byte swap sees complete ones; the rest
+  // waits for the next piece (Finish flushes after the count checks).
+  const int64_t item = static_cast<int64_t>(ItemSize(dtype_));
+  const int64_t n = static_cast<int64_t>(staging_.size()) / item * item;
+  if (n == 0) return absl::OkStatus();
+  if (npy_.has_value() && npy_->byteswap) {
+    ByteSwapElements(staging_.data(), n / item, dtype_);
+  }
+  absl::Status s = device_->engine().Upload(
+      storage_->bytes() + uploaded_, n, item,
+      [&](int64_t offset, int64_t len, char* staging) {
+        std::memcpy(staging, staging_.data() + offset, len);
+      });
+  if (!s.ok()) return s;
+  uploaded_ += n;
+  staging_.erase(0, n);
   return absl::OkStatus();
 }
 
@@ -117,11 +145,14 @@ absl::StatusOr<TensorPtr> PutSink::Finish() {
         ShapeToString(shape_), " needs ", expected_data_, " data bytes, but ",
         data_written_, " arrived"));
   }
+  if (!device_->engine().is_host()) {
+    if (absl::Status s = FlushToDevice(); !s.ok()) return s;
+  }
   NewTensor t;
   t.dtype = dtype_;
   t.layout.shape = shape_;
   if (npy_.has_value()) {
-    if (npy_->byteswap) {
+    if (npy_->byteswap && device_->engine().is_host()) {
       ByteSwapElements(storage_->data(), expected_data_ / ItemSize(dtype_),
                        dtype_);
     }

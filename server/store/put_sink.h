@@ -55,6 +55,11 @@ class PutSink {
       : ctx_(ctx), spec_(std::move(spec)), device_(device) {}
   absl::Status Reserve(DType dtype, const Shape& shape);
   absl::Status ParseHeader();
+  absl::Status FlushToDevice();
+
+  // A GPU upload gathers pieces up to this size on the host, then the
+  // engine moves them through pinned staging.
+  static constexpr int64_t kDeviceStagingBytes = 4 << 20;
 
   const ConversionContext ctx_;
   const PutSpec spec_;
@@ -67,6 +72,8 @@ class PutSink {
   Shape shape_;
   int64_t expected_data_ = 0;  // data bytes after any header
   int64_t data_written_ = 0;
+  std::string staging_;     // GPU: received, not yet uploaded
+  int64_t uploaded_ = 0;    // GPU: data bytes in storage
   int64_t received_ = 0;
 };
 

@@ -1,0 +1,55 @@
+// FetchStream: one Fetch's output, chunk by chunk, in order -- what the
+// Fetch reactor sends. A host tensor's chunks are produced on demand
+// (FetchSource::Read). A GPU tensor's come through a pipeline: a
+// ChunkReader on the GPU's engine gathers and casts the elements of the
+// next chunks on the device and copies them into a ring of pinned host
+// slots on a CUDA stream of this Fetch's own, so while gRPC sends chunk k
+// the GPU is already producing k+1 and k+2, and the memory a stream holds
+// stays a few chunks whatever the tensor size.
+//
+// Not thread-safe: one stream belongs to one Fetch. Keeps the source (and
+// so the tensor's storage) alive; destroying it waits for the GPU's work in
+// flight.
+#ifndef TENSORCAST_SERVER_STORE_FETCH_STREAM_H_
+#define TENSORCAST_SERVER_STORE_FETCH_STREAM_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/ops/engine.h"
+#include "server/store/fetch_source.h"
+
+namespace tensorcast {
+
+class FetchStream {
+ public:
+  // Chunks in flight on a GPU.
+  static constexpr int kSlots = 3;
+
+  // chunk_bytes > 0: the size of every chunk but the last.
+  static absl::StatusOr<std::unique_ptr<FetchStream>> Open(FetchSource source,
+                                                           int64_t chunk_bytes);
+
+  const FetchSource& source() const { return source_; }
+  bool done() const { return pos_ == source_.end(); }
+  // Replaces *out with the next chunk (its capacity is reused).
+  absl::Status Next(std::string* out);
+
+ private:
+  FetchStream(FetchSource source, int64_t chunk_bytes)
+      : source_(std::move(source)), chunk_bytes_(chunk_bytes) {}
+  // The element range behind output chunk k, queued into slot k % kSlots.
+  absl::Status StartChunk(int64_t k);
+
+  const FetchSource source_;
+  const int64_t chunk_bytes_;
+  int64_t pos_ = 0;
+  int64_t next_chunk_ = 0;  // the chunk Next() returns
+  std::unique_ptr<ChunkReader> reader_;  // GPU tensors only
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_STORE_FETCH_STREAM_H_
