@@ -107,6 +107,15 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
   return registry;
 }
 
+std::unique_ptr<DeviceRegistry> DeviceRegistry::FromDevices(
+    std::vector<std::unique_ptr<Device>> devices, std::string cuda_status) {
+  std::unique_ptr<DeviceRegistry> registry(new DeviceRegistry());
+  registry->devices_ = std::move(devices);
+  registry->cuda_available_ = registry->devices_.size() > 1;
+  registry->cuda_status_ = std::move(cuda_status);
+  return registry;
+}
+
 absl::StatusOr<Device*> DeviceRegistry::Get(absl::string_view text) const {
   if (absl::StripAsciiWhitespace(text).empty()) return host();
   absl::StatusOr<DeviceName> name = ParseDeviceName(text);

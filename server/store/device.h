@@ -68,6 +68,11 @@ class DeviceRegistry {
   static absl::StatusOr<std::unique_ptr<DeviceRegistry>> Create(
       const DeviceOptions& options);
 
+  // A registry of given devices (devices[0] must be "cpu"), for tests that
+  // stand a host-memory engine in for a GPU, and for embedders.
+  static std::unique_ptr<DeviceRegistry> FromDevices(
+      std::vector<std::unique_ptr<Device>> devices, std::string cuda_status);
+
   // The device for a name on a request. "" means "cpu". INVALID_ARGUMENT for
   // a malformed name, FAILED_PRECONDITION for a device this server lacks.
   absl::StatusOr<Device*> Get(absl::string_view name) const;
