@@ -17,12 +17,13 @@ absl::StatusOr<std::unique_ptr<FetchStream>> FetchStream::Open(
   Engine& engine = t.storage->device()->engine();
   if (engine.is_host()) return stream;
   // A chunk's bytes may cut an element at either end: two spare elements.
+  // A small range gets slots its size, not the chunk size.
   const int64_t item =
       static_cast<int64_t>(ItemSize(stream->source_.out_dtype()));
-  absl::StatusOr<std::unique_ptr<ChunkReader>> reader =
-      engine.NewReader(t.storage->data(), t.dtype, t.layout,
-                       stream->source_.out_dtype(), chunk_bytes / item + 2,
-                       kSlots);
+  const int64_t range = stream->source_.end() - stream->source_.begin();
+  absl::StatusOr<std::unique_ptr<ChunkReader>> reader = engine.NewReader(
+      t.storage->data(), t.dtype, t.layout, stream->source_.out_dtype(),
+      std::min(chunk_bytes, range) / item + 2, kSlots);
   if (!reader.ok()) return reader.status();
   stream->reader_ = *std::move(reader);
   for (int64_t k = 0; k < kSlots; ++k) {
