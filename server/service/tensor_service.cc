@@ -300,6 +300,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::EmptyCache(
       for (const auto& device : ctx_.devices->all()) {
         released += device->pool().EmptyCache();
       }
+      // The GPUs' pinned staging goes back to the OS too.
+      if (CachingPool* pinned = ctx_.devices->pinned_pool()) {
+        released += pinned->EmptyCache();
+      }
     } else {
       absl::StatusOr<Device*> device = ctx_.devices->Get(request->device());
       if (!device.ok()) return device.status();
