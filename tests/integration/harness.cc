@@ -5,16 +5,35 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 namespace tensorcast::testing {
+namespace {
+
+// Where tensorcast-server and tensorcast are: $TENSORCAST_BIN_DIR when set
+// and not empty (binaries carried to another machine, e.g. the GPU bundle
+// that tests/gpu/run.sh runs), else the build's bin directory.
+std::string BinDir() {
+  const char* env = std::getenv("TENSORCAST_BIN_DIR");
+  if (env != nullptr && *env != '\0') return env;
+  return TENSORCAST_BIN_DIR;
+}
+
+}  // namespace
 
 ServerProcess::ServerProcess(std::vector<std::string> flags) {
   std::string port_file = dir_.File("port");
   std::vector<std::string> argv = {
-      std::string(TENSORCAST_BIN_DIR) + "/tensorcast-server",
-      "--listen=127.0.0.1:0", "--port-file=" + port_file, "--log-level=debug",
-      "--shutdown-grace=5"};
+      BinDir() + "/tensorcast-server", "--listen=127.0.0.1:0",
+      "--port-file=" + port_file, "--log-level=debug", "--shutdown-grace=5"};
+  // The CPU suites expect a cpu-only server even on a machine with a GPU:
+  // only a test that asks for other devices gets them.
+  bool devices_given = false;
+  for (const std::string& f : flags) {
+    devices_given |= f.rfind("--devices", 0) == 0;
+  }
+  if (!devices_given) argv.push_back("--devices=cpu");
   argv.insert(argv.end(), flags.begin(), flags.end());
   pid_ = SpawnProcess(argv, dir_.File("server.out"), dir_.File("server.log"));
   if (pid_ < 0) return;
@@ -58,8 +77,8 @@ std::string ServerProcess::Log() const {
 
 CommandResult RunCli(const std::string& address,
                      const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {
-      std::string(TENSORCAST_BIN_DIR) + "/tensorcast", "--server=" + address};
+  std::vector<std::string> argv = {BinDir() + "/tensorcast",
+                                   "--server=" + address};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
 }

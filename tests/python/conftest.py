@@ -1,10 +1,13 @@
 """Fixtures: the real tensorcast-server on a free port, and a client.
 
-The server binary is $TENSORCAST_SERVER_BIN, else build/bin/tensorcast-server
-(`make build` makes it). Tests import the *installed* package (`make
-test-python` runs `pip install ./client/python` first); when it is not
-installed, the source tree is used so that a bare `pytest tests/python` still
-works during development.
+The server binary is $TENSORCAST_SERVER_BIN, else tensorcast-server in
+$TENSORCAST_BIN_DIR, else build/bin/tensorcast-server (`make build` makes it).
+With $TENSORCAST_TEST_SERVER=HOST:PORT the session's server is that running
+one (tests/gpu/run.sh starts it with --devices=auto); tests that need a server
+with their own flags still start one from the binary. Tests import the
+*installed* package (`make test-python` runs `pip install ./client/python`
+first); when it is not installed, the source tree is used so that a bare
+`pytest tests/python` still works during development.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import tensorcast as tc  # noqa: E402
 
 
 def server_binary() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("TENSORCAST_SERVER_BIN",
-                                       REPO / "build" / "bin" / "tensorcast-server"))
+    default = REPO / "build" / "bin" / "tensorcast-server"
+    if os.environ.get("TENSORCAST_BIN_DIR"):
+        default = pathlib.Path(os.environ["TENSORCAST_BIN_DIR"]) / "tensorcast-server"
+    path = pathlib.Path(os.environ.get("TENSORCAST_SERVER_BIN", default))
     if not path.exists():
         pytest.exit(f"{path} not found: run `make build` (or set TENSORCAST_SERVER_BIN)",
                     returncode=2)
@@ -83,8 +88,20 @@ def running_server(tmp: pathlib.Path, *flags: str) -> Iterator[Server]:
         server.stop()
 
 
+class ExternalServer:
+    """A server this session did not start ($TENSORCAST_TEST_SERVER)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.port = int(target.rsplit(":", 1)[1])
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server | ExternalServer]:
+    external = os.environ.get("TENSORCAST_TEST_SERVER")
+    if external:
+        yield ExternalServer(external)
+        return
     with running_server(tmp_path_factory.mktemp("server")) as s:
         yield s
 

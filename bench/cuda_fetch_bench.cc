@@ -1,0 +1,349 @@
+// tensorcast-bench-cuda-fetch: Fetch throughput of a 1 GiB cuda:0 tensor
+// (float32 ones, RAW, force) through the real server binary and the C++
+// client, against the ceiling measured in the same run: one cudaMemcpy
+// device-to-host of 1 GiB into pinned memory (cudaMalloc source,
+// cudaHostAlloc destination). Also the same Fetch of a 1 GiB cpu tensor
+// (the host-to-client path alone), so the table splits the cost between the
+// GPU copy and the stream. Each figure is the median GB/s (1e9 bytes/s) of
+// kRuns runs after one warm-up; Fetch lands in a preallocated, pre-faulted
+// host buffer (FetchInto), as a real consumer's would.
+//
+// The server is tensorcast-server from $TENSORCAST_BIN_DIR when set, else
+// from the directory of this executable, started with --devices=auto on
+// 127.0.0.1:0 and stopped with SIGTERM at the end. Without a CUDA device
+// (in this process) it says so and exits 0; with one that the server does
+// not serve, it exits 1.
+//
+// Usage: tensorcast-bench-cuda-fetch   (no flags; well under a minute on an
+// H100)
+#include <cuda_runtime_api.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
+#include "client/cpp/client.h"
+#include "server/core/size.h"
+
+namespace tensorcast {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using bench::Median;
+using bench::PrefaultedBuffer;
+using bench::SecondsSince;
+
+constexpr int kRuns = 5;
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int64_t kBytes = int64_t{1} << 30;
+// Past this, the remaining rows run once each so that the whole bench stays
+// under a minute on a slow machine.
+constexpr double kSoftBudgetSeconds = 40;
+
+// The server process (as in fetch_bench.cc): started with Start, stopped
+// (SIGTERM, then SIGKILL if it does not exit within 15 s) when this object
+// dies.
+class ServerProcess {
+ public:
+  ServerProcess() = default;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() { Stop(); }
+
+  absl::Status Start(const std::string& binary, const std::string& dir,
+                     std::vector<std::string> flags) {
+    if (access(binary.c_str(), X_OK) != 0) {
+      return absl::NotFoundError(
+          absl::StrCat(binary,
+                       " is not executable; build the tensorcast-server target "
+                       "(or set TENSORCAST_BIN_DIR)"));
+    }
+    const std::string port_file = dir + "/port";
+    std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
+                                     "--port-file=" + port_file,
+                                     "--log-level=warn"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ < 0) return absl::InternalError("fork failed");
+    if (pid_ == 0) {
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    const Clock::time_point t0 = Clock::now();
+    while (SecondsSince(t0) < 30) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return absl::InternalError("tensorcast-server exited during start-up");
+      }
+      std::ifstream in(port_file);
+      if (in >> port_ && port_ > 0) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return absl::DeadlineExceededError("tensorcast-server wrote no port");
+  }
+
+  int port() const { return port_; }
+
+  // Returns the exit status (-1 if it had to be killed or was not running).
+  int Stop() {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    const Clock::time_point t0 = Clock::now();
+    int status = 0;
+    while (SecondsSince(t0) < 15) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+std::string BinDir() {
+  const char* env = std::getenv("TENSORCAST_BIN_DIR");
+  if (env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : self.parent_path().string();
+}
+
+absl::Status Cuda(cudaError_t error, const char* what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(error),
+                                          ": ", cudaGetErrorString(error)));
+}
+
+// Median GB/s of kRuns timed calls of `once` (seconds per call) after one
+// warm-up; a single timed call once past the soft budget.
+absl::StatusOr<double> MedianGbps(
+    Clock::time_point start,
+    const std::function<absl::StatusOr<double>()>& once) {
+  const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
+  std::vector<double> rates;
+  for (int i = 0; i <= runs; ++i) {  // i == 0 is the warm-up
+    absl::StatusOr<double> seconds = once();
+    if (!seconds.ok()) return seconds.status();
+    if (i > 0) rates.push_back(static_cast<double>(kBytes) / *seconds / 1e9);
+  }
+  return Median(rates);
+}
+
+// One cudaMemcpy of kBytes device-to-host; seconds.
+absl::StatusOr<double> TimeMemcpy(void* dst, const void* src) {
+  const Clock::time_point t0 = Clock::now();
+  absl::Status s =
+      Cuda(cudaMemcpy(dst, src, kBytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  const double seconds = SecondsSince(t0);
+  if (!s.ok()) return s;
+  return seconds;
+}
+
+// One Fetch(force, RAW) of `ref` into `dst` (kBytes); seconds. Checks that
+// every byte arrived and samples that the floats are ones.
+absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
+                                 int64_t chunk_bytes, char* dst) {
+  FetchOptions options;
+  options.format = v1::FORMAT_RAW;
+  options.force = true;
+  options.chunk_bytes = chunk_bytes;
+  std::memset(dst, 0, 4);
+  std::memset(dst + kBytes - 4, 0, 4);
+  const Clock::time_point t0 = Clock::now();
+  absl::StatusOr<v1::FetchHeader> header =
+      client.FetchInto(ref, options, dst, kBytes);
+  const double seconds = SecondsSince(t0);
+  if (!header.ok()) return header.status();
+  if (header->length() != kBytes) {
+    return absl::DataLossError(
+        absl::StrCat("received ", header->length(), " of ", kBytes, " bytes"));
+  }
+  for (int64_t at : {int64_t{0}, kBytes / 2 + 4, kBytes - 4}) {
+    float f = 0;
+    std::memcpy(&f, dst + at, 4);
+    if (f != 1.0f) {
+      return absl::DataLossError(
+          absl::StrCat("wrong data: float at byte ", at, " is ", f));
+    }
+  }
+  return seconds;
+}
+
+int Run() {
+  const Clock::time_point start = Clock::now();
+  int devices = 0;
+  if (cudaError_t e = cudaGetDeviceCount(&devices);
+      e != cudaSuccess || devices == 0) {
+    std::printf(
+        "tensorcast-bench-cuda-fetch: no CUDA device here (%s); skipped\n",
+        e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
+    return 0;
+  }
+  cudaDeviceProp prop;
+  std::string gpu = "cuda:0";
+  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) gpu = prop.name;
+
+  char dir_template[] = "/tmp/tensorcast_bench_cuda_fetch_XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::fprintf(stderr, "cannot create a temp dir\n");
+    return 1;
+  }
+  const std::string dir = dir_template;
+  struct RemoveDir {
+    std::string path;
+    ~RemoveDir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  } remove_dir{dir};
+
+  // (a) The ceiling: one pinned cudaMemcpy D2H of 1 GiB.
+  void* device_src = nullptr;
+  void* pinned_dst = nullptr;
+  absl::Status s = Cuda(cudaMalloc(&device_src, kBytes), "cudaMalloc");
+  if (s.ok()) s = Cuda(cudaMemset(device_src, 1, kBytes), "cudaMemset");
+  if (s.ok()) s = Cuda(cudaHostAlloc(&pinned_dst, kBytes, 0), "cudaHostAlloc");
+  if (s.ok()) s = Cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  absl::StatusOr<double> memcpy_gbps =
+      s.ok() ? MedianGbps(start,
+                          [&] { return TimeMemcpy(pinned_dst, device_src); })
+             : absl::StatusOr<double>(s);
+  if (memcpy_gbps.ok() &&
+      static_cast<unsigned char*>(pinned_dst)[kBytes - 1] != 1) {
+    memcpy_gbps = absl::DataLossError("cudaMemcpy copied the wrong bytes");
+  }
+  // Give the GPU's memory back before the server wants it.
+  if (pinned_dst != nullptr) cudaFreeHost(pinned_dst);
+  if (device_src != nullptr) cudaFree(device_src);
+  if (!memcpy_gbps.ok()) {
+    std::fprintf(stderr, "tensorcast-bench-cuda-fetch: %s\n",
+                 memcpy_gbps.status().ToString().c_str());
+    return 1;
+  }
+
+  ServerProcess server;
+  const std::string binary = BinDir() + "/tensorcast-server";
+  if (absl::Status st = server.Start(binary, dir, {"--devices=auto"});
+      !st.ok()) {
+    std::fprintf(stderr, "tensorcast-bench-cuda-fetch: %s\n",
+                 std::string(st.message()).c_str());
+    return 1;
+  }
+  std::unique_ptr<Client> client =
+      Client::Connect(absl::StrCat("127.0.0.1:", server.port()));
+  absl::StatusOr<v1::StatsResponse> stats = client->Stats();
+  if (!stats.ok()) {
+    std::fprintf(stderr, "Stats: %s\n", stats.status().ToString().c_str());
+    return 1;
+  }
+  if (!stats->cuda_available()) {
+    std::fprintf(stderr,
+                 "tensorcast-bench-cuda-fetch: this machine has %s but the "
+                 "server does not serve cuda:0: %s\n",
+                 gpu.c_str(), stats->cuda_status().c_str());
+    return 1;
+  }
+
+  // The two tensors: 1 GiB of float32 ones on cuda:0 and on cpu.
+  std::string handles[2];
+  const char* const devices_of[2] = {"cuda:0", "cpu"};
+  for (int i = 0; i < 2; ++i) {
+    v1::CreateRequest create;
+    create.set_dtype(v1::DTYPE_FLOAT32);
+    create.add_shape(kBytes / 4);
+    create.set_device(devices_of[i]);
+    create.mutable_ones();
+    absl::StatusOr<v1::TensorInfo> info = client->Create(create);
+    if (!info.ok()) {
+      std::fprintf(stderr, "Create on %s: %s\n", devices_of[i],
+                   info.status().ToString().c_str());
+      return 1;
+    }
+    handles[i] = info->handle();
+  }
+  std::unique_ptr<char[]> dst = PrefaultedBuffer(kBytes);
+
+  std::printf(
+      "tensorcast-bench-cuda-fetch: %s; 1 GiB float32, Fetch RAW force into "
+      "a host buffer vs one pinned cudaMemcpy D2H; medians of %d runs after a "
+      "warm-up; GB/s = 1e9 B/s\n",
+      gpu.c_str(), kRuns);
+  std::printf("%-34s %-8s %8s %10s\n", "path", "chunk", "GB/s", "vs memcpy");
+  std::printf("%-34s %-8s %8.2f %9.2fx\n", "(a) cudaMemcpy D2H, pinned", "-",
+              *memcpy_gbps, 1.0);
+  std::fflush(stdout);
+
+  struct Row {
+    const char* label;
+    int tensor;     // index into handles
+    int64_t chunk;  // 0 = the server's default (--chunk-bytes, 1 MiB)
+  };
+  const Row rows[] = {
+      {"(b) Fetch cuda:0 tensor", 0, 0},
+      {"(b) Fetch cuda:0 tensor", 0, kMiB},
+      {"(b) Fetch cuda:0 tensor", 0, 4 * kMiB},
+      {"(c) Fetch cpu tensor", 1, 0},
+      {"(c) Fetch cpu tensor", 1, 4 * kMiB},
+  };
+  int failures = 0;
+  for (const Row& row : rows) {
+    absl::StatusOr<double> gbps = MedianGbps(start, [&] {
+      return TimeFetch(*client, handles[row.tensor], row.chunk, dst.get());
+    });
+    const std::string chunk =
+        row.chunk == 0 ? "default" : FormatSize(row.chunk);
+    if (!gbps.ok()) {
+      ++failures;
+      std::printf("%-34s %-8s FAILED: %s\n", row.label, chunk.c_str(),
+                  gbps.status().ToString().c_str());
+    } else {
+      std::printf("%-34s %-8s %8.2f %9.2fx\n", row.label, chunk.c_str(), *gbps,
+                  *gbps / *memcpy_gbps);
+    }
+    std::fflush(stdout);
+  }
+  if (absl::StatusOr<int> n = client->Delete({handles[0], handles[1]});
+      !n.ok()) {
+    std::fprintf(stderr, "Delete: %s\n", n.status().ToString().c_str());
+    ++failures;
+  }
+  client.reset();
+  const int rc = server.Stop();
+  std::printf("(%.1f s in all; server exited with %d)\n", SecondsSince(start),
+              rc);
+  return failures == 0 && rc == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace tensorcast
+
+int main() { return tensorcast::Run(); }
