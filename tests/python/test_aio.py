@@ -34,7 +34,7 @@ def test_tutorial_async(server, cuda: bool) -> None:
                                           np.arange(2, 11, dtype=np.float32).reshape(3, 3))
             if cuda:
                 a = await (await tca.eye(2)).to("cuda")
-                np.testing.assert_array_equal(await a.to("cpu").numpy(), np.eye(2))
+                np.testing.assert_array_equal(await (await a.to("cpu")).numpy(), np.eye(2))
             else:
                 with pytest.raises(tc.FailedPreconditionError, match="cpu only"):
                     await (await tca.eye(2)).to("cuda")

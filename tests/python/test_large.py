@@ -66,7 +66,8 @@ try:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
 except OSError:
-    pass
+    print("no-hwm-reset")  # the peak would not be this fetch's alone
+    sys.exit(0)
 before = status("VmRSS")
 a = t.numpy()
 peak = status("VmHWM")
@@ -81,6 +82,9 @@ def test_256mib_fetch_rss(server) -> None:
     out = subprocess.run([sys.executable, "-c", RSS_SCRIPT.format(n=n), server.target],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "no-hwm-reset":
+        pytest.skip("this kernel cannot reset VmHWM (/proc/self/clear_refs), "
+                    "so the fetch's own peak cannot be measured")
     grew = int(out.stdout.strip())
     print(f"RSS grew by {grew / SIZE:.3f}x of {SIZE >> 20} MiB during the fetch")
     assert grew <= LIMIT * SIZE
