@@ -104,7 +104,8 @@ class PoolBlock {
     if (ptr_ != nullptr) pool_->Free(ptr_, stream_);
   }
   absl::Status Allocate(CachingPool* pool, int64_t bytes, StreamId stream) {
-    absl::StatusOr<void*> p = pool->Allocate(static_cast<size_t>(bytes), stream);
+    absl::StatusOr<void*> p =
+        pool->Allocate(static_cast<size_t>(bytes), stream);
     if (!p.ok()) return p.status();
     pool_ = pool;
     ptr_ = *p;
@@ -173,14 +174,15 @@ class CudaChunkReader final : public ChunkReader {
     const size_t out_bytes = static_cast<size_t>(count) * ItemSize(out_dtype_);
     if (count > 0) {
       if (plain_) {
-        const char* src = storage_ + (layout_.offset + first) *
-                                         static_cast<int64_t>(ItemSize(src_dtype_));
+        const char* src =
+            storage_ + (layout_.offset + first) *
+                           static_cast<int64_t>(ItemSize(src_dtype_));
         TC_CUDA_TRY(cudaMemcpyAsync(slot.pinned.get(), src, out_bytes,
                                     cudaMemcpyDeviceToHost, stream_.get()));
       } else {
-        if (absl::Status s = GatherCastOnDevice(storage_, src_dtype_, layout_,
-                                                first, count, slot.scratch.get(),
-                                                out_dtype_, stream_.get());
+        if (absl::Status s = GatherCastOnDevice(
+                storage_, src_dtype_, layout_, first, count, slot.scratch.get(),
+                out_dtype_, stream_.get());
             !s.ok()) {
           return s;
         }
@@ -237,8 +239,8 @@ class CudaEngine final : public Engine {
         launched = FillValueOnDevice(dst, dtype, n, op.value, stream.get());
         break;
       case FillOp::Kind::kArange:
-        launched = FillArangeOnDevice(dst, dtype, n, op.start, op.step,
-                                      stream.get());
+        launched =
+            FillArangeOnDevice(dst, dtype, n, op.start, op.step, stream.get());
         break;
       case FillOp::Kind::kEye:
         launched = FillEyeOnDevice(dst, dtype, op.rows, op.cols, stream.get());
@@ -258,8 +260,9 @@ class CudaEngine final : public Engine {
     if (absl::Status s = scoped.Enter(device_); !s.ok()) return s;
     OwnedStream stream;
     if (absl::Status s = stream.Create(); !s.ok()) return s;
-    if (absl::Status s = GatherCastOnDevice(storage, src_dtype, layout, start,
-                                            count, dst, dst_dtype, stream.get());
+    if (absl::Status s =
+            GatherCastOnDevice(storage, src_dtype, layout, start, count, dst,
+                               dst_dtype, stream.get());
         !s.ok()) {
       return s;
     }
@@ -340,15 +343,15 @@ CudaProbe ProbeCuda() {
   absl::StatusOr<int> count = CudaDeviceCount();
   if (!count.ok()) {
     (void)cudaGetLastError();
-    probe.status = absl::StrCat("CUDA is not usable here (",
-                                count.status().message(),
-                                "), so this server serves cpu only");
+    probe.status =
+        absl::StrCat("CUDA is not usable here (", count.status().message(),
+                     "), so this server serves cpu only");
     return probe;
   }
   if (*count == 0) {
-    probe.status = driver == 0
-                       ? "no NVIDIA driver found, so this server serves cpu only"
-                       : "no CUDA device found, so this server serves cpu only";
+    probe.status =
+        driver == 0 ? "no NVIDIA driver found, so this server serves cpu only"
+                    : "no CUDA device found, so this server serves cpu only";
     return probe;
   }
   for (int i = 0; i < *count; ++i) {
@@ -356,10 +359,10 @@ CudaProbe ProbeCuda() {
     CudaDeviceInfo info;
     info.index = i;
     if (cudaGetDeviceProperties(&prop, i) == cudaSuccess) {
-      info.description = absl::StrFormat(
-          "%s, %s, sm_%d%d", prop.name,
-          FormatSize(static_cast<int64_t>(prop.totalGlobalMem)), prop.major,
-          prop.minor);
+      info.description =
+          absl::StrFormat("%s, %s, sm_%d%d", prop.name,
+                          FormatSize(static_cast<int64_t>(prop.totalGlobalMem)),
+                          prop.major, prop.minor);
     } else {
       (void)cudaGetLastError();
       info.description = "CUDA device";

@@ -20,15 +20,14 @@ class HostChunkReader final : public ChunkReader {
         layout_(std::move(layout)),
         out_dtype_(out_dtype),
         slot_elements_(slot_elements),
-        buffers_(slots, std::vector<char>(slot_elements * ItemSize(out_dtype))) {
-  }
+        buffers_(slots,
+                 std::vector<char>(slot_elements * ItemSize(out_dtype))) {}
   int slots() const override { return static_cast<int>(buffers_.size()); }
   int64_t slot_elements() const override { return slot_elements_; }
   absl::Status Start(int slot, int64_t first, int64_t count) override {
     if (slot < 0 || slot >= slots() || count > slot_elements_) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk of ", count, " elements does not fit slot ",
-                       slot));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk of ", count, " elements does not fit slot ", slot));
     }
     tensorcast::GatherCast(storage_, src_dtype_, layout_, first, count,
                            buffers_[slot].data(), out_dtype_);

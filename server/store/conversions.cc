@@ -21,8 +21,8 @@ absl::Status CheckTensorSize(int64_t nbytes, int64_t max_tensor_bytes) {
 
 namespace {
 
-absl::Status FillStorage(const CreateSpec& spec, int64_t numel,
-                         Device* device, void* dst) {
+absl::Status FillStorage(const CreateSpec& spec, int64_t numel, Device* device,
+                         void* dst) {
   FillOp op;
   switch (spec.init) {
     case CreateSpec::Init::kZeros:
@@ -66,10 +66,11 @@ absl::Status FillStorage(const CreateSpec& spec, int64_t numel,
 // The argument checks of each fill, before any memory is taken.
 absl::Status CheckFill(const CreateSpec& spec, int64_t numel) {
   if (spec.init == CreateSpec::Init::kEye && spec.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "eye needs a 2-D shape, got ", ShapeToString(spec.shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("eye needs a 2-D shape, got ", ShapeToString(spec.shape)));
   }
-  if (spec.init == CreateSpec::Init::kRand && !IsFloatingOrComplex(spec.dtype)) {
+  if (spec.init == CreateSpec::Init::kRand &&
+      !IsFloatingOrComplex(spec.dtype)) {
     // FillRand's own message, for a tensor on any device.
     return FillRand(nullptr, spec.dtype, 0, spec.seed);
   }

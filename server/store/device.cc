@@ -54,9 +54,8 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
         return absl::InvalidArgumentError(
             absl::StrCat("--devices: ", name.status().message()));
       }
-      if (name->is_cuda &&
-          std::find(wanted.begin(), wanted.end(), name->index) ==
-              wanted.end()) {
+      if (name->is_cuda && std::find(wanted.begin(), wanted.end(),
+                                     name->index) == wanted.end()) {
         wanted.push_back(name->index);
       }
     }
@@ -69,7 +68,8 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
       [](CachingPool*) { return NewHostEngine(); }));
   // Probing starts a CUDA context: only when a GPU may be used.
   if (!all_gpus && wanted.empty()) {
-    registry->cuda_status_ = "this server was started with --devices=cpu, so it serves cpu only";
+    registry->cuda_status_ =
+        "this server was started with --devices=cpu, so it serves cpu only";
     return registry;
   }
   CudaProbe probe = ProbeCuda();

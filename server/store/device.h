@@ -33,10 +33,10 @@ class Device {
  public:
   // A CUDA device's engine needs its pool: make_engine gets it once the
   // pool exists.
-  Device(std::string name, std::string description,
-         std::unique_ptr<MemoryResource> upstream, int64_t limit_bytes,
-         const std::function<std::unique_ptr<Engine>(CachingPool*)>&
-             make_engine);
+  Device(
+      std::string name, std::string description,
+      std::unique_ptr<MemoryResource> upstream, int64_t limit_bytes,
+      const std::function<std::unique_ptr<Engine>(CachingPool*)>& make_engine);
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
 

@@ -52,8 +52,7 @@ absl::Status FetchStream::StartChunk(int64_t k) {
   const int64_t lo = source_.begin() + k * chunk_bytes_;
   if (lo >= source_.end()) return absl::OkStatus();
   const int64_t hi = std::min(source_.end(), lo + chunk_bytes_);
-  DataRange d =
-      DataOf(lo, hi, static_cast<int64_t>(source_.header().size()));
+  DataRange d = DataOf(lo, hi, static_cast<int64_t>(source_.header().size()));
   if (d.empty()) return absl::OkStatus();
   const int64_t item = static_cast<int64_t>(ItemSize(source_.out_dtype()));
   const int64_t e0 = d.d0 / item;

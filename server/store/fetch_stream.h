@@ -46,7 +46,7 @@ class FetchStream {
   const FetchSource source_;
   const int64_t chunk_bytes_;
   int64_t pos_ = 0;
-  int64_t next_chunk_ = 0;  // the chunk Next() returns
+  int64_t next_chunk_ = 0;               // the chunk Next() returns
   std::unique_ptr<ChunkReader> reader_;  // GPU tensors only
 };
 

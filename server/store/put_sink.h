@@ -72,8 +72,8 @@ class PutSink {
   Shape shape_;
   int64_t expected_data_ = 0;  // data bytes after any header
   int64_t data_written_ = 0;
-  std::string staging_;     // GPU: received, not yet uploaded
-  int64_t uploaded_ = 0;    // GPU: data bytes in storage
+  std::string staging_;   // GPU: received, not yet uploaded
+  int64_t uploaded_ = 0;  // GPU: data bytes in storage
   int64_t received_ = 0;
 };
 

@@ -8,11 +8,10 @@
 
 namespace tensorcast {
 
-absl::Status PumpChunks(
-    ChunkReader& reader, int64_t total,
-    absl::FunctionRef<absl::Status(int64_t first, int64_t count,
-                                   const char* host)>
-        consume) {
+absl::Status PumpChunks(ChunkReader& reader, int64_t total,
+                        absl::FunctionRef<absl::Status(
+                            int64_t first, int64_t count, const char* host)>
+                            consume) {
   const int64_t per = reader.slot_elements();
   const int slots = reader.slots();
   const int64_t chunks = (total + per - 1) / per;
@@ -25,8 +24,7 @@ absl::Status PumpChunks(
     if (absl::Status s = start(c); !s.ok()) return s;
   }
   for (int64_t c = 0; c < chunks; ++c) {
-    absl::StatusOr<const char*> host =
-        reader.Wait(static_cast<int>(c % slots));
+    absl::StatusOr<const char*> host = reader.Wait(static_cast<int>(c % slots));
     if (!host.ok()) return host.status();
     int64_t first = c * per;
     if (absl::Status s = consume(first, std::min(per, total - first), *host);
@@ -56,8 +54,8 @@ absl::Status CopyView(const Tensor& src, DType out_dtype, Device* dst_device,
     // Cast on the host straight into the staging the GPU uploads from.
     return dst_device->engine().Upload(
         dst, nbytes, item, [&](int64_t offset, int64_t len, char* staging) {
-          GatherCast(src.storage->data(), src.dtype, src.layout,
-                     offset / item, len / item, staging, out_dtype);
+          GatherCast(src.storage->data(), src.dtype, src.layout, offset / item,
+                     len / item, staging, out_dtype);
         });
   }
   absl::StatusOr<std::unique_ptr<ChunkReader>> reader =

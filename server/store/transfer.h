@@ -33,11 +33,10 @@ absl::Status CopyView(const Tensor& src, DType out_dtype, Device* dst_device,
 
 // Runs `reader` over elements [0, total) in chunks of its slot size with all
 // its slots in flight, calling consume(first, count, host_bytes) in order.
-absl::Status PumpChunks(
-    ChunkReader& reader, int64_t total,
-    absl::FunctionRef<absl::Status(int64_t first, int64_t count,
-                                   const char* host)>
-        consume);
+absl::Status PumpChunks(ChunkReader& reader, int64_t total,
+                        absl::FunctionRef<absl::Status(
+                            int64_t first, int64_t count, const char* host)>
+                            consume);
 
 }  // namespace tensorcast
 

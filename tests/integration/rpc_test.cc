@@ -458,8 +458,7 @@ TEST_F(RpcTest, TtlReclaimsTensors) {
   // Expiry has one-second resolution and the reaper wakes on its own
   // schedule: allow a loaded machine up to ten seconds.
   absl::Status info = absl::OkStatus();
-  for (int i = 0; i < 100 && (info.ok() || CpuAllocated(client()) != 0);
-       ++i) {
+  for (int i = 0; i < 100 && (info.ok() || CpuAllocated(client()) != 0); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     info = client().Info(t->handle()).status();
   }
