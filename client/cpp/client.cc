@@ -1,5 +1,8 @@
 #include "client/cpp/client.h"
 
+#include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/support/sync_stream.h>
+
 #include <grpcpp/create_channel.h>
 #include <unistd.h>
 
@@ -9,6 +12,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "client/cpp/fetch_decoder.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace tensorcast {
@@ -16,6 +20,8 @@ namespace tensorcast {
 namespace {
 // Large enough for the biggest Fetch chunk a server sends (64 MiB).
 constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+// The generated stub's name for Fetch, called here with raw responses.
+constexpr char kFetchMethod[] = "/tensorcast.v1.TensorService/Fetch";
 }  // namespace
 
 absl::Status ErrnoStatus(int error, absl::string_view what) {
@@ -173,16 +179,22 @@ absl::StatusOr<v1::FetchHeader> Client::Fetch(absl::string_view ref,
   request.set_offset(options.offset);
   request.set_length(options.length);
   request.set_chunk_bytes(options.chunk_bytes);
-  std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> reader =
-      stub_->Fetch(&ctx, request);
-  v1::FetchResponse response;
+  // The responses are read as raw ByteBuffers and decoded in place, so
+  // the sink sees views of gRPC's receive buffers (fetch_decoder.h).
+  const grpc::internal::RpcMethod method(
+      kFetchMethod, grpc::internal::RpcMethod::SERVER_STREAMING, channel_);
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+          channel_.get(), method, &ctx, request));
+  grpc::ByteBuffer response;
+  DecodedFetchResponse decoded;
   v1::FetchHeader header;
   absl::Status sink_status;
   int64_t received = 0;
   while (reader->Read(&response)) {
-    if (response.has_header()) header = response.header();
-    received += static_cast<int64_t>(response.data().size());
-    sink_status = sink(response.data());
+    sink_status = DecodeFetchResponse(response, sink, &decoded);
+    received += decoded.data_bytes;
+    if (decoded.has_header) header = std::move(decoded.header);
     if (!sink_status.ok()) {
       ctx.TryCancel();
       break;

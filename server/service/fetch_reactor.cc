@@ -3,8 +3,21 @@
 // so slow clients pace the server; a host tensor's chunk is produced then, a
 // GPU tensor's next chunks are already under way on the GPU (a few slots of
 // pinned memory per stream, whatever the tensor size).
-#include <algorithm>
+//
+// The method is registered raw: each response is a v1.FetchResponse encoded
+// here as a small slice (the header message, the data field's tag and
+// length, any .npy header bytes) followed by a slice that references the
+// chunk's bytes -- the tensor's storage itself when it can be sent as it
+// lies -- released by gRPC when it has sent them. The wire format is the
+// ordinary message; only the copy into a protobuf string is gone.
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/slice.h>
 
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "proto/wire.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"
@@ -31,16 +44,59 @@ absl::StatusOr<FetchSpec> SpecFromProto(const v1::FetchRequest& request) {
   return spec;
 }
 
-class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
+// FetchResponse.data's field number.
+constexpr int kDataField = 1;
+
+void ReleaseChunk(void* keepalive) {
+  delete static_cast<std::shared_ptr<const void>*>(keepalive);
+}
+
+// One FetchResponse: `header` (if any) first, then the chunk as `data`.
+grpc::ByteBuffer EncodeResponse(const v1::FetchHeader* header,
+                                FetchChunk* chunk) {
+  std::string prefix;
+  if (header != nullptr) {
+    v1::FetchResponse with_header;
+    *with_header.mutable_header() = *header;
+    with_header.SerializeToString(&prefix);
+  }
+  const int64_t data_bytes =
+      static_cast<int64_t>(chunk->header.size()) + chunk->size;
+  if (data_bytes > 0) {
+    prefix.push_back(wire::LengthDelimitedTag(kDataField));
+    wire::AppendVarint(&prefix, static_cast<uint64_t>(data_bytes));
+    prefix += chunk->header;
+  }
+  grpc::Slice slices[2] = {grpc::Slice(prefix), grpc::Slice()};
+  size_t n = 1;
+  if (chunk->size > 0) {
+    slices[n++] = grpc::Slice(
+        const_cast<char*>(chunk->data), static_cast<size_t>(chunk->size),
+        &ReleaseChunk,
+        new std::shared_ptr<const void>(std::move(chunk->keepalive)));
+  }
+  return grpc::ByteBuffer(slices, n);
+}
+
+class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   FetchReactor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
-               const v1::FetchRequest* request)
+               const grpc::ByteBuffer* raw_request)
       : service_(service), ctx_(ctx) {
     service_->StreamStarted();
     if (absl::Status s = service_->CheckAccepting(); !s.ok()) {
       Done(s);
       return;
     }
+    v1::FetchRequest parsed;
+    grpc::ByteBuffer copy(*raw_request);  // Deserialize consumes its input
+    if (!grpc::SerializationTraits<v1::FetchRequest>::Deserialize(&copy,
+                                                                  &parsed)
+             .ok()) {
+      Done(absl::InvalidArgumentError("malformed FetchRequest"));
+      return;
+    }
+    const v1::FetchRequest* request = &parsed;
     absl::StatusOr<FetchSource> source = Open(*request);
     if (!source.ok()) {
       Done(source.status());
@@ -58,7 +114,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
     stream_ = *std::move(stream);
     const FetchSource* out = &stream_->source();
 
-    v1::FetchHeader* header = response_.mutable_header();
+    v1::FetchHeader* header = &header_;
     FillTensorInfo(*out->tensor(), header->mutable_tensor());
     // Describe the tensor as it arrives: cast, contiguous, on the host,
     // detached (what .numpy() returns); handle and name stay the source's.
@@ -91,7 +147,6 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
       Done(absl::OkStatus());
       return;
     }
-    response_.clear_header();
     WriteNext();
   }
 
@@ -110,10 +165,13 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
   }
 
   void WriteNext() {
-    if (absl::Status s = stream_->Next(response_.mutable_data()); !s.ok()) {
+    FetchChunk chunk;
+    if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) {
       Done(s);
       return;
     }
+    response_ = EncodeResponse(first_ ? &header_ : nullptr, &chunk);
+    first_ = false;
     StartWrite(&response_);
   }
 
@@ -129,14 +187,16 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
       std::chrono::steady_clock::now();
 
   std::unique_ptr<FetchStream> stream_;
-  v1::FetchResponse response_;
+  v1::FetchHeader header_;  // sent with the first chunk
+  bool first_ = true;
+  grpc::ByteBuffer response_;  // the write in flight
 };
 
 }  // namespace
 
-grpc::ServerWriteReactor<v1::FetchResponse>* NewFetchReactor(
+grpc::ServerWriteReactor<grpc::ByteBuffer>* NewFetchReactor(
     TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
-    const v1::FetchRequest* request) {
+    const grpc::ByteBuffer* request) {
   return new FetchReactor(service, ctx, request);
 }
 

@@ -2,8 +2,15 @@
 // and finishes as soon as anything is wrong (so a bad upload stops early and
 // its memory goes back at once); the tensor is stored only when the client
 // half-closes with every byte delivered. A cancelled client stores nothing.
+//
+// The method is registered raw: each v1.PutRequest is decoded here from the
+// slices it arrived in (proto/wire.h), so the data field's bytes go from
+// gRPC's receive buffers straight into the tensor's storage (or, for a GPU,
+// its upload staging) without a protobuf string in between.
+#include <grpcpp/support/byte_buffer.h>
 #include <spdlog/spdlog.h>
 
+#include "proto/wire.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"
@@ -12,10 +19,14 @@
 namespace tensorcast {
 namespace {
 
-class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
+// v1.PutRequest's fields (a oneof).
+constexpr uint64_t kHeaderField = 1;
+constexpr uint64_t kDataField = 2;
+
+class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   PutReactor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
-             v1::PutResponse* response)
+             grpc::ByteBuffer* response)
       : service_(service), ctx_(ctx), response_(response) {
     service_->StreamStarted();
     if (absl::Status s = service_->CheckAccepting(); !s.ok()) {
@@ -52,18 +63,45 @@ class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
 
  private:
   absl::Status Consume() {
-    if (sink_ == nullptr) {
-      if (!request_.has_header()) {
-        return absl::InvalidArgumentError(
-            "the first Put message must be the header");
+    wire::SliceReader in(request_);
+    while (!in.done()) {
+      uint64_t field, wire_type, n;
+      if (!in.NextField(&field, &wire_type, &n)) {
+        return absl::InvalidArgumentError("malformed PutRequest");
       }
-      return Begin(request_.header());
+      if (wire_type != wire::kLengthDelimited) continue;
+      if (field == kHeaderField) {
+        if (sink_ != nullptr) {
+          return absl::InvalidArgumentError(
+              "a Put carries exactly one header, in its first message");
+        }
+        std::string bytes;
+        v1::PutHeader header;
+        if (!in.Copy(n, &bytes) || !header.ParseFromString(bytes)) {
+          return absl::InvalidArgumentError("malformed PutHeader");
+        }
+        if (absl::Status s = Begin(header); !s.ok()) return s;
+      } else if (field == kDataField) {
+        if (sink_ == nullptr) {
+          return absl::InvalidArgumentError(
+              "the first Put message must be the header");
+        }
+        absl::Status written;
+        bool ok = in.Take(n, [&](absl::string_view piece) {
+          written = sink_->Write(piece);
+          return written.ok();
+        });
+        if (!written.ok()) return written;
+        if (!ok) return absl::InvalidArgumentError("malformed PutRequest");
+      } else if (!in.Skip(n)) {
+        return absl::InvalidArgumentError("malformed PutRequest");
+      }
     }
-    if (request_.has_header()) {
+    if (sink_ == nullptr) {
       return absl::InvalidArgumentError(
-          "a Put carries exactly one header, in its first message");
+          "the first Put message must be the header");
     }
-    return sink_->Write(request_.data());
+    return absl::OkStatus();
   }
 
   absl::Status Begin(const v1::PutHeader& header) {
@@ -95,7 +133,14 @@ class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
     }
     absl::StatusOr<TensorPtr> tensor = sink_->Finish();
     if (!tensor.ok()) return tensor.status();
-    FillTensorInfo(**tensor, response_->mutable_tensor());
+    v1::PutResponse response;
+    FillTensorInfo(**tensor, response.mutable_tensor());
+    bool own_buffer;
+    if (!grpc::SerializationTraits<v1::PutResponse>::Serialize(
+             response, response_, &own_buffer)
+             .ok()) {
+      return absl::InternalError("cannot encode the PutResponse");
+    }
     return absl::OkStatus();
   }
 
@@ -107,19 +152,19 @@ class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
 
   TensorServiceImpl* const service_;
   grpc::CallbackServerContext* const ctx_;
-  v1::PutResponse* const response_;
+  grpc::ByteBuffer* const response_;
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
 
-  v1::PutRequest request_;
+  grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;
 };
 
 }  // namespace
 
-grpc::ServerReadReactor<v1::PutRequest>* NewPutReactor(
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewPutReactor(
     TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
-    v1::PutResponse* response) {
+    grpc::ByteBuffer* response) {
   return new PutReactor(service, ctx, response);
 }
 

@@ -102,13 +102,13 @@ TensorServiceImpl::TensorServiceImpl(TensorStore* store,
                                      ServiceOptions options)
     : ctx_{store, devices, options.max_tensor_bytes}, options_(options) {}
 
-grpc::ServerReadReactor<v1::PutRequest>* TensorServiceImpl::Put(
-    grpc::CallbackServerContext* ctx, v1::PutResponse* response) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* TensorServiceImpl::Put(
+    grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) {
   return NewPutReactor(this, ctx, response);
 }
 
-grpc::ServerWriteReactor<v1::FetchResponse>* TensorServiceImpl::Fetch(
-    grpc::CallbackServerContext* ctx, const v1::FetchRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* TensorServiceImpl::Fetch(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
   return NewFetchReactor(this, ctx, request);
 }
 

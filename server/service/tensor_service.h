@@ -28,13 +28,21 @@ struct ServiceOptions {
 inline constexpr int64_t kMinChunkBytes = 4 << 10;
 inline constexpr int64_t kMaxChunkBytes = 64 << 20;
 
-class TensorServiceImpl final : public v1::TensorService::CallbackService {
+// Put and Fetch are registered raw: their messages are grpc::ByteBuffers
+// the service decodes and encodes itself (proto/wire.h), so tensor bytes
+// are read from and sent as gRPC's own slices, without a copy into a
+// protobuf string. The wire format is the ordinary v1 messages. Every other
+// method takes and returns the generated messages.
+class TensorServiceImpl final
+    : public v1::TensorService::WithRawCallbackMethod_Put<
+          v1::TensorService::WithRawCallbackMethod_Fetch<
+              v1::TensorService::CallbackService>> {
  public:
   TensorServiceImpl(TensorStore* store, const DeviceRegistry* devices,
                     ServiceOptions options);
 
-  grpc::ServerReadReactor<v1::PutRequest>* Put(
-      grpc::CallbackServerContext* ctx, v1::PutResponse* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* Put(
+      grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* ctx,
                                    const v1::CreateRequest* request,
                                    v1::CreateResponse* response) override;
@@ -53,9 +61,11 @@ class TensorServiceImpl final : public v1::TensorService::CallbackService {
   grpc::ServerUnaryReactor* To(grpc::CallbackServerContext* ctx,
                                const v1::ToRequest* request,
                                v1::ToResponse* response) override;
-  grpc::ServerWriteReactor<v1::FetchResponse>* Fetch(
+  // A v1.FetchRequest in, a stream of v1.FetchResponse messages out, each
+  // encoded by hand around a slice that references the chunk's bytes.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Fetch(
       grpc::CallbackServerContext* ctx,
-      const v1::FetchRequest* request) override;
+      const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
                                   const v1::StatsRequest* request,
                                   v1::StatsResponse* response) override;
@@ -99,12 +109,12 @@ void LogRpc(const char* method, grpc::CallbackServerContext* ctx,
             std::chrono::steady_clock::time_point start);
 
 // The reactors behind Put and Fetch (put_reactor.cc, fetch_reactor.cc).
-grpc::ServerReadReactor<v1::PutRequest>* NewPutReactor(
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewPutReactor(
     TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
-    v1::PutResponse* response);
-grpc::ServerWriteReactor<v1::FetchResponse>* NewFetchReactor(
+    grpc::ByteBuffer* response);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* NewFetchReactor(
     TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
-    const v1::FetchRequest* request);
+    const grpc::ByteBuffer* request);
 
 }  // namespace tensorcast
 

@@ -23,6 +23,20 @@
 
 namespace tensorcast {
 
+// One chunk of a Fetch's output as the transport sends it: the .npy header
+// bytes the chunk covers (copied; a few hundred at most), then `size` data
+// bytes at `data`, valid while `keepalive` is held. For a host tensor that
+// is contiguous and needs no cast, `data` points into the tensor's storage
+// and keepalive holds the tensor: the bytes go out without a copy. Anything
+// else (a cast, a gather, a GPU tensor) is produced into a buffer the stream
+// recycles once the last keepalive is released.
+struct FetchChunk {
+  std::string header;
+  const char* data = nullptr;
+  int64_t size = 0;
+  std::shared_ptr<const void> keepalive;
+};
+
 class FetchStream {
  public:
   // Chunks in flight on a GPU.
@@ -34,19 +48,24 @@ class FetchStream {
 
   const FetchSource& source() const { return source_; }
   bool done() const { return pos_ == source_.end(); }
-  // Replaces *out with the next chunk (its capacity is reused).
+  // The next chunk; the stream may be destroyed while chunks are held.
+  absl::Status NextChunk(FetchChunk* out);
+  // The next chunk's bytes, copied into *out (its capacity is reused).
   absl::Status Next(std::string* out);
 
  private:
-  FetchStream(FetchSource source, int64_t chunk_bytes)
-      : source_(std::move(source)), chunk_bytes_(chunk_bytes) {}
+  class BufferPool;
+  FetchStream(FetchSource source, int64_t chunk_bytes);
   // The element range behind output chunk k, queued into slot k % kSlots.
   absl::Status StartChunk(int64_t k);
 
   const FetchSource source_;
   const int64_t chunk_bytes_;
   int64_t pos_ = 0;
-  int64_t next_chunk_ = 0;               // the chunk Next() returns
+  int64_t next_chunk_ = 0;  // the chunk Next() returns
+  // Host, contiguous, no cast: chunks reference the storage.
+  bool by_reference_ = false;
+  std::shared_ptr<BufferPool> buffers_;  // chunks that are produced
   std::unique_ptr<ChunkReader> reader_;  // GPU tensors only
 };
 

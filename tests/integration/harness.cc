@@ -93,4 +93,13 @@ int64_t CpuAllocated(Client& client) {
   return -1;
 }
 
+int64_t CpuAllocatedWhenSettled(Client& client) {
+  int64_t bytes = CpuAllocated(client);
+  for (int i = 0; i < 100 && bytes > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    bytes = CpuAllocated(client);
+  }
+  return bytes;
+}
+
 }  // namespace tensorcast::testing

@@ -442,7 +442,7 @@ TEST_F(RpcTest, DeleteWhileFetchingCompletesTheStream) {
   EXPECT_TRUE(deleted);
   EXPECT_TRUE(all_ones);
   EXPECT_EQ(received, 32 << 20);
-  EXPECT_EQ(CpuAllocated(client()), 0);
+  EXPECT_EQ(CpuAllocatedWhenSettled(client()), 0);
 }
 
 TEST_F(RpcTest, TtlReclaimsTensors) {
