@@ -162,6 +162,8 @@ def test_chained_conversions_cost_one_fetch(client: tc.Client) -> None:
     no server tensor is made. (A lossy chain such as .half().float() needs
     one temporary server tensor, as each step must round.)"""
     t = tc.tensor([[1.5, 2.5], [3.5, 4.5]], requires_grad=True)
+    gc.collect()
+    client._flush()  # earlier tests' tensors, deleted in the background
     before = client.stats()["cpu"]
     for chain in (lambda: t.detach().cpu().numpy(),
                   lambda: t.cpu().detach().float().numpy(),
