@@ -44,7 +44,7 @@ using bench::Median;
 using bench::PrefaultedBuffer;
 using bench::SecondsSince;
 
-constexpr int kRuns = 5;
+constexpr int kRuns = 11;
 constexpr int64_t kMiB = int64_t{1} << 20;
 // Past this, the remaining configurations run once each so the whole bench
 // stays within about a minute on a slow or busy machine.
