@@ -34,6 +34,9 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "client/cpp/client.h"
+
+#include <grpc/impl/codegen/grpc_types.h>
+#include <grpcpp/create_channel.h>
 #include "server/core/size.h"
 
 namespace tensorcast {
@@ -48,7 +51,7 @@ constexpr int kRuns = 11;
 constexpr int64_t kMiB = int64_t{1} << 20;
 // Past this, the remaining configurations run once each so the whole bench
 // stays within about a minute on a slow or busy machine.
-constexpr double kSoftBudgetSeconds = 45;
+constexpr double kSoftBudgetSeconds = 60;
 
 // The server process: started with Start, stopped (SIGTERM, then SIGKILL
 // if it does not exit within 15 s) when this object dies.
@@ -184,6 +187,17 @@ absl::StatusOr<Medians> MeasurePair(
   return Medians{Median(fetch_rates), Median(tcp_rates)};
 }
 
+// A client on its own channel with extra channel arguments over the
+// defaults (for the knob rows).
+std::unique_ptr<Client> ClientWith(
+    int port, const std::vector<std::pair<std::string, int>>& int_args) {
+  grpc::ChannelArguments args = DefaultChannelArguments();
+  for (const auto& [name, value] : int_args) args.SetInt(name, value);
+  return std::make_unique<Client>(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                grpc::InsecureChannelCredentials(), args));
+}
+
 std::string ExecutableDir() {
   std::error_code ec;
   std::filesystem::path self =
@@ -289,6 +303,107 @@ int Run() {
       std::fprintf(stderr, "Delete: %s\n", n.status().ToString().c_str());
     }
   }
+  // The knobs, one at a time, on 256 MiB with 1 MiB chunks against the
+  // same TCP baseline (bench/FETCH.md says what each did and why).
+  {
+    v1::CreateRequest create;
+    create.set_dtype(v1::DTYPE_FLOAT32);
+    create.add_shape(max_bytes / 4);
+    create.mutable_arange()->set_step(1);
+    absl::StatusOr<v1::TensorInfo> info = client->Create(create);
+    if (!info.ok()) {
+      std::fprintf(stderr, "Create: %s\n", info.status().ToString().c_str());
+      return 1;
+    }
+    const std::string ref = info->handle();
+    std::unique_ptr<Client> big_frames =
+        ClientWith(server.port(), {{GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 16 << 20}});
+    std::unique_ptr<Client> big_window =
+        ClientWith(server.port(), {{GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                                    64 << 20},
+                                   {GRPC_ARG_HTTP2_BDP_PROBE, 0}});
+    std::unique_ptr<Client> second = ClientWith(server.port(), {});
+    struct Knob {
+      const char* name;
+      std::function<absl::StatusOr<double>()> fetch_once;
+    };
+    const std::vector<Knob> knobs = {
+        {"(as above)",
+         [&] { return TimeFetch(*client, ref, max_bytes, kMiB, dst.get()); }},
+        {"fresh dst",  // a new, untouched buffer per fetch: page faults
+         [&] {
+           std::unique_ptr<char[]> fresh(new char[max_bytes]);
+           return TimeFetch(*client, ref, max_bytes, kMiB, fresh.get());
+         }},
+        {"frames 16M",
+         [&] {
+           return TimeFetch(*big_frames, ref, max_bytes, kMiB, dst.get());
+         }},
+        {"window 64M",
+         [&] {
+           return TimeFetch(*big_window, ref, max_bytes, kMiB, dst.get());
+         }},
+        {"2 channels",  // each fetches one half, concurrently
+         [&]() -> absl::StatusOr<double> {
+           const int64_t half = max_bytes / 2;
+           absl::Status other;
+           const Clock::time_point t0 = Clock::now();
+           std::thread t([&] {
+             FetchOptions o;
+             o.format = v1::FORMAT_RAW;
+             o.offset = half;
+             o.length = half;
+             int64_t at = half;
+             other = second
+                         ->Fetch(ref, o,
+                                 [&](absl::string_view d) {
+                                   std::memcpy(dst.get() + at, d.data(),
+                                               d.size());
+                                   at += static_cast<int64_t>(d.size());
+                                   return absl::OkStatus();
+                                 })
+                         .status();
+           });
+           FetchOptions o;
+           o.format = v1::FORMAT_RAW;
+           o.length = half;
+           int64_t at = 0;
+           absl::Status mine =
+               client
+                   ->Fetch(ref, o,
+                           [&](absl::string_view d) {
+                             std::memcpy(dst.get() + at, d.data(), d.size());
+                             at += static_cast<int64_t>(d.size());
+                             return absl::OkStatus();
+                           })
+                   .status();
+           t.join();
+           if (!mine.ok()) return mine;
+           if (!other.ok()) return other;
+           return SecondsSince(t0);
+         }},
+    };
+    std::printf("knobs, %s in 1 MiB chunks:\n",
+                FormatSize(max_bytes).c_str());
+    for (const Knob& knob : knobs) {
+      const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
+      absl::StatusOr<Medians> rate =
+          MeasurePair(max_bytes, runs, knob.fetch_once, [&] {
+            return TimeTcp(tcp_src.get(), dst.get(), max_bytes);
+          });
+      if (!rate.ok()) {
+        ++failures;
+        std::printf("%-21s FAILED: %s\n", knob.name,
+                    rate.status().ToString().c_str());
+        continue;
+      }
+      std::printf("%-21s %8.2f %8.2f %8.2fx\n", knob.name, rate->fetch_gbps,
+                  rate->tcp_gbps, rate->fetch_gbps / rate->tcp_gbps);
+      std::fflush(stdout);
+    }
+    (void)client->Delete({ref});
+  }
+
   client.reset();
   const int rc = server.Stop();
   std::printf("(%.1f s in all; server exited with %d)\n", SecondsSince(start),
