@@ -40,7 +40,7 @@ test: build
 test-python: build
 	$(VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client/python
 	TENSORCAST_SERVER_BIN=$(abspath $(BUILD_DIR))/bin/tensorcast-server \
-	  $(PYTHON) -m pytest -q tests/python
+	  TENSORCAST_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over the same suites.
 test-asan: setup

@@ -106,11 +106,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server | Extern
         yield s
 
 
-@pytest.fixture(scope="session")
-def client(server: Server) -> Iterator[tc.Client]:
-    """The default client, connected to the session's server."""
-    with tc.connect(server.target, timeout=30) as c:
-        yield c
+def native_built() -> bool:
+    try:
+        from tensorcast import _native  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# Every test that uses the client runs on both data paths: grpcio, and the
+# native extension (tensorcast._native) where it was built.
+@pytest.fixture(scope="session", params=["grpcio", "native"])
+def client(server: Server, request: pytest.FixtureRequest) -> Iterator[tc.Client]:
+    """The default client, connected to the session's server, on one path."""
+    native = request.param == "native"
+    if native and not native_built():
+        pytest.skip("tensorcast._native was not built (no pybind11 or gRPC C++ "
+                    "library when the package was installed)")
+    saved = os.environ.get("TENSORCAST_NATIVE")
+    os.environ["TENSORCAST_NATIVE"] = "1" if native else "0"  # clients tests make
+    try:
+        with tc.connect(server.target, timeout=30, native=native) as c:
+            yield c
+    finally:
+        if saved is None:
+            os.environ.pop("TENSORCAST_NATIVE", None)
+        else:
+            os.environ["TENSORCAST_NATIVE"] = saved
 
 
 @pytest.fixture(scope="session")

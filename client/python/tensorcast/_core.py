@@ -199,6 +199,11 @@ class FetchSink:
         if self._progress is not None:
             self._progress.update(n)
 
+    def writable(self) -> memoryview:
+        """The array's bytes, for a writer that fills them itself (the
+        native path); set ``received`` to the count it wrote."""
+        return self._view
+
     def result(self) -> np.ndarray:
         if self.received != self.expected:
             raise RuntimeError(f"Fetch stream ended after {self.received} of "
@@ -590,12 +595,20 @@ def method_path(name: str) -> str:
     return f"/{service.full_name}/{service.methods_by_name[name].name}"
 
 
-def iter_put_messages(array: np.ndarray, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Framed Put data messages for ``array`` and the data bytes in each."""
+def wire_bytes(array: np.ndarray) -> Optional[memoryview]:
+    """The bytes ``array`` goes on the wire as, when they already lie in its
+    memory (C-contiguous, little-endian or single-byte); else None."""
     a = _wire_view(array)
     wire = _little_endian(a.dtype)
     if a.size and a.flags.c_contiguous and (a.dtype == wire or a.dtype.itemsize == 1):
-        flat = memoryview(cast(Any, a.reshape(-1).view(np.uint8)))
+        return memoryview(cast(Any, a.reshape(-1).view(np.uint8)))
+    return None
+
+
+def iter_put_messages(array: np.ndarray, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Framed Put data messages for ``array`` and the data bytes in each."""
+    flat = wire_bytes(array)
+    if flat is not None:
         for start in range(0, flat.nbytes, chunk_bytes):
             piece = flat[start:start + chunk_bytes]
             yield frame_put_data(piece), len(piece)

@@ -1,0 +1,255 @@
+// tensorcast._native: the Python client's fast path for the bulk RPCs.
+//
+// Fetch and Put run here, on a channel of the C++ gRPC library, with the
+// GIL released: a Fetch's data fields are decoded from the slices gRPC
+// received them in (proto/wire.h) and copied once, straight into the NumPy
+// array's buffer; a Put sends the array's memory as slices of its own
+// (no copy into protobuf messages). Requests, headers and replies cross as
+// serialized protobuf bytes, which the Python side builds and parses, so
+// this module knows no message type. Built by the package's setup.py when
+// pybind11 and the gRPC C++ library are there; without it the package uses
+// its pure-grpcio path.
+#include <grpcpp/create_channel.h>
+#include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/slice.h>
+#include <grpcpp/support/sync_stream.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "proto/wire.h"
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr char kFetchMethod[] = "/tensorcast.v1.TensorService/Fetch";
+constexpr char kPutMethod[] = "/tensorcast.v1.TensorService/Put";
+// v1.FetchResponse: data = 1, header = 2. v1.PutRequest: data = 2.
+constexpr uint64_t kFetchData = 1;
+constexpr uint64_t kFetchHeader = 2;
+constexpr int kPutData = 2;
+
+// Raised as tensorcast._native.RpcError(code, details).
+PyObject* rpc_error = nullptr;
+
+struct Failure {
+  int code = 0;  // a grpc::StatusCode; 0 = none
+  std::string details;
+};
+
+[[noreturn]] void Raise(const Failure& f) {
+  PyErr_SetObject(rpc_error, py::make_tuple(f.code, f.details).ptr());
+  throw py::error_already_set();
+}
+
+void Prepare(grpc::ClientContext* ctx,
+             const std::vector<std::pair<std::string, std::string>>& metadata,
+             double timeout) {
+  for (const auto& [key, value] : metadata) ctx->AddMetadata(key, value);
+  if (timeout > 0) {
+    ctx->set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
+  }
+}
+
+class Channel {
+ public:
+  Channel(const std::string& target, int max_message_bytes) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(max_message_bytes);
+    args.SetMaxSendMessageSize(max_message_bytes);
+    channel_ = grpc::CreateCustomChannel(
+        target, grpc::InsecureChannelCredentials(), args);
+  }
+
+  // Runs Fetch(request). On the header, calls on_header(header_bytes) with
+  // the GIL held; it returns a writable buffer (the array's bytes) that the
+  // data is then copied into, GIL released. Returns the bytes written.
+  int64_t Fetch(
+      const py::bytes& request,
+      const std::vector<std::pair<std::string, std::string>>& metadata,
+      double timeout, const py::function& on_header) {
+    const std::string request_bytes = request;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, metadata, timeout);
+    Failure failure;
+    int64_t written = 0;
+    {
+      py::gil_scoped_release unlocked;
+      const grpc::internal::RpcMethod method(
+          kFetchMethod, grpc::internal::RpcMethod::SERVER_STREAMING, channel_);
+      grpc::Slice slice(request_bytes);
+      grpc::ByteBuffer request_buffer(&slice, 1);
+      std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+          grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+              channel_.get(), method, &ctx, request_buffer));
+      char* dst = nullptr;
+      int64_t capacity = -1;  // -1 until the header has come
+      grpc::ByteBuffer message;
+      int64_t messages = 0;
+      while (failure.code == 0 && reader->Read(&message)) {
+        failure = Consume(message, on_header, &dst, &capacity, &written);
+        // Let Ctrl-C through every few messages.
+        if (failure.code == 0 && ++messages % 16 == 0) {
+          py::gil_scoped_acquire locked;
+          if (PyErr_CheckSignals() != 0) {
+            PyErr_Clear();
+            failure = {static_cast<int>(grpc::StatusCode::CANCELLED),
+                       "interrupted"};
+            PyErr_SetInterrupt();  // re-raised as KeyboardInterrupt later
+          }
+        }
+      }
+      if (failure.code != 0) ctx.TryCancel();
+      grpc::Status status = reader->Finish();
+      if (failure.code == 0 && !status.ok()) {
+        failure = {static_cast<int>(status.error_code()),
+                   status.error_message()};
+      }
+    }
+    if (failure.code != 0) {
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      Raise(failure);
+    }
+    return written;
+  }
+
+  // Runs Put: `header` (a serialized PutRequest holding the header), then
+  // `data` (a buffer: the array's bytes) in chunks of chunk_bytes, each a
+  // PutRequest whose data field is a slice of that memory. Returns the
+  // serialized PutResponse.
+  py::bytes Put(
+      const py::bytes& header, const py::buffer& data, int64_t chunk_bytes,
+      const std::vector<std::pair<std::string, std::string>>& metadata,
+      double timeout) {
+    const std::string header_bytes = header;
+    py::buffer_info info = data.request();
+    const char* bytes = static_cast<const char*>(info.ptr);
+    const int64_t n = info.size * info.itemsize;
+    if (chunk_bytes <= 0) chunk_bytes = 1 << 20;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, metadata, timeout);
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    {
+      py::gil_scoped_release unlocked;
+      const grpc::internal::RpcMethod method(
+          kPutMethod, grpc::internal::RpcMethod::CLIENT_STREAMING, channel_);
+      std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+          grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+              channel_.get(), method, &ctx, &response));
+      grpc::Slice first(header_bytes);
+      bool ok = writer->Write(grpc::ByteBuffer(&first, 1));
+      for (int64_t at = 0; ok && at < n; at += chunk_bytes) {
+        const int64_t len = std::min(chunk_bytes, n - at);
+        std::string prefix(1, tensorcast::wire::LengthDelimitedTag(kPutData));
+        tensorcast::wire::AppendVarint(&prefix, static_cast<uint64_t>(len));
+        // The array outlives the call (the caller holds it), and a finished
+        // call holds no slices: a static slice needs no copy.
+        grpc::Slice slices[2] = {
+            grpc::Slice(prefix),
+            grpc::Slice(bytes + at, static_cast<size_t>(len),
+                        grpc::Slice::STATIC_SLICE)};
+        ok = writer->Write(grpc::ByteBuffer(slices, 2));
+      }
+      if (ok) writer->WritesDone();
+      status = writer->Finish();
+    }
+    if (!status.ok()) {
+      Raise({static_cast<int>(status.error_code()), status.error_message()});
+    }
+    std::vector<grpc::Slice> slices;
+    std::string out;
+    if (response.Dump(&slices).ok()) {
+      for (const grpc::Slice& s : slices) {
+        out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+    }
+    return py::bytes(out);
+  }
+
+ private:
+  // One FetchResponse: the header (asks Python for the destination), then
+  // data copied into it.
+  static Failure Consume(const grpc::ByteBuffer& message,
+                         const py::function& on_header, char** dst,
+                         int64_t* capacity, int64_t* written) {
+    tensorcast::wire::SliceReader in(message);
+    while (!in.done()) {
+      uint64_t field, wire_type, n;
+      if (!in.NextField(&field, &wire_type, &n)) {
+        return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                "malformed FetchResponse from the server"};
+      }
+      if (wire_type != tensorcast::wire::kLengthDelimited) continue;
+      if (field == kFetchHeader) {
+        std::string header;
+        if (!in.Copy(n, &header)) {
+          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                  "truncated FetchHeader"};
+        }
+        py::gil_scoped_acquire locked;
+        try {
+          py::object target = on_header(py::bytes(header));
+          py::buffer_info info = py::buffer(target).request(true);
+          *dst = static_cast<char*>(info.ptr);
+          *capacity = info.size * info.itemsize;
+        } catch (py::error_already_set& e) {
+          Failure f{static_cast<int>(grpc::StatusCode::INTERNAL), e.what()};
+          e.restore();  // the caller's exception wins over the RpcError
+          return f;
+        }
+      } else if (field == kFetchData) {
+        if (*capacity < 0) {
+          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                  "the Fetch stream sent data before its header"};
+        }
+        if (static_cast<uint64_t>(*capacity - *written) < n) {
+          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                  "the Fetch stream sent more bytes than it announced"};
+        }
+        if (!in.Take(n, [&](absl::string_view piece) {
+              std::memcpy(*dst + *written, piece.data(), piece.size());
+              *written += static_cast<int64_t>(piece.size());
+              return true;
+            })) {
+          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                  "truncated FetchResponse data"};
+        }
+      } else if (!in.Skip(n)) {
+        return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                "malformed FetchResponse from the server"};
+      }
+    }
+    return {};
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "tensorcast's native Fetch/Put path (gRPC C++, GIL released)";
+  rpc_error = PyErr_NewException("tensorcast._native.RpcError",
+                                 PyExc_RuntimeError, nullptr);
+  m.attr("RpcError") = py::handle(rpc_error);
+  py::class_<Channel>(m, "Channel")
+      .def(py::init<const std::string&, int>(), py::arg("target"),
+           py::arg("max_message_bytes"))
+      .def("fetch", &Channel::Fetch, py::arg("request"), py::arg("metadata"),
+           py::arg("timeout"), py::arg("on_header"))
+      .def("put", &Channel::Put, py::arg("header"), py::arg("data"),
+           py::arg("chunk_bytes"), py::arg("metadata"), py::arg("timeout"));
+}

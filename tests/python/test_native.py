@@ -1,0 +1,55 @@
+"""The native path's own promises; the rest of the suite runs on both paths
+(the `client` fixture's parameter)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import tensorcast as tc
+from conftest import native_built
+
+
+def test_native_extension_is_built_where_required() -> None:
+    # `make test` sets this: there the extension must have been built.
+    if os.environ.get("TENSORCAST_REQUIRE_NATIVE") != "1":
+        pytest.skip("TENSORCAST_REQUIRE_NATIVE is not set")
+    assert native_built(), "tensorcast._native was not built"
+
+
+def test_the_client_says_which_path_it_takes(server) -> None:
+    with tc.connect(server.target, native=False, default=False) as c:
+        assert not c.native
+    if native_built():
+        with tc.connect(server.target, native=True, default=False) as c:
+            assert c.native
+            a = np.arange(1000, dtype=np.int16).reshape(10, 100)
+            t = c.from_numpy(a)
+            np.testing.assert_array_equal(t.numpy(), a)
+            np.testing.assert_array_equal(t.float().numpy(), a.astype(np.float32))
+            with pytest.raises(tc.NotFoundError):
+                c.get("no-such-tensor").numpy()
+
+
+def test_native_has_no_tls_yet(server) -> None:
+    with pytest.raises(ValueError, match="native"):
+        tc.Client(server.target, native=True, secure=True, connect_timeout=0)
+
+
+def test_paths_agree_on_odd_arrays(server) -> None:
+    """Non-contiguous and big-endian arrays take the grpcio Put even on the
+    native path; fetched back, both paths give the same arrays."""
+    arrays = [np.arange(60, dtype=">f8").reshape(3, 4, 5),
+              np.arange(60, dtype=np.float32).reshape(3, 4, 5).transpose(2, 0, 1),
+              np.zeros((0, 3), dtype=np.complex64),
+              np.array(7, dtype=np.uint8)]
+    results = []
+    for native in ([False, True] if native_built() else [False]):
+        with tc.connect(server.target, native=native, default=False) as c:
+            results.append([c.from_numpy(a).numpy() for a in arrays])
+    for got in results:
+        for a, r in zip(arrays, got):
+            np.testing.assert_array_equal(r, a)
+            assert r.shape == a.shape
