@@ -301,53 +301,60 @@ def main() -> int:
     started = time.monotonic()
     try:
         server, gpeer, tpeer = peers
-        client = tc.connect(server.target)
+        client = tc.connect(server.target)  # native where built
+        pyclient = tc.connect(server.target, native=False, default=False)
         gcli, tcli = GrpcClient(gpeer.target), TcpClient(tpeer.port)
         print(f"tensorcast {tc.__version__} client, grpcio {grpc.__version__}, numpy "
               f"{np.__version__}; {os.cpu_count()} CPUs; median of {args.runs} runs")
         print(f"chunks: Fetch {FETCH_CHUNK // MiB} MiB, Put {PUT_CHUNK // MiB} MiB "
-              "(tensorcast and grpcio alike)\n")
-        header = (f"{'transfer':<18}{'tensorcast':>12}{'grpcio':>12}{'raw tcp':>12}"
-                  f"{'tc/grpcio':>11}{'tc/tcp':>9}")
+              "(tensorcast and grpcio alike); tc native: "
+              + ("tensorcast._native" if client.native else "NOT BUILT (grpcio path)")
+              + "; tc grpcio: the pure-Python path\n")
+        header = (f"{'transfer':<16}{'tc native':>12}{'tc grpcio':>12}{'grpcio':>12}"
+                  f"{'raw tcp':>12}{'nat/tcp':>9}{'py/tcp':>8}")
         print(header)
         print("-" * len(header))
         for mib in (int(s) for s in args.sizes_mib.split(",")):
             nbytes = mib * MiB
             a = np.random.default_rng(mib).standard_normal(nbytes // 4, dtype=np.float32)
             t = client.from_numpy(a)
-            assert np.array_equal(t.numpy(), a)
+            pt = pyclient.get(t.handle)
+            assert np.array_equal(t.numpy(), a) and np.array_equal(pt.numpy(), a)
             rows = {
-                f"fetch {mib} MiB": (lambda: t.numpy(), lambda: gcli.fetch(nbytes),
-                                     lambda: tcli.fetch(nbytes)),
+                f"fetch {mib} MiB": (lambda: t.numpy(), lambda: pt.numpy(),
+                                     lambda: gcli.fetch(nbytes), lambda: tcli.fetch(nbytes)),
                 f"put {mib} MiB": (lambda: client.from_numpy(a).delete(),
+                                   lambda: pyclient.from_numpy(a).delete(),
                                    lambda: gcli.put(a), lambda: tcli.put(a)),
             }
             for name, fns in rows.items():
                 gbps = [nbytes / sec / 1e9 for sec in median_seconds(fns, args.runs)]
-                print(f"{name:<18}{gbps[0]:>8.2f} GB/s{gbps[1]:>7.2f} GB/s"
-                      f"{gbps[2]:>7.2f} GB/s{gbps[0] / gbps[1]:>10.2f}x"
-                      f"{gbps[0] / gbps[2]:>8.2f}x")
+                cells = "".join(f"{g:>7.2f} GB/s" for g in gbps)
+                print(f"{name:<16}{cells}{gbps[0] / gbps[3]:>8.2f}x{gbps[1] / gbps[3]:>7.2f}x")
             t.delete()
 
         tiny = client.tensor([1.0, 2.0, 3.0, 4.0])
         handle = tiny.handle
+        ptiny = pyclient.get(handle)
         ping, close_ping = tcli.pinger()
         print()
-        header = (f"{'latency (us)':<18}{'tensorcast':>16}{'grpcio':>16}{'raw tcp':>16}"
-                  f"{'tc/grpcio':>11}")
+        header = (f"{'latency (us)':<16}{'tc native':>16}{'tc grpcio':>16}{'grpcio':>16}"
+                  f"{'raw tcp':>16}")
         print(header)
         print("-" * len(header))
         rows2 = {
-            "Info (unary)": (lambda: client.get(handle), gcli.ping, ping),
-            "Fetch 16 B": (tiny.numpy, gcli.tiny_stream, ping),
+            "Info (unary)": (lambda: client.get(handle), lambda: pyclient.get(handle),
+                             gcli.ping, ping),
+            "Fetch 16 B": (tiny.numpy, ptiny.numpy, gcli.tiny_stream, ping),
         }
         for name, fns in rows2.items():
             lat = [latencies_us(fn, args.calls) for fn in fns]
             cells = "".join(f"{p50:>7.0f} / {p99:<6.0f}" for p50, p99 in lat)
-            print(f"{name:<18}{cells}{lat[0][0] / lat[1][0]:>10.2f}x")
+            print(f"{name:<16}{cells}")
         print("(p50 / p99; grpcio: a unary echo, and a one-message stream for Fetch; "
               "raw tcp: an 8-byte ping-pong)")
         close_ping()
+        pyclient.close()
         client.close()
     finally:
         for p in peers:
