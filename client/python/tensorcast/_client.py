@@ -24,19 +24,17 @@ import grpc
 import grpc.experimental
 import numpy as np
 
-from tensorcast import _core, _default, _dtypes
+from tensorcast import _core, _default, _dtypes, _fastpath
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import (NotFoundError, UnavailableError,
-                                from_rpc_error, from_status)
+                                from_rpc_error)
 from tensorcast._proxy import Op, Pending, Plan, TensorBase, plan_materialize
 from tensorcast.v1 import tensor_service_pb2 as pb
 from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 _UNARY = object()  # "use the client's unary timeout"
-# grpc.StatusCode by number, for the native path's errors.
-_STATUS_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def default_target() -> str:
@@ -122,8 +120,10 @@ class Client:
         self._fetch_call = self._channel.unary_stream(
             _core.method_path("Fetch"), request_serializer=pb.FetchRequest.SerializeToString,
             response_deserializer=_core.deserialize_fetch_response)
-        self._native = self._native_channel(
-            native, tls=secure or root_certificates is not None)
+        channel = _fastpath.open_channel(self.target, native,
+                                         tls=secure or root_certificates is not None)
+        self._native = (None if channel is None else
+                        _fastpath.Call(channel, self.target, self._metadata))
         self._closed = False
         # Ownership: handles owned by live proxies; handles of collected
         # proxies go through the queue to the reaper thread.
@@ -320,58 +320,10 @@ class Client:
                            dtype=dt.proto if dt is not None else pb.DTYPE_UNSPECIFIED)
         return meta_from_info(self._call(self._stub.To, req).tensor)
 
-    def _native_channel(self, native: Optional[bool], *, tls: bool) -> Any:
-        """The native extension's channel, or None for the grpcio path."""
-        if native is None:
-            native = os.environ.get("TENSORCAST_NATIVE", "1") != "0" and not tls
-            required = False
-        else:
-            required = native
-        if not native:
-            return None
-        if tls:
-            raise ValueError("the native path has no TLS yet: use native=False")
-        try:
-            from tensorcast import _native
-        except ImportError:
-            if required:
-                raise ImportError(
-                    "native=True, but tensorcast._native was not built (it "
-                    "needs pybind11 and the gRPC C++ library when the package "
-                    "is installed)") from None
-            return None
-        return _native.Channel(self.target, _core.MAX_CHUNK_BYTES + (1 << 20))
-
     @property
     def native(self) -> bool:
         """Whether Put and Fetch use the native extension."""
         return self._native is not None
-
-    def _native_call(self, fn: Any, *args: Any) -> Any:
-        from tensorcast import _native
-        try:
-            return fn(*args, list(self._metadata), self.stream_timeout or 0.0)
-        except _native.RpcError as e:
-            code, details = e.args
-            raise from_status(_STATUS_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN),
-                              details, self.target) from None
-
-    def _fetch_native(self, req: pb.FetchRequest, bits: bool) -> np.ndarray:
-        sinks: list[_core.FetchSink] = []
-
-        def on_header(raw: bytes) -> memoryview:
-            sinks.append(_core.FetchSink(pb.FetchHeader.FromString(raw), bits=bits))
-            return sinks[-1].writable()
-
-        def fetch(metadata: list[tuple[str, str]], timeout: float) -> int:
-            return self._native.fetch(req.SerializeToString(), metadata, timeout,
-                                      on_header)
-
-        written = self._native_call(fetch)
-        if not sinks:
-            raise RuntimeError("the Fetch stream did not start with its header")
-        sinks[-1].received = int(written)
-        return sinks[-1].result()
 
     def _fetch(self, req: pb.FetchRequest, *, progress: bool = False,
                bits: bool = False) -> np.ndarray:
@@ -380,7 +332,7 @@ class Client:
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
         if self._native is not None and not progress:
-            return self._fetch_native(req, bits)
+            return self._native.fetch(req, bits, self.stream_timeout)
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
         bar: Optional[Progress] = None
         try:
@@ -415,11 +367,7 @@ class Client:
             if self._closed:
                 raise UnavailableError(f"the client for {self.target} is closed")
 
-            def put(metadata: list[tuple[str, str]], timeout: float) -> bytes:
-                return self._native.put(header.SerializeToString(), flat,
-                                        self.put_chunk_bytes, metadata, timeout)
-
-            resp = pb.PutResponse.FromString(self._native_call(put))
+            resp = self._native.put(header, flat, self.put_chunk_bytes, self.stream_timeout)
             return self._wrap(meta_from_info(resp.tensor), owned=True)
         bar = Progress(progress, int(header.header.total_bytes), "put")
         chunk = self.put_chunk_bytes

@@ -33,7 +33,7 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from tensorcast import _core, _dtypes
+from tensorcast import _core, _dtypes, _fastpath
 from tensorcast._client import (_UNARY, _float_default, _require_torch, _server_info,
                                 _stats_dict, auth_metadata, channel_options,
                                 default_target)
@@ -64,7 +64,8 @@ class Client:
                  connect_timeout: float = 5.0, chunk_bytes: int = 4 << 20,
                  put_chunk_bytes: int = _core.DEFAULT_PUT_CHUNK_BYTES,
                  secure: bool = False, root_certificates: Optional[bytes] = None,
-                 options: Optional[Sequence[tuple[str, Any]]] = None) -> None:
+                 options: Optional[Sequence[tuple[str, Any]]] = None,
+                 native: Optional[bool] = None) -> None:
         self.target = target or default_target()
         self.timeout = timeout
         self.stream_timeout = stream_timeout
@@ -85,12 +86,22 @@ class Client:
         self._fetch_call = self._channel.unary_stream(
             _core.method_path("Fetch"), request_serializer=pb.FetchRequest.SerializeToString,
             response_deserializer=_core.deserialize_fetch_response)
+        channel = _fastpath.open_channel(self.target, native,
+                                         tls=secure or root_certificates is not None)
+        # The native calls block: they run in a worker thread.
+        self._native = (None if channel is None else
+                        _fastpath.Call(channel, self.target, self._metadata))
         self._closed = False
         self._ready = False
         self._owned: set[str] = set()
         # Handles of collected proxies (put by weakref callbacks: no I/O, no lock).
         self._released: "queue.SimpleQueue[str]" = queue.SimpleQueue()
         self._flushing: Optional["asyncio.Task[None]"] = None
+
+    @property
+    def native(self) -> bool:
+        """Whether Put and Fetch use the native extension (in a worker thread)."""
+        return self._native is not None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -239,6 +250,9 @@ class Client:
             raise UnavailableError(f"the client for {self.target} is closed")
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
+        if self._native is not None and not progress:
+            return await asyncio.to_thread(self._native.fetch, req, bits,
+                                           self.stream_timeout)
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
         bar: Optional[Progress] = None
         try:
@@ -271,6 +285,11 @@ class Client:
                                   name=name, ttl=ttl, wire_dtype=wire_dtype)
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
+        flat = _core.wire_bytes(array) if self._native is not None and not progress else None
+        if flat is not None:
+            resp = await asyncio.to_thread(self._native.put, header, flat,
+                                           self.put_chunk_bytes, self.stream_timeout)
+            return self._wrap(meta_from_info(resp.tensor), owned=True)
         bar = Progress(progress, int(header.header.total_bytes), "put")
         call = self._put_call(None, timeout=self.stream_timeout, metadata=self._metadata)
         try:

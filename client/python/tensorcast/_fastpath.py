@@ -1,0 +1,88 @@
+"""The glue between the clients (sync and asyncio) and the native extension
+``tensorcast._native``: choosing the path, and running Fetch and Put on it.
+The calls block (with the GIL released inside); the asyncio client runs
+them in a worker thread."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+import grpc
+import numpy as np
+
+from tensorcast import _core
+from tensorcast._errors import from_status
+from tensorcast.v1 import tensor_service_pb2 as pb
+
+# grpc.StatusCode by number, for the extension's errors.
+_STATUS_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def open_channel(target: str, native: Optional[bool], *, tls: bool) -> Any:
+    """The extension's channel to ``target``, or None for the grpcio path.
+
+    native None: use it when built, the channel is not TLS and
+    $TENSORCAST_NATIVE is not "0". True: require it (ImportError if it was
+    not built; ValueError with TLS). False: never."""
+    if native is None:
+        native = os.environ.get("TENSORCAST_NATIVE", "1") != "0" and not tls
+        required = False
+    else:
+        required = native
+    if not native:
+        return None
+    if tls:
+        raise ValueError("the native path has no TLS yet: use native=False")
+    try:
+        from tensorcast import _native
+    except ImportError:
+        if required:
+            raise ImportError(
+                "native=True, but tensorcast._native was not built (it needs "
+                "pybind11 and the gRPC C++ library when the package is "
+                "installed)") from None
+        return None
+    return _native.Channel(target, _core.MAX_CHUNK_BYTES + (1 << 20))
+
+
+class Call:
+    """The bulk calls of one client on the native path."""
+
+    def __init__(self, channel: Any, target: str,
+                 metadata: Sequence[tuple[str, str]]) -> None:
+        self._channel = channel
+        self._target = target
+        self._metadata = list(metadata)
+
+    def _run(self, fn: Any, timeout: Optional[float], **kwargs: Any) -> Any:
+        from tensorcast import _native
+        try:
+            return fn(metadata=self._metadata, timeout=timeout or 0.0, **kwargs)
+        except _native.RpcError as e:
+            code, details = e.args
+            raise from_status(_STATUS_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN),
+                              details, self._target) from None
+
+    def fetch(self, req: pb.FetchRequest, bits: bool,
+              timeout: Optional[float]) -> np.ndarray:
+        """Fetch into one new array, as FetchSink does on the grpcio path."""
+        sinks: list[_core.FetchSink] = []
+
+        def on_header(raw: bytes) -> memoryview:
+            sinks.append(_core.FetchSink(pb.FetchHeader.FromString(raw), bits=bits))
+            return sinks[-1].writable()
+
+        written = self._run(self._channel.fetch, timeout,
+                            request=req.SerializeToString(), on_header=on_header)
+        if not sinks:
+            raise RuntimeError("the Fetch stream did not start with its header")
+        sinks[-1].received = int(written)
+        return sinks[-1].result()
+
+    def put(self, header: Any, data: memoryview, chunk_bytes: int,
+            timeout: Optional[float]) -> pb.PutResponse:
+        """Put ``data`` (the array's wire bytes) after ``header``."""
+        raw = self._run(self._channel.put, timeout, header=header.SerializeToString(),
+                        data=data, chunk_bytes=chunk_bytes)
+        return pb.PutResponse.FromString(raw)
