@@ -11,6 +11,8 @@
 // started on 127.0.0.1:0 and stopped with SIGTERM at the end.
 //
 // Usage: tensorcast-bench-fetch   (no flags; well under a minute)
+#include <grpc/impl/codegen/grpc_types.h>
+#include <grpcpp/create_channel.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,9 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "client/cpp/client.h"
-
-#include <grpc/impl/codegen/grpc_types.h>
-#include <grpcpp/create_channel.h>
+#include "client/cpp/shared_memory.h"
 #include "server/core/size.h"
 
 namespace tensorcast {
@@ -70,7 +70,7 @@ class ServerProcess {
     const std::string port_file = dir + "/port";
     std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
                                      "--port-file=" + port_file,
-                                     "--log-level=warn"};
+                                     "--log-level=warn", "--shared-memory"};
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -318,10 +318,9 @@ int Run() {
     const std::string ref = info->handle();
     std::unique_ptr<Client> big_frames =
         ClientWith(server.port(), {{GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 16 << 20}});
-    std::unique_ptr<Client> big_window =
-        ClientWith(server.port(), {{GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
-                                    64 << 20},
-                                   {GRPC_ARG_HTTP2_BDP_PROBE, 0}});
+    std::unique_ptr<Client> big_window = ClientWith(
+        server.port(), {{GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20},
+                        {GRPC_ARG_HTTP2_BDP_PROBE, 0}});
     std::unique_ptr<Client> second = ClientWith(server.port(), {});
     struct Knob {
       const char* name;
@@ -354,15 +353,15 @@ int Run() {
              o.offset = half;
              o.length = half;
              int64_t at = half;
-             other = second
-                         ->Fetch(ref, o,
-                                 [&](absl::string_view d) {
-                                   std::memcpy(dst.get() + at, d.data(),
-                                               d.size());
-                                   at += static_cast<int64_t>(d.size());
-                                   return absl::OkStatus();
-                                 })
-                         .status();
+             other =
+                 second
+                     ->Fetch(ref, o,
+                             [&](absl::string_view d) {
+                               std::memcpy(dst.get() + at, d.data(), d.size());
+                               at += static_cast<int64_t>(d.size());
+                               return absl::OkStatus();
+                             })
+                     .status();
            });
            FetchOptions o;
            o.format = v1::FORMAT_RAW;
@@ -383,14 +382,12 @@ int Run() {
            return SecondsSince(t0);
          }},
     };
-    std::printf("knobs, %s in 1 MiB chunks:\n",
-                FormatSize(max_bytes).c_str());
+    std::printf("knobs, %s in 1 MiB chunks:\n", FormatSize(max_bytes).c_str());
     for (const Knob& knob : knobs) {
       const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
-      absl::StatusOr<Medians> rate =
-          MeasurePair(max_bytes, runs, knob.fetch_once, [&] {
-            return TimeTcp(tcp_src.get(), dst.get(), max_bytes);
-          });
+      absl::StatusOr<Medians> rate = MeasurePair(
+          max_bytes, runs, knob.fetch_once,
+          [&] { return TimeTcp(tcp_src.get(), dst.get(), max_bytes); });
       if (!rate.ok()) {
         ++failures;
         std::printf("%-21s FAILED: %s\n", knob.name,
@@ -400,6 +397,53 @@ int Run() {
       std::printf("%-21s %8.2f %8.2f %8.2fx\n", knob.name, rate->fetch_gbps,
                   rate->tcp_gbps, rate->fetch_gbps / rate->tcp_gbps);
       std::fflush(stdout);
+    }
+
+    // Same host, shared memory: the server writes the tensor's bytes into a
+    // region this client lent it (one copy); the baseline is one
+    // single-thread memcpy of the same bytes between pre-faulted buffers.
+    absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
+        SharedMemory::Open(*client, max_bytes + 4096);
+    if (!shm.ok()) {
+      ++failures;
+      std::printf("shared memory: FAILED: %s\n",
+                  shm.status().ToString().c_str());
+    } else {
+      std::vector<double> shm_rates, memcpy_rates;
+      const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
+      absl::Status failed;
+      for (int i = 0; i <= runs && failed.ok(); ++i) {
+        Clock::time_point t0 = Clock::now();
+        std::memcpy(dst.get(), tcp_src.get(), max_bytes);
+        const double copy_s = SecondsSince(t0);
+        FetchOptions o;
+        o.format = v1::FORMAT_RAW;
+        o.chunk_bytes = 4 * kMiB;
+        o.shm_region = (*shm)->region();
+        o.shm_offset = 4096;
+        t0 = Clock::now();
+        failed = client
+                     ->Fetch(ref, o,
+                             [](absl::string_view) { return absl::OkStatus(); })
+                     .status();
+        const double shm_s = SecondsSince(t0);
+        if (i == 0) continue;  // warm-up
+        memcpy_rates.push_back(max_bytes / copy_s / 1e9);
+        shm_rates.push_back(max_bytes / shm_s / 1e9);
+      }
+      float last = -1;
+      std::memcpy(&last, (*shm)->data() + 4096 + max_bytes - 4, 4);
+      if (!failed.ok() || last != static_cast<float>(max_bytes / 4 - 1)) {
+        ++failures;
+        std::printf("shared memory: FAILED: %s\n",
+                    failed.ok() ? "wrong data" : failed.ToString().c_str());
+      } else {
+        std::printf(
+            "shared memory, %s (4 MiB pieces): %.2f GB/s vs "
+            "memcpy %.2f GB/s = %.2fx\n",
+            FormatSize(max_bytes).c_str(), Median(shm_rates),
+            Median(memcpy_rates), Median(shm_rates) / Median(memcpy_rates));
+      }
     }
     (void)client->Delete({ref});
   }

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
                "trace, debug (a line per RPC), info, warn, error or off");
   flags.Double("shutdown-grace", &shutdown_grace,
                "SECONDS running calls get to finish after SIGINT/SIGTERM");
+  flags.Bool("shared-memory", &options.service.shared_memory,
+             "let same-host clients move Fetch/Put bytes through shared "
+             "memory they lend (OpenSharedMemory)");
   flags.String("port-file", &port_file,
                "write the bound port to this file once serving (for "
                "--listen=HOST:0)");

@@ -1,9 +1,8 @@
 #include "client/cpp/client.h"
 
+#include <grpcpp/create_channel.h>
 #include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/sync_stream.h>
-
-#include <grpcpp/create_channel.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -102,7 +101,11 @@ absl::StatusOr<v1::TensorInfo> Client::Put(const PutOptions& options,
   header->set_name(options.name);
   header->set_ttl_seconds(options.ttl_seconds);
   header->set_total_bytes(total_bytes);
+  header->set_shm_region(options.shm_region);
+  header->set_shm_offset(options.shm_offset);
+  header->set_shm_bytes(options.shm_bytes);
   bool open = writer->Write(request);
+  if (!options.shm_region.empty()) open = false;  // the server reads the data
   absl::Status source_status;
   std::string* data = request.mutable_data();
   const size_t chunk = static_cast<size_t>(options_.put_chunk_bytes);
@@ -179,6 +182,8 @@ absl::StatusOr<v1::FetchHeader> Client::Fetch(absl::string_view ref,
   request.set_offset(options.offset);
   request.set_length(options.length);
   request.set_chunk_bytes(options.chunk_bytes);
+  request.set_shm_region(options.shm_region);
+  request.set_shm_offset(options.shm_offset);
   // The responses are read as raw ByteBuffers and decoded in place, so
   // the sink sees views of gRPC's receive buffers (fetch_decoder.h).
   const grpc::internal::RpcMethod method(
@@ -203,7 +208,7 @@ absl::StatusOr<v1::FetchHeader> Client::Fetch(absl::string_view ref,
   grpc::Status status = reader->Finish();
   if (!sink_status.ok()) return sink_status;
   if (!status.ok()) return FromGrpcStatus(status);
-  if (received != header.length()) {
+  if (options.shm_region.empty() && received != header.length()) {
     return absl::DataLossError(absl::StrCat("the stream ended after ", received,
                                             " of ", header.length(), " bytes"));
   }

@@ -38,6 +38,11 @@ struct PutOptions {
   bool requires_grad = false;
   std::string name;
   int64_t ttl_seconds = 0;
+  // Same-host shared memory (client/cpp/shared_memory.h): the data is read
+  // by the server from this region, shm_bytes at shm_offset; no source.
+  std::string shm_region;
+  int64_t shm_offset = 0;
+  int64_t shm_bytes = 0;
 };
 
 struct FetchOptions {
@@ -49,6 +54,11 @@ struct FetchOptions {
   int64_t offset = 0;
   int64_t length = 0;
   int64_t chunk_bytes = 0;  // 0 = the server's default
+  // Same-host shared memory: the server writes the bytes into this region
+  // at shm_offset and the stream carries the header alone (the sink sees
+  // nothing; the header's length says how many bytes were written).
+  std::string shm_region;
+  int64_t shm_offset = 0;
 };
 
 // Receives a Fetch's bytes in order; a non-OK status cancels the stream.

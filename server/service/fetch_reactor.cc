@@ -135,6 +135,14 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     header->set_total_bytes(out->total_bytes());
     header->set_offset(out->begin());
     header->set_length(out->end() - out->begin());
+    if (!request->shm_region().empty()) {
+      // Shared memory: every byte into the client's region now, then one
+      // message with the header alone.
+      if (absl::Status s = WriteToSharedMemory(*request); !s.ok()) {
+        Done(s);
+        return;
+      }
+    }
     WriteNext();
   }
 
@@ -164,11 +172,43 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     return FetchSource::Open(*std::move(tensor), *spec);
   }
 
+  absl::Status WriteToSharedMemory(const v1::FetchRequest& request) {
+    absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
+        service_->FindRegion(ctx_, request.shm_region());
+    if (!region.ok()) return region.status();
+    const FetchSource& out = stream_->source();
+    int64_t at = request.shm_offset();
+    // Checked whole before anything is written.
+    if (absl::Status s = (*region)->CheckRange(at, out.end() - out.begin());
+        !s.ok()) {
+      return s;
+    }
+    while (!stream_->done()) {
+      FetchChunk chunk;
+      if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) return s;
+      const int64_t header_bytes = static_cast<int64_t>(chunk.header.size());
+      if (absl::Status s =
+              (*region)->Write(at, chunk.header.data(), header_bytes);
+          !s.ok()) {
+        return s;
+      }
+      at += header_bytes;
+      if (absl::Status s = (*region)->Write(at, chunk.data, chunk.size);
+          !s.ok()) {
+        return s;
+      }
+      at += chunk.size;
+    }
+    return absl::OkStatus();
+  }
+
   void WriteNext() {
-    FetchChunk chunk;
-    if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) {
-      Done(s);
-      return;
+    FetchChunk chunk;  // stays empty for an empty range, or shared memory
+    if (!stream_->done()) {
+      if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) {
+        Done(s);
+        return;
+      }
     }
     response_ = EncodeResponse(first_ ? &header_ : nullptr, &chunk);
     first_ = false;

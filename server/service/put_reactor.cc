@@ -10,6 +10,9 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <string>
+
 #include "proto/wire.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
@@ -86,6 +89,10 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
           return absl::InvalidArgumentError(
               "the first Put message must be the header");
         }
+        if (from_shared_memory_) {
+          return absl::InvalidArgumentError(
+              "a Put from shared memory carries no data messages");
+        }
         absl::Status written;
         bool ok = in.Take(n, [&](absl::string_view piece) {
           written = sink_->Write(piece);
@@ -123,6 +130,40 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         PutSink::Start(service_->conversion_context(), std::move(spec));
     if (!sink.ok()) return sink.status();
     sink_ = *std::move(sink);
+    if (!header.shm_region().empty()) {
+      return ReadSharedMemory(header);
+    }
+    return absl::OkStatus();
+  }
+
+  // Shared memory: the data is in the client's region; no data messages
+  // may follow.
+  absl::Status ReadSharedMemory(const v1::PutHeader& header) {
+    absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
+        service_->FindRegion(ctx_, header.shm_region());
+    if (!region.ok()) return region.status();
+    if (absl::Status s =
+            (*region)->CheckRange(header.shm_offset(), header.shm_bytes());
+        !s.ok()) {
+      return s;
+    }
+    constexpr int64_t kPiece = 4 << 20;
+    std::string buffer(
+        static_cast<size_t>(std::min(kPiece, header.shm_bytes())), '\0');
+    for (int64_t done = 0; done < header.shm_bytes();) {
+      const int64_t n = std::min(kPiece, header.shm_bytes() - done);
+      if (absl::Status s =
+              (*region)->Read(header.shm_offset() + done, buffer.data(), n);
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = sink_->Write(absl::string_view(buffer.data(), n));
+          !s.ok()) {
+        return s;
+      }
+      done += n;
+    }
+    from_shared_memory_ = true;
     return absl::OkStatus();
   }
 
@@ -158,6 +199,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
 
   grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;
+  bool from_shared_memory_ = false;
 };
 
 }  // namespace

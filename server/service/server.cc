@@ -56,6 +56,12 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   if (!s->devices_->cuda_available()) {
     spdlog::info("{}", s->devices_->cuda_status());
   }
+  if (options.service.shared_memory) {
+    spdlog::info(
+        "shared memory allowed: same-host clients may lend files {}/"
+        "tensorcast-*",
+        options.service.shared_memory_dir);
+  }
   return s;
 }
 

@@ -100,7 +100,25 @@ absl::Status TensorServiceImpl::CheckAccepting() const {
 TensorServiceImpl::TensorServiceImpl(TensorStore* store,
                                      const DeviceRegistry* devices,
                                      ServiceOptions options)
-    : ctx_{store, devices, options.max_tensor_bytes}, options_(options) {}
+    : ctx_{store, devices, options.max_tensor_bytes},
+      options_(options),
+      shared_memory_(options.shared_memory_dir) {}
+
+absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>>
+TensorServiceImpl::FindRegion(grpc::CallbackServerContext* ctx,
+                              absl::string_view id) const {
+  if (!options_.shared_memory) {
+    return absl::FailedPreconditionError(kSharedMemoryOff);
+  }
+  return shared_memory_.Find(id, ctx->peer());
+}
+
+grpc::ServerWriteReactor<v1::SharedMemoryEvent>*
+TensorServiceImpl::OpenSharedMemory(
+    grpc::CallbackServerContext* ctx,
+    const v1::OpenSharedMemoryRequest* request) {
+  return NewSharedMemorySession(this, ctx, request);
+}
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TensorServiceImpl::Put(
     grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) {

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "server/store/conversions.h"
 #include "server/store/device.h"
+#include "server/store/shared_memory.h"
 #include "server/store/tensor_store.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
 
@@ -23,6 +24,9 @@ namespace tensorcast {
 struct ServiceOptions {
   int64_t max_tensor_bytes = 0;   // 0 = no limit
   int64_t chunk_bytes = 1 << 20;  // Fetch's default data per message
+  // Same-host shared memory (OpenSharedMemory): off unless allowed.
+  bool shared_memory = false;
+  std::string shared_memory_dir = "/dev/shm";
 };
 
 inline constexpr int64_t kMinChunkBytes = 4 << 10;
@@ -72,11 +76,20 @@ class TensorServiceImpl final
   grpc::ServerUnaryReactor* EmptyCache(
       grpc::CallbackServerContext* ctx, const v1::EmptyCacheRequest* request,
       v1::EmptyCacheResponse* response) override;
+  grpc::ServerWriteReactor<v1::SharedMemoryEvent>* OpenSharedMemory(
+      grpc::CallbackServerContext* ctx,
+      const v1::OpenSharedMemoryRequest* request) override;
 
   // For the stream reactors.
   const ConversionContext& conversion_context() const { return ctx_; }
   const ServiceOptions& options() const { return options_; }
   TensorStore* store() const { return ctx_.store; }
+  // The region `id` for the peer of `ctx`: FAILED_PRECONDITION when the
+  // server does not allow shared memory, NOT_FOUND for an id this
+  // connection did not open.
+  absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> FindRegion(
+      grpc::CallbackServerContext* ctx, absl::string_view id) const;
+  SharedMemoryRegistry& shared_memory() { return shared_memory_; }
   void StreamStarted() { active_streams_.fetch_add(1); }
   void StreamEnded() { active_streams_.fetch_sub(1); }
   int64_t active_streams() const { return active_streams_.load(); }
@@ -98,6 +111,7 @@ class TensorServiceImpl final
   const ConversionContext ctx_;
   const ServiceOptions options_;
 
+  SharedMemoryRegistry shared_memory_;
   std::atomic<int64_t> active_streams_{0};
   std::atomic<int64_t> unary_in_flight_{0};
   std::atomic<bool> draining_{false};
@@ -115,6 +129,14 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* NewPutReactor(
 grpc::ServerWriteReactor<grpc::ByteBuffer>* NewFetchReactor(
     TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
     const grpc::ByteBuffer* request);
+grpc::ServerWriteReactor<v1::SharedMemoryEvent>* NewSharedMemorySession(
+    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    const v1::OpenSharedMemoryRequest* request);
+
+// Off unless the server allows it.
+inline constexpr char kSharedMemoryOff[] =
+    "this server does not allow shared memory (start it with "
+    "--shared-memory)";
 
 }  // namespace tensorcast
 

@@ -143,6 +143,15 @@ def cuda(client: tc.Client) -> bool:
 
 @pytest.fixture()
 def baseline(client: tc.Client) -> int:
-    """allocated_bytes on the cpu pool with every dropped proxy deleted."""
+    """allocated_bytes on the cpu pool with every dropped proxy deleted, once
+    it is steady (an earlier Fetch's last chunks may still be in flight)."""
     gc.collect()
-    return client.stats()["cpu"]["allocated_bytes"]
+    client._flush()
+    previous = None
+    for _ in range(40):
+        now = client.stats()["cpu"]["allocated_bytes"]
+        if now == previous:
+            break
+        previous = now
+        time.sleep(0.025)
+    return now

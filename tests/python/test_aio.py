@@ -94,7 +94,14 @@ def test_concurrent_tasks_and_ownership(server) -> None:
                 assert z.owns_handle
             assert z._deleted
             gc.collect()
-            assert (await c.stats())["cpu"]["allocated_bytes"] == base
+            # Collected proxies are deleted in the background, and a Fetch's
+            # last chunks hold storage until the server has sent them. (At
+            # most base: other tests' garbage may be freed meanwhile.)
+            for _ in range(100):
+                if (await c.stats())["cpu"]["allocated_bytes"] <= base:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await c.stats())["cpu"]["allocated_bytes"] <= base
     run(main())
 
 

@@ -84,7 +84,7 @@ class TensorInfo(_message.Message):
     def __init__(self, handle: _Optional[str] = ..., name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., storage_offset: _Optional[int] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., nbytes: _Optional[int] = ..., numel: _Optional[int] = ..., is_contiguous: _Optional[bool] = ..., storage_bytes: _Optional[int] = ..., expires_at_unix_s: _Optional[int] = ..., created_at_unix_s: _Optional[int] = ...) -> None: ...
 
 class PutHeader(_message.Message):
-    __slots__ = ("dtype", "shape", "device", "requires_grad", "name", "ttl_seconds", "format", "total_bytes")
+    __slots__ = ("dtype", "shape", "device", "requires_grad", "name", "ttl_seconds", "format", "total_bytes", "shm_region", "shm_offset", "shm_bytes")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,9 @@ class PutHeader(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHM_REGION_FIELD_NUMBER: _ClassVar[int]
+    SHM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SHM_BYTES_FIELD_NUMBER: _ClassVar[int]
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     device: str
@@ -101,7 +104,28 @@ class PutHeader(_message.Message):
     ttl_seconds: int
     format: Format
     total_bytes: int
-    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., format: _Optional[_Union[Format, str]] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    shm_region: str
+    shm_offset: int
+    shm_bytes: int
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., format: _Optional[_Union[Format, str]] = ..., total_bytes: _Optional[int] = ..., shm_region: _Optional[str] = ..., shm_offset: _Optional[int] = ..., shm_bytes: _Optional[int] = ...) -> None: ...
+
+class OpenSharedMemoryRequest(_message.Message):
+    __slots__ = ("name", "size", "token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    token: bytes
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
+
+class SharedMemoryEvent(_message.Message):
+    __slots__ = ("region", "size")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    size: int
+    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "data")
@@ -260,7 +284,7 @@ class ToResponse(_message.Message):
     def __init__(self, tensor: _Optional[_Union[TensorInfo, _Mapping]] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("ref", "format", "dtype", "detach", "cpu", "force", "offset", "length", "chunk_bytes")
+    __slots__ = ("ref", "format", "dtype", "detach", "cpu", "force", "offset", "length", "chunk_bytes", "shm_region", "shm_offset")
     REF_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +294,8 @@ class FetchRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHM_REGION_FIELD_NUMBER: _ClassVar[int]
+    SHM_OFFSET_FIELD_NUMBER: _ClassVar[int]
     ref: str
     format: Format
     dtype: DType
@@ -279,7 +305,9 @@ class FetchRequest(_message.Message):
     offset: int
     length: int
     chunk_bytes: int
-    def __init__(self, ref: _Optional[str] = ..., format: _Optional[_Union[Format, str]] = ..., dtype: _Optional[_Union[DType, str]] = ..., detach: _Optional[bool] = ..., cpu: _Optional[bool] = ..., force: _Optional[bool] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    shm_region: str
+    shm_offset: int
+    def __init__(self, ref: _Optional[str] = ..., format: _Optional[_Union[Format, str]] = ..., dtype: _Optional[_Union[DType, str]] = ..., detach: _Optional[bool] = ..., cpu: _Optional[bool] = ..., force: _Optional[bool] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., shm_region: _Optional[str] = ..., shm_offset: _Optional[int] = ...) -> None: ...
 
 class FetchHeader(_message.Message):
     __slots__ = ("tensor", "format", "total_bytes", "offset", "length")

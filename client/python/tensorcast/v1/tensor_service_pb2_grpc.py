@@ -84,6 +84,11 @@ class TensorServiceStub:
                 request_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.EmptyCacheRequest.SerializeToString,
                 response_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.EmptyCacheResponse.FromString,
                 _registered_method=True)
+        self.OpenSharedMemory = channel.unary_stream(
+                '/tensorcast.v1.TensorService/OpenSharedMemory',
+                request_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.OpenSharedMemoryRequest.SerializeToString,
+                response_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.SharedMemoryEvent.FromString,
+                _registered_method=True)
 
 
 class TensorServiceServicer:
@@ -155,6 +160,14 @@ class TensorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenSharedMemory(self, request, context):
+        """Lends the server a same-host shared-memory region for as long as the
+        call stays open (see OpenSharedMemoryRequest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TensorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +220,11 @@ def add_TensorServiceServicer_to_server(servicer, server):
                     servicer.EmptyCache,
                     request_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.EmptyCacheRequest.FromString,
                     response_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.EmptyCacheResponse.SerializeToString,
+            ),
+            'OpenSharedMemory': grpc.unary_stream_rpc_method_handler(
+                    servicer.OpenSharedMemory,
+                    request_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.OpenSharedMemoryRequest.FromString,
+                    response_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.SharedMemoryEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +497,33 @@ class TensorService:
             '/tensorcast.v1.TensorService/EmptyCache',
             tensorcast_dot_v1_dot_tensor__service__pb2.EmptyCacheRequest.SerializeToString,
             tensorcast_dot_v1_dot_tensor__service__pb2.EmptyCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenSharedMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tensorcast.v1.TensorService/OpenSharedMemory',
+            tensorcast_dot_v1_dot_tensor__service__pb2.OpenSharedMemoryRequest.SerializeToString,
+            tensorcast_dot_v1_dot_tensor__service__pb2.SharedMemoryEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,61 @@
+// SharedMemory: a region of same-host shared memory lent to a tensorcast
+// server (which must run with --shared-memory) for Fetch and Put to move
+// bytes through instead of the socket: one copy between the tensor's
+// storage and this memory, done by the server.
+//
+//   absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
+//       SharedMemory::Open(client, 256 << 20);
+//   FetchOptions f;
+//   f.format = v1::FORMAT_RAW;
+//   f.shm_region = (*shm)->region();
+//   client.Fetch(ref, f, nullptr_sink)   // bytes land in (*shm)->data()
+//
+// Open creates /dev/shm/tensorcast-<random> (mode 0600), maps it with its
+// pages faulted in, writes a random token at its start (the server checks
+// it: proof this client controls the memory it names) and opens the
+// session call; the region lives until this object is destroyed, which
+// ends the call and removes the file. Not thread-safe; the memory may be
+// read and written by the caller between calls.
+#ifndef TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
+#define TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/sync_stream.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "client/cpp/client.h"
+
+namespace tensorcast {
+
+class SharedMemory {
+ public:
+  static absl::StatusOr<std::unique_ptr<SharedMemory>> Open(Client& client,
+                                                            int64_t size);
+  ~SharedMemory();
+  SharedMemory(const SharedMemory&) = delete;
+  SharedMemory& operator=(const SharedMemory&) = delete;
+
+  char* data() const { return data_; }
+  int64_t size() const { return size_; }
+  // The id Fetch and Put name it by.
+  const std::string& region() const { return region_; }
+  // The file under /dev/shm.
+  const std::string& name() const { return name_; }
+
+ private:
+  SharedMemory() = default;
+  std::string name_;
+  char* data_ = nullptr;
+  int64_t size_ = 0;
+  std::string region_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::SharedMemoryEvent>> session_;
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_

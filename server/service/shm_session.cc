@@ -1,0 +1,84 @@
+// OpenSharedMemory: the call a same-host client holds open while it lends
+// the server a shared-memory region. It answers with one event naming the
+// region and then stays open; when it ends -- the client closes it or goes
+// away (a cancellation), or the server shuts down (which cancels it) -- the
+// region is forgotten. Sessions are not counted as running streams, so an
+// idle session does not hold up a drain.
+#include <atomic>
+
+#include "server/service/status.h"
+#include "server/service/tensor_service.h"
+
+namespace tensorcast {
+namespace {
+
+class SharedMemorySession final
+    : public grpc::ServerWriteReactor<v1::SharedMemoryEvent> {
+ public:
+  SharedMemorySession(TensorServiceImpl* service,
+                      grpc::CallbackServerContext* ctx,
+                      const v1::OpenSharedMemoryRequest* request)
+      : service_(service), ctx_(ctx) {
+    if (!service_->options().shared_memory) {
+      End(absl::FailedPreconditionError(kSharedMemoryOff));
+      return;
+    }
+    if (absl::Status s = service_->CheckAccepting(); !s.ok()) {
+      End(s);
+      return;
+    }
+    absl::StatusOr<std::string> id = service_->shared_memory().Open(
+        request->name(), request->size(), request->token(), ctx_->peer());
+    if (!id.ok()) {
+      End(id.status());
+      return;
+    }
+    region_ = *id;
+    event_.set_region(region_);
+    event_.set_size(request->size());
+    LogRpc("OpenSharedMemory", ctx_, absl::OkStatus(), start_);
+    StartWrite(&event_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    // Then nothing more to send: the call stays open until it is cancelled.
+    if (!ok) End(absl::CancelledError("the client went away"));
+  }
+
+  void OnCancel() override {
+    End(absl::CancelledError("the shared-memory session ended"));
+  }
+
+  void OnDone() override {
+    if (!region_.empty()) service_->shared_memory().Close(region_);
+    delete this;
+  }
+
+ private:
+  void End(const absl::Status& status) {
+    bool expected = false;
+    if (!finished_.compare_exchange_strong(expected, true)) return;
+    if (!status.ok() && region_.empty()) {
+      LogRpc("OpenSharedMemory", ctx_, status, start_);
+    }
+    Finish(ToGrpcStatus(status));
+  }
+
+  TensorServiceImpl* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const std::chrono::steady_clock::time_point start_ =
+      std::chrono::steady_clock::now();
+  std::string region_;
+  v1::SharedMemoryEvent event_;
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::SharedMemoryEvent>* NewSharedMemorySession(
+    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    const v1::OpenSharedMemoryRequest* request) {
+  return new SharedMemorySession(service, ctx, request);
+}
+
+}  // namespace tensorcast
