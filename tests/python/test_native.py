@@ -53,3 +53,62 @@ def test_paths_agree_on_odd_arrays(server) -> None:
         for a, r in zip(arrays, got):
             np.testing.assert_array_equal(r, a)
             assert r.shape == a.shape
+
+
+@pytest.fixture()
+def fake_fetch_server():
+    """An in-process grpcio server whose Fetch answers with protobuf's own
+    encoding of one FetchResponse -- data (field 1) before header (field 2),
+    the order a re-encoding peer or proxy would produce."""
+    import concurrent.futures
+
+    import grpc
+
+    from tensorcast.v1 import tensor_service_pb2 as pb
+
+    payload = np.arange(6, dtype=np.float32).tobytes()
+
+    def fetch(request: bytes, context: grpc.ServicerContext):
+        header = pb.FetchHeader(format=pb.FORMAT_RAW, total_bytes=len(payload),
+                                length=len(payload))
+        header.tensor.dtype = pb.DTYPE_FLOAT32
+        header.tensor.shape.extend([2, 3])
+        yield pb.FetchResponse(header=header, data=payload).SerializeToString()
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.method_handlers_generic_handler("tensorcast.v1.TensorService", {
+        "Fetch": grpc.unary_stream_rpc_method_handler(fetch)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.mark.skipif(not native_built(), reason="tensorcast._native was not built")
+def test_native_fetch_takes_fields_in_any_order(fake_fetch_server) -> None:
+    from tensorcast import _fastpath, _native
+    from tensorcast.v1 import tensor_service_pb2 as pb
+
+    call = _fastpath.Call(_native.Channel(fake_fetch_server, 1 << 20),
+                          fake_fetch_server, [])
+    got = call.fetch(pb.FetchRequest(ref="x", format=pb.FORMAT_RAW), False, 10)
+    np.testing.assert_array_equal(got, np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+@pytest.mark.skipif(not native_built(), reason="tensorcast._native was not built")
+def test_native_fetch_keeps_the_callers_exception(fake_fetch_server) -> None:
+    from tensorcast import _native
+
+    class Refused(Exception):
+        pass
+
+    def on_header(raw: bytes):
+        raise Refused("no room")
+
+    channel = _native.Channel(fake_fetch_server, 1 << 20)
+    with pytest.raises(Refused, match="no room"):
+        channel.fetch(request=b"", metadata=[], timeout=10.0, on_header=on_header)
+    with pytest.raises(_native.RpcError):  # not a buffer: an error, not a crash
+        channel.fetch(request=b"", metadata=[], timeout=10.0,
+                      on_header=lambda raw: 42)

@@ -20,8 +20,10 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,6 +64,35 @@ void Prepare(grpc::ClientContext* ctx,
         std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
   }
 }
+
+// Counts the slices of a caller's memory that gRPC still holds.
+class InFlight : public std::enable_shared_from_this<InFlight> {
+ public:
+  // user_data for a slice: a reference to this, released by Release.
+  void* Hold() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++count_;
+    return new std::shared_ptr<InFlight>(shared_from_this());
+  }
+  static void Release(void* held) {
+    auto* self = static_cast<std::shared_ptr<InFlight>*>(held);
+    {
+      std::lock_guard<std::mutex> lock((*self)->mu_);
+      --(*self)->count_;
+    }
+    (*self)->cv_.notify_all();
+    delete self;
+  }
+  void WaitForNone() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return count_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t count_ = 0;
+};
 
 class Channel {
  public:
@@ -119,6 +150,8 @@ class Channel {
       }
     }
     if (failure.code != 0) {
+      // The caller's own exception (from on_header), or Ctrl-C, first.
+      if (PyErr_Occurred() != nullptr) throw py::error_already_set();
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();
       Raise(failure);
     }
@@ -138,33 +171,40 @@ class Channel {
     const char* bytes = static_cast<const char*>(info.ptr);
     const int64_t n = info.size * info.itemsize;
     if (chunk_bytes <= 0) chunk_bytes = 1 << 20;
-    grpc::ClientContext ctx;
-    Prepare(&ctx, metadata, timeout);
     grpc::ByteBuffer response;
     grpc::Status status;
+    // The data slices reference the array: count them out, and return only
+    // when gRPC has released every one (the call, held by its context, may
+    // keep a failed write's slices until the context goes), so the caller
+    // may free the array.
+    auto in_flight = std::make_shared<InFlight>();
     {
       py::gil_scoped_release unlocked;
-      const grpc::internal::RpcMethod method(
-          kPutMethod, grpc::internal::RpcMethod::CLIENT_STREAMING, channel_);
-      std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
-          grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
-              channel_.get(), method, &ctx, &response));
-      grpc::Slice first(header_bytes);
-      bool ok = writer->Write(grpc::ByteBuffer(&first, 1));
-      for (int64_t at = 0; ok && at < n; at += chunk_bytes) {
-        const int64_t len = std::min(chunk_bytes, n - at);
-        std::string prefix(1, tensorcast::wire::LengthDelimitedTag(kPutData));
-        tensorcast::wire::AppendVarint(&prefix, static_cast<uint64_t>(len));
-        // The array outlives the call (the caller holds it), and a finished
-        // call holds no slices: a static slice needs no copy.
-        grpc::Slice slices[2] = {
-            grpc::Slice(prefix),
-            grpc::Slice(bytes + at, static_cast<size_t>(len),
-                        grpc::Slice::STATIC_SLICE)};
-        ok = writer->Write(grpc::ByteBuffer(slices, 2));
+      {
+        grpc::ClientContext ctx;
+        Prepare(&ctx, metadata, timeout);
+        const grpc::internal::RpcMethod method(
+            kPutMethod, grpc::internal::RpcMethod::CLIENT_STREAMING, channel_);
+        std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+            grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+                channel_.get(), method, &ctx, &response));
+        grpc::Slice first(header_bytes);
+        bool ok = writer->Write(grpc::ByteBuffer(&first, 1));
+        for (int64_t at = 0; ok && at < n; at += chunk_bytes) {
+          const int64_t len = std::min(chunk_bytes, n - at);
+          std::string prefix(1, tensorcast::wire::LengthDelimitedTag(kPutData));
+          tensorcast::wire::AppendVarint(&prefix, static_cast<uint64_t>(len));
+          grpc::Slice slices[2] = {
+              grpc::Slice(prefix),
+              grpc::Slice(const_cast<char*>(bytes + at),
+                          static_cast<size_t>(len), &InFlight::Release,
+                          in_flight->Hold())};
+          ok = writer->Write(grpc::ByteBuffer(slices, 2));
+        }
+        if (ok) writer->WritesDone();
+        status = writer->Finish();
       }
-      if (ok) writer->WritesDone();
-      status = writer->Finish();
+      in_flight->WaitForNone();
     }
     if (!status.ok()) {
       Raise({static_cast<int>(status.error_code()), status.error_message()});
@@ -180,59 +220,74 @@ class Channel {
   }
 
  private:
-  // One FetchResponse: the header (asks Python for the destination), then
-  // data copied into it.
+  // One FetchResponse: its header first (the fields may come in any order;
+  // on the header Python gives the destination), then its data, copied in.
   static Failure Consume(const grpc::ByteBuffer& message,
                          const py::function& on_header, char** dst,
                          int64_t* capacity, int64_t* written) {
-    tensorcast::wire::SliceReader in(message);
-    while (!in.done()) {
-      uint64_t field, wire_type, n;
-      if (!in.NextField(&field, &wire_type, &n)) {
-        return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                "malformed FetchResponse from the server"};
-      }
-      if (wire_type != tensorcast::wire::kLengthDelimited) continue;
-      if (field == kFetchHeader) {
-        std::string header;
-        if (!in.Copy(n, &header)) {
-          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                  "truncated FetchHeader"};
+    const Failure malformed{static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                            "malformed FetchResponse from the server"};
+    for (int pass = 0; pass < 2; ++pass) {
+      tensorcast::wire::SliceReader in(message);
+      while (!in.done()) {
+        uint64_t field, wire_type, n;
+        if (!in.NextField(&field, &wire_type, &n)) return malformed;
+        if (wire_type != tensorcast::wire::kLengthDelimited) continue;
+        if (pass == 0 && field == kFetchHeader) {
+          std::string header;
+          if (!in.Copy(n, &header)) return malformed;
+          if (*capacity >= 0) {
+            return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                    "the Fetch stream sent a second header"};
+          }
+          if (Failure f = Destination(on_header, header, dst, capacity);
+              f.code != 0) {
+            return f;
+          }
+        } else if (pass == 1 && field == kFetchData) {
+          if (*capacity < 0) {
+            return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                    "the Fetch stream sent data before its header"};
+          }
+          if (static_cast<uint64_t>(*capacity - *written) < n) {
+            return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                    "the Fetch stream sent more bytes than it announced"};
+          }
+          if (!in.Take(n, [&](absl::string_view piece) {
+                std::memcpy(*dst + *written, piece.data(), piece.size());
+                *written += static_cast<int64_t>(piece.size());
+                return true;
+              })) {
+            return malformed;
+          }
+        } else if (!in.Skip(n)) {
+          return malformed;
         }
-        py::gil_scoped_acquire locked;
-        try {
-          py::object target = on_header(py::bytes(header));
-          py::buffer_info info = py::buffer(target).request(true);
-          *dst = static_cast<char*>(info.ptr);
-          *capacity = info.size * info.itemsize;
-        } catch (py::error_already_set& e) {
-          Failure f{static_cast<int>(grpc::StatusCode::INTERNAL), e.what()};
-          e.restore();  // the caller's exception wins over the RpcError
-          return f;
-        }
-      } else if (field == kFetchData) {
-        if (*capacity < 0) {
-          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                  "the Fetch stream sent data before its header"};
-        }
-        if (static_cast<uint64_t>(*capacity - *written) < n) {
-          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                  "the Fetch stream sent more bytes than it announced"};
-        }
-        if (!in.Take(n, [&](absl::string_view piece) {
-              std::memcpy(*dst + *written, piece.data(), piece.size());
-              *written += static_cast<int64_t>(piece.size());
-              return true;
-            })) {
-          return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                  "truncated FetchResponse data"};
-        }
-      } else if (!in.Skip(n)) {
-        return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                "malformed FetchResponse from the server"};
       }
     }
     return {};
+  }
+
+  // Asks Python (on_header) for the destination of the data. A Python
+  // exception stays set for the caller to raise.
+  static Failure Destination(const py::function& on_header,
+                             const std::string& header, char** dst,
+                             int64_t* capacity) {
+    py::gil_scoped_acquire locked;
+    try {
+      py::object target = on_header(py::bytes(header));
+      py::buffer_info info = py::buffer(target).request(true);
+      *dst = static_cast<char*>(info.ptr);
+      *capacity = info.size * info.itemsize;
+      return {};
+    } catch (py::error_already_set& e) {
+      Failure f{static_cast<int>(grpc::StatusCode::INTERNAL), e.what()};
+      e.restore();
+      return f;
+    } catch (const std::exception& e) {
+      return {static_cast<int>(grpc::StatusCode::INTERNAL),
+              std::string("the Fetch destination: ") + e.what()};
+    }
   }
 
   std::shared_ptr<grpc::Channel> channel_;

@@ -287,8 +287,20 @@ class Client:
             raise UnavailableError(f"the client for {self.target} is closed")
         flat = _core.wire_bytes(array) if self._native is not None and not progress else None
         if flat is not None:
-            resp = await asyncio.to_thread(self._native.put, header, flat,
-                                           self.put_chunk_bytes, self.stream_timeout)
+            upload = asyncio.ensure_future(asyncio.to_thread(
+                self._native.put, header, flat, self.put_chunk_bytes, self.stream_timeout))
+            try:
+                resp = await asyncio.shield(upload)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: let it finish, and delete the
+                # tensor it stored, as a cancelled grpcio Put stores nothing.
+                try:
+                    stored = await upload
+                    await self._call(self._stub.Delete,
+                                     pb.DeleteRequest(refs=[stored.tensor.handle]))
+                except Exception:
+                    pass
+                raise
             return self._wrap(meta_from_info(resp.tensor), owned=True)
         bar = Progress(progress, int(header.header.total_bytes), "put")
         call = self._put_call(None, timeout=self.stream_timeout, metadata=self._metadata)
