@@ -5,8 +5,9 @@
 //
 // The method is registered raw: each v1.PutRequest is decoded here from the
 // slices it arrived in (proto/wire.h), so the data field's bytes go from
-// gRPC's receive buffers straight into the tensor's storage (or, for a GPU,
-// its upload staging) without a protobuf string in between.
+// gRPC's receive buffers into the tensor's host storage in one copy,
+// without a protobuf string in between (a GPU upload goes through the
+// sink's host staging, then pinned memory).
 #include <grpcpp/support/byte_buffer.h>
 #include <spdlog/spdlog.h>
 

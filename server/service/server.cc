@@ -109,6 +109,30 @@ void TensorcastServer::Shutdown(std::chrono::milliseconds grace) {
 
 TensorcastServer::~TensorcastServer() {
   Shutdown(std::chrono::milliseconds(0));
+  // Fetch chunks sent by reference keep their tensor's storage alive until
+  // gRPC releases them, which can be a moment after the server is gone; the
+  // storage must go back to its pool before the pools go.
+  server_.reset();
+  service_.reset();
+  store_.reset();
+  auto in_use = [this] {
+    int64_t bytes = 0;
+    for (const auto& d : devices_->all())
+      bytes += d->pool().Stats().allocated_bytes;
+    return bytes;
+  };
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (in_use() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (in_use() > 0) {
+    // Still referenced: leave the devices (and their memory) to the
+    // process's exit rather than free pools something may yet use.
+    spdlog::warn("{} bytes still referenced at exit; not freeing the pools",
+                 in_use());
+    (void)devices_.release();
+  }
 }
 
 }  // namespace tensorcast

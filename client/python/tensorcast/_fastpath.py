@@ -24,7 +24,9 @@ def open_channel(target: str, native: Optional[bool], *, tls: bool) -> Any:
 
     native None: use it when built, the channel is not TLS and
     $TENSORCAST_NATIVE is not "0". True: require it (ImportError if it was
-    not built; ValueError with TLS). False: never."""
+    not built; ValueError with TLS). False: never. The native channel is
+    its own connection with default arguments: the client's ``options``
+    (authority, keepalive, proxies) apply to its grpcio channel only."""
     if native is None:
         native = os.environ.get("TENSORCAST_NATIVE", "1") != "0" and not tls
         required = False
