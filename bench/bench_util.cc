@@ -2,12 +2,17 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -106,6 +111,70 @@ absl::StatusOr<double> TimeTcpTransfer(int sender, int receiver,
     return absl::DataLossError("the TCP transfer fell short");
   }
   return seconds;
+}
+
+absl::Status ServerProcess::Start(const std::string& binary,
+                                  const std::string& dir,
+                                  std::vector<std::string> flags) {
+  if (access(binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(
+        absl::StrCat(binary,
+                     " is not executable; build the tensorcast-server target "
+                     "(or set TENSORCAST_BIN_DIR)"));
+  }
+  const std::string port_file = dir + "/port";
+  std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
+                                   "--port-file=" + port_file,
+                                   "--log-level=warn"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_ = fork();
+  if (pid_ < 0) return absl::InternalError("fork failed");
+  if (pid_ == 0) {
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  while (SecondsSince(t0) < 30) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError("tensorcast-server exited during start-up");
+    }
+    std::ifstream in(port_file);
+    if (in >> port_ && port_ > 0) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError("tensorcast-server wrote no port");
+}
+
+int ServerProcess::Stop() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  while (SecondsSince(t0) < 15) {
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return -1;
+}
+
+std::string BinDir() {
+  const char* env = std::getenv("TENSORCAST_BIN_DIR");
+  if (env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : self.parent_path().string();
 }
 
 }  // namespace bench

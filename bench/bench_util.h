@@ -10,14 +10,20 @@
 //   TimeTcpTransfer   one timed plain TCP transfer over such a pair: a sender
 //                     thread writing 1 MiB writes, the calling thread reading
 //                     into the destination buffer
+//   ServerProcess     a tensorcast-server child on 127.0.0.1:0
+//   BinDir            where the tensorcast binaries are: $TENSORCAST_BIN_DIR,
+//                     else this executable's directory
 //
 // All are thread-compatible; none keeps state between calls.
 #ifndef TENSORCAST_BENCH_BENCH_UTIL_H_
 #define TENSORCAST_BENCH_BENCH_UTIL_H_
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -52,6 +58,30 @@ absl::StatusOr<std::pair<int, int>> LoopbackPair();
 absl::StatusOr<double> TimeTcpTransfer(int sender, int receiver,
                                        const char* src, char* dst,
                                        int64_t bytes);
+
+// The server process: started with Start (SIGTERM at destruction, then
+// SIGKILL if it does not exit within 15 s).
+class ServerProcess {
+ public:
+  ServerProcess() = default;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() { Stop(); }
+
+  // Runs `binary --listen=127.0.0.1:0 --port-file=DIR/port
+  // --log-level=warn FLAGS...` and waits (up to 30 s) for its port.
+  absl::Status Start(const std::string& binary, const std::string& dir,
+                     std::vector<std::string> flags = {});
+  int port() const { return port_; }
+  // The exit status (-1 if it had to be killed or was not running).
+  int Stop();
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+std::string BinDir();
 
 }  // namespace bench
 }  // namespace tensorcast

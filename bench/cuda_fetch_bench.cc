@@ -45,9 +45,11 @@ namespace tensorcast {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::BinDir;
 using bench::Median;
 using bench::PrefaultedBuffer;
 using bench::SecondsSince;
+using bench::ServerProcess;
 
 constexpr int kRuns = 5;
 constexpr int64_t kMiB = int64_t{1} << 20;
@@ -55,87 +57,6 @@ constexpr int64_t kBytes = int64_t{1} << 30;
 // Past this, the remaining rows run once each so that the whole bench stays
 // under a minute on a slow machine.
 constexpr double kSoftBudgetSeconds = 40;
-
-// The server process (as in fetch_bench.cc): started with Start, stopped
-// (SIGTERM, then SIGKILL if it does not exit within 15 s) when this object
-// dies.
-class ServerProcess {
- public:
-  ServerProcess() = default;
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ~ServerProcess() { Stop(); }
-
-  absl::Status Start(const std::string& binary, const std::string& dir,
-                     std::vector<std::string> flags) {
-    if (access(binary.c_str(), X_OK) != 0) {
-      return absl::NotFoundError(
-          absl::StrCat(binary,
-                       " is not executable; build the tensorcast-server target "
-                       "(or set TENSORCAST_BIN_DIR)"));
-    }
-    const std::string port_file = dir + "/port";
-    std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
-                                     "--port-file=" + port_file,
-                                     "--log-level=warn"};
-    args.insert(args.end(), flags.begin(), flags.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ < 0) return absl::InternalError("fork failed");
-    if (pid_ == 0) {
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    const Clock::time_point t0 = Clock::now();
-    while (SecondsSince(t0) < 30) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return absl::InternalError("tensorcast-server exited during start-up");
-      }
-      std::ifstream in(port_file);
-      if (in >> port_ && port_ > 0) return absl::OkStatus();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return absl::DeadlineExceededError("tensorcast-server wrote no port");
-  }
-
-  int port() const { return port_; }
-
-  // Returns the exit status (-1 if it had to be killed or was not running).
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    const Clock::time_point t0 = Clock::now();
-    int status = 0;
-    while (SecondsSince(t0) < 15) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
-
-std::string BinDir() {
-  const char* env = std::getenv("TENSORCAST_BIN_DIR");
-  if (env != nullptr && *env != '\0') return env;
-  std::error_code ec;
-  std::filesystem::path self =
-      std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : self.parent_path().string();
-}
 
 absl::Status Cuda(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return absl::OkStatus();

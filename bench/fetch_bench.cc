@@ -43,82 +43,17 @@ namespace tensorcast {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::BinDir;
 using bench::Median;
 using bench::PrefaultedBuffer;
 using bench::SecondsSince;
+using bench::ServerProcess;
 
 constexpr int kRuns = 11;
 constexpr int64_t kMiB = int64_t{1} << 20;
 // Past this, the remaining configurations run once each so the whole bench
 // stays within about a minute on a slow or busy machine.
 constexpr double kSoftBudgetSeconds = 60;
-
-// The server process: started with Start, stopped (SIGTERM, then SIGKILL
-// if it does not exit within 15 s) when this object dies.
-class ServerProcess {
- public:
-  ServerProcess() = default;
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ~ServerProcess() { Stop(); }
-
-  absl::Status Start(const std::string& binary, const std::string& dir) {
-    if (access(binary.c_str(), X_OK) != 0) {
-      return absl::NotFoundError(absl::StrCat(
-          binary, " is not executable; build the tensorcast-server target"));
-    }
-    const std::string port_file = dir + "/port";
-    std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
-                                     "--port-file=" + port_file,
-                                     "--log-level=warn", "--shared-memory"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ < 0) return absl::InternalError("fork failed");
-    if (pid_ == 0) {
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    const Clock::time_point t0 = Clock::now();
-    while (SecondsSince(t0) < 20) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return absl::InternalError("tensorcast-server exited during start-up");
-      }
-      std::ifstream in(port_file);
-      if (in >> port_ && port_ > 0) return absl::OkStatus();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return absl::DeadlineExceededError("tensorcast-server wrote no port");
-  }
-
-  int port() const { return port_; }
-
-  // Returns the exit status (-1 if it had to be killed or was not running).
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    const Clock::time_point t0 = Clock::now();
-    int status = 0;
-    while (SecondsSince(t0) < 15) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
 
 // One Fetch of `ref` as RAW into `dst`; returns the seconds it took.
 absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
@@ -198,13 +133,6 @@ std::unique_ptr<Client> ClientWith(
                                 grpc::InsecureChannelCredentials(), args));
 }
 
-std::string ExecutableDir() {
-  std::error_code ec;
-  std::filesystem::path self =
-      std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : self.parent_path().string();
-}
-
 int Run() {
   const Clock::time_point start = Clock::now();
   char dir_template[] = "/tmp/tensorcast_bench_fetch_XXXXXX";
@@ -222,8 +150,8 @@ int Run() {
   } remove_dir{dir};
 
   ServerProcess server;
-  if (absl::Status s =
-          server.Start(ExecutableDir() + "/tensorcast-server", dir);
+  if (absl::Status s = server.Start(BinDir() + "/tensorcast-server", dir,
+                                    {"--shared-memory"});
       !s.ok()) {
     std::fprintf(stderr, "tensorcast-bench-fetch: %s\n",
                  std::string(s.message()).c_str());

@@ -2,27 +2,16 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/random.h"
 
 namespace tensorcast {
 namespace {
-
-std::string RandomBytes(size_t n) {
-  std::string out(n, '\0');
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = getrandom(out.data() + got, n - got, 0);
-    if (r > 0) got += static_cast<size_t>(r);
-  }
-  return out;
-}
 
 constexpr size_t kTokenBytes = 32;
 
@@ -35,7 +24,7 @@ absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::Open(Client& client,
         "a shared-memory region needs at least ", kTokenBytes, " bytes"));
   }
   std::unique_ptr<SharedMemory> shm(new SharedMemory());
-  shm->name_ = "tensorcast-" + absl::BytesToHexString(RandomBytes(12));
+  shm->name_ = "tensorcast-" + RandomHex(12);
   const std::string shm_name = "/" + shm->name_;
   int fd = shm_open(shm_name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0) return ErrnoStatus(errno, "shm_open " + shm_name);

@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/random.h"
 
 namespace tensorcast {
 namespace {
@@ -32,17 +33,6 @@ bool ValidName(absl::string_view name) {
     }
   }
   return name.find("..") == absl::string_view::npos;
-}
-
-std::string NewRegionId() {
-  unsigned char raw[16];
-  size_t got = 0;
-  while (got < sizeof(raw)) {
-    ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(raw), sizeof(raw)));
 }
 
 }  // namespace
@@ -140,7 +130,7 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Open(
         "the region does not start with the token sent: it is not memory "
         "this client controls");
   }
-  std::string id = NewRegionId();
+  std::string id = RandomHex(16);  // 128 bits: unguessable
   absl::MutexLock lock(&mu_);
   regions_[id] = Entry{std::string(owner), std::move(region)};
   return id;

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/random.h"
 
 namespace tensorcast {
 namespace {
@@ -19,16 +20,7 @@ constexpr size_t kHandleHexDigits = 32;
 constexpr size_t kMaxNameBytes = 256;
 
 // 128 bits from the kernel's CSPRNG: handles must be unguessable.
-std::string NewHandle() {
-  unsigned char raw[kHandleHexDigits / 2];
-  size_t got = 0;
-  while (got < sizeof(raw)) {
-    ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(raw), sizeof(raw)));
-}
+std::string NewHandle() { return RandomHex(kHandleHexDigits / 2); }
 
 bool LooksLikeHandle(absl::string_view s) {
   if (s.size() != kHandleHexDigits) return false;

@@ -1,0 +1,18 @@
+// Unguessable identifiers: bytes from the kernel's CSPRNG (getrandom),
+// for tensor handles and shared-memory region ids.
+#ifndef TENSORCAST_SERVER_CORE_RANDOM_H_
+#define TENSORCAST_SERVER_CORE_RANDOM_H_
+
+#include <cstddef>
+#include <string>
+
+namespace tensorcast {
+
+// `n` random bytes.
+std::string RandomBytes(size_t n);
+// `n` random bytes as 2n lowercase hex digits.
+std::string RandomHex(size_t n);
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_CORE_RANDOM_H_
