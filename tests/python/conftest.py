@@ -102,7 +102,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server | Extern
     if external:
         yield ExternalServer(external)
         return
-    with running_server(tmp_path_factory.mktemp("server")) as s:
+    # Shared memory allowed: only the "shm" client path opts in.
+    with running_server(tmp_path_factory.mktemp("server"), "--shared-memory") as s:
         yield s
 
 
@@ -114,11 +115,25 @@ def native_built() -> bool:
     return True
 
 
-# Every test that uses the client runs on both data paths: grpcio, and the
-# native extension (tensorcast._native) where it was built.
-@pytest.fixture(scope="session", params=["grpcio", "native"])
+# Every test that uses the client runs on each data path: grpcio, the
+# native extension (tensorcast._native) where it was built, and shared
+# memory (grpcio for the stream, fetches of 1 MiB or more through /dev/shm).
+@pytest.fixture(scope="session", params=["grpcio", "native", "shm"])
 def client(server: Server, request: pytest.FixtureRequest) -> Iterator[tc.Client]:
     """The default client, connected to the session's server, on one path."""
+    if request.param == "shm":
+        saved = os.environ.get("TENSORCAST_NATIVE")
+        os.environ["TENSORCAST_NATIVE"] = "0"
+        try:
+            with tc.connect(server.target, timeout=30, native=False,
+                            shared_memory="auto") as c:
+                yield c
+        finally:
+            if saved is None:
+                os.environ.pop("TENSORCAST_NATIVE", None)
+            else:
+                os.environ["TENSORCAST_NATIVE"] = saved
+        return
     native = request.param == "native"
     if native and not native_built():
         pytest.skip("tensorcast._native was not built (no pybind11 or gRPC C++ "

@@ -112,3 +112,42 @@ def test_native_fetch_keeps_the_callers_exception(fake_fetch_server) -> None:
     with pytest.raises(_native.RpcError):  # not a buffer: an error, not a crash
         channel.fetch(request=b"", metadata=[], timeout=10.0,
                       on_header=lambda raw: 42)
+
+
+def test_shared_memory_fetch(server) -> None:
+    """Against the session's server (started with --shared-memory), large
+    fetches go through /dev/shm and give the socket's arrays."""
+    if os.environ.get("TENSORCAST_TEST_SERVER"):
+        pytest.skip("an external server may not allow shared memory")
+    a = np.random.default_rng(5).standard_normal((512, 1024)).astype(np.float32)  # 2 MiB
+    with tc.connect(server.target, native=False, shared_memory=True, default=False) as c:
+        t = c.from_numpy(a)
+        np.testing.assert_array_equal(t.numpy(), a)
+        assert c.shared_memory
+        np.testing.assert_array_equal(t.half().numpy(), a.astype(np.float16))
+        big = np.arange(3 << 20, dtype=np.int32)  # 12 MiB: the region grows
+        np.testing.assert_array_equal(c.from_numpy(big).numpy(), big)
+        small = c.tensor([1.0, 2.0])  # under 1 MiB: the socket
+        np.testing.assert_array_equal(small.numpy(), [1.0, 2.0])
+        path = c._shm.path
+        assert os.path.exists(path)
+    assert not os.path.exists(path)  # close() removed the region's file
+
+
+def test_shared_memory_needs_a_local_server() -> None:
+    with pytest.raises(ValueError, match="this host"):
+        tc.Client("10.1.2.3:50051", shared_memory=True, connect_timeout=0)
+    with pytest.raises(ValueError, match="shared_memory"):
+        tc.Client("127.0.0.1:50051", shared_memory="yes", connect_timeout=0)
+
+
+def test_shared_memory_auto_falls_back_where_not_allowed(tmp_path) -> None:
+    from conftest import running_server
+    a = np.arange(1 << 19, dtype=np.float32)  # 2 MiB
+    with running_server(tmp_path) as plain:
+        with tc.connect(plain.target, shared_memory="auto", default=False) as c:
+            np.testing.assert_array_equal(c.from_numpy(a).numpy(), a)
+            assert not c.shared_memory
+        with tc.connect(plain.target, shared_memory=True, default=False) as c:
+            with pytest.raises(tc.FailedPreconditionError, match="--shared-memory"):
+                c.from_numpy(a).numpy()

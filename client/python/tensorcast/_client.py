@@ -87,6 +87,12 @@ class Client:
             (the default) uses it when it was built and the channel is not
             TLS, unless ``$TENSORCAST_NATIVE`` is ``0``; True requires it.
             Calls with ``progress=True`` always use grpcio.
+        shared_memory: False (the default), "auto" or True: fetches of 1 MiB
+            or more land in a region of /dev/shm this client lends the
+            server, which must run on this host with --shared-memory. "auto"
+            falls back to the socket when the server does not allow it;
+            True raises instead. The bytes are then copied once more, into
+            the array returned.
     """
 
     def __init__(self, target: Optional[str] = None, token: Optional[str] = None, *,
@@ -95,8 +101,16 @@ class Client:
                  put_chunk_bytes: int = _core.DEFAULT_PUT_CHUNK_BYTES,
                  secure: bool = False, root_certificates: Optional[bytes] = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
-                 native: Optional[bool] = None) -> None:
+                 native: Optional[bool] = None,
+                 shared_memory: Any = False) -> None:
         self.target = target or default_target()
+        if shared_memory not in (False, True, "auto"):
+            raise ValueError('shared_memory is False, True or "auto"')
+        if shared_memory is True and not _fastpath.is_local(self.target):
+            raise ValueError(f"shared memory needs a server on this host, not {self.target}")
+        self._shm_mode = shared_memory if _fastpath.is_local(self.target) else False
+        self._shm: Optional[_fastpath.SharedMemory] = None
+        self._shm_lock = threading.Lock()
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.chunk_bytes = int(chunk_bytes)
@@ -174,6 +188,10 @@ class Client:
         finally:
             self._closed = True
             self._released.put(None)  # stops the reaper
+            with self._shm_lock:
+                if self._shm is not None:
+                    self._shm.close()
+                    self._shm = None
             self._channel.close()
             _default.forget(self)
 
@@ -311,7 +329,7 @@ class Client:
             self._delete_quietly(list(op[1]))
             return None
         if kind == "fetch":
-            return self._fetch(op[1], progress=op[2], bits=op[3])
+            return self._fetch(op[1], progress=op[2], bits=op[3], nbytes=op[4])
         raise ValueError(f"unknown op {kind}")  # pragma: no cover
 
     def _to_meta(self, ref: str, device: Optional[str], dt: Optional[dtype],
@@ -325,12 +343,60 @@ class Client:
         """Whether Put and Fetch use the native extension."""
         return self._native is not None
 
+    @property
+    def shared_memory(self) -> bool:
+        """Whether large fetches use shared memory (known after the first)."""
+        return self._shm is not None
+
+    def _region(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
+        """The lent region, opened or grown to ``nbytes``; None when the
+        server does not allow shared memory and the mode is "auto"."""
+        if self._shm is not None and self._shm.size >= nbytes:
+            return self._shm
+        size = max(nbytes, 2 * self._shm.size if self._shm is not None else 0)
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
+        try:
+            self._shm = _fastpath.SharedMemory(self._stub, self._metadata, size)
+        except grpc.RpcError as e:
+            if self._shm_mode == "auto" and e.code() in (
+                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.PERMISSION_DENIED):
+                self._shm_mode = False  # not this server: the socket it is
+                return None
+            raise from_rpc_error(e, self.target) from None
+        return self._shm
+
+    def _fetch_shared(self, req: pb.FetchRequest, bits: bool,
+                      region: _fastpath.SharedMemory) -> np.ndarray:
+        req.shm_region = region.region
+        req.shm_offset = 0
+        call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
+        try:
+            messages = list(call)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.target) from None
+        if not messages or messages[0].header is None:
+            raise RuntimeError("the Fetch stream did not start with its header")
+        sink = _core.FetchSink(messages[0].header, bits=bits)
+        n = sink.expected
+        sink.writable()[:n] = memoryview(region.map)[:n]
+        sink.received = n
+        return sink.result()
+
     def _fetch(self, req: pb.FetchRequest, *, progress: bool = False,
-               bits: bool = False) -> np.ndarray:
+               bits: bool = False, nbytes: Optional[int] = None) -> np.ndarray:
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
+        if (self._shm_mode and not progress and nbytes is not None
+                and nbytes >= _fastpath.SHM_MIN_BYTES):
+            with self._shm_lock:  # one region: one shared-memory fetch at a time
+                region = self._region(nbytes)
+                if region is not None:
+                    return self._fetch_shared(req, bits, region)
         if self._native is not None and not progress:
             return self._native.fetch(req, bits, self.stream_timeout)
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)

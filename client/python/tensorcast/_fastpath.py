@@ -5,7 +5,9 @@ them in a worker thread."""
 
 from __future__ import annotations
 
+import mmap
 import os
+import secrets
 from typing import Any, Optional, Sequence
 
 import grpc
@@ -88,3 +90,58 @@ class Call:
         raw = self._run(self._channel.put, timeout, header=header.SerializeToString(),
                         data=data, chunk_bytes=chunk_bytes)
         return pb.PutResponse.FromString(raw)
+
+
+# Fetches smaller than this go over the socket even when shared memory is on.
+SHM_MIN_BYTES = 1 << 20
+_SHM_DIR = "/dev/shm"
+
+
+def is_local(target: str) -> bool:
+    """Whether ``target`` names this host (loopback)."""
+    host = target.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+class SharedMemory:
+    """A region of /dev/shm this client lends the server (server flag
+    --shared-memory) for fetches to land in: the server writes the bytes
+    there (one copy) and the stream carries the header alone; the client
+    copies them into the array it returns. The region lives while its
+    OpenSharedMemory call stays open; close() ends the call and removes the
+    file."""
+
+    def __init__(self, stub: Any, metadata: Sequence[tuple[str, str]], size: int) -> None:
+        name = "tensorcast-" + secrets.token_hex(12)
+        self.path = os.path.join(_SHM_DIR, name)
+        self.size = size
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self.map = mmap.mmap(fd, size)
+        except BaseException:
+            os.unlink(self.path)
+            raise
+        finally:
+            os.close(fd)
+        token = secrets.token_bytes(32)
+        self.map[:len(token)] = token
+        self._call = stub.OpenSharedMemory(
+            pb.OpenSharedMemoryRequest(name=name, size=size, token=token),
+            metadata=metadata)
+        try:
+            self.region = next(self._call).region
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        call, self._call = getattr(self, "_call", None), None
+        if call is not None:
+            call.cancel()
+        if not self.map.closed:
+            self.map.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

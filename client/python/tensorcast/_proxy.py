@@ -138,7 +138,7 @@ def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
             ref=cur.handle, format=pb.FORMAT_RAW,
             dtype=out.proto if out is not cur.dtype else pb.DTYPE_UNSPECIFIED,
             detach=lazy and not wants_grad, cpu=p.cpu, force=force)
-        array = yield ("fetch", req, progress, bits)
+        array = yield ("fetch", req, progress, bits, cur.numel * out.itemsize)
     finally:
         if temps:
             yield ("delete", temps)
