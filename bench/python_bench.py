@@ -296,22 +296,26 @@ def main() -> int:
         return 0
 
     me = [sys.executable, os.path.abspath(__file__)]
-    peers = [Peer([args.server_bin, "--listen=127.0.0.1:0", "--log-level=warn"]),
+    peers = [Peer([args.server_bin, "--listen=127.0.0.1:0", "--log-level=warn",
+                   "--shared-memory"]),
              Peer([*me, "--peer=grpc"]), Peer([*me, "--peer=tcp"])]
     started = time.monotonic()
     try:
         server, gpeer, tpeer = peers
         client = tc.connect(server.target)  # native where built
         pyclient = tc.connect(server.target, native=False, default=False)
+        shclient = tc.connect(server.target, native=False, shared_memory=True,
+                              default=False)
         gcli, tcli = GrpcClient(gpeer.target), TcpClient(tpeer.port)
         print(f"tensorcast {tc.__version__} client, grpcio {grpc.__version__}, numpy "
               f"{np.__version__}; {os.cpu_count()} CPUs; median of {args.runs} runs")
         print(f"chunks: Fetch {FETCH_CHUNK // MiB} MiB, Put {PUT_CHUNK // MiB} MiB "
               "(tensorcast and grpcio alike); tc native: "
               + ("tensorcast._native" if client.native else "NOT BUILT (grpcio path)")
-              + "; tc grpcio: the pure-Python path\n")
+              + "; tc grpcio: the pure-Python path; tc shm: fetch through /dev/shm "
+              "(grpcio for the stream)\n")
         header = (f"{'transfer':<16}{'tc native':>12}{'tc grpcio':>12}{'grpcio':>12}"
-                  f"{'raw tcp':>12}{'nat/tcp':>9}{'py/tcp':>8}")
+                  f"{'raw tcp':>12}{'nat/tcp':>9}{'py/tcp':>8}{'tc shm':>12}")
         print(header)
         print("-" * len(header))
         for mib in (int(s) for s in args.sizes_mib.split(",")):
@@ -327,10 +331,15 @@ def main() -> int:
                                    lambda: pyclient.from_numpy(a).delete(),
                                    lambda: gcli.put(a), lambda: tcli.put(a)),
             }
+            st = shclient.get(t.handle)
+            shm_fetch = {f"fetch {mib} MiB": lambda: st.numpy()}
             for name, fns in rows.items():
-                gbps = [nbytes / sec / 1e9 for sec in median_seconds(fns, args.runs)]
-                cells = "".join(f"{g:>7.2f} GB/s" for g in gbps)
-                print(f"{name:<16}{cells}{gbps[0] / gbps[3]:>8.2f}x{gbps[1] / gbps[3]:>7.2f}x")
+                extra = (shm_fetch[name],) if name in shm_fetch else ()
+                gbps = [nbytes / sec / 1e9 for sec in median_seconds((*fns, *extra), args.runs)]
+                cells = "".join(f"{g:>7.2f} GB/s" for g in gbps[:4])
+                shm = f"{gbps[4]:>7.2f} GB/s" if extra else f"{'-':>12}"
+                print(f"{name:<16}{cells}{gbps[0] / gbps[3]:>8.2f}x{gbps[1] / gbps[3]:>7.2f}x"
+                      f"{shm}")
             t.delete()
 
         tiny = client.tensor([1.0, 2.0, 3.0, 4.0])
@@ -354,6 +363,7 @@ def main() -> int:
         print("(p50 / p99; grpcio: a unary echo, and a one-message stream for Fetch; "
               "raw tcp: an 8-byte ping-pong)")
         close_ping()
+        shclient.close()
         pyclient.close()
         client.close()
     finally:
