@@ -99,7 +99,7 @@ void ExpectNothingLeft(ServerProcess& server) {
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_TRUE(all->empty())
       << all->size() << " tensor(s) left, first " << (*all)[0].name();
-  EXPECT_EQ(CpuAllocated(server.client()), 0);
+  EXPECT_EQ(CpuAllocatedWhenSettled(server.client()), 0);
 }
 
 TEST(LoadToolTest, FetchClosedLoop) {

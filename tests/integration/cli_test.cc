@@ -111,7 +111,7 @@ TEST_F(CliTest, ErrorsAreCodeColonMessage) {
     names.push_back(e.path().filename().string());
   }
   EXPECT_EQ(names, std::vector<std::string>{"m.npy.part"});
-  EXPECT_EQ(CpuAllocated(server_.client()), 0);
+  EXPECT_EQ(CpuAllocatedWhenSettled(server_.client()), 0);
 }
 
 TEST(CliNoServerTest, UnreachableServerIsUnavailable) {

@@ -93,9 +93,9 @@ int64_t CpuAllocated(Client& client) {
   return -1;
 }
 
-int64_t CpuAllocatedWhenSettled(Client& client) {
+int64_t CpuAllocatedWhenSettled(Client& client, int64_t expected) {
   int64_t bytes = CpuAllocated(client);
-  for (int i = 0; i < 100 && bytes > 0; ++i) {
+  for (int i = 0; i < 100 && bytes != expected; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     bytes = CpuAllocated(client);
   }

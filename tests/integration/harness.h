@@ -46,9 +46,10 @@ CommandResult RunCli(const std::string& address,
 
 // The pool's allocated bytes on cpu, for "nothing left behind" checks.
 int64_t CpuAllocated(Client& client);
-// The same once it reaches 0, or after 5 s: a Fetch's last chunks reference
-// storage until gRPC has sent them, a moment after the client has them.
-int64_t CpuAllocatedWhenSettled(Client& client);
+// The same once it equals `expected`, or after 5 s: a Fetch's last chunks
+// reference storage until gRPC has sent them, a moment after the client has
+// them, so "nothing left behind" checks wait for that.
+int64_t CpuAllocatedWhenSettled(Client& client, int64_t expected = 0);
 
 }  // namespace tensorcast::testing
 

@@ -32,7 +32,7 @@ class RpcTest : public ::testing::Test {
 };
 
 TEST_F(RpcTest, PutRawThenFetchRawRoundTripsEveryDtype) {
-  int64_t baseline = CpuAllocated(client());
+  int64_t baseline = CpuAllocatedWhenSettled(client());
   for (const DTypeInfo& info : AllDTypes()) {
     SCOPED_TRACE(std::string(info.name));
     std::string bytes = RandomBytes(3 * 5 * info.itemsize, 7);
@@ -53,7 +53,7 @@ TEST_F(RpcTest, PutRawThenFetchRawRoundTripsEveryDtype) {
     EXPECT_EQ(*back, bytes);
     ASSERT_TRUE(client().Delete({t->handle()}).ok());
   }
-  EXPECT_EQ(CpuAllocated(client()), baseline);
+  EXPECT_EQ(CpuAllocatedWhenSettled(client(), baseline), baseline);
 }
 
 TEST_F(RpcTest, FetchNpyIsWhatNumPyReads) {
