@@ -312,7 +312,7 @@ def main() -> int:
         print(f"chunks: Fetch {FETCH_CHUNK // MiB} MiB, Put {PUT_CHUNK // MiB} MiB "
               "(tensorcast and grpcio alike); tc native: "
               + ("tensorcast._native" if client.native else "NOT BUILT (grpcio path)")
-              + "; tc grpcio: the pure-Python path; tc shm: fetch through /dev/shm "
+              + "; tc grpcio: the pure-Python path; tc shm: through /dev/shm "
               "(grpcio for the stream)\n")
         header = (f"{'transfer':<16}{'tc native':>12}{'tc grpcio':>12}{'grpcio':>12}"
                   f"{'raw tcp':>12}{'nat/tcp':>9}{'py/tcp':>8}{'tc shm':>12}")
@@ -332,7 +332,8 @@ def main() -> int:
                                    lambda: gcli.put(a), lambda: tcli.put(a)),
             }
             st = shclient.get(t.handle)
-            shm_fetch = {f"fetch {mib} MiB": lambda: st.numpy()}
+            shm_fetch = {f"fetch {mib} MiB": lambda: st.numpy(),
+                         f"put {mib} MiB": lambda: shclient.from_numpy(a).delete()}
             for name, fns in rows.items():
                 extra = (shm_fetch[name],) if name in shm_fetch else ()
                 gbps = [nbytes / sec / 1e9 for sec in median_seconds((*fns, *extra), args.runs)]

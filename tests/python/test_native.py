@@ -127,6 +127,11 @@ def test_shared_memory_fetch(server) -> None:
         np.testing.assert_array_equal(t.half().numpy(), a.astype(np.float16))
         big = np.arange(3 << 20, dtype=np.int32)  # 12 MiB: the region grows
         np.testing.assert_array_equal(c.from_numpy(big).numpy(), big)
+        # Puts go through the region too; odd arrays take the socket.
+        b = np.random.default_rng(6).integers(0, 255, 5 << 20, dtype=np.uint8)
+        np.testing.assert_array_equal(c.from_numpy(b).numpy(), b)
+        odd = np.arange(1 << 20, dtype=">f4").reshape(1024, 1024).T
+        np.testing.assert_array_equal(c.from_numpy(odd).numpy(), odd)
         small = c.tensor([1.0, 2.0])  # under 1 MiB: the socket
         np.testing.assert_array_equal(small.numpy(), [1.0, 2.0])
         path = c._shm.path

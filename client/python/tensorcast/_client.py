@@ -87,12 +87,13 @@ class Client:
             (the default) uses it when it was built and the channel is not
             TLS, unless ``$TENSORCAST_NATIVE`` is ``0``; True requires it.
             Calls with ``progress=True`` always use grpcio.
-        shared_memory: False (the default), "auto" or True: fetches of 1 MiB
-            or more land in a region of /dev/shm this client lends the
-            server, which must run on this host with --shared-memory. "auto"
-            falls back to the socket when the server does not allow it;
-            True raises instead. The bytes are then copied once more, into
-            the array returned.
+        shared_memory: False (the default), "auto" or True: fetches and puts
+            of 1 MiB or more go through a region of /dev/shm this client
+            lends the server, which must run on this host with
+            --shared-memory. "auto" falls back to the socket when the
+            server does not allow it; True raises instead. The bytes are
+            copied once more on the client: from the region into the array
+            a fetch returns, or from the array into the region for a put.
     """
 
     def __init__(self, target: Optional[str] = None, token: Optional[str] = None, *,
@@ -428,6 +429,21 @@ class Client:
              wire_dtype: Optional[dtype] = None) -> "RemoteTensor":
         header = _core.put_header(array, device=device, requires_grad=requires_grad,
                                   name=name, ttl=ttl, wire_dtype=wire_dtype)
+        if self._shm_mode and not progress:
+            flat = _core.wire_bytes(array)
+            if flat is not None and flat.nbytes >= _fastpath.SHM_MIN_BYTES:
+                if self._closed:
+                    raise UnavailableError(f"the client for {self.target} is closed")
+                with self._shm_lock:  # one region: one transfer at a time
+                    region = self._region(flat.nbytes)
+                    if region is not None:
+                        memoryview(region.map)[:flat.nbytes] = flat
+                        header.header.shm_region = region.region
+                        header.header.shm_offset = 0
+                        header.header.shm_bytes = flat.nbytes
+                        resp = self._call(self._put_call, iter([header]),
+                                          timeout=self.stream_timeout)
+                        return self._wrap(meta_from_info(resp.tensor), owned=True)
         flat = _core.wire_bytes(array) if self._native is not None and not progress else None
         if flat is not None:
             if self._closed:
