@@ -177,5 +177,19 @@ std::string BinDir() {
   return ec ? std::string(".") : self.parent_path().string();
 }
 
+absl::StatusOr<std::unique_ptr<ScratchDir>> ScratchDir::Make(
+    const std::string& prefix) {
+  std::string path = "/tmp/" + prefix + "_XXXXXX";
+  if (mkdtemp(path.data()) == nullptr) {
+    return absl::InternalError("cannot create a temp dir");
+  }
+  return std::unique_ptr<ScratchDir>(new ScratchDir(std::move(path)));
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
 }  // namespace bench
 }  // namespace tensorcast

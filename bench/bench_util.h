@@ -13,6 +13,8 @@
 //   ServerProcess     a tensorcast-server child on 127.0.0.1:0
 //   BinDir            where the tensorcast binaries are: $TENSORCAST_BIN_DIR,
 //                     else this executable's directory
+//   ScratchDir        a fresh directory under /tmp, removed with its contents
+//                     at destruction
 //
 // All are thread-compatible; none keeps state between calls.
 #ifndef TENSORCAST_BENCH_BENCH_UTIL_H_
@@ -82,6 +84,21 @@ class ServerProcess {
 };
 
 std::string BinDir();
+
+class ScratchDir {
+ public:
+  // INTERNAL if no directory could be made.
+  static absl::StatusOr<std::unique_ptr<ScratchDir>> Make(
+      const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  const std::string path_;
+};
 
 }  // namespace bench
 }  // namespace tensorcast

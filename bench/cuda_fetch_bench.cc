@@ -133,19 +133,13 @@ int Run() {
   std::string gpu = "cuda:0";
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) gpu = prop.name;
 
-  char dir_template[] = "/tmp/tensorcast_bench_cuda_fetch_XXXXXX";
-  if (mkdtemp(dir_template) == nullptr) {
-    std::fprintf(stderr, "cannot create a temp dir\n");
+  absl::StatusOr<std::unique_ptr<bench::ScratchDir>> scratch =
+      bench::ScratchDir::Make("tensorcast_bench_cuda_fetch");
+  if (!scratch.ok()) {
+    std::fprintf(stderr, "%s\n", scratch.status().ToString().c_str());
     return 1;
   }
-  const std::string dir = dir_template;
-  struct RemoveDir {
-    std::string path;
-    ~RemoveDir() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  } remove_dir{dir};
+  const std::string dir = (*scratch)->path();
 
   // (a) The ceiling: one pinned cudaMemcpy D2H of 1 GiB.
   void* device_src = nullptr;

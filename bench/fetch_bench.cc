@@ -135,19 +135,13 @@ std::unique_ptr<Client> ClientWith(
 
 int Run() {
   const Clock::time_point start = Clock::now();
-  char dir_template[] = "/tmp/tensorcast_bench_fetch_XXXXXX";
-  if (mkdtemp(dir_template) == nullptr) {
-    std::fprintf(stderr, "cannot create a temp dir\n");
+  absl::StatusOr<std::unique_ptr<bench::ScratchDir>> scratch =
+      bench::ScratchDir::Make("tensorcast_bench_fetch");
+  if (!scratch.ok()) {
+    std::fprintf(stderr, "%s\n", scratch.status().ToString().c_str());
     return 1;
   }
-  const std::string dir = dir_template;
-  struct RemoveDir {
-    std::string path;
-    ~RemoveDir() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  } remove_dir{dir};
+  const std::string dir = (*scratch)->path();
 
   ServerProcess server;
   if (absl::Status s = server.Start(BinDir() + "/tensorcast-server", dir,
@@ -273,37 +267,17 @@ int Run() {
         {"2 channels",  // each fetches one half, concurrently
          [&]() -> absl::StatusOr<double> {
            const int64_t half = max_bytes / 2;
-           absl::Status other;
-           const Clock::time_point t0 = Clock::now();
-           std::thread t([&] {
+           auto fetch_half = [&](Client& c, int64_t offset) {
              FetchOptions o;
              o.format = v1::FORMAT_RAW;
-             o.offset = half;
+             o.offset = offset;
              o.length = half;
-             int64_t at = half;
-             other =
-                 second
-                     ->Fetch(ref, o,
-                             [&](absl::string_view d) {
-                               std::memcpy(dst.get() + at, d.data(), d.size());
-                               at += static_cast<int64_t>(d.size());
-                               return absl::OkStatus();
-                             })
-                     .status();
-           });
-           FetchOptions o;
-           o.format = v1::FORMAT_RAW;
-           o.length = half;
-           int64_t at = 0;
-           absl::Status mine =
-               client
-                   ->Fetch(ref, o,
-                           [&](absl::string_view d) {
-                             std::memcpy(dst.get() + at, d.data(), d.size());
-                             at += static_cast<int64_t>(d.size());
-                             return absl::OkStatus();
-                           })
-                   .status();
+             return c.FetchInto(ref, o, dst.get() + offset, half).status();
+           };
+           absl::Status other;
+           const Clock::time_point t0 = Clock::now();
+           std::thread t([&] { other = fetch_half(*second, half); });
+           absl::Status mine = fetch_half(*client, 0);
            t.join();
            if (!mine.ok()) return mine;
            if (!other.ok()) return other;

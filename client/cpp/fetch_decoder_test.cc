@@ -1,7 +1,7 @@
 #include "client/cpp/fetch_decoder.h"
 
-#include <gtest/gtest.h>
 #include <grpcpp/support/slice.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>

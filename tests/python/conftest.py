@@ -121,27 +121,16 @@ def native_built() -> bool:
 @pytest.fixture(scope="session", params=["grpcio", "native", "shm"])
 def client(server: Server, request: pytest.FixtureRequest) -> Iterator[tc.Client]:
     """The default client, connected to the session's server, on one path."""
-    if request.param == "shm":
-        saved = os.environ.get("TENSORCAST_NATIVE")
-        os.environ["TENSORCAST_NATIVE"] = "0"
-        try:
-            with tc.connect(server.target, timeout=30, native=False,
-                            shared_memory="auto") as c:
-                yield c
-        finally:
-            if saved is None:
-                os.environ.pop("TENSORCAST_NATIVE", None)
-            else:
-                os.environ["TENSORCAST_NATIVE"] = saved
-        return
     native = request.param == "native"
     if native and not native_built():
         pytest.skip("tensorcast._native was not built (no pybind11 or gRPC C++ "
                     "library when the package was installed)")
+    shared_memory = "auto" if request.param == "shm" else False
     saved = os.environ.get("TENSORCAST_NATIVE")
     os.environ["TENSORCAST_NATIVE"] = "1" if native else "0"  # clients tests make
     try:
-        with tc.connect(server.target, timeout=30, native=native) as c:
+        with tc.connect(server.target, timeout=30, native=native,
+                        shared_memory=shared_memory) as c:
             yield c
     finally:
         if saved is None:

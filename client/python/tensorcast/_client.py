@@ -128,17 +128,10 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(self.target, options=opts)
         self._stub = pb_grpc.TensorServiceStub(self._channel)
-        # Put and Fetch frame their data by hand (see _core): one copy less.
-        self._put_call = self._channel.stream_unary(
-            _core.method_path("Put"), request_serializer=_core.serialize_put_request,
-            response_deserializer=pb.PutResponse.FromString)
-        self._fetch_call = self._channel.unary_stream(
-            _core.method_path("Fetch"), request_serializer=pb.FetchRequest.SerializeToString,
-            response_deserializer=_core.deserialize_fetch_response)
-        channel = _fastpath.open_channel(self.target, native,
-                                         tls=secure or root_certificates is not None)
-        self._native = (None if channel is None else
-                        _fastpath.Call(channel, self.target, self._metadata))
+        self._put_call, self._fetch_call = _core.bulk_calls(self._channel)
+        self._native = _fastpath.open_call(self.target, native,
+                                           tls=secure or root_certificates is not None,
+                                           metadata=self._metadata)
         self._closed = False
         # Ownership: handles owned by live proxies; handles of collected
         # proxies go through the queue to the reaper thread.

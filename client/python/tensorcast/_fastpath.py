@@ -50,6 +50,14 @@ def open_channel(target: str, native: Optional[bool], *, tls: bool) -> Any:
     return _native.Channel(target, _core.MAX_CHUNK_BYTES + (1 << 20))
 
 
+def open_call(target: str, native: Optional[bool], *, tls: bool,
+              metadata: Sequence[tuple[str, str]]) -> Optional["Call"]:
+    """A client's bulk calls on the native path, or None for grpcio (see
+    open_channel)."""
+    channel = open_channel(target, native, tls=tls)
+    return None if channel is None else Call(channel, target, metadata)
+
+
 class Call:
     """The bulk calls of one client on the native path."""
 

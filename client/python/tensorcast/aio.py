@@ -80,17 +80,11 @@ class Client:
         else:
             self._channel = grpc.aio.insecure_channel(self.target, options=opts)
         self._stub = pb_grpc.TensorServiceStub(self._channel)
-        self._put_call = self._channel.stream_unary(
-            _core.method_path("Put"), request_serializer=_core.serialize_put_request,
-            response_deserializer=pb.PutResponse.FromString)
-        self._fetch_call = self._channel.unary_stream(
-            _core.method_path("Fetch"), request_serializer=pb.FetchRequest.SerializeToString,
-            response_deserializer=_core.deserialize_fetch_response)
-        channel = _fastpath.open_channel(self.target, native,
-                                         tls=secure or root_certificates is not None)
+        self._put_call, self._fetch_call = _core.bulk_calls(self._channel)
         # The native calls block: they run in a worker thread.
-        self._native = (None if channel is None else
-                        _fastpath.Call(channel, self.target, self._metadata))
+        self._native = _fastpath.open_call(self.target, native,
+                                           tls=secure or root_certificates is not None,
+                                           metadata=self._metadata)
         self._closed = False
         self._ready = False
         self._owned: set[str] = set()
