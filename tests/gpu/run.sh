@@ -212,7 +212,7 @@ echo
 for b in "${benches[@]}"; do
   if [ -f "$LOGS/$b.log" ]; then
     echo "== $b"
-    tail -n 12 "$LOGS/$b.log"
+    tail -n 14 "$LOGS/$b.log"
   fi
 done
 echo
