@@ -1,12 +1,17 @@
 // tensorcast-bench-cuda-fetch: Fetch throughput of a 1 GiB cuda:0 tensor
-// (float32 ones, RAW, force) through the real server binary and the C++
-// client, against the ceiling measured in the same run: one cudaMemcpy
-// device-to-host of 1 GiB into pinned memory (cudaMalloc source,
-// cudaHostAlloc destination). Also the same Fetch of a 1 GiB cpu tensor
-// (the host-to-client path alone), so the table splits the cost between the
-// GPU copy and the stream. Each figure is the median GB/s (1e9 bytes/s) of
-// kRuns runs after one warm-up; Fetch lands in a preallocated, pre-faulted
-// host buffer (FetchInto), as a real consumer's would.
+// (float32 ones, RAW, force; as is and cast to float16 in the stream)
+// through the real server binary and the C++ client, against the two
+// ceilings measured in the same run: one cudaMemcpy device-to-host of 1 GiB
+// into pinned memory (cudaMalloc source, cudaHostAlloc destination), and a
+// plain TCP transfer of 1 GiB over loopback. The GPU's copy and the socket
+// run at the same time in a pipelined Fetch, so the slower of the two is
+// the ceiling; "vs ceiling" divides by it. The TCP transfer alternates with
+// the Fetch runs of each row, so both see the same machine. Also the same Fetch
+// of a 1 GiB cpu tensor (the host-to-client path alone), so the table splits
+// the cost between the GPU copy and the stream. Each figure is the median GB/s
+// (1e9 bytes/s, bytes delivered) of kRuns runs after one warm-up; Fetch lands
+// in a preallocated, pre-faulted host buffer (FetchInto), as a real consumer's
+// would.
 //
 // The server is tensorcast-server from $TENSORCAST_BIN_DIR when set, else
 // from the directory of this executable, started with --devices=auto on
@@ -21,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -51,12 +57,12 @@ using bench::PrefaultedBuffer;
 using bench::SecondsSince;
 using bench::ServerProcess;
 
-constexpr int kRuns = 5;
+constexpr int kRuns = 7;
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kBytes = int64_t{1} << 30;
 // Past this, the remaining rows run once each so that the whole bench stays
 // under a minute on a slow machine.
-constexpr double kSoftBudgetSeconds = 40;
+constexpr double kSoftBudgetSeconds = 60;
 
 absl::Status Cuda(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return absl::OkStatus();
@@ -66,17 +72,29 @@ absl::Status Cuda(cudaError_t error, const char* what) {
 
 // Median GB/s of kRuns timed calls of `once` (seconds per call) after one
 // warm-up; a single timed call once past the soft budget.
+// `bytes` is what one call moves.
 absl::StatusOr<double> MedianGbps(
-    Clock::time_point start,
+    Clock::time_point start, int64_t bytes,
     const std::function<absl::StatusOr<double>()>& once) {
   const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
   std::vector<double> rates;
   for (int i = 0; i <= runs; ++i) {  // i == 0 is the warm-up
     absl::StatusOr<double> seconds = once();
     if (!seconds.ok()) return seconds.status();
-    if (i > 0) rates.push_back(static_cast<double>(kBytes) / *seconds / 1e9);
+    if (i > 0) rates.push_back(static_cast<double>(bytes) / *seconds / 1e9);
   }
   return Median(rates);
+}
+
+// One plain TCP transfer of `bytes` over a fresh loopback pair; seconds.
+absl::StatusOr<double> TimeTcp(const char* src, char* dst, int64_t bytes) {
+  absl::StatusOr<std::pair<int, int>> pair = bench::LoopbackPair();
+  if (!pair.ok()) return pair.status();
+  absl::StatusOr<double> seconds =
+      bench::TimeTcpTransfer(pair->first, pair->second, src, dst, bytes);
+  close(pair->first);
+  close(pair->second);
+  return seconds;
 }
 
 // One cudaMemcpy of kBytes device-to-host; seconds.
@@ -89,31 +107,36 @@ absl::StatusOr<double> TimeMemcpy(void* dst, const void* src) {
   return seconds;
 }
 
-// One Fetch(force, RAW) of `ref` into `dst` (kBytes); seconds. Checks that
-// every byte arrived and samples that the floats are ones.
+// One Fetch(force, RAW) of `ref` into `dst`, as float32 or cast to
+// float16 in the stream (`bytes` of output); seconds. Checks that every
+// byte arrived and samples that the values are ones.
 absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
-                                 int64_t chunk_bytes, char* dst) {
+                                 bool to_half, int64_t chunk_bytes, char* dst) {
   FetchOptions options;
   options.format = v1::FORMAT_RAW;
   options.force = true;
   options.chunk_bytes = chunk_bytes;
+  if (to_half) options.dtype = v1::DTYPE_FLOAT16;
+  const int64_t bytes = to_half ? kBytes / 2 : kBytes;
+  const int64_t item = to_half ? 2 : 4;
   std::memset(dst, 0, 4);
-  std::memset(dst + kBytes - 4, 0, 4);
+  std::memset(dst + bytes - 4, 0, 4);
   const Clock::time_point t0 = Clock::now();
   absl::StatusOr<v1::FetchHeader> header =
-      client.FetchInto(ref, options, dst, kBytes);
+      client.FetchInto(ref, options, dst, bytes);
   const double seconds = SecondsSince(t0);
   if (!header.ok()) return header.status();
-  if (header->length() != kBytes) {
+  if (header->length() != bytes) {
     return absl::DataLossError(
-        absl::StrCat("received ", header->length(), " of ", kBytes, " bytes"));
+        absl::StrCat("received ", header->length(), " of ", bytes, " bytes"));
   }
-  for (int64_t at : {int64_t{0}, kBytes / 2 + 4, kBytes - 4}) {
-    float f = 0;
-    std::memcpy(&f, dst + at, 4);
-    if (f != 1.0f) {
+  for (int64_t at : {int64_t{0}, bytes / 2 + item, bytes - item}) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, dst + at, static_cast<size_t>(item));
+    const uint32_t one = to_half ? 0x3c00u : 0x3f800000u;
+    if (bits != one) {
       return absl::DataLossError(
-          absl::StrCat("wrong data: float at byte ", at, " is ", f));
+          absl::StrCat("wrong data: element at byte ", at, " has bits ", bits));
     }
   }
   return seconds;
@@ -149,7 +172,7 @@ int Run() {
   if (s.ok()) s = Cuda(cudaHostAlloc(&pinned_dst, kBytes, 0), "cudaHostAlloc");
   if (s.ok()) s = Cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   absl::StatusOr<double> memcpy_gbps =
-      s.ok() ? MedianGbps(start,
+      s.ok() ? MedianGbps(start, kBytes,
                           [&] { return TimeMemcpy(pinned_dst, device_src); })
              : absl::StatusOr<double>(s);
   if (memcpy_gbps.ok() &&
@@ -207,42 +230,63 @@ int Run() {
   }
   std::unique_ptr<char[]> dst = PrefaultedBuffer(kBytes);
 
+  std::unique_ptr<char[]> tcp_src = PrefaultedBuffer(kBytes);
+
   std::printf(
       "tensorcast-bench-cuda-fetch: %s; 1 GiB float32, Fetch RAW force into "
-      "a host buffer vs one pinned cudaMemcpy D2H; medians of %d runs after a "
-      "warm-up; GB/s = 1e9 B/s\n",
+      "a host buffer vs one pinned cudaMemcpy D2H and a loopback TCP "
+      "transfer of the same bytes (alternating with the Fetch runs); "
+      "ceiling = the slower of the two; medians of %d runs after a warm-up; "
+      "GB/s = 1e9 B/s delivered\n",
       gpu.c_str(), kRuns);
-  std::printf("%-34s %-8s %8s %10s\n", "path", "chunk", "GB/s", "vs memcpy");
-  std::printf("%-34s %-8s %8.2f %9.2fx\n", "(a) cudaMemcpy D2H, pinned", "-",
-              *memcpy_gbps, 1.0);
+  std::printf("(a) cudaMemcpy D2H, pinned: %.2f GB/s\n", *memcpy_gbps);
+  std::printf("%-36s %-8s %8s %8s %11s\n", "path", "chunk", "GB/s", "TCP GB/s",
+              "vs ceiling");
   std::fflush(stdout);
 
   struct Row {
     const char* label;
     int tensor;     // index into handles
+    bool to_half;   // cast float32 -> float16 in the stream
     int64_t chunk;  // 0 = the server's default (--chunk-bytes, 1 MiB)
   };
   const Row rows[] = {
-      {"(b) Fetch cuda:0 tensor", 0, 0},
-      {"(b) Fetch cuda:0 tensor", 0, kMiB},
-      {"(b) Fetch cuda:0 tensor", 0, 4 * kMiB},
-      {"(c) Fetch cpu tensor", 1, 0},
-      {"(c) Fetch cpu tensor", 1, 4 * kMiB},
+      {"(b) Fetch cuda:0 tensor", 0, false, 0},
+      {"(b) Fetch cuda:0 tensor", 0, false, 4 * kMiB},
+      {"(b) Fetch cuda:0 tensor -> float16", 0, true, 0},
+      {"(b) Fetch cuda:0 tensor -> float16", 0, true, 4 * kMiB},
+      {"(c) Fetch cpu tensor", 1, false, 0},
+      {"(c) Fetch cpu tensor", 1, false, 4 * kMiB},
   };
   int failures = 0;
   for (const Row& row : rows) {
-    absl::StatusOr<double> gbps = MedianGbps(start, [&] {
-      return TimeFetch(*client, handles[row.tensor], row.chunk, dst.get());
-    });
+    const int64_t bytes = row.to_half ? kBytes / 2 : kBytes;
+    const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
+    std::vector<double> fetch_rates, tcp_rates;
+    absl::Status failed;
+    for (int i = 0; i <= runs && failed.ok(); ++i) {  // i == 0: warm-up
+      absl::StatusOr<double> tcp = TimeTcp(tcp_src.get(), dst.get(), bytes);
+      absl::StatusOr<double> fetch = TimeFetch(
+          *client, handles[row.tensor], row.to_half, row.chunk, dst.get());
+      if (!tcp.ok()) failed = tcp.status();
+      if (!fetch.ok()) failed = fetch.status();
+      if (failed.ok() && i > 0) {
+        tcp_rates.push_back(static_cast<double>(bytes) / *tcp / 1e9);
+        fetch_rates.push_back(static_cast<double>(bytes) / *fetch / 1e9);
+      }
+    }
     const std::string chunk =
         row.chunk == 0 ? "default" : FormatSize(row.chunk);
-    if (!gbps.ok()) {
+    if (!failed.ok()) {
       ++failures;
-      std::printf("%-34s %-8s FAILED: %s\n", row.label, chunk.c_str(),
-                  gbps.status().ToString().c_str());
+      std::printf("%-36s %-8s FAILED: %s\n", row.label, chunk.c_str(),
+                  failed.ToString().c_str());
     } else {
-      std::printf("%-34s %-8s %8.2f %9.2fx\n", row.label, chunk.c_str(), *gbps,
-                  *gbps / *memcpy_gbps);
+      const double fetch_gbps = Median(fetch_rates);
+      const double tcp_gbps = Median(tcp_rates);
+      std::printf("%-36s %-8s %8.2f %8.2f %10.2fx\n", row.label, chunk.c_str(),
+                  fetch_gbps, tcp_gbps,
+                  fetch_gbps / std::min(tcp_gbps, *memcpy_gbps));
     }
     std::fflush(stdout);
   }

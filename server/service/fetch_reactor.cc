@@ -203,6 +203,9 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void WriteNext() {
+    // The last message's chunk goes back to its stream before the next one
+    // is produced (a GPU stream refills its slots only once released).
+    response_.Clear();
     FetchChunk chunk;  // stays empty for an empty range, or shared memory
     if (!stream_->done()) {
       if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) {

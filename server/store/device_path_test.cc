@@ -15,16 +15,19 @@
 // Every result is compared byte for byte with the plain host path.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <complex>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -1004,6 +1007,98 @@ TEST_F(FetchStreamTest, DestroyedMidwayAndAfterTheEnd) {
   ASSERT_TRUE((*stream)->Next(&piece).ok());
   EXPECT_TRUE(piece.empty());
   EXPECT_EQ(gpu_[0]->reader_starts(), starts);
+}
+
+// A GPU stream hands out its pinned slots themselves: a chunk the consumer
+// still holds must keep its bytes while later chunks are produced.
+TEST_F(FetchStreamTest, HeldChunksKeepTheirBytes) {
+  Twins t = MakeTwins(DType::kFloat32, {64, 1000});
+  ASSERT_NE(t.gpu, nullptr);
+  FetchSpec spec;
+  spec.format = WireFormat::kRaw;
+  spec.cpu = true;
+  spec.dtype = DType::kFloat64;  // a cast, so the slots hold produced bytes
+  const std::string want = Reference(t.cpu, spec);
+  constexpr int64_t kChunk = 4096;
+  for (int hold = 1; hold < FetchStream::kSlots; ++hold) {
+    SCOPED_TRACE(absl::StrCat("holding ", hold));
+    absl::StatusOr<FetchSource> src = FetchSource::Open(t.gpu, spec);
+    ASSERT_TRUE(src.ok());
+    absl::StatusOr<std::unique_ptr<FetchStream>> stream =
+        FetchStream::Open(*std::move(src), kChunk);
+    ASSERT_TRUE(stream.ok());
+    std::deque<std::pair<int64_t, FetchChunk>> held;  // (offset, chunk)
+    std::string got;
+    auto release_oldest = [&] {
+      const auto& [at, chunk] = held.front();
+      // Still the bytes it had when handed out.
+      EXPECT_EQ(std::string(chunk.data, chunk.size),
+                want.substr(static_cast<size_t>(at), chunk.size))
+          << "chunk at " << at;
+      held.pop_front();
+    };
+    int64_t at = 0;
+    while (!(*stream)->done()) {
+      FetchChunk chunk;
+      absl::Status s = (*stream)->NextChunk(&chunk);
+      ASSERT_TRUE(s.ok()) << s;
+      got.append(chunk.data, static_cast<size_t>(chunk.size));
+      held.emplace_back(at, std::move(chunk));
+      at += held.back().second.size;
+      if (static_cast<int>(held.size()) > hold - 1) release_oldest();
+    }
+    while (!held.empty()) release_oldest();
+    EXPECT_TRUE(SameBytes(got, want));
+  }
+}
+
+// Holding every slot: the stream waits for a release (here from another
+// thread) instead of overwriting a held chunk, and gives up with
+// RESOURCE_EXHAUSTED when none comes.
+TEST_F(FetchStreamTest, AllSlotsHeldWaitsForARelease) {
+  Twins t = MakeTwins(DType::kInt32, {64, 1000});
+  ASSERT_NE(t.gpu, nullptr);
+  FetchSpec spec;
+  spec.format = WireFormat::kRaw;
+  spec.cpu = true;
+  const std::string want = Reference(t.cpu, spec);
+  constexpr int64_t kChunk = 4096;
+  for (bool release : {true, false}) {
+    SCOPED_TRACE(release ? "released" : "never released");
+    absl::StatusOr<FetchSource> src = FetchSource::Open(t.gpu, spec);
+    ASSERT_TRUE(src.ok());
+    absl::StatusOr<std::unique_ptr<FetchStream>> stream =
+        FetchStream::Open(*std::move(src), kChunk);
+    ASSERT_TRUE(stream.ok());
+    std::vector<FetchChunk> held(FetchStream::kSlots);
+    for (FetchChunk& chunk : held) {
+      ASSERT_TRUE((*stream)->NextChunk(&chunk).ok());
+    }
+    const std::string first(held[0].data, held[0].size);
+    std::thread releaser;
+    if (release) {
+      releaser = std::thread([&held] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        held[0].keepalive.reset();
+      });
+    }
+    FetchChunk next;
+    absl::Status s = (*stream)->NextChunk(&next);
+    if (releaser.joinable()) releaser.join();
+    if (release) {
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_EQ(std::string(next.data, next.size),
+                want.substr(FetchStream::kSlots * kChunk, kChunk));
+      EXPECT_EQ(first, want.substr(0, kChunk));
+    } else {
+      EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+      // The held chunks kept their bytes.
+      for (int k = 0; k < FetchStream::kSlots; ++k) {
+        EXPECT_EQ(std::string(held[k].data, held[k].size),
+                  want.substr(k * kChunk, kChunk));
+      }
+    }
+  }
 }
 
 TEST_F(FetchStreamTest, ChunkSizeMustBePositive) {

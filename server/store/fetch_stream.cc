@@ -4,9 +4,35 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace tensorcast {
+
+namespace {
+
+// Output chunk k's bytes that are tensor data, as data offsets [d0, d1).
+struct DataRange {
+  int64_t d0 = 0;
+  int64_t d1 = 0;
+  bool empty() const { return d1 <= d0; }
+};
+
+DataRange DataOf(int64_t lo, int64_t hi, int64_t header_size) {
+  return {std::max(lo, header_size) - header_size,
+          std::max(hi, header_size) - header_size};
+}
+
+// The data bytes of chunk k; empty past the end.
+DataRange ChunkData(const FetchSource& source, int64_t chunk_bytes, int64_t k) {
+  const int64_t lo = source.begin() + k * chunk_bytes;
+  if (lo >= source.end()) return {};
+  const int64_t hi = std::min(source.end(), lo + chunk_bytes);
+  return DataOf(lo, hi, static_cast<int64_t>(source.header().size()));
+}
+
+}  // namespace
 
 // Chunk buffers of one stream, recycled: a fresh buffer per chunk would pay
 // the page faults of new memory on every chunk. A buffer goes back when the
@@ -46,12 +72,60 @@ class FetchStream::BufferPool
   std::vector<std::unique_ptr<char[]>> free_ ABSL_GUARDED_BY(mu_);
 };
 
+// A GPU stream's reader and which of its pinned slots the consumer holds.
+// Each chunk handed out holds the ring, so the slots stay valid while gRPC
+// still sends from one after the stream is gone.
+class FetchStream::SlotRing
+    : public std::enable_shared_from_this<FetchStream::SlotRing> {
+ public:
+  explicit SlotRing(std::unique_ptr<ChunkReader> reader)
+      : reader_(std::move(reader)),
+        held_(static_cast<size_t>(reader_->slots()), false) {}
+
+  ChunkReader& reader() { return *reader_; }
+
+  // The keepalive of a chunk in `slot`: the slot is free again when the
+  // last copy is released.
+  std::shared_ptr<const void> Hold(int slot) {
+    {
+      absl::MutexLock lock(&mu_);
+      held_[slot] = true;
+    }
+    return std::shared_ptr<const void>(
+        reader_.get(),
+        [ring = shared_from_this(), slot](const void*) { ring->Free(slot); });
+  }
+
+  bool held(int slot) {
+    absl::MutexLock lock(&mu_);
+    return held_[slot];
+  }
+
+  // False if the slot is still held after `timeout`.
+  bool AwaitFree(int slot, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto free = [this, slot]()
+                    ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !held_[slot]; };
+    return mu_.AwaitWithTimeout(absl::Condition(&free), timeout);
+  }
+
+ private:
+  void Free(int slot) {
+    absl::MutexLock lock(&mu_);
+    held_[slot] = false;
+  }
+
+  const std::unique_ptr<ChunkReader> reader_;
+  absl::Mutex mu_;
+  std::vector<bool> held_ ABSL_GUARDED_BY(mu_);
+};
+
 FetchStream::FetchStream(FetchSource source, int64_t chunk_bytes)
     : source_(std::move(source)), chunk_bytes_(chunk_bytes) {
   const Tensor& t = *source_.tensor();
   by_reference_ = t.storage->device()->engine().is_host() &&
                   t.layout.IsContiguous() && source_.out_dtype() == t.dtype;
-  if (!by_reference_) {
+  if (!by_reference_ && t.storage->device()->engine().is_host()) {
     buffers_ = std::make_shared<BufferPool>(
         std::min(chunk_bytes_, source_.end() - source_.begin()));
   }
@@ -77,39 +151,37 @@ absl::StatusOr<std::unique_ptr<FetchStream>> FetchStream::Open(
       t.storage->data(), t.dtype, t.layout, stream->source_.out_dtype(),
       std::min(chunk_bytes, range) / item + 2, kSlots);
   if (!reader.ok()) return reader.status();
-  stream->reader_ = *std::move(reader);
-  for (int64_t k = 0; k < kSlots; ++k) {
-    if (absl::Status s = stream->StartChunk(k); !s.ok()) return s;
-  }
+  stream->ring_ = std::make_shared<SlotRing>(*std::move(reader));
+  if (absl::Status s = stream->StartChunks(kSlots - 1); !s.ok()) return s;
   return stream;
 }
 
-namespace {
-
-// Output chunk k's bytes that are tensor data, as data offsets [d0, d1).
-struct DataRange {
-  int64_t d0 = 0;
-  int64_t d1 = 0;
-  bool empty() const { return d1 <= d0; }
-};
-
-DataRange DataOf(int64_t lo, int64_t hi, int64_t header_size) {
-  return {std::max(lo, header_size) - header_size,
-          std::max(hi, header_size) - header_size};
+FetchStream::~FetchStream() {
+  if (ring_ == nullptr) return;
+  // The chunks queued and not yet taken: the device may still be reading
+  // the tensor for them.
+  for (int64_t k = next_chunk_; k < next_started_; ++k) {
+    if (ChunkData(source_, chunk_bytes_, k).empty()) continue;
+    ring_->reader().Wait(static_cast<int>(k % kSlots)).status().IgnoreError();
+  }
 }
 
-}  // namespace
-
-absl::Status FetchStream::StartChunk(int64_t k) {
-  const int64_t lo = source_.begin() + k * chunk_bytes_;
-  if (lo >= source_.end()) return absl::OkStatus();
-  const int64_t hi = std::min(source_.end(), lo + chunk_bytes_);
-  DataRange d = DataOf(lo, hi, static_cast<int64_t>(source_.header().size()));
-  if (d.empty()) return absl::OkStatus();
+absl::Status FetchStream::StartChunks(int64_t last) {
   const int64_t item = static_cast<int64_t>(ItemSize(source_.out_dtype()));
-  const int64_t e0 = d.d0 / item;
-  const int64_t e1 = (d.d1 + item - 1) / item;
-  return reader_->Start(static_cast<int>(k % kSlots), e0, e1 - e0);
+  for (; next_started_ <= last; ++next_started_) {
+    const int64_t k = next_started_;
+    if (source_.begin() + k * chunk_bytes_ >= source_.end()) break;
+    const DataRange d = ChunkData(source_, chunk_bytes_, k);
+    if (d.empty()) continue;  // header bytes only: no slot
+    const int slot = static_cast<int>(k % kSlots);
+    if (ring_->held(slot)) break;  // queued once the consumer lets go
+    const int64_t e0 = d.d0 / item;
+    const int64_t e1 = (d.d1 + item - 1) / item;
+    if (absl::Status s = ring_->reader().Start(slot, e0, e1 - e0); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status FetchStream::NextChunk(FetchChunk* out) {
@@ -132,27 +204,36 @@ absl::Status FetchStream::NextChunk(FetchChunk* out) {
       const Tensor& t = *source_.tensor();
       out->data = t.storage_bytes() + t.layout.offset * item + d.d0;
       out->keepalive = source_.tensor();
-    } else {
+    } else if (ring_ == nullptr) {
       std::shared_ptr<char> buffer = buffers_->Take();
-      if (reader_ == nullptr) {
-        source_.Read(header_size + d.d0, out->size, buffer.get());
-      } else {
-        absl::StatusOr<const char*> host =
-            reader_->Wait(static_cast<int>(next_chunk_ % kSlots));
-        if (!host.ok()) return host.status();
-        std::memcpy(buffer.get(), *host + (d.d0 - d.d0 / item * item),
-                    out->size);
-      }
+      source_.Read(header_size + d.d0, out->size, buffer.get());
       out->data = buffer.get();
       out->keepalive = std::move(buffer);
+    } else {
+      const int slot = static_cast<int>(next_chunk_ % kSlots);
+      // Not queued yet: its slot was still held when it could have been.
+      while (next_started_ <= next_chunk_) {
+        const int blocking = static_cast<int>(next_started_ % kSlots);
+        if (!ring_->AwaitFree(blocking, absl::Seconds(5))) {
+          return absl::ResourceExhaustedError(
+              absl::StrCat("Fetch: the consumer still holds all ", kSlots,
+                           " chunk slots of this GPU stream after 5 s"));
+        }
+        if (absl::Status s = StartChunks(next_chunk_); !s.ok()) return s;
+      }
+      absl::StatusOr<const char*> host = ring_->reader().Wait(slot);
+      if (!host.ok()) return host.status();
+      out->data = *host + (d.d0 - d.d0 / item * item);
+      out->keepalive = ring_->Hold(slot);
     }
-  }
-  if (reader_ != nullptr) {
-    // The slot is free again: queue the chunk kSlots ahead into it.
-    if (absl::Status s = StartChunk(next_chunk_ + kSlots); !s.ok()) return s;
   }
   pos_ = hi;
   ++next_chunk_;
+  if (ring_ != nullptr) {
+    if (absl::Status s = StartChunks(next_chunk_ + kSlots - 1); !s.ok()) {
+      return s;
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -4,12 +4,14 @@
 // ChunkReader on the GPU's engine gathers and casts the elements of the
 // next chunks on the device and copies them into a ring of pinned host
 // slots on a CUDA stream of this Fetch's own, so while gRPC sends chunk k
-// the GPU is already producing k+1 and k+2, and the memory a stream holds
-// stays a few chunks whatever the tensor size.
+// the GPU is already producing the next ones, and the memory a stream holds
+// stays a few chunks whatever the tensor size. The chunks it hands out are
+// those pinned slots themselves: a slot is refilled only once the consumer
+// has released the chunk in it.
 //
-// Not thread-safe: one stream belongs to one Fetch. Keeps the source (and
-// so the tensor's storage) alive; destroying it waits for the GPU's work in
-// flight.
+// Not thread-safe: one stream belongs to one Fetch (chunks may be released
+// on any thread). Keeps the source (and so the tensor's storage) alive;
+// destroying it waits for the GPU's work in flight.
 #ifndef TENSORCAST_SERVER_STORE_FETCH_STREAM_H_
 #define TENSORCAST_SERVER_STORE_FETCH_STREAM_H_
 
@@ -27,9 +29,15 @@ namespace tensorcast {
 // bytes the chunk covers (copied; a few hundred at most), then `size` data
 // bytes at `data`, valid while `keepalive` is held. For a host tensor that
 // is contiguous and needs no cast, `data` points into the tensor's storage
-// and keepalive holds the tensor: the bytes go out without a copy. Anything
-// else (a cast, a gather, a GPU tensor) is produced into a buffer the stream
-// recycles once the last keepalive is released.
+// and keepalive holds the tensor: the bytes go out without a copy. A GPU
+// tensor's chunk is the pinned slot the device copied it into, reused once
+// the keepalive is released. Anything else (a cast or gather on the host)
+// is produced into a buffer the stream recycles once the last keepalive is
+// released.
+//
+// A consumer may hold up to kSlots - 1 of a GPU stream's chunks at once
+// (gRPC holds one or two); past that, NextChunk waits for a release, and
+// fails with RESOURCE_EXHAUSTED if none comes within a few seconds.
 struct FetchChunk {
   std::string header;
   const char* data = nullptr;
@@ -39,12 +47,17 @@ struct FetchChunk {
 
 class FetchStream {
  public:
-  // Chunks in flight on a GPU.
-  static constexpr int kSlots = 3;
+  // Pinned slots of a GPU stream: chunks in flight on the device plus
+  // those the consumer still holds.
+  static constexpr int kSlots = 4;
 
   // chunk_bytes > 0: the size of every chunk but the last.
   static absl::StatusOr<std::unique_ptr<FetchStream>> Open(FetchSource source,
                                                            int64_t chunk_bytes);
+
+  FetchStream(const FetchStream&) = delete;
+  FetchStream& operator=(const FetchStream&) = delete;
+  ~FetchStream();
 
   const FetchSource& source() const { return source_; }
   bool done() const { return pos_ == source_.end(); }
@@ -55,18 +68,21 @@ class FetchStream {
 
  private:
   class BufferPool;
+  class SlotRing;
   FetchStream(FetchSource source, int64_t chunk_bytes);
-  // The element range behind output chunk k, queued into slot k % kSlots.
-  absl::Status StartChunk(int64_t k);
+  // Queues the chunks after the last one queued whose slots are free, up to
+  // `last`; a chunk goes into slot k % kSlots.
+  absl::Status StartChunks(int64_t last);
 
   const FetchSource source_;
   const int64_t chunk_bytes_;
   int64_t pos_ = 0;
-  int64_t next_chunk_ = 0;  // the chunk Next() returns
+  int64_t next_chunk_ = 0;    // the chunk Next() returns
+  int64_t next_started_ = 0;  // GPU: the first chunk not yet queued
   // Host, contiguous, no cast: chunks reference the storage.
   bool by_reference_ = false;
   std::shared_ptr<BufferPool> buffers_;  // chunks that are produced
-  std::unique_ptr<ChunkReader> reader_;  // GPU tensors only
+  std::shared_ptr<SlotRing> ring_;       // GPU tensors only
 };
 
 }  // namespace tensorcast
