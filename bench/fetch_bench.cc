@@ -304,13 +304,21 @@ int Run() {
     // Same host, shared memory: the server writes the tensor's bytes into a
     // region this client lent it (one copy); the baseline is one
     // single-thread memcpy of the same bytes between pre-faulted buffers.
-    absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
-        SharedMemory::Open(*client, max_bytes + 4096);
-    if (!shm.ok()) {
-      ++failures;
-      std::printf("shared memory: FAILED: %s\n",
-                  shm.status().ToString().c_str());
-    } else {
+    // Both kinds of region: a sealed memfd the server maps, and a /dev/shm
+    // file it writes with pwrite.
+    for (SharedMemory::Kind kind :
+         {SharedMemory::Kind::kMemfd, SharedMemory::Kind::kFile}) {
+      const char* kind_name = kind == SharedMemory::Kind::kMemfd
+                                  ? "memfd, mapped"
+                                  : "/dev/shm file, pwrite";
+      absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
+          SharedMemory::Open(*client, max_bytes + 4096, kind);
+      if (!shm.ok()) {
+        ++failures;
+        std::printf("shared memory (%s): FAILED: %s\n", kind_name,
+                    shm.status().ToString().c_str());
+        continue;
+      }
       std::vector<double> shm_rates, memcpy_rates;
       const int runs = SecondsSince(start) < kSoftBudgetSeconds ? kRuns : 1;
       absl::Status failed;
@@ -337,15 +345,16 @@ int Run() {
       std::memcpy(&last, (*shm)->data() + 4096 + max_bytes - 4, 4);
       if (!failed.ok() || last != static_cast<float>(max_bytes / 4 - 1)) {
         ++failures;
-        std::printf("shared memory: FAILED: %s\n",
+        std::printf("shared memory (%s): FAILED: %s\n", kind_name,
                     failed.ok() ? "wrong data" : failed.ToString().c_str());
       } else {
         std::printf(
-            "shared memory, %s (4 MiB pieces): %.2f GB/s vs "
+            "shared memory (%s), %s (4 MiB pieces): %.2f GB/s vs "
             "memcpy %.2f GB/s = %.2fx\n",
-            FormatSize(max_bytes).c_str(), Median(shm_rates),
+            kind_name, FormatSize(max_bytes).c_str(), Median(shm_rates),
             Median(memcpy_rates), Median(shm_rates) / Median(memcpy_rates));
       }
+      std::fflush(stdout);
     }
     (void)client->Delete({ref});
   }

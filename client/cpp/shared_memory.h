@@ -10,12 +10,16 @@
 //   f.shm_region = (*shm)->region();
 //   client.Fetch(ref, f, nullptr_sink)   // bytes land in (*shm)->data()
 //
-// Open creates /dev/shm/tensorcast-<random> (mode 0600), maps it with its
-// pages faulted in, writes a random token at its start (the server checks
-// it: proof this client controls the memory it names) and opens the
-// session call; the region lives until this object is destroyed, which
-// ends the call and removes the file. Not thread-safe; the memory may be
-// read and written by the caller between calls.
+// Open creates the memory -- by default a memfd sealed against shrinking
+// and growing, which the server maps (one memcpy per transfer); if the
+// server cannot open it (another pid namespace or user), a file
+// /dev/shm/tensorcast-<random> (mode 0600), which the server reads and
+// writes with pread/pwrite -- maps it with its pages faulted in, writes a
+// random token at its start (the server checks it: proof this client
+// controls the memory it names) and opens the session call; the region
+// lives until this object is destroyed, which ends the call and removes
+// the memory. Not thread-safe; the memory may be read and written by the
+// caller between calls.
 #ifndef TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
 #define TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
 
@@ -33,8 +37,13 @@ namespace tensorcast {
 
 class SharedMemory {
  public:
-  static absl::StatusOr<std::unique_ptr<SharedMemory>> Open(Client& client,
-                                                            int64_t size);
+  enum class Kind {
+    kAuto,   // a sealed memfd, else a /dev/shm file
+    kMemfd,  // a sealed memfd only
+    kFile,   // a /dev/shm file only
+  };
+  static absl::StatusOr<std::unique_ptr<SharedMemory>> Open(
+      Client& client, int64_t size, Kind kind = Kind::kAuto);
   ~SharedMemory();
   SharedMemory(const SharedMemory&) = delete;
   SharedMemory& operator=(const SharedMemory&) = delete;
@@ -43,12 +52,19 @@ class SharedMemory {
   int64_t size() const { return size_; }
   // The id Fetch and Put name it by.
   const std::string& region() const { return region_; }
-  // The file under /dev/shm.
+  // The file under /dev/shm; empty for a memfd.
   const std::string& name() const { return name_; }
+  // True when the server maps the region (a sealed memfd).
+  bool mapped() const { return mapped_; }
 
  private:
   SharedMemory() = default;
+  static absl::StatusOr<std::unique_ptr<SharedMemory>> OpenOne(Client& client,
+                                                               int64_t size,
+                                                               bool memfd);
   std::string name_;
+  bool mapped_ = false;
+  int memfd_ = -1;  // a memfd's descriptor, open for as long as it is lent
   char* data_ = nullptr;
   int64_t size_ = 0;
   std::string region_;

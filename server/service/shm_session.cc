@@ -27,8 +27,14 @@ class SharedMemorySession final
       End(s);
       return;
     }
-    absl::StatusOr<std::string> id = service_->shared_memory().Open(
-        request->name(), request->size(), request->token(), ctx_->peer());
+    SharedMemoryRegistry& registry = service_->shared_memory();
+    const bool memfd = request->name().empty() && request->memfd_pid() != 0;
+    absl::StatusOr<std::string> id =
+        memfd ? registry.OpenMemfd(request->memfd_pid(), request->memfd_fd(),
+                                   request->size(), request->token(),
+                                   ctx_->peer())
+              : registry.Open(request->name(), request->size(),
+                              request->token(), ctx_->peer());
     if (!id.ok()) {
       End(id.status());
       return;
@@ -36,6 +42,7 @@ class SharedMemorySession final
     region_ = *id;
     event_.set_region(region_);
     event_.set_size(request->size());
+    event_.set_mapped(memfd);
     LogRpc("OpenSharedMemory", ctx_, absl::OkStatus(), start_);
     StartWrite(&event_);
   }

@@ -1,6 +1,7 @@
 #include "server/store/shared_memory.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,9 +36,28 @@ bool ValidName(absl::string_view name) {
   return name.find("..") == absl::string_view::npos;
 }
 
+absl::Status CheckToken(absl::string_view token) {
+  if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the token must be ",
+                                                   kMinTokenBytes, " to ",
+                                                   kMaxTokenBytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSize(int64_t size) {
+  if (size <= 0) {
+    return absl::InvalidArgumentError("a shared-memory region needs a size");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-SharedMemoryRegion::~SharedMemoryRegion() { close(fd_); }
+SharedMemoryRegion::~SharedMemoryRegion() {
+  if (map_ != nullptr) munmap(map_, static_cast<size_t>(size_));
+  close(fd_);
+}
 
 absl::Status SharedMemoryRegion::CheckRange(int64_t offset,
                                             int64_t length) const {
@@ -52,6 +72,10 @@ absl::Status SharedMemoryRegion::CheckRange(int64_t offset,
 absl::Status SharedMemoryRegion::Write(int64_t offset, const char* data,
                                        int64_t n) const {
   if (absl::Status s = CheckRange(offset, n); !s.ok()) return s;
+  if (map_ != nullptr) {
+    if (n > 0) std::memcpy(map_ + offset, data, static_cast<size_t>(n));
+    return absl::OkStatus();
+  }
   while (n > 0) {
     ssize_t w = pwrite(fd_, data, static_cast<size_t>(n), offset);
     if (w < 0 && errno == EINTR) continue;
@@ -70,6 +94,10 @@ absl::Status SharedMemoryRegion::Write(int64_t offset, const char* data,
 absl::Status SharedMemoryRegion::Read(int64_t offset, char* data,
                                       int64_t n) const {
   if (absl::Status s = CheckRange(offset, n); !s.ok()) return s;
+  if (map_ != nullptr) {
+    if (n > 0) std::memcpy(data, map_ + offset, static_cast<size_t>(n));
+    return absl::OkStatus();
+  }
   while (n > 0) {
     ssize_t r = pread(fd_, data, static_cast<size_t>(n), offset);
     if (r < 0 && errno == EINTR) continue;
@@ -98,14 +126,8 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Open(
         "a shared-memory region is a file in ", directory_, " named '", kPrefix,
         "' followed by letters, digits, '_', '.' or '-'"));
   }
-  if (size <= 0) {
-    return absl::InvalidArgumentError("a shared-memory region needs a size");
-  }
-  if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("the token must be ",
-                                                   kMinTokenBytes, " to ",
-                                                   kMaxTokenBytes, " bytes"));
-  }
+  if (absl::Status s = CheckSize(size); !s.ok()) return s;
+  if (absl::Status s = CheckToken(token); !s.ok()) return s;
   const std::string path = absl::StrCat(directory_, "/", name);
   int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
@@ -123,6 +145,58 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Open(
                                                    " bytes, fewer than the ",
                                                    size, " asked"));
   }
+  return Register(std::move(region), token, owner);
+}
+
+absl::StatusOr<std::string> SharedMemoryRegistry::OpenMemfd(
+    int pid, int fd, int64_t size, absl::string_view token,
+    absl::string_view owner) {
+  if (pid <= 0 || fd < 0) {
+    return absl::InvalidArgumentError(
+        "a memfd region is named by a process id and a descriptor");
+  }
+  if (absl::Status s = CheckSize(size); !s.ok()) return s;
+  if (absl::Status s = CheckToken(token); !s.ok()) return s;
+  // Built from two numbers: no path of the client's choosing.
+  const std::string path = absl::StrCat("/proc/", pid, "/fd/", fd);
+  int own = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (own < 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "cannot open the memfd at ", path, ": ", std::strerror(errno),
+        " (is the client on this host, in this pid namespace, "
+        "as the same user?)"));
+  }
+  std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(own, size));
+  struct stat st;
+  if (fstat(own, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a regular file"));
+  }
+  const int seals = fcntl(own, F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path,
+        " is not a memfd sealed against shrinking (F_SEAL_SHRINK): the "
+        "server maps only memory that cannot shrink under it"));
+  }
+  if (st.st_size < size) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " holds ", st.st_size,
+                                                   " bytes, fewer than the ",
+                                                   size, " asked"));
+  }
+  void* p = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_POPULATE, own, 0);
+  if (p == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot map ", path, ": ", std::strerror(errno)));
+  }
+  region->map_ = static_cast<char*>(p);
+  return Register(std::move(region), token, owner);
+}
+
+absl::StatusOr<std::string> SharedMemoryRegistry::Register(
+    std::shared_ptr<const SharedMemoryRegion> region, absl::string_view token,
+    absl::string_view owner) {
   std::string start(token.size(), '\0');
   if (!region->Read(0, start.data(), static_cast<int64_t>(start.size())).ok() ||
       start != token) {

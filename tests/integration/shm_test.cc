@@ -14,6 +14,7 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "client/cpp/shared_memory.h"
 #include "tests/integration/harness.h"
 
@@ -46,13 +47,41 @@ class ShmTest : public ::testing::Test {
     return client().Fetch(ref, options, NoBytes);
   }
 
+  void CheckFetchAndPut(SharedMemory::Kind kind);
+  void CheckRegionRules(SharedMemory::Kind kind);
+
   ServerProcess server_{{"--shared-memory"}};
 };
 
+// Both kinds of region: a sealed memfd (mapped by the server) and a
+// /dev/shm file (pread/pwrite).
+const SharedMemory::Kind kKinds[] = {SharedMemory::Kind::kMemfd,
+                                     SharedMemory::Kind::kFile};
+
+std::string KindName(SharedMemory::Kind kind) {
+  return kind == SharedMemory::Kind::kMemfd ? "memfd" : "file";
+}
+
 TEST_F(ShmTest, FetchAndPutThroughSharedMemoryMatchTheSocket) {
+  for (SharedMemory::Kind kind : kKinds) {
+    SCOPED_TRACE(KindName(kind));
+    CheckFetchAndPut(kind);
+  }
+}
+
+TEST_F(ShmTest, AutoPrefersAMappedMemfd) {
   absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
-      SharedMemory::Open(client(), 8 << 20);
+      SharedMemory::Open(client(), 1 << 20);
   ASSERT_TRUE(shm.ok()) << shm.status();
+  EXPECT_TRUE((*shm)->mapped());
+  EXPECT_TRUE((*shm)->name().empty());
+}
+
+void ShmTest::CheckFetchAndPut(SharedMemory::Kind kind) {
+  absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
+      SharedMemory::Open(client(), 8 << 20, kind);
+  ASSERT_TRUE(shm.ok()) << shm.status();
+  EXPECT_EQ((*shm)->mapped(), kind == SharedMemory::Kind::kMemfd);
   const std::string ref = Arange((3 << 20) / 4);  // 3 MiB: several chunks
   for (v1::Format format : {v1::FORMAT_RAW, v1::FORMAT_NPY}) {
     for (v1::DType dtype : {v1::DTYPE_UNSPECIFIED, v1::DTYPE_FLOAT16}) {
@@ -92,8 +121,15 @@ TEST_F(ShmTest, FetchAndPutThroughSharedMemoryMatchTheSocket) {
 }
 
 TEST_F(ShmTest, RegionsAreCheckedAndBelongToTheirConnection) {
+  for (SharedMemory::Kind kind : kKinds) {
+    SCOPED_TRACE(KindName(kind));
+    CheckRegionRules(kind);
+  }
+}
+
+void ShmTest::CheckRegionRules(SharedMemory::Kind kind) {
   absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
-      SharedMemory::Open(client(), 1 << 20);
+      SharedMemory::Open(client(), 1 << 20, kind);
   ASSERT_TRUE(shm.ok()) << shm.status();
   const std::string ref = Arange(1024);  // 4 KiB RAW
   std::memset((*shm)->data() + 64, 0xab, (1 << 20) - 64);
@@ -139,16 +175,32 @@ TEST_F(ShmTest, RegionsAreCheckedAndBelongToTheirConnection) {
             absl::StatusCode::kNotFound);
   EXPECT_TRUE(untouched());
 
-  // A client that shrinks its file under the server: a Put from it comes
-  // up short (DATA_LOSS, nothing stored); the server, which never maps the
-  // file, lives on.
-  int fd = shm_open(("/" + (*shm)->name()).c_str(), O_RDWR, 0);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(ftruncate(fd, 100), 0);
-  close(fd);
-  p.shm_offset = 64;
-  EXPECT_EQ(client().Put(p, nullptr, 100).status().code(),
-            absl::StatusCode::kDataLoss);
+  if (kind == SharedMemory::Kind::kFile) {
+    // A client that shrinks its file under the server: a Put from it comes
+    // up short (DATA_LOSS, nothing stored); the server, which never maps
+    // the file, lives on.
+    int fd = shm_open(("/" + (*shm)->name()).c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, 100), 0);
+    close(fd);
+    p.shm_offset = 64;
+    EXPECT_EQ(client().Put(p, nullptr, 100).status().code(),
+              absl::StatusCode::kDataLoss);
+  } else {
+    // A memfd the server maps cannot be shrunk at all: the seal refuses.
+    int fd = -1;
+    for (int candidate = 3; candidate < 1024 && fd < 0; ++candidate) {
+      char link[64] = {0};
+      std::string path = "/proc/self/fd/" + std::to_string(candidate);
+      if (readlink(path.c_str(), link, sizeof(link) - 1) > 0 &&
+          absl::StartsWith(link, "/memfd:tensorcast")) {
+        fd = candidate;
+      }
+    }
+    ASSERT_GE(fd, 0) << "the client's memfd";
+    EXPECT_NE(ftruncate(fd, 100), 0);
+    EXPECT_EQ(errno, EPERM);
+  }
   EXPECT_TRUE(client().Health().ok());
 
   // Closing the session forgets the region.
@@ -163,14 +215,10 @@ TEST_F(ShmTest, RegionsAreCheckedAndBelongToTheirConnection) {
   EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound) << gone;
 }
 
-// Opens a session by hand: the name, size and token as given.
-grpc::Status RawOpen(Client& client, const std::string& name, int64_t size,
-                     const std::string& token) {
+// Opens a session by hand with the request as given.
+grpc::Status RawOpen(Client& client,
+                     const v1::OpenSharedMemoryRequest& request) {
   grpc::ClientContext ctx;
-  v1::OpenSharedMemoryRequest request;
-  request.set_name(name);
-  request.set_size(size);
-  request.set_token(token);
   auto session = client.stub()->OpenSharedMemory(&ctx, request);
   v1::SharedMemoryEvent event;
   if (session->Read(&event)) {
@@ -179,6 +227,25 @@ grpc::Status RawOpen(Client& client, const std::string& name, int64_t size,
     return grpc::Status::OK;
   }
   return session->Finish();
+}
+
+grpc::Status RawOpen(Client& client, const std::string& name, int64_t size,
+                     const std::string& token) {
+  v1::OpenSharedMemoryRequest request;
+  request.set_name(name);
+  request.set_size(size);
+  request.set_token(token);
+  return RawOpen(client, request);
+}
+
+grpc::Status RawOpenMemfd(Client& client, int pid, int fd, int64_t size,
+                          const std::string& token) {
+  v1::OpenSharedMemoryRequest request;
+  request.set_memfd_pid(pid);
+  request.set_memfd_fd(fd);
+  request.set_size(size);
+  request.set_token(token);
+  return RawOpen(client, request);
 }
 
 TEST_F(ShmTest, OpenRefusesForeignOrMalformedRegions) {
@@ -210,6 +277,50 @@ TEST_F(ShmTest, OpenRefusesForeignOrMalformedRegions) {
       RawOpen(client(), "tensorcast-does-not-exist", 4096, token).error_code(),
       grpc::StatusCode::NOT_FOUND);
   shm_unlink(("/" + name).c_str());
+}
+
+TEST_F(ShmTest, OpenRefusesForeignUnsealedOrMalformedMemfds) {
+  const std::string token(32, 'k');
+  auto make = [&](unsigned seals) {
+    int fd = memfd_create("tensorcast-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(ftruncate(fd, 4096), 0);
+    EXPECT_EQ(pwrite(fd, token.data(), token.size(), 0),
+              static_cast<ssize_t>(token.size()));
+    if (seals != 0) {
+      EXPECT_EQ(fcntl(fd, F_ADD_SEALS, seals), 0);
+    }
+    return fd;
+  };
+  const int pid = getpid();
+  const int sealed = make(F_SEAL_SHRINK | F_SEAL_GROW);
+  const int unsealed = make(0);
+  EXPECT_TRUE(RawOpenMemfd(client(), pid, sealed, 4096, token).ok());
+  EXPECT_EQ(RawOpenMemfd(client(), pid, unsealed, 4096, token).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);  // could shrink: unmapped
+  EXPECT_EQ(RawOpenMemfd(client(), pid, sealed, 4096, std::string(32, 'x'))
+                .error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);  // not this client's
+  EXPECT_EQ(RawOpenMemfd(client(), pid, sealed, 8192, token).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // bigger than the memfd
+  EXPECT_EQ(RawOpenMemfd(client(), pid, 100000, 4096, token).error_code(),
+            grpc::StatusCode::NOT_FOUND);  // no such descriptor
+  EXPECT_EQ(RawOpenMemfd(client(), -1, sealed, 4096, token).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // A descriptor that is no memfd: a regular file cannot be sealed.
+  const std::string path =
+      ::testing::TempDir() + "/shm-test-" + std::to_string(pid);
+  int plain = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(plain, 0);
+  ASSERT_EQ(ftruncate(plain, 4096), 0);
+  ASSERT_EQ(pwrite(plain, token.data(), token.size(), 0),
+            static_cast<ssize_t>(token.size()));
+  EXPECT_EQ(RawOpenMemfd(client(), pid, plain, 4096, token).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  close(plain);
+  unlink(path.c_str());
+  close(sealed);
+  close(unsealed);
 }
 
 TEST(ShmOffTest, ServersRefuseSharedMemoryUnlessAllowed) {

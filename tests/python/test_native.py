@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tensorcast as tc
+from tensorcast import _fastpath
 from conftest import native_built
 
 
@@ -120,6 +121,7 @@ def test_shared_memory_fetch(server) -> None:
     if os.environ.get("TENSORCAST_TEST_SERVER"):
         pytest.skip("an external server may not allow shared memory")
     a = np.random.default_rng(5).standard_normal((512, 1024)).astype(np.float32)  # 2 MiB
+    memfds = _memfds()  # other clients' (the session's shm-path client)
     with tc.connect(server.target, native=False, shared_memory=True, default=False) as c:
         t = c.from_numpy(a)
         np.testing.assert_array_equal(t.numpy(), a)
@@ -134,9 +136,30 @@ def test_shared_memory_fetch(server) -> None:
         np.testing.assert_array_equal(c.from_numpy(odd).numpy(), odd)
         small = c.tensor([1.0, 2.0])  # under 1 MiB: the socket
         np.testing.assert_array_equal(small.numpy(), [1.0, 2.0])
-        path = c._shm.path
-        assert os.path.exists(path)
-    assert not os.path.exists(path)  # close() removed the region's file
+        # A sealed memfd the server maps (open here once: the map's own
+        # descriptor).
+        assert c._shm.mapped and c._shm.path is None
+        assert _memfds() == memfds + 1
+        # The /dev/shm file kind, as a client in another pid namespace gets.
+        f = _fastpath.SharedMemory(c._stub, c._metadata, 1 << 20, kind="file")
+        try:
+            assert not f.mapped and os.path.exists(f.path)
+            path = f.path
+        finally:
+            f.close()
+        assert not os.path.exists(path)  # close() removed the region's file
+    assert _memfds() == memfds  # closing the client closed its memfd
+
+
+def _memfds() -> int:
+    """This process's open memfds made by the client."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:tensorcast")
+        except OSError:
+            pass
+    return n
 
 
 def test_shared_memory_needs_a_local_server() -> None:

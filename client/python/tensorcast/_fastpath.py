@@ -112,44 +112,103 @@ def is_local(target: str) -> bool:
 
 
 class SharedMemory:
-    """A region of /dev/shm this client lends the server (server flag
-    --shared-memory) for fetches to land in: the server writes the bytes
-    there (one copy) and the stream carries the header alone; the client
-    copies them into the array it returns. The region lives while its
-    OpenSharedMemory call stays open; close() ends the call and removes the
-    file."""
+    """A region of same-host shared memory this client lends the server
+    (server flag --shared-memory) for transfers to go through: the server
+    copies the bytes in or out (one copy) and the stream carries the header
+    alone; the client copies between the region and its array.
 
-    def __init__(self, stub: Any, metadata: Sequence[tuple[str, str]], size: int) -> None:
-        name = "tensorcast-" + secrets.token_hex(12)
-        self.path = os.path.join(_SHM_DIR, name)
+    The region is a memfd sealed against shrinking, which the server maps
+    (``mapped`` is True): its copy runs at memcpy speed. Where the server
+    cannot open it (another pid namespace or user) it is a file under
+    /dev/shm instead, which the server reads and writes with pread/pwrite.
+    It lives while its OpenSharedMemory call stays open; close() ends the
+    call and frees the memory."""
+
+    # The server's answers that mean "not a memfd it can open": try a file.
+    _FALL_BACK = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                  grpc.StatusCode.PERMISSION_DENIED)
+
+    def __init__(self, stub: Any, metadata: Sequence[tuple[str, str]], size: int,
+                 kind: str = "auto") -> None:
+        if kind not in ("auto", "memfd", "file"):
+            raise ValueError(f"kind must be 'auto', 'memfd' or 'file', not {kind!r}")
         self.size = size
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.path: Optional[str] = None
+        self.mapped = False
+        self._fd = -1
+        self._call = None
+        self.map = None
+        if kind != "file" and hasattr(os, "memfd_create"):
+            try:
+                self._lend(stub, metadata, memfd=True)
+                return
+            except grpc.RpcError as e:
+                self.close()
+                if kind == "memfd" or e.code() not in self._FALL_BACK:
+                    raise
+        elif kind == "memfd":
+            raise OSError("memfd_create is not available on this platform")
+        self._lend(stub, metadata, memfd=False)
+
+    def _lend(self, stub: Any, metadata: Sequence[tuple[str, str]], memfd: bool) -> None:
+        request = pb.OpenSharedMemoryRequest(size=self.size)
+        if memfd:
+            import fcntl
+            fd = os.memfd_create("tensorcast", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            self._fd = fd  # open until the server has opened it through /proc
+            request.memfd_pid = os.getpid()
+            request.memfd_fd = fd
+        else:
+            name = "tensorcast-" + secrets.token_hex(12)
+            self.path = os.path.join(_SHM_DIR, name)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            request.name = name
         try:
-            os.ftruncate(fd, size)
-            self.map = mmap.mmap(fd, size)
-        except BaseException:
-            os.unlink(self.path)
-            raise
-        finally:
-            os.close(fd)
-        token = secrets.token_bytes(32)
-        self.map[:len(token)] = token
-        self._call = stub.OpenSharedMemory(
-            pb.OpenSharedMemoryRequest(name=name, size=size, token=token),
-            metadata=metadata)
-        try:
-            self.region = next(self._call).region
+            os.ftruncate(fd, self.size)
+            if memfd:
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                            fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            self.map = mmap.mmap(fd, self.size)
         except BaseException:
             self.close()
             raise
+        finally:
+            if not memfd:
+                os.close(fd)
+        # Fault the pages in now, not inside the first transfer.
+        if hasattr(self.map, "madvise") and hasattr(mmap, "MADV_POPULATE_WRITE"):
+            try:
+                self.map.madvise(mmap.MADV_POPULATE_WRITE)
+            except OSError:
+                pass
+        token = secrets.token_bytes(32)
+        self.map[:len(token)] = token
+        request.token = token
+        self._call = stub.OpenSharedMemory(request, metadata=metadata)
+        try:
+            event = next(self._call)
+        except BaseException:
+            self.close()
+            raise
+        self.region = event.region
+        self.mapped = event.mapped
+        if self._fd >= 0:
+            # The server has its own descriptor now; the map keeps its own.
+            os.close(self._fd)
+            self._fd = -1
 
     def close(self) -> None:
-        call, self._call = getattr(self, "_call", None), None
+        call, self._call = self._call, None
         if call is not None:
             call.cancel()
-        if not self.map.closed:
+        if self.map is not None and not self.map.closed:
             self.map.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None

@@ -110,22 +110,28 @@ class PutHeader(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., format: _Optional[_Union[Format, str]] = ..., total_bytes: _Optional[int] = ..., shm_region: _Optional[str] = ..., shm_offset: _Optional[int] = ..., shm_bytes: _Optional[int] = ...) -> None: ...
 
 class OpenSharedMemoryRequest(_message.Message):
-    __slots__ = ("name", "size", "token")
+    __slots__ = ("name", "size", "token", "memfd_pid", "memfd_fd")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MEMFD_PID_FIELD_NUMBER: _ClassVar[int]
+    MEMFD_FD_FIELD_NUMBER: _ClassVar[int]
     name: str
     size: int
     token: bytes
-    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
+    memfd_pid: int
+    memfd_fd: int
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ..., memfd_pid: _Optional[int] = ..., memfd_fd: _Optional[int] = ...) -> None: ...
 
 class SharedMemoryEvent(_message.Message):
-    __slots__ = ("region", "size")
+    __slots__ = ("region", "size", "mapped")
     REGION_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_FIELD_NUMBER: _ClassVar[int]
     region: str
     size: int
-    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    mapped: bool
+    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "data")
