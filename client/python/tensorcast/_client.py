@@ -344,7 +344,10 @@ class Client:
 
     def _region(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
         """The lent region, opened or grown to ``nbytes``; None when the
-        server does not allow shared memory and the mode is "auto"."""
+        server does not allow shared memory and the mode is "auto".
+        Called under _shm_lock."""
+        if not self._shm_mode:
+            return None  # another thread found out the server refuses it
         if self._shm is not None and self._shm.size >= nbytes:
             return self._shm
         size = max(nbytes, 2 * self._shm.size if self._shm is not None else 0)
