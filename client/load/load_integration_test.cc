@@ -174,6 +174,37 @@ TEST(LoadToolTest, PutAndMixedByCount) {
   ExpectNothingLeft(server);
 }
 
+TEST(LoadToolTest, SharedMemoryFetchAndPut) {
+  ServerProcess server({"--shared-memory"});
+  TempDir dir;
+  CommandResult r = RunLoad(
+      {"--server=" + server.address(), "--scenario=fetch", "--size=1MiB",
+       "--shared-memory", "--concurrency=3", "--connections=2",
+       "--requests=60", "--warmup=0", "--json=" + dir.File("fetch.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("via shared memory"), std::string::npos) << r.out;
+  Struct fetch = ReadJson(dir.File("fetch.json"));
+  ExpectConsistent(fetch);
+  // Each fetch delivered the whole .npy into a region: 1 MiB and its header.
+  EXPECT_EQ(Num(fetch, "bytes"), 60 * ((1 << 20) + 128));
+
+  r = RunLoad({"--server=" + server.address(), "--scenario=mixed",
+               "--mix=fetch:1,put:1", "--to-dtype=float64", "--size=256KiB",
+               "--shared-memory", "--concurrency=2", "--requests=40",
+               "--warmup=0", "--json=" + dir.File("mixed.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  ExpectConsistent(ReadJson(dir.File("mixed.json")));
+  ExpectNothingLeft(server);
+
+  // A server that does not allow it: refused before the run, saying why.
+  ServerProcess plain;
+  r = RunLoad({"--server=" + plain.address(), "--scenario=fetch",
+               "--shared-memory", "--requests=5", "--warmup=0"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--shared-memory"), std::string::npos) << r.err;
+  ExpectNothingLeft(plain);
+}
+
 TEST(LoadToolTest, InterruptStillReportsAndCleansUp) {
   ServerProcess server;
   TempDir dir;

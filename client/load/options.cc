@@ -171,6 +171,9 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   flags.Int("seed", &seed, "seed for arrivals and the mix");
   flags.Bool("progress", &o.progress,
              "live progress on stderr when it is a terminal");
+  flags.Bool("shared-memory", &o.shared_memory,
+             "fetch and put through same-host shared memory (the server "
+             "must run with --shared-memory)");
   flags.String("plot", &parsed.plot_json, "draw RESULT.json (needs --out)");
   flags.String("out", &parsed.plot_out, "--plot: the PNG to write");
   if (absl::Status s = flags.Parse(args); !s.ok()) return s;

@@ -58,6 +58,9 @@ struct LoadOptions {
   std::string csv_path;
   uint64_t seed = 1;
   bool progress = true;  // live progress when stderr is a terminal
+  // fetch and put through same-host shared memory (the server needs
+  // --shared-memory): the stream carries only the header.
+  bool shared_memory = false;
 
   bool open_loop() const { return rate > 0; }
   // The tensor elements the scenario works on (size_bytes / item size).

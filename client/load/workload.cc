@@ -40,6 +40,29 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
   }
   w->fetch_.format = options.format;
   w->fetch_.dtype = options.to_dtype;
+  if (options.shared_memory) {
+    // Room for the largest fetch output (.npy header, any cast) and, apart
+    // from it, the put payload.
+    const int64_t out_item = static_cast<int64_t>(ItemSize(CoreDType(
+        options.to_dtype == v1::DTYPE_UNSPECIFIED ? options.dtype
+                                                  : options.to_dtype)));
+    constexpr int64_t kHeaderRoom = 64 << 10;
+    constexpr int64_t kAlign = 4096;
+    w->put_offset_ =
+        (options.elements() * out_item + kHeaderRoom + kAlign - 1) / kAlign *
+        kAlign;
+    w->region_bytes_ =
+        w->put_offset_ + (uses(RequestKind::kPut) ? options.size_bytes : 0);
+    // One region now, on the control connection: a server without
+    // --shared-memory says so before anything is made on it.
+    absl::StatusOr<std::unique_ptr<SharedMemory>> probe =
+        SharedMemory::Open(control, w->region_bytes_);
+    if (!probe.ok()) {
+      return absl::Status(
+          probe.status().code(),
+          absl::StrCat("opening shared memory: ", probe.status().message()));
+    }
+  }
   if (uses(RequestKind::kPut)) {
     // Random bytes: a put must not be cheaper for being all zeros.
     w->payload_.resize(static_cast<size_t>(options.size_bytes));
@@ -75,11 +98,55 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
   return w;
 }
 
+absl::StatusOr<std::unique_ptr<SharedMemory>> Workload::TakeRegion(
+    Client& client) const {
+  {
+    absl::MutexLock lock(&regions_mu_);
+    std::vector<std::unique_ptr<SharedMemory>>& free = regions_[&client];
+    if (!free.empty()) {
+      std::unique_ptr<SharedMemory> region = std::move(free.back());
+      free.pop_back();
+      return region;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<SharedMemory>> region =
+      SharedMemory::Open(client, region_bytes_);
+  if (region.ok() && !payload_.empty()) {
+    std::memcpy((*region)->data() + put_offset_, payload_.data(),
+                payload_.size());
+  }
+  return region;
+}
+
+void Workload::GiveRegion(Client& client,
+                          std::unique_ptr<SharedMemory> region) const {
+  absl::MutexLock lock(&regions_mu_);
+  regions_[&client].push_back(std::move(region));
+}
+
 Outcome Workload::Issue(RequestKind kind, Client& client,
                         const std::atomic<bool>& stop) const {
   Outcome out;
   switch (kind) {
     case RequestKind::kFetch: {
+      if (options_.shared_memory) {
+        absl::StatusOr<std::unique_ptr<SharedMemory>> region =
+            TakeRegion(client);
+        if (!region.ok()) {
+          out.status = region.status();
+          break;
+        }
+        FetchOptions fetch = fetch_;
+        fetch.shm_region = (*region)->region();
+        fetch.shm_offset = 0;
+        absl::StatusOr<v1::FetchHeader> header = client.Fetch(
+            source_, fetch,
+            [](absl::string_view) -> absl::Status { return absl::OkStatus(); });
+        GiveRegion(client, *std::move(region));
+        out.status = header.status();
+        if (header.ok()) out.bytes = header->length();
+        break;
+      }
       int64_t received = 0;
       absl::StatusOr<v1::FetchHeader> header = client.Fetch(
           source_, fetch_, [&](absl::string_view bytes) -> absl::Status {
@@ -100,6 +167,26 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
       put.shape = {options_.elements()};
       put.device = options_.device;
       put.ttl_seconds = ttl_seconds_;
+      if (options_.shared_memory) {
+        absl::StatusOr<std::unique_ptr<SharedMemory>> region =
+            TakeRegion(client);
+        if (!region.ok()) {
+          out.status = region.status();
+          break;
+        }
+        put.shm_region = (*region)->region();
+        put.shm_offset = put_offset_;
+        put.shm_bytes = static_cast<int64_t>(payload_.size());
+        absl::StatusOr<v1::TensorInfo> info =
+            client.Put(put, nullptr, static_cast<int64_t>(payload_.size()));
+        GiveRegion(client, *std::move(region));
+        out.status = info.status();
+        if (info.ok()) {
+          out.bytes = static_cast<int64_t>(payload_.size());
+          out.created = info->handle();
+        }
+        break;
+      }
       size_t pos = 0;
       absl::StatusOr<v1::TensorInfo> info = client.Put(
           put,
@@ -144,6 +231,10 @@ void Workload::Discard(Client& client, const Outcome& outcome) {
 }
 
 absl::Status Workload::Teardown(Client& control) {
+  {
+    absl::MutexLock lock(&regions_mu_);
+    regions_.clear();  // ends their sessions while the connections are up
+  }
   if (source_.empty()) return absl::OkStatus();
   absl::StatusOr<int> n = control.Delete({source_});
   if (!n.ok()) return n.status();
@@ -182,7 +273,8 @@ std::string Workload::Describe() const {
     if (o.scenario == "mixed") absl::StrAppend(&what, " x", o.mix[k]);
     absl::StrAppend(&out, out.empty() ? "" : ", ", what);
   }
-  return absl::StrCat(out, " -- ", tensor);
+  return absl::StrCat(out, o.shared_memory ? " via shared memory" : "", " -- ",
+                      tensor);
 }
 
 }  // namespace tensorcast::load

@@ -16,9 +16,12 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "client/cpp/client.h"
+#include "client/cpp/shared_memory.h"
 #include "client/load/options.h"
 
 namespace tensorcast::load {
@@ -41,7 +44,8 @@ class Workload {
                 const std::atomic<bool>& stop) const;
   // Deletes outcome.created, if any; a failure is counted (orphans()).
   void Discard(Client& client, const Outcome& outcome);
-  // Deletes the source tensor. Returns the first failure.
+  // Deletes the source tensor and gives back the shared-memory regions.
+  // Returns the first failure.
   absl::Status Teardown(Client& control);
 
   // Tensors a Discard() failed to delete (left to their TTL).
@@ -61,6 +65,20 @@ class Workload {
   std::string payload_;  // what put uploads
   FetchOptions fetch_;
   std::atomic<int64_t> orphans_{0};
+
+  // --shared-memory: regions lent by each connection (a region is valid
+  // only on the connection that opened it), reused across requests; one per
+  // request in flight. A region holds a fetch's output at 0 and, for put,
+  // the payload at put_offset_ (copied in once, when it is opened).
+  absl::StatusOr<std::unique_ptr<SharedMemory>> TakeRegion(
+      Client& client) const;
+  void GiveRegion(Client& client, std::unique_ptr<SharedMemory> region) const;
+  int64_t put_offset_ = 0;
+  int64_t region_bytes_ = 0;
+  mutable absl::Mutex regions_mu_;
+  mutable absl::flat_hash_map<Client*,
+                              std::vector<std::unique_ptr<SharedMemory>>>
+      regions_ ABSL_GUARDED_BY(regions_mu_);
 };
 
 }  // namespace tensorcast::load
