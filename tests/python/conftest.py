@@ -117,7 +117,8 @@ def native_built() -> bool:
 
 # Every test that uses the client runs on each data path: grpcio, the
 # native extension (tensorcast._native) where it was built, and shared
-# memory (grpcio for the stream, fetches of 1 MiB or more through /dev/shm).
+# memory (grpcio for the stream, transfers of 1 MiB or more through a
+# sealed memfd the server maps, or a /dev/shm file).
 @pytest.fixture(scope="session", params=["grpcio", "native", "shm"])
 def client(server: Server, request: pytest.FixtureRequest) -> Iterator[tc.Client]:
     """The default client, connected to the session's server, on one path."""
