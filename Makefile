@@ -18,12 +18,13 @@ all: build
 setup:
 	./scripts/setup.sh
 
-$(BUILD_DIR)/CMakeCache.txt:
-	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release \
-	  -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
-
-build: setup $(BUILD_DIR)/CMakeCache.txt
-	cmake --build $(BUILD_DIR) -j$(JOBS)
+# scripts/build.sh, shared with the Docker images: configures $(BUILD_DIR)
+# (Release) when it has no CMakeCache.txt yet, then builds it. $(CMAKE_FLAGS)
+# go on its command line, so the shell splits them as it always did; the
+# environment's CMAKE_FLAGS and BUILD_TYPE, which it also reads, are set here.
+build: setup
+	BUILD_DIR=$(BUILD_DIR) BUILD_TYPE=Release JOBS=$(JOBS) CMAKE_FLAGS= \
+	  ./scripts/build.sh -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
 
 run: build
 	$(BUILD_DIR)/bin/tensorcast-server --listen=$(LISTEN) $(SERVER_FLAGS)
