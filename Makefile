@@ -11,7 +11,7 @@ VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan bench format clean
+.PHONY: all setup build run test test-unit test-asan lint-docker bench format clean
 
 all: build
 
@@ -29,8 +29,10 @@ build: setup
 run: build
 	$(BUILD_DIR)/bin/tensorcast-server --listen=$(LISTEN) $(SERVER_FLAGS)
 
-# Unit and integration tests (ctest), then the sanitizer pass.
+# The Docker files' checks, unit and integration tests (ctest), the Python
+# client's, then the sanitizer pass.
 test: build
+	$(MAKE) lint-docker
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
 	$(MAKE) test-asan
@@ -53,6 +55,12 @@ test-asan: setup
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 -LE large
+
+# The Dockerfiles (hadolint), docker/compose.yaml (the Compose
+# Specification's schema in ../shared/schemas) and the scripts they run
+# (shellcheck): what can be checked here, where no Docker engine runs.
+lint-docker: setup
+	./scripts/check_docker.sh
 
 bench: build
 	./bench/run.sh $(BUILD_DIR)
