@@ -11,25 +11,28 @@ VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan bench format clean
+.PHONY: all setup build run test test-unit test-asan lint-docker bench format clean
 
 all: build
 
 setup:
 	./scripts/setup.sh
 
-$(BUILD_DIR)/CMakeCache.txt:
-	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release \
-	  -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
-
-build: setup $(BUILD_DIR)/CMakeCache.txt
-	cmake --build $(BUILD_DIR) -j$(JOBS)
+# scripts/build.sh, shared with the Docker images: configures $(BUILD_DIR)
+# (Release) when it has no CMakeCache.txt yet, then builds it. $(CMAKE_FLAGS)
+# go on its command line, so the shell splits them as it always did; the
+# environment's CMAKE_FLAGS and BUILD_TYPE, which it also reads, are set here.
+build: setup
+	BUILD_DIR=$(BUILD_DIR) BUILD_TYPE=Release JOBS=$(JOBS) CMAKE_FLAGS= \
+	  ./scripts/build.sh -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
 
 run: build
 	$(BUILD_DIR)/bin/tensorcast-server --listen=$(LISTEN) $(SERVER_FLAGS)
 
-# Unit and integration tests (ctest), then the sanitizer pass.
+# The Docker files' checks, unit and integration tests (ctest), the Python
+# client's, then the sanitizer pass.
 test: build
+	$(MAKE) lint-docker
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
 	$(MAKE) test-asan
@@ -52,6 +55,12 @@ test-asan: setup
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 -LE large
+
+# The Dockerfiles (hadolint), docker/compose.yaml (the Compose
+# Specification's schema in ../shared/schemas) and the scripts they run
+# (shellcheck): what can be checked here, where no Docker engine runs.
+lint-docker: setup
+	./scripts/check_docker.sh
 
 bench: build
 	./bench/run.sh $(BUILD_DIR)

@@ -2,7 +2,10 @@
 # register tests with labels (unit, integration, gpu).
 
 function(tensorcast_target_defaults target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  if(TENSORCAST_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
   if(TENSORCAST_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=${TENSORCAST_SANITIZE}
                                              -fno-omit-frame-pointer

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Installs what tensorcast needs to build and test, and nothing twice:
 # Debian packages (only those missing) and a project-local Python venv from
-# PyPI. Safe to run again. Also used by the Docker images.
+# PyPI. Safe to run again. Also the install step of the Docker images
+# (docker/), which set TENSORCAST_SETUP_PYTHON=0: they build the C++ binaries
+# alone, so Python and the venv are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SETUP_PYTHON=${TENSORCAST_SETUP_PYTHON:-1}
 
 PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libspdlog-dev libabsl-dev libgtest-dev libgmock-dev
+  libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv
 )
+if [ "$SETUP_PYTHON" = 0 ]; then
+  cpp_only=()
+  for p in "${PACKAGES[@]}"; do
+    case $p in python3*) ;; *) cpp_only+=("$p") ;; esac
+  done
+  PACKAGES=("${cpp_only[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,6 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+[ "$SETUP_PYTHON" = 0 ] && exit 0
 
 # The venv: NumPy is the reference in tests, grpcio/protobuf for the Python
 # client, ml_dtypes for bfloat16.
