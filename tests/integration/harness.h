@@ -30,6 +30,8 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // Sends SIGTERM and waits; returns the exit status (or -signal).
   int Stop();
+  // For a test that waited for the server's exit itself: forget its pid.
+  void Forget() { pid_ = -1; }
   // The server's log so far.
   std::string Log() const;
 
