@@ -4,6 +4,7 @@
 
 BUILD_DIR  ?= build
 ASAN_DIR   ?= build-asan
+TSAN_DIR   ?= build-tsan
 JOBS       ?= 2
 LISTEN     ?= 127.0.0.1:50051
 SERVER_FLAGS ?=
@@ -11,7 +12,7 @@ VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan lint-docker bench format clean
+.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker bench format clean
 
 all: build
 
@@ -29,6 +30,20 @@ build: setup
 run: build
 	$(BUILD_DIR)/bin/tensorcast-server --listen=$(LISTEN) $(SERVER_FLAGS)
 
+# ThreadSanitizer over the store, pool and streaming unit tests: the code
+# whose locks and atomics carry the server's concurrency. (The integration
+# tests are left to ASan: Debian's gRPC and abseil are not built for TSan,
+# so it would report their internals.)
+test-tsan: setup
+	cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DTENSORCAST_SANITIZE=thread -DTENSORCAST_BUILD_BENCH=OFF \
+	  -DTENSORCAST_CUDA=OFF \
+	  -DTENSORCAST_PYTHON=$(abspath $(PYTHON)) $(CMAKE_FLAGS)
+	cmake --build $(TSAN_DIR) -j$(JOBS) --target memory_test store_test
+	cd $(TSAN_DIR) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j$(JOBS) --timeout 900 \
+	  -R '^(memory_test|store_test)$$'
+
 # The Docker files' checks, unit and integration tests (ctest), the Python
 # client's, then the sanitizer pass.
 test: build
@@ -36,6 +51,7 @@ test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
 	$(MAKE) test-asan
+	$(MAKE) test-tsan
 
 # The Python client: install the package as a user would (not editable), then
 # run its tests against the server just built.
@@ -69,4 +85,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)

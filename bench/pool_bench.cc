@@ -3,9 +3,9 @@
 // (the pool's upstream) called directly, measured in the same run, with the
 // ratios. Memory is not touched: this times the allocators, not page faults.
 //
-// Debian 12's abseil is built without NDEBUG, so absl::Mutex runs deadlock
-// detection on every Lock unless a program turns it off (as
-// tensorcast-server should); the pool is timed both ways.
+// The pool's lock is server/core/mutex.h's (std::shared_mutex), so Debian
+// abseil's absl::Mutex deadlock detection (on by default there, ~20-40 ns
+// per pair when this bench last timed it) no longer applies.
 //
 // Usage: tensorcast-bench-pool   (no flags; runs for a few seconds)
 #include <algorithm>
@@ -17,7 +17,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "server/core/size.h"
 #include "server/memory/caching_pool.h"
 #include "server/memory/host_memory_resource.h"
@@ -77,7 +76,6 @@ void Measure(std::vector<Contender*> contenders) {
 }
 
 int Run() {
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   HostMemoryResource host;
   CachingPool pool("cpu", &host, 0);
   const size_t kSizes[] = {size_t{4} << 10, size_t{64} << 10, size_t{1} << 20,
@@ -85,8 +83,8 @@ int Run() {
   auto started = Clock::now();
   std::printf("median ns per allocate+free pair (%d batches of ~%.0f ms)\n",
               kBatches, kBatchSeconds * 1e3);
-  std::printf("%-10s %10s %10s %10s %10s %12s %12s\n", "size", "pool",
-              "pool+dd", "malloc", "host", "malloc/pool", "host/pool");
+  std::printf("%-10s %10s %10s %10s %12s %12s\n", "size", "pool", "malloc",
+              "host", "malloc/pool", "host/pool");
   for (size_t size : kSizes) {
     // Warm the pool: the first call makes the segment, later ones reuse it.
     absl::StatusOr<void*> warm = pool.Allocate(size);
@@ -116,26 +114,18 @@ int Run() {
       if (p.ok()) host.Deallocate(*p, size);
     }};
     Measure({&pool_pair, &malloc_pair, &host_pair});
-    // Again with deadlock detection on (the library default here).
-    Contender pool_dd_pair{pool_pair.pair};
-    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kAbort);
-    Measure({&pool_dd_pair});
-    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
     const double pool_ns = pool_pair.Median();
-    const double pool_dd_ns = pool_dd_pair.Median();
     const double malloc_ns = malloc_pair.Median();
     const double host_ns = host_pair.Median();
     if (failed) {
       std::fprintf(stderr, "an allocation of %zu bytes failed\n", size);
       return 1;
     }
-    std::printf("%-10s %10.1f %10.1f %10.1f %10.1f %11.2fx %11.2fx\n",
+    std::printf("%-10s %10.1f %10.1f %10.1f %11.2fx %11.2fx\n",
                 FormatSize(static_cast<int64_t>(size)).c_str(), pool_ns,
-                pool_dd_ns, malloc_ns, host_ns, malloc_ns / pool_ns,
-                host_ns / pool_ns);
+                malloc_ns, host_ns, malloc_ns / pool_ns, host_ns / pool_ns);
   }
   PoolStats s = pool.Stats();
-  std::printf("pool+dd: the pool with absl::Mutex deadlock detection on\n");
   std::printf(
       "pool: %lld allocs, %lld cache hits, %lld misses, reserved %s; "
       "total %.1f s\n",

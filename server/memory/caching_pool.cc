@@ -36,7 +36,7 @@ CachingPool::CachingPool(std::string device, MemoryResource* upstream,
 }
 
 CachingPool::~CachingPool() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!active_.empty()) {
     spdlog::warn(
         "CachingPool({}): destroyed with {} blocks ({} bytes) still in use",
@@ -88,7 +88,7 @@ size_t CachingPool::SegmentSize(size_t rounded) {
 }
 
 absl::StatusOr<void*> CachingPool::Allocate(size_t bytes, StreamId stream) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (bytes > kMaxRequest) return OutOfMemory(bytes, absl::OkStatus());
   const size_t size = RoundSize(bytes);
   const bool small = size <= kSmallSize;
@@ -126,7 +126,7 @@ absl::StatusOr<void*> CachingPool::Allocate(size_t bytes, StreamId stream) {
 void CachingPool::Free(void* ptr, StreamId stream,
                        std::shared_ptr<const Fence> pending) noexcept {
   if (ptr == nullptr) return;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = active_.find(ptr);
   if (it == active_.end()) {
     spdlog::error(
@@ -238,12 +238,12 @@ size_t CachingPool::PollPending(size_t max_checks) {
 }
 
 PoolStats CachingPool::Stats() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
 int64_t CachingPool::EmptyCache() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (pending_count_ > 0) PollPending(pending_count_);
   return ReleaseCachedSegments();
 }

@@ -56,7 +56,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "server/core/mutex.h"
 #include "server/memory/fence.h"
 #include "server/memory/memory_resource.h"
 
@@ -205,7 +205,7 @@ class CachingPool {
   MemoryResource* const upstream_;
   const int64_t limit_bytes_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   FreeBlocks small_free_ ABSL_GUARDED_BY(mu_);
   FreeBlocks large_free_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<void*, Block*> active_ ABSL_GUARDED_BY(mu_);

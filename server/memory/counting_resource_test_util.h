@@ -13,7 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "server/core/mutex.h"
 #include "server/memory/host_memory_resource.h"
 #include "server/memory/memory_resource.h"
 
@@ -35,44 +35,44 @@ class CountingResource : public MemoryResource {
   // Allocations that would take the outstanding bytes past this fail with
   // RESOURCE_EXHAUSTED (0 = no capacity).
   void set_capacity(int64_t bytes) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     capacity_ = bytes;
   }
   void FailNext(int calls) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     fail_next_ = calls;
   }
 
   int64_t allocations() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return allocations_;
   }
   int64_t deallocations() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return deallocations_;
   }
   int64_t failures() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return failures_;
   }
   int64_t outstanding_bytes() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return outstanding_bytes_;
   }
   int64_t outstanding_blocks() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return static_cast<int64_t>(live_.size());
   }
   // Deallocate calls whose pointer or size did not match an allocation.
   int64_t mismatches() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return mismatches_;
   }
 
  private:
   absl::StatusOr<void*> DoAllocate(size_t bytes) override {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (fail_next_ > 0 ||
           (capacity_ > 0 &&
            outstanding_bytes_ + static_cast<int64_t>(bytes) > capacity_)) {
@@ -83,7 +83,7 @@ class CountingResource : public MemoryResource {
       }
     }
     absl::StatusOr<void*> p = upstream_->Allocate(bytes);
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!p.ok()) {
       ++failures_;
       return p;
@@ -96,7 +96,7 @@ class CountingResource : public MemoryResource {
 
   void DoDeallocate(void* p, size_t bytes) noexcept override {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       ++deallocations_;
       auto it = live_.find(p);
       if (it == live_.end() || it->second != bytes) {
@@ -111,7 +111,7 @@ class CountingResource : public MemoryResource {
 
   MemoryResource* const upstream_;
   const std::string name_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   int64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_next_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t allocations_ ABSL_GUARDED_BY(mu_) = 0;

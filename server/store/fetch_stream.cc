@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/core/mutex.h"
 
 namespace tensorcast {
 
@@ -46,7 +46,7 @@ class FetchStream::BufferPool
   std::shared_ptr<char> Take() {
     char* p = nullptr;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (!free_.empty()) {
         p = free_.back().release();
         free_.pop_back();
@@ -63,12 +63,12 @@ class FetchStream::BufferPool
 
   void Give(char* p) {
     std::unique_ptr<char[]> owned(p);
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (free_.size() < kKeep) free_.push_back(std::move(owned));
   }
 
   const int64_t capacity_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<std::unique_ptr<char[]>> free_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -88,7 +88,7 @@ class FetchStream::SlotRing
   // last copy is released.
   std::shared_ptr<const void> Hold(int slot) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       held_[slot] = true;
     }
     return std::shared_ptr<const void>(
@@ -97,26 +97,26 @@ class FetchStream::SlotRing
   }
 
   bool held(int slot) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return held_[slot];
   }
 
   // False if the slot is still held after `timeout`.
   bool AwaitFree(int slot, absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto free = [this, slot]()
                     ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !held_[slot]; };
-    return mu_.AwaitWithTimeout(absl::Condition(&free), timeout);
+    return mu_.AwaitWithTimeout(free, timeout);
   }
 
  private:
   void Free(int slot) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     held_[slot] = false;
   }
 
   const std::unique_ptr<ChunkReader> reader_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<bool> held_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -205,7 +205,7 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Register(
         "this client controls");
   }
   std::string id = RandomHex(16);  // 128 bits: unguessable
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   regions_[id] = Entry{std::string(owner), std::move(region)};
   return id;
 }
@@ -213,7 +213,7 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Register(
 absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>>
 SharedMemoryRegistry::Find(absl::string_view id,
                            absl::string_view owner) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = regions_.find(id);
   if (it == regions_.end() || it->second.owner != owner) {
     return absl::NotFoundError(
@@ -224,7 +224,7 @@ SharedMemoryRegistry::Find(absl::string_view id,
 
 void SharedMemoryRegistry::Close(absl::string_view id) {
   std::shared_ptr<const SharedMemoryRegion> region;  // closed outside the lock
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = regions_.find(id);
   if (it == regions_.end()) return;
   region = std::move(it->second.region);
@@ -232,7 +232,7 @@ void SharedMemoryRegistry::Close(absl::string_view id) {
 }
 
 int64_t SharedMemoryRegistry::size() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return static_cast<int64_t>(regions_.size());
 }
 

@@ -37,7 +37,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "server/core/mutex.h"
 
 namespace tensorcast {
 
@@ -95,7 +95,7 @@ class SharedMemoryRegistry {
       std::shared_ptr<const SharedMemoryRegion> region, absl::string_view token,
       absl::string_view owner);
   const std::string directory_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> regions_ ABSL_GUARDED_BY(mu_);
 };
 

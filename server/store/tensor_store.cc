@@ -89,7 +89,7 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name) const {
 }
 
 absl::Status TensorStore::CheckNameAvailable(absl::string_view name) const {
-  absl::ReaderMutexLock lock(&mu_);
+  ReaderMutexLock lock(&mu_);
   return CheckNameLocked(name);
 }
 
@@ -132,7 +132,7 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
   // the pool after the lock is released (the pool is never entered under
   // mu_).
   TensorPtr expired;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (absl::Status s = CheckNameLocked(tensor->name); !s.ok()) return s;
   if (!tensor->name.empty()) {
     auto old = by_name_.find(tensor->name);
@@ -164,7 +164,7 @@ const TensorStore::Entry* TensorStore::FindLocked(absl::string_view ref,
 }
 
 absl::StatusOr<TensorPtr> TensorStore::Get(absl::string_view ref) const {
-  absl::ReaderMutexLock lock(&mu_);
+  ReaderMutexLock lock(&mu_);
   const Entry* e = FindLocked(ref, NowUnixSeconds());
   if (e == nullptr) {
     return absl::NotFoundError(absl::StrCat("no tensor '", ref, "'"));
@@ -191,7 +191,7 @@ absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs) {
   // the lock is released so the pool is never entered under mu_.
   std::vector<TensorPtr> doomed;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     int64_t now = NowUnixSeconds();
     for (const std::string& ref : refs) {
       const Entry* e = FindLocked(ref, now);
@@ -224,7 +224,7 @@ absl::StatusOr<TensorStore::Page> TensorStore::List(
         absl::StrCat("bad page_token '", page_token, "'"));
   }
   Page page;
-  absl::ReaderMutexLock lock(&mu_);
+  ReaderMutexLock lock(&mu_);
   int64_t now = NowUnixSeconds();
   for (auto it = by_seq_.upper_bound(after); it != by_seq_.end(); ++it) {
     const Entry* e = FindLocked(it->second, now);
@@ -242,7 +242,7 @@ absl::StatusOr<TensorStore::Page> TensorStore::List(
 int TensorStore::ReapExpired(int64_t now_unix_s) {
   std::vector<TensorPtr> doomed;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const auto& [handle, entry] : by_handle_) {
       int64_t exp = entry.tensor->expires_unix_s;
       if (exp != 0 && exp <= now_unix_s) doomed.push_back(entry.tensor);
@@ -253,12 +253,12 @@ int TensorStore::ReapExpired(int64_t now_unix_s) {
 }
 
 int64_t TensorStore::size() const {
-  absl::ReaderMutexLock lock(&mu_);
+  ReaderMutexLock lock(&mu_);
   return static_cast<int64_t>(by_handle_.size());
 }
 
 int64_t TensorStore::CountOnDevice(const Device* device) const {
-  absl::ReaderMutexLock lock(&mu_);
+  ReaderMutexLock lock(&mu_);
   int64_t n = 0;
   for (const auto& [handle, entry] : by_handle_) {
     n += entry.tensor->storage->device() == device;

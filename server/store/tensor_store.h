@@ -22,8 +22,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "server/core/dtype.h"
+#include "server/core/mutex.h"
 #include "server/core/shape.h"
 #include "server/store/device.h"
 
@@ -135,7 +135,7 @@ class TensorStore {
   // Constant after construction.
   const int64_t default_ttl_seconds_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> by_handle_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::string> by_name_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::string> by_seq_ ABSL_GUARDED_BY(mu_);
