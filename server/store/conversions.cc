@@ -102,19 +102,22 @@ absl::StatusOr<TensorPtr> CreateTensor(const ConversionContext& ctx,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ctx.store->CheckNameAvailable(spec.name); !s.ok()) {
+  if (absl::Status s =
+          ctx.store->CheckNameAvailable(spec.name, ctx.tenant.get());
+      !s.ok()) {
     return s;
   }
   int64_t numel = *nbytes / static_cast<int64_t>(ItemSize(spec.dtype));
   if (absl::Status s = CheckFill(spec, numel); !s.ok()) return s;
   absl::StatusOr<std::shared_ptr<Storage>> storage =
-      Storage::Allocate(*device, *nbytes);
+      Storage::Allocate(*device, *nbytes, ctx.tenant);
   if (!storage.ok()) return storage.status();
   if (absl::Status s = FillStorage(spec, numel, *device, (*storage)->data());
       !s.ok()) {
     return s;
   }
   NewTensor t;
+  t.tenant = ctx.tenant;
   t.dtype = spec.dtype;
   t.layout = Layout::Contiguous(std::move(spec.shape));
   t.requires_grad = spec.requires_grad;
@@ -141,17 +144,20 @@ absl::StatusOr<TensorPtr> ToTensor(const ConversionContext& ctx,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ctx.store->CheckNameAvailable(spec.name); !s.ok()) {
+  if (absl::Status s =
+          ctx.store->CheckNameAvailable(spec.name, ctx.tenant.get());
+      !s.ok()) {
     return s;
   }
   absl::StatusOr<std::shared_ptr<Storage>> storage =
-      Storage::Allocate(device, src->numel * ItemSize(dtype));
+      Storage::Allocate(device, src->numel * ItemSize(dtype), ctx.tenant);
   if (!storage.ok()) return storage.status();
   if (absl::Status s = CopyView(*src, dtype, device, (*storage)->data());
       !s.ok()) {
     return s;
   }
   NewTensor t;
+  t.tenant = ctx.tenant;
   t.dtype = dtype;
   t.layout = Layout::Contiguous(src->layout.shape);
   // PyTorch keeps requires_grad through .to() unless the result cannot have
@@ -167,6 +173,7 @@ absl::StatusOr<TensorPtr> DetachTensor(const ConversionContext& ctx,
                                        const TensorPtr& src, std::string name,
                                        int64_t ttl_seconds) {
   NewTensor t;
+  t.tenant = ctx.tenant;
   t.dtype = src->dtype;
   t.layout = src->layout;
   t.requires_grad = false;

@@ -38,11 +38,13 @@ struct CreateSpec {
   std::string literal_bytes;
 };
 
-// Where new tensors go and how big they may be.
+// Where new tensors go, how big they may be, and whose they are (their
+// storage is charged to that tenant's quota).
 struct ConversionContext {
   TensorStore* store;
   const DeviceRegistry* devices;
   int64_t max_tensor_bytes = 0;  // 0 = no limit
+  TenantPtr tenant;              // null: the default tenant
 };
 
 // INVALID_ARGUMENT for a bad shape, a literal count that does not match, eye

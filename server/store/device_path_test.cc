@@ -420,7 +420,7 @@ class DevicePathTest : public ::testing::Test {
     }
     registry_ = DeviceRegistry::FromDevices(std::move(devices),
                                             "two fake GPUs over host memory");
-    ctx_ = ConversionContext{&store_, registry_.get(), 0};
+    ctx_ = ConversionContext{&store_, registry_.get(), 0, nullptr};
     ASSERT_EQ(registry_->all().size(), 3u);
     ASSERT_TRUE(registry_->cuda_available());
     ASSERT_TRUE(registry_->host()->engine().is_host());
@@ -549,7 +549,7 @@ class DevicePathTest : public ::testing::Test {
   // Declared before the store: the pools must outlive the tensors.
   std::unique_ptr<DeviceRegistry> registry_;
   TensorStore store_;
-  ConversionContext ctx_{&store_, nullptr, 0};
+  ConversionContext ctx_{&store_, nullptr, 0, nullptr};
 };
 
 // ---------------------------------------------------------------------------

@@ -15,7 +15,9 @@ absl::StatusOr<std::unique_ptr<PutSink>> PutSink::Start(
     return absl::InvalidArgumentError(
         "total_bytes and ttl_seconds must not be negative");
   }
-  if (absl::Status s = ctx.store->CheckNameAvailable(spec.name); !s.ok()) {
+  if (absl::Status s =
+          ctx.store->CheckNameAvailable(spec.name, ctx.tenant.get());
+      !s.ok()) {
     return s;
   }
   std::unique_ptr<PutSink> sink(new PutSink(ctx, std::move(spec), *device));
@@ -50,7 +52,7 @@ absl::Status PutSink::Reserve(DType dtype, const Shape& shape) {
         ShapeToString(shape), " needs ", header + *nbytes));
   }
   absl::StatusOr<std::shared_ptr<Storage>> storage =
-      Storage::Allocate(device_, *nbytes);
+      Storage::Allocate(device_, *nbytes, ctx_.tenant);
   if (!storage.ok()) return storage.status();
   storage_ = *std::move(storage);
   dtype_ = dtype;
@@ -149,6 +151,7 @@ absl::StatusOr<TensorPtr> PutSink::Finish() {
     if (absl::Status s = FlushToDevice(); !s.ok()) return s;
   }
   NewTensor t;
+  t.tenant = ctx_.tenant;
   t.dtype = dtype_;
   t.layout.shape = shape_;
   if (npy_.has_value()) {

@@ -27,7 +27,7 @@ class HostStoreTest : public ::testing::Test {
         DeviceRegistry::Create({"cpu", limit_bytes});
     ASSERT_TRUE(registry.ok()) << registry.status();
     registry_ = *std::move(registry);
-    ctx_ = ConversionContext{&store_, registry_.get(), 0};
+    ctx_ = ConversionContext{&store_, registry_.get(), 0, nullptr};
   }
 
   Device* host() { return registry_->host(); }
@@ -38,7 +38,7 @@ class HostStoreTest : public ::testing::Test {
   // the store is destroyed, so the pools must outlive it.
   std::unique_ptr<DeviceRegistry> registry_;
   TensorStore store_;
-  ConversionContext ctx_{&store_, nullptr, 0};
+  ConversionContext ctx_{&store_, nullptr, 0, nullptr};
 };
 
 }  // namespace tensorcast::testing

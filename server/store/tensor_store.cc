@@ -30,18 +30,35 @@ bool LooksLikeHandle(absl::string_view s) {
   return true;
 }
 
+// Names are unique per tenant: the key carries the tenant's name (tenant
+// names cannot contain the separator).
+std::string NameKey(const Tenant* tenant, absl::string_view name) {
+  return absl::StrCat(tenant == nullptr ? "" : tenant->name(), "\x1f", name);
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<Storage>> Storage::Allocate(Device* device,
-                                                           int64_t nbytes) {
+                                                           int64_t nbytes,
+                                                           TenantPtr owner) {
   if (nbytes < 0) return absl::InvalidArgumentError("negative byte count");
+  if (owner != nullptr) {
+    if (absl::Status s = owner->ChargeBytes(nbytes); !s.ok()) return s;
+  }
   absl::StatusOr<void*> p =
       device->pool().Allocate(static_cast<size_t>(nbytes));
-  if (!p.ok()) return p.status();
-  return std::shared_ptr<Storage>(new Storage(device, *p, nbytes));
+  if (!p.ok()) {
+    if (owner != nullptr) owner->ReleaseBytes(nbytes);
+    return p.status();
+  }
+  return std::shared_ptr<Storage>(
+      new Storage(device, *p, nbytes, std::move(owner)));
 }
 
-Storage::~Storage() { device_->pool().Free(data_); }
+Storage::~Storage() {
+  device_->pool().Free(data_);
+  if (owner_ != nullptr) owner_->ReleaseBytes(nbytes_);
+}
 
 absl::Status CheckRequiresGrad(DType dtype, bool requires_grad) {
   if (requires_grad && !IsFloatingOrComplex(dtype)) {
@@ -61,7 +78,8 @@ int64_t TensorStore::NowUnixSeconds() {
       .count();
 }
 
-absl::Status TensorStore::CheckNameLocked(absl::string_view name) const {
+absl::Status TensorStore::CheckNameLocked(absl::string_view name,
+                                          const Tenant* tenant) const {
   if (name.empty()) return absl::OkStatus();
   if (name.size() > kMaxNameBytes) {
     return absl::InvalidArgumentError(
@@ -78,9 +96,9 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name) const {
           "names may contain only printable ASCII without spaces");
     }
   }
-  auto it = by_name_.find(name);
+  auto it = by_name_.find(NameKey(tenant, name));
   if (it != by_name_.end() &&
-      FindLocked(it->second, NowUnixSeconds()) != nullptr) {
+      FindLocked(it->second, NowUnixSeconds(), tenant) != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat("a tensor named '", name,
                                                  "' already exists (handle ",
                                                  it->second, ")"));
@@ -88,9 +106,10 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name) const {
   return absl::OkStatus();
 }
 
-absl::Status TensorStore::CheckNameAvailable(absl::string_view name) const {
+absl::Status TensorStore::CheckNameAvailable(absl::string_view name,
+                                             const Tenant* tenant) const {
   ReaderMutexLock lock(&mu_);
-  return CheckNameLocked(name);
+  return CheckNameLocked(name, tenant);
 }
 
 absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
@@ -116,6 +135,7 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
   tensor->layout = std::move(t.layout);
   tensor->requires_grad = t.requires_grad;
   tensor->storage = std::move(t.storage);
+  tensor->tenant = std::move(t.tenant);
   tensor->numel = *numel;
   tensor->created_unix_s = NowUnixSeconds();
   int64_t ttl = t.ttl_seconds > 0 ? t.ttl_seconds : default_ttl_seconds_;
@@ -132,16 +152,23 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
   // the pool after the lock is released (the pool is never entered under
   // mu_).
   TensorPtr expired;
+  const Tenant* tenant = tensor->tenant.get();
   MutexLock lock(&mu_);
-  if (absl::Status s = CheckNameLocked(tensor->name); !s.ok()) return s;
+  if (absl::Status s = CheckNameLocked(tensor->name, tenant); !s.ok()) {
+    return s;
+  }
+  if (tenant != nullptr) {
+    if (absl::Status s = tensor->tenant->AddTensor(); !s.ok()) return s;
+  }
   if (!tensor->name.empty()) {
-    auto old = by_name_.find(tensor->name);
+    const std::string key = NameKey(tenant, tensor->name);
+    auto old = by_name_.find(key);
     if (old != by_name_.end()) {
       auto held = by_handle_.find(old->second);
       if (held != by_handle_.end()) expired = held->second.tensor;
       EraseLocked(std::string(old->second));
     }
-    by_name_[tensor->name] = tensor->handle;
+    by_name_[key] = tensor->handle;
   }
   uint64_t seq = next_seq_++;
   by_seq_[seq] = tensor->handle;
@@ -150,22 +177,25 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
 }
 
 const TensorStore::Entry* TensorStore::FindLocked(absl::string_view ref,
-                                                  int64_t now) const {
+                                                  int64_t now,
+                                                  const Tenant* tenant) const {
   auto it = by_handle_.find(ref);
   if (it == by_handle_.end()) {
-    auto named = by_name_.find(ref);
+    auto named = by_name_.find(NameKey(tenant, ref));
     if (named == by_name_.end()) return nullptr;
     it = by_handle_.find(named->second);
     if (it == by_handle_.end()) return nullptr;
   }
   const Tensor& t = *it->second.tensor;
+  if (t.tenant.get() != tenant) return nullptr;  // as if it did not exist
   if (t.expires_unix_s != 0 && t.expires_unix_s <= now) return nullptr;
   return &it->second;
 }
 
-absl::StatusOr<TensorPtr> TensorStore::Get(absl::string_view ref) const {
+absl::StatusOr<TensorPtr> TensorStore::Get(absl::string_view ref,
+                                           const Tenant* tenant) const {
   ReaderMutexLock lock(&mu_);
-  const Entry* e = FindLocked(ref, NowUnixSeconds());
+  const Entry* e = FindLocked(ref, NowUnixSeconds(), tenant);
   if (e == nullptr) {
     return absl::NotFoundError(absl::StrCat("no tensor '", ref, "'"));
   }
@@ -177,16 +207,18 @@ void TensorStore::EraseLocked(const std::string& handle) {
   if (it == by_handle_.end()) return;
   const Tensor& t = *it->second.tensor;
   if (!t.name.empty()) {
-    auto named = by_name_.find(t.name);
+    auto named = by_name_.find(NameKey(t.tenant.get(), t.name));
     if (named != by_name_.end() && named->second == handle) {
       by_name_.erase(named);
     }
   }
+  if (t.tenant != nullptr) t.tenant->RemoveTensor();
   by_seq_.erase(it->second.seq);
   by_handle_.erase(it);
 }
 
-absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs) {
+absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs,
+                                        const Tenant* tenant) {
   // Storage is freed when the last TensorPtr drops; keep them alive until
   // the lock is released so the pool is never entered under mu_.
   std::vector<TensorPtr> doomed;
@@ -194,7 +226,7 @@ absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs) {
     MutexLock lock(&mu_);
     int64_t now = NowUnixSeconds();
     for (const std::string& ref : refs) {
-      const Entry* e = FindLocked(ref, now);
+      const Entry* e = FindLocked(ref, now, tenant);
       if (e == nullptr) {
         return absl::NotFoundError(
             absl::StrCat("no tensor '", ref, "'; nothing was deleted"));
@@ -214,8 +246,8 @@ absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs) {
 }
 
 absl::StatusOr<TensorStore::Page> TensorStore::List(
-    int page_size, absl::string_view page_token,
-    absl::string_view name_prefix) const {
+    int page_size, absl::string_view page_token, absl::string_view name_prefix,
+    const Tenant* tenant) const {
   if (page_size <= 0) page_size = 100;
   if (page_size > 1000) page_size = 1000;
   uint64_t after = 0;
@@ -227,7 +259,7 @@ absl::StatusOr<TensorStore::Page> TensorStore::List(
   ReaderMutexLock lock(&mu_);
   int64_t now = NowUnixSeconds();
   for (auto it = by_seq_.upper_bound(after); it != by_seq_.end(); ++it) {
-    const Entry* e = FindLocked(it->second, now);
+    const Entry* e = FindLocked(it->second, now, tenant);
     if (e == nullptr) continue;
     if (!absl::StartsWith(e->tensor->name, name_prefix)) continue;
     if (static_cast<int>(page.tensors.size()) == page_size) {

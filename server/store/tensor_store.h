@@ -7,6 +7,11 @@
 // that anything else still reads: the storage goes back to its device's pool
 // when the last reference drops.
 //
+// Tenants: every tensor belongs to one (null is the default tenant of a
+// server without tokens). Lookups take the caller's tenant and see only its
+// tensors: another tenant's handle or name is NOT_FOUND, exactly as one
+// that does not exist; names are unique per tenant.
+//
 // Thread safety: all methods may be called concurrently.
 #ifndef TENSORCAST_SERVER_STORE_TENSOR_STORE_H_
 #define TENSORCAST_SERVER_STORE_TENSOR_STORE_H_
@@ -26,15 +31,18 @@
 #include "server/core/mutex.h"
 #include "server/core/shape.h"
 #include "server/store/device.h"
+#include "server/store/tenant.h"
 
 namespace tensorcast {
 
-// A block of one device's pool. Returns the block to the pool on destruction.
+// A block of one device's pool, charged to its owner's quota (if any).
+// Returns the block to the pool, and the bytes to the owner, on destruction.
 class Storage {
  public:
-  // RESOURCE_EXHAUSTED (with the pool's figures) when the pool is full.
-  static absl::StatusOr<std::shared_ptr<Storage>> Allocate(Device* device,
-                                                           int64_t nbytes);
+  // RESOURCE_EXHAUSTED (with the pool's figures) when the pool is full, or
+  // (naming the quota) when the owner's quota would be exceeded.
+  static absl::StatusOr<std::shared_ptr<Storage>> Allocate(
+      Device* device, int64_t nbytes, TenantPtr owner = nullptr);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -45,11 +53,15 @@ class Storage {
   Device* device() const { return device_; }
 
  private:
-  Storage(Device* device, void* data, int64_t nbytes)
-      : device_(device), data_(data), nbytes_(nbytes) {}
+  Storage(Device* device, void* data, int64_t nbytes, TenantPtr owner)
+      : device_(device),
+        data_(data),
+        nbytes_(nbytes),
+        owner_(std::move(owner)) {}
   Device* const device_;
   void* const data_;
   const int64_t nbytes_;
+  const TenantPtr owner_;
 };
 
 struct Tensor {
@@ -59,6 +71,7 @@ struct Tensor {
   Layout layout;
   bool requires_grad = false;
   std::shared_ptr<Storage> storage;
+  TenantPtr tenant;  // the owner; null: the default tenant
   int64_t numel = 0;
   int64_t created_unix_s = 0;
   int64_t expires_unix_s = 0;  // 0 = never
@@ -78,6 +91,7 @@ struct NewTensor {
   std::shared_ptr<Storage> storage;
   std::string name;         // optional
   int64_t ttl_seconds = 0;  // 0 = the store's default
+  TenantPtr tenant;         // the owner; null: the default tenant
 };
 
 // The PyTorch messages for requires_grad on a dtype that cannot have it.
@@ -92,25 +106,32 @@ class TensorStore {
 
   // Adds a tensor under a fresh handle. INVALID_ARGUMENT for a bad name,
   // requires_grad on a non-floating dtype, or a layout outside the storage;
-  // ALREADY_EXISTS when the name is taken.
+  // ALREADY_EXISTS when the name is taken; RESOURCE_EXHAUSTED when the
+  // tenant holds its limit of tensors.
   absl::StatusOr<TensorPtr> Add(NewTensor tensor);
   // The same name checks as Add, for callers that want to fail early (a Put
   // checks before it receives any data). The name may still be taken later.
-  absl::Status CheckNameAvailable(absl::string_view name) const;
+  absl::Status CheckNameAvailable(absl::string_view name,
+                                  const Tenant* tenant = nullptr) const;
 
-  // A ref is a handle or a name. NOT_FOUND if neither (or it expired).
-  absl::StatusOr<TensorPtr> Get(absl::string_view ref) const;
+  // A ref is a handle or a name. NOT_FOUND if neither (or it expired, or it
+  // is another tenant's).
+  absl::StatusOr<TensorPtr> Get(absl::string_view ref,
+                                const Tenant* tenant = nullptr) const;
   // All or nothing: NOT_FOUND naming the first unknown ref and nothing
   // deleted; otherwise the number of handles removed.
-  absl::StatusOr<int> Delete(std::span<const std::string> refs);
+  absl::StatusOr<int> Delete(std::span<const std::string> refs,
+                             const Tenant* tenant = nullptr);
 
   struct Page {
     std::vector<TensorPtr> tensors;
     std::string next_page_token;  // empty on the last page
   };
-  // Tensors in creation order. INVALID_ARGUMENT for a bad token.
+  // The tenant's tensors in creation order. INVALID_ARGUMENT for a bad
+  // token.
   absl::StatusOr<Page> List(int page_size, absl::string_view page_token,
-                            absl::string_view name_prefix) const;
+                            absl::string_view name_prefix,
+                            const Tenant* tenant = nullptr) const;
 
   // Removes tensors whose expiry is at or before now; returns how many.
   int ReapExpired(int64_t now_unix_s);
@@ -125,9 +146,11 @@ class TensorStore {
     TensorPtr tensor;
     uint64_t seq;
   };
-  absl::Status CheckNameLocked(absl::string_view name) const
+  absl::Status CheckNameLocked(absl::string_view name,
+                               const Tenant* tenant) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  const Entry* FindLocked(absl::string_view ref, int64_t now) const
+  const Entry* FindLocked(absl::string_view ref, int64_t now,
+                          const Tenant* tenant) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void EraseLocked(const std::string& handle)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -137,6 +160,7 @@ class TensorStore {
 
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> by_handle_ ABSL_GUARDED_BY(mu_);
+  // NameKey(tenant, name) -> handle.
   absl::flat_hash_map<std::string, std::string> by_name_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::string> by_seq_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;

@@ -451,7 +451,7 @@ TEST_F(TensorStoreTest, ExpiredNameCanBeTakenAgain) {
 
 TEST_F(TensorStoreTest, DetachedStorageOutlivesTheOriginal) {
   TensorStore store;
-  ConversionContext ctx{&store, registry_.get(), 0};
+  ConversionContext ctx{&store, registry_.get(), 0, nullptr};
   TensorPtr original = AddFloats(store, 1 << 20, "orig");
   ASSERT_NE(original, nullptr);
   const int64_t in_use = Allocated();
@@ -524,6 +524,131 @@ TEST_F(TensorStoreTest, ConcurrentAddGetDeleteKeepsCountsRight) {
   absl::StatusOr<TensorStore::Page> page = store.List(1000, "", "w0_");
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->tensors.size(), static_cast<size_t>(kPerThread / 2));
+}
+
+}  // namespace
+}  // namespace tensorcast
+
+namespace tensorcast {
+namespace {
+
+class TenantStoreTest : public testing::HostStoreTest {
+ protected:
+  // n floats owned (and charged to) `tenant`.
+  absl::StatusOr<TensorPtr> Add(const TenantPtr& tenant, int64_t n,
+                                std::string name = "") {
+    absl::StatusOr<std::shared_ptr<Storage>> storage =
+        Storage::Allocate(host(), n * 4, tenant);
+    if (!storage.ok()) return storage.status();
+    NewTensor t;
+    t.dtype = DType::kFloat32;
+    t.layout = Layout::Contiguous({n});
+    t.storage = *std::move(storage);
+    t.name = std::move(name);
+    t.tenant = tenant;
+    return store_.Add(std::move(t));
+  }
+};
+
+TEST_F(TenantStoreTest, AnotherTenantsTensorsDoNotExistForIt) {
+  auto alice = std::make_shared<Tenant>("alice", TenantLimits{}, false);
+  auto bob = std::make_shared<Tenant>("bob", TenantLimits{}, false);
+  absl::StatusOr<TensorPtr> a = Add(alice, 4, "weights");
+  ASSERT_TRUE(a.ok()) << a.status();
+  // By handle or by name: NOT_FOUND for bob, with the message an unknown
+  // ref gets.
+  absl::StatusOr<TensorPtr> by_handle = store_.Get((*a)->handle, bob.get());
+  EXPECT_EQ(by_handle.status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<TensorPtr> unknown =
+      store_.Get("0123456789abcdef0123456789abcdef", bob.get());
+  EXPECT_EQ(by_handle.status().message(),
+            absl::StrCat("no tensor '", (*a)->handle, "'"));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.Get("weights", bob.get()).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_.Get("weights", nullptr).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_.Get("weights", alice.get()).ok());
+  // Names are per tenant.
+  absl::StatusOr<TensorPtr> b = Add(bob, 4, "weights");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*store_.Get("weights", bob.get()))->handle, (*b)->handle);
+  EXPECT_EQ((*store_.Get("weights", alice.get()))->handle, (*a)->handle);
+  EXPECT_EQ(Add(alice, 4, "weights").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  // List shows one's own; Delete of another's is NOT_FOUND, all or nothing.
+  absl::StatusOr<TensorStore::Page> page = store_.List(10, "", "", bob.get());
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->tensors.size(), 1u);
+  EXPECT_EQ(page->tensors[0]->handle, (*b)->handle);
+  const std::string both[] = {(*b)->handle, (*a)->handle};
+  EXPECT_EQ(store_.Delete(both, bob.get()).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_.Get((*b)->handle, bob.get()).ok());
+  EXPECT_EQ(alice->tensors(), 1);
+  EXPECT_EQ(bob->tensors(), 1);
+  const std::string mine[] = {(*b)->handle};
+  EXPECT_EQ(*store_.Delete(mine, bob.get()), 1);
+  EXPECT_EQ(bob->tensors(), 0);
+}
+
+TEST_F(TenantStoreTest, QuotaAndTensorLimitAreChargedAndGivenBack) {
+  auto t = std::make_shared<Tenant>(
+      "t", TenantLimits{/*max_bytes=*/1 << 20, /*max_tensors=*/2, 0}, false);
+  absl::StatusOr<TensorPtr> a = Add(t, (512 << 10) / 4);  // 512 KiB
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(t->bytes(), 512 << 10);
+  // 600 KiB more would pass the 1 MiB quota: refused, nothing charged or
+  // allocated.
+  const int64_t allocated = Allocated();
+  absl::StatusOr<TensorPtr> over = Add(t, (600 << 10) / 4);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(over.status().message().find("memory quota"), std::string::npos)
+      << over.status();
+  EXPECT_EQ(t->bytes(), 512 << 10);
+  EXPECT_EQ(Allocated(), allocated);
+  // A view shares its storage: no new bytes.
+  NewTensor view;
+  view.dtype = DType::kFloat32;
+  view.layout = Layout::Contiguous({4});
+  view.storage = (*a)->storage;
+  view.tenant = t;
+  absl::StatusOr<TensorPtr> v = store_.Add(std::move(view));
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(t->bytes(), 512 << 10);
+  // The third handle passes the tensor limit.
+  absl::StatusOr<TensorPtr> third = Add(t, 1);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("tensor count"), std::string::npos);
+  EXPECT_EQ(t->bytes(), 512 << 10) << "the refused tensor's storage is back";
+  // Deleting gives both back.
+  const std::string refs[] = {(*a)->handle, (*v)->handle};
+  a = absl::NotFoundError("dropped");
+  v = absl::NotFoundError("dropped");
+  EXPECT_EQ(*store_.Delete(refs, t.get()), 2);
+  EXPECT_EQ(t->tensors(), 0);
+  EXPECT_EQ(t->bytes(), 0);
+  EXPECT_TRUE(Add(t, (1 << 20) / 4).ok());
+}
+
+TEST(TenantTest, StreamSlotsHoldTheLimit) {
+  auto t = std::make_shared<Tenant>("t", TenantLimits{0, 0, 2}, false);
+  StreamSlot a, b, c;
+  EXPECT_TRUE(StreamSlot::Take(t, &a).ok());
+  EXPECT_TRUE(StreamSlot::Take(t, &b).ok());
+  absl::Status s = StreamSlot::Take(t, &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("concurrent stream limit of 2"), std::string::npos)
+      << s;
+  a.Release();
+  EXPECT_TRUE(StreamSlot::Take(t, &c).ok());
+  StreamSlot moved = std::move(c);
+  EXPECT_EQ(t->streams(), 2);
+  b.Release();
+  moved.Release();
+  EXPECT_EQ(t->streams(), 0);
+  // The default tenant (null) has no limits.
+  EXPECT_TRUE(StreamSlot::Take(nullptr, &a).ok());
 }
 
 }  // namespace
