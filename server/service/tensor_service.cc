@@ -100,7 +100,7 @@ absl::Status TensorServiceImpl::CheckAccepting() const {
 TensorServiceImpl::TensorServiceImpl(TensorStore* store,
                                      const DeviceRegistry* devices,
                                      ServiceOptions options)
-    : ctx_{store, devices, options.max_tensor_bytes},
+    : ctx_{store, devices, options.max_tensor_bytes, nullptr},
       options_(options),
       shared_memory_(options.shared_memory_dir) {}
 

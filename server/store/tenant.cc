@@ -7,9 +7,8 @@
 
 namespace tensorcast {
 
-Tenant::Tenant(std::string name, TenantLimits limits, bool admin)
+Tenant::Tenant(std::string name, TenantLimits limits)
     : name_(std::move(name)),
-      admin_(admin),
       max_bytes_(limits.max_bytes),
       max_tensors_(limits.max_tensors),
       max_streams_(limits.max_streams) {}
@@ -20,11 +19,10 @@ TenantLimits Tenant::limits() const {
           max_streams_.load(std::memory_order_relaxed)};
 }
 
-void Tenant::Update(TenantLimits limits, bool admin) {
+void Tenant::Update(TenantLimits limits) {
   max_bytes_.store(limits.max_bytes, std::memory_order_relaxed);
   max_tensors_.store(limits.max_tensors, std::memory_order_relaxed);
   max_streams_.store(limits.max_streams, std::memory_order_relaxed);
-  admin_.store(admin, std::memory_order_relaxed);
 }
 
 absl::Status Tenant::Take(std::atomic<int64_t>& counter, int64_t n,

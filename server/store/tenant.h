@@ -1,9 +1,10 @@
 // Tenant: who a tensor belongs to, and what that owner may hold.
 //
 // Every tensor, storage block and stream is charged to the tenant whose
-// token made it (server/service/auth.h maps tokens to tenants). A server
-// without --auth-tokens has one tenant, the default one, which is admin and
-// has only the server-wide limits.
+// token made it (server/service/auth.h maps tokens to tenants; whether a
+// token may do admin things is the token's, not the tenant's). A server
+// without --auth-tokens has one tenant, the default one (a null TenantPtr),
+// with only the server-wide limits.
 //
 // Limits (0 = none): bytes of storage across all devices (the quota; a view
 // shares its storage's bytes, so only allocations count), tensors held
@@ -33,15 +34,14 @@ struct TenantLimits {
 
 class Tenant {
  public:
-  Tenant(std::string name, TenantLimits limits, bool admin);
+  Tenant(std::string name, TenantLimits limits);
   Tenant(const Tenant&) = delete;
   Tenant& operator=(const Tenant&) = delete;
 
   const std::string& name() const { return name_; }
-  bool admin() const { return admin_.load(std::memory_order_relaxed); }
   TenantLimits limits() const;
-  // A token reload: new limits (what is held stays held) and admin right.
-  void Update(TenantLimits limits, bool admin);
+  // A token reload: new limits (what is held stays held).
+  void Update(TenantLimits limits);
 
   absl::Status ChargeBytes(int64_t n);
   void ReleaseBytes(int64_t n);
@@ -60,7 +60,6 @@ class Tenant {
                     const char* what);
 
   const std::string name_;
-  std::atomic<bool> admin_;
   std::atomic<int64_t> max_bytes_;
   std::atomic<int64_t> max_tensors_;
   std::atomic<int64_t> max_streams_;

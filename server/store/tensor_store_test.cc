@@ -551,8 +551,8 @@ class TenantStoreTest : public testing::HostStoreTest {
 };
 
 TEST_F(TenantStoreTest, AnotherTenantsTensorsDoNotExistForIt) {
-  auto alice = std::make_shared<Tenant>("alice", TenantLimits{}, false);
-  auto bob = std::make_shared<Tenant>("bob", TenantLimits{}, false);
+  auto alice = std::make_shared<Tenant>("alice", TenantLimits{});
+  auto bob = std::make_shared<Tenant>("bob", TenantLimits{});
   absl::StatusOr<TensorPtr> a = Add(alice, 4, "weights");
   ASSERT_TRUE(a.ok()) << a.status();
   // By handle or by name: NOT_FOUND for bob, with the message an unknown
@@ -594,7 +594,7 @@ TEST_F(TenantStoreTest, AnotherTenantsTensorsDoNotExistForIt) {
 
 TEST_F(TenantStoreTest, QuotaAndTensorLimitAreChargedAndGivenBack) {
   auto t = std::make_shared<Tenant>(
-      "t", TenantLimits{/*max_bytes=*/1 << 20, /*max_tensors=*/2, 0}, false);
+      "t", TenantLimits{/*max_bytes=*/1 << 20, /*max_tensors=*/2, 0});
   absl::StatusOr<TensorPtr> a = Add(t, (512 << 10) / 4);  // 512 KiB
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(t->bytes(), 512 << 10);
@@ -632,7 +632,7 @@ TEST_F(TenantStoreTest, QuotaAndTensorLimitAreChargedAndGivenBack) {
 }
 
 TEST(TenantTest, StreamSlotsHoldTheLimit) {
-  auto t = std::make_shared<Tenant>("t", TenantLimits{0, 0, 2}, false);
+  auto t = std::make_shared<Tenant>("t", TenantLimits{0, 0, 2});
   StreamSlot a, b, c;
   EXPECT_TRUE(StreamSlot::Take(t, &a).ok());
   EXPECT_TRUE(StreamSlot::Take(t, &b).ok());

@@ -1,0 +1,101 @@
+// Authenticator: bearer tokens to tenants (--auth-tokens=FILE).
+//
+// The file has one token a line:
+//
+//   TOKEN TENANT [quota=SIZE] [tensors=N] [streams=N] [admin]
+//
+// TOKEN: 16 to 256 printable characters without spaces (use a long random
+// one, e.g. `openssl rand -hex 32`); TENANT: 1 to 64 of [A-Za-z0-9_.-].
+// quota is the tenant's bytes across all devices, tensors the handles it may
+// hold, streams its concurrent Fetch/Put/shared-memory calls; a limit not
+// given takes the server's default (--tenant-quota, --tenant-max-tensors,
+// --tenant-max-streams; 0 = none). Several tokens may name one tenant (the
+// limits of the last line win); `admin` lets that token call the
+// server-wide Stats and EmptyCache. Blank lines and lines starting with '#'
+// are ignored. Any malformed line rejects the whole file, naming the line.
+//
+// Clients send `authorization: Bearer TOKEN` in the call's metadata. No
+// token or an unknown one: UNAUTHENTICATED (the same message for both).
+// Reload() (on SIGHUP) re-reads the file: new tokens work and removed ones
+// stop at once; a tenant keeps what it holds (its Tenant object lives on
+// even if no token names it any more); a file that fails to parse leaves
+// the old tokens in force.
+//
+// Without a file, authentication is off: every caller is the default tenant
+// (a null TenantPtr) with admin rights.
+//
+// Thread-safe.
+#ifndef TENSORCAST_SERVER_SERVICE_AUTH_H_
+#define TENSORCAST_SERVER_SERVICE_AUTH_H_
+
+#include <grpcpp/server_context.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/core/mutex.h"
+#include "server/store/tenant.h"
+
+namespace tensorcast {
+
+struct Caller {
+  TenantPtr tenant;  // null: the default tenant (authentication off)
+  bool admin = false;
+  // For logs: the tenant's name, or "-" when authentication is off.
+  std::string name() const { return tenant == nullptr ? "-" : tenant->name(); }
+};
+
+struct TokenEntry {
+  std::string token;
+  std::string tenant;
+  TenantLimits limits;
+  bool admin = false;
+};
+
+// The file's text to entries; INVALID_ARGUMENT naming the first bad line.
+absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(
+    absl::string_view text, const TenantLimits& defaults);
+
+class Authenticator {
+ public:
+  // path empty: authentication off. Otherwise the file must parse and name
+  // at least one token.
+  static absl::StatusOr<std::unique_ptr<Authenticator>> Create(
+      std::string path, TenantLimits defaults);
+
+  bool enabled() const { return !path_.empty(); }
+  const std::string& path() const { return path_; }
+  // Re-reads the file; on error the old tokens stay. Returns the number of
+  // tokens now in force.
+  absl::StatusOr<int> Reload();
+
+  // The caller of this call, from its metadata.
+  absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& ctx) const;
+  // The same from a bearer token as sent (tests, tools).
+  absl::StatusOr<Caller> AuthenticateToken(absl::string_view token) const;
+
+  // Every tenant seen since start, for server-wide Stats.
+  std::vector<TenantPtr> Tenants() const;
+
+ private:
+  Authenticator(std::string path, TenantLimits defaults)
+      : path_(std::move(path)), defaults_(defaults) {}
+
+  const std::string path_;
+  const TenantLimits defaults_;
+  mutable Mutex mu_;
+  struct Grant {
+    TenantPtr tenant;
+    bool admin = false;
+  };
+  absl::flat_hash_map<std::string, Grant> by_token_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, TenantPtr> tenants_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tensorcast
+
+#endif  // TENSORCAST_SERVER_SERVICE_AUTH_H_
