@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libspdlog-dev libabsl-dev libgtest-dev libgmock-dev
+  libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv
 )
 

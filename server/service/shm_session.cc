@@ -36,7 +36,7 @@ class SharedMemorySession final
     region_ = *id;
     event_.set_region(region_);
     event_.set_size(request->size());
-    LogRpc("OpenSharedMemory", ctx_, absl::OkStatus(), start_);
+    LogRpc(service_, "OpenSharedMemory", ctx_, absl::OkStatus(), start_);
     StartWrite(&event_);
   }
 
@@ -59,7 +59,7 @@ class SharedMemorySession final
     bool expected = false;
     if (!finished_.compare_exchange_strong(expected, true)) return;
     if (!status.ok() && region_.empty()) {
-      LogRpc("OpenSharedMemory", ctx_, status, start_);
+      LogRpc(service_, "OpenSharedMemory", ctx_, status, start_);
     }
     Finish(ToGrpcStatus(status));
   }
