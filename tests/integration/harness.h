@@ -32,6 +32,8 @@ class ServerProcess {
   int Stop();
   // The server's log so far.
   std::string Log() const;
+  // What it wrote to stdout so far (its log lines), stderr left out.
+  std::string Stdout() const;
 
  private:
   TempDir dir_;
