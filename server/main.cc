@@ -1,4 +1,5 @@
-// tensorcast-server: flags, logging, signals. SIGINT/SIGTERM shut down
+// tensorcast-server: flags (or TENSORCAST_* environment variables), logging
+// (text or JSON lines on stdout), signals. SIGINT/SIGTERM shut down
 // gracefully: health goes NOT_SERVING, new calls are refused, running
 // streams get --shutdown-grace seconds to finish and are then cancelled.
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/core/flags.h"
 #include "server/core/size.h"
+#include "server/service/logging.h"
 #include "server/service/server.h"
 
 namespace {
@@ -22,19 +24,33 @@ int Fail(absl::string_view message) {
   return 2;
 }
 
+// Writes "PORT\n" to `path` whole: a reader never sees half of it.
+bool WritePortFile(const std::string& path, int port) {
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return false;
+  std::fprintf(f, "%d\n", port);
+  if (std::fclose(f) != 0) return false;
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   tensorcast::ServerOptions options;
   options.service.chunk_bytes = 1 << 20;
   std::string log_level = "info";
+  std::string log_format = "text";
   std::string port_file;
+  std::string metrics_port_file;
   double shutdown_grace = 10;
 
   tensorcast::FlagSet flags(
       "tensorcast-server: holds tensors on devices and converts them for gRPC "
       "clients.\nUsage: tensorcast-server [flags]. SIZE takes bytes or "
-      "KiB/MiB/GiB suffixes.");
+      "KiB/MiB/GiB suffixes. Logs go to stdout, one line per event; "
+      "start-up errors to stderr.");
+  flags.set_env_prefix("TENSORCAST_");
   flags.String("listen", &options.listen,
                "HOST:PORT to serve on; port 0 picks a free port");
   flags.String("devices", &options.devices.devices,
@@ -50,6 +66,9 @@ int main(int argc, char** argv) {
             "reclaimed (0 = never)");
   flags.String("log-level", &log_level,
                "trace, debug (a line per RPC), info, warn, error or off");
+  flags.String("log-format", &log_format,
+               "text, or json: one object per line with ts, level, msg (and "
+               "method, code, peer, ms for RPCs)");
   flags.Double("shutdown-grace", &shutdown_grace,
                "SECONDS running calls get to finish after SIGINT/SIGTERM");
   flags.Bool("shared-memory", &options.service.shared_memory,
@@ -58,6 +77,12 @@ int main(int argc, char** argv) {
   flags.String("port-file", &port_file,
                "write the bound port to this file once serving (for "
                "--listen=HOST:0)");
+  flags.String("metrics-listen", &options.metrics_listen,
+               "HOST:PORT to serve Prometheus metrics on (GET /metrics); "
+               "port 0 picks a free port; empty = off");
+  flags.String("metrics-port-file", &metrics_port_file,
+               "write the metrics port to this file once serving (for "
+               "--metrics-listen=HOST:0)");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (absl::Status s = flags.Parse(args); !s.ok()) return Fail(s.message());
   if (flags.help_requested()) {
@@ -72,14 +97,19 @@ int main(int argc, char** argv) {
   if (level == spdlog::level::off && log_level != "off") {
     return Fail("--log-level: expected trace, debug, info, warn, error, off");
   }
+  if (!metrics_port_file.empty() && options.metrics_listen.empty()) {
+    return Fail("--metrics-port-file needs --metrics-listen");
+  }
   if (options.default_ttl_seconds < 0 || shutdown_grace < 0) {
     return Fail("--default-ttl and --shutdown-grace must not be negative");
+  }
+  if (absl::Status s = tensorcast::ConfigureLogging(log_format); !s.ok()) {
+    return Fail(s.message());
   }
   // Debian's abseil checks every Mutex acquisition for lock-order cycles,
   // which doubles the pool's cost; the checks belong in tests, not here.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   spdlog::set_level(level);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
 
   // sigwait below takes the signals: block them before gRPC starts its
   // threads, which inherit the mask.
@@ -94,13 +124,16 @@ int main(int argc, char** argv) {
   if (!server.ok()) return Fail(server.status().message());
   spdlog::info("tensorcast-server {} listening on {} (port {})",
                TENSORCAST_VERSION, options.listen, (*server)->port());
-  if (!port_file.empty()) {
-    std::string tmp = port_file + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    if (f == nullptr) return Fail(absl::StrCat("cannot write ", port_file));
-    std::fprintf(f, "%d\n", (*server)->port());
-    std::fclose(f);
-    std::rename(tmp.c_str(), port_file.c_str());  // never half a file
+  for (const std::string& name : flags.env_flags()) {
+    spdlog::info("--{} from ${}", name, flags.EnvName(name));
+  }
+  // The metrics port first: whoever waits for --port-file finds both.
+  if (!metrics_port_file.empty() &&
+      !WritePortFile(metrics_port_file, (*server)->metrics_port())) {
+    return Fail(absl::StrCat("cannot write ", metrics_port_file));
+  }
+  if (!port_file.empty() && !WritePortFile(port_file, (*server)->port())) {
+    return Fail(absl::StrCat("cannot write ", port_file));
   }
 
   int sig = 0;

@@ -1,5 +1,8 @@
 #include "server/core/flags.h"
 
+#include <cstdlib>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/size.h"
@@ -27,10 +30,11 @@ void FlagSet::Size(const char* name, int64_t* value, const char* help) {
   Add(name, Kind::kSize, value, help, absl::StrCat(*value));
 }
 
-absl::Status FlagSet::Set(const Flag& flag, const std::string& text) {
+absl::Status FlagSet::Set(const Flag& flag, const std::string& text,
+                          absl::string_view source) {
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--", flag.name, "=", text, ": ", what));
+        absl::StrCat(source, "=", text, ": ", what));
   };
   switch (flag.kind) {
     case Kind::kString:
@@ -97,10 +101,30 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
       return absl::InvalidArgumentError(
           absl::StrCat("flag --", name, " needs a value"));
     }
-    if (absl::Status s = Set(*flag, value); !s.ok()) return s;
+    if (absl::Status s = Set(*flag, value, absl::StrCat("--", name)); !s.ok()) {
+      return s;
+    }
     set_.push_back(name);
   }
+  if (env_prefix_.empty()) return absl::OkStatus();
+  for (const Flag& f : flags_) {
+    if (WasSet(f.name)) continue;  // the command line wins
+    const std::string var = EnvName(f.name);
+    const char* value = std::getenv(var.c_str());
+    if (value == nullptr || *value == '\0') continue;
+    if (absl::Status s = Set(f, value, var); !s.ok()) return s;
+    env_set_.push_back(f.name);
+  }
   return absl::OkStatus();
+}
+
+std::string FlagSet::EnvName(absl::string_view name) const {
+  if (env_prefix_.empty()) return "";
+  std::string var = absl::StrCat(env_prefix_, absl::AsciiStrToUpper(name));
+  for (char& c : var) {
+    if (c == '-') c = '_';
+  }
+  return var;
 }
 
 bool FlagSet::WasSet(absl::string_view name) const {
@@ -120,7 +144,16 @@ std::string FlagSet::Usage() const {
     if (!f.default_text.empty() && f.default_text != "0") {
       absl::StrAppend(&out, " (default ", f.default_text, ")");
     }
+    if (!env_prefix_.empty())
+      absl::StrAppend(&out, " [$", EnvName(f.name), "]");
     absl::StrAppend(&out, "\n");
+  }
+  if (!env_prefix_.empty()) {
+    absl::StrAppend(
+        &out, "\nEvery flag can also be set in the environment: --foo-bar as ",
+        env_prefix_,
+        "FOO_BAR (shown in [] above). A flag on the command line wins; an "
+        "empty variable counts as unset.\n");
   }
   return out;
 }

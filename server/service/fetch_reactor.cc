@@ -198,6 +198,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         return s;
       }
       at += chunk.size;
+      service_->metrics().AddFetchBytes(header_bytes + chunk.size);
     }
     return absl::OkStatus();
   }
@@ -213,13 +214,14 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         return;
       }
     }
+    service_->metrics().AddFetchBytes(chunk.header.size() + chunk.size);
     response_ = EncodeResponse(first_ ? &header_ : nullptr, &chunk);
     first_ = false;
     StartWrite(&response_);
   }
 
   void Done(const absl::Status& status) {
-    LogRpc("Fetch", ctx_, status, start_);
+    LogRpc(service_, "Fetch", ctx_, status, start_);
     stream_.reset();  // drop the tensor reference before the call winds down
     Finish(ToGrpcStatus(status));
   }

@@ -94,6 +94,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
           return absl::InvalidArgumentError(
               "a Put from shared memory carries no data messages");
         }
+        service_->metrics().AddPutBytes(static_cast<int64_t>(n));
         absl::Status written;
         bool ok = in.Take(n, [&](absl::string_view piece) {
           written = sink_->Write(piece);
@@ -162,6 +163,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
           !s.ok()) {
         return s;
       }
+      service_->metrics().AddPutBytes(n);
       done += n;
     }
     from_shared_memory_ = true;
@@ -188,7 +190,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
 
   void Done(const absl::Status& status) {
     sink_.reset();  // an unfinished upload's storage goes back now
-    LogRpc("Put", ctx_, status, start_);
+    LogRpc(service_, "Put", ctx_, status, start_);
     Finish(ToGrpcStatus(status));
   }
 

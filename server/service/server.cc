@@ -30,6 +30,20 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   s->service_ = std::make_unique<TensorServiceImpl>(
       s->store_.get(), s->devices_.get(), options.service);
 
+  // The metrics endpoint first: if its address is bad, nothing has
+  // started.
+  if (!options.metrics_listen.empty()) {
+    TensorServiceImpl* service = s->service_.get();
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
+        MetricsEndpoint::Start(options.metrics_listen, [service] {
+          return service->metrics().Render(service->Snapshot());
+        });
+    if (!metrics.ok()) return metrics.status();
+    s->metrics_ = *std::move(metrics);
+    const std::string& listen = options.metrics_listen;
+    spdlog::info("metrics on http://{}:{}/metrics",
+                 listen.substr(0, listen.rfind(':')), s->metrics_->port());
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -44,7 +58,9 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
         absl::StrCat("cannot listen on ", options.listen,
                      " (address in use, or not a HOST:PORT this host has?)"));
   }
-  s->server_->GetHealthCheckService()->SetServingStatus(true);
+  // gRPC's default health service reports SERVING as soon as it is built;
+  // hold it at NOT_SERVING until the start-up below is done.
+  s->server_->GetHealthCheckService()->SetServingStatus(false);
   s->reaper_ = std::thread([srv = s.get()] { srv->ReapLoop(); });
 
   for (const auto& d : s->devices_->all()) {
@@ -62,6 +78,7 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
         "tensorcast-*",
         options.service.shared_memory_dir);
   }
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
   return s;
 }
 
@@ -105,10 +122,12 @@ void TensorcastServer::Shutdown(std::chrono::milliseconds grace) {
   }
   server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
+  metrics_.reset();  // scrapes go on while draining; its render reads service_
 }
 
 TensorcastServer::~TensorcastServer() {
   Shutdown(std::chrono::milliseconds(0));
+  metrics_.reset();
   // Fetch chunks sent by reference keep their tensor's storage alive until
   // gRPC releases them, which can be a moment after the server is gone; the
   // storage must go back to its pool before the pools go.

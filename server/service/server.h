@@ -1,5 +1,6 @@
 // TensorcastServer: builds the gRPC server around the service — devices,
-// store, health (grpc.health.v1), reflection, the TTL reaper — and shuts it
+// store, health (grpc.health.v1), reflection, the TTL reaper, the optional
+// Prometheus endpoint (/metrics) — and shuts it
 // down gracefully. Start() and Shutdown() are called from one thread; the
 // running server is thread-safe.
 #ifndef TENSORCAST_SERVER_SERVICE_SERVER_H_
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "server/service/metrics.h"
 #include "server/service/tensor_service.h"
 #include "server/store/device.h"
 #include "server/store/tensor_store.h"
@@ -27,17 +29,23 @@ struct ServerOptions {
   DeviceOptions devices;
   ServiceOptions service;
   int64_t default_ttl_seconds = 0;  // 0 = tensors never expire
+  // HOST:PORT for Prometheus metrics over HTTP (GET /metrics); port 0 picks
+  // a free one; empty = off.
+  std::string metrics_listen;
 };
 
 class TensorcastServer {
  public:
   // INVALID_ARGUMENT / FAILED_PRECONDITION for bad options; UNAVAILABLE when
-  // the address cannot be bound.
+  // an address cannot be bound. Health says NOT_SERVING until everything
+  // (the metrics endpoint included) is up.
   static absl::StatusOr<std::unique_ptr<TensorcastServer>> Start(
       const ServerOptions& options);
   ~TensorcastServer();
 
   int port() const { return port_; }
+  // The metrics endpoint's port; 0 when it is off.
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   const DeviceRegistry& devices() const { return *devices_; }
 
   // Health goes NOT_SERVING, new calls are refused, and running calls get
@@ -52,6 +60,7 @@ class TensorcastServer {
   std::unique_ptr<TensorStore> store_;
   std::unique_ptr<TensorServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
   int port_ = 0;
 
   std::mutex mu_;

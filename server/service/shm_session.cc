@@ -43,7 +43,7 @@ class SharedMemorySession final
     event_.set_region(region_);
     event_.set_size(request->size());
     event_.set_mapped(memfd);
-    LogRpc("OpenSharedMemory", ctx_, absl::OkStatus(), start_);
+    LogRpc(service_, "OpenSharedMemory", ctx_, absl::OkStatus(), start_);
     StartWrite(&event_);
   }
 
@@ -66,7 +66,7 @@ class SharedMemorySession final
     bool expected = false;
     if (!finished_.compare_exchange_strong(expected, true)) return;
     if (!status.ok() && region_.empty()) {
-      LogRpc("OpenSharedMemory", ctx_, status, start_);
+      LogRpc(service_, "OpenSharedMemory", ctx_, status, start_);
     }
     Finish(ToGrpcStatus(status));
   }

@@ -7,17 +7,31 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "google/protobuf/descriptor.h"
+#include "server/service/logging.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
 
 namespace tensorcast {
 
-void LogRpc(const char* method, grpc::CallbackServerContext* ctx,
-            const absl::Status& status,
+void LogRpc(TensorServiceImpl* service, const char* method,
+            grpc::CallbackServerContext* ctx, const absl::Status& status,
             std::chrono::steady_clock::time_point start) {
   double ms = std::chrono::duration<double, std::milli>(
                   std::chrono::steady_clock::now() - start)
                   .count();
+  service->metrics().RecordRpc(method, status.code(), ms / 1000);
+  const spdlog::level::level_enum level =
+      status.ok() ? spdlog::level::debug : spdlog::level::warn;
+  if (!spdlog::should_log(level)) return;
+  std::vector<LogField> fields = {
+      {"method", method},
+      {"code", absl::StatusCodeToString(status.code())},
+      {"peer", ctx->peer()},
+      {"ms", absl::StrFormat("%.3f", ms), /*number=*/true}};
+  if (!status.ok()) fields.push_back({"error", std::string(status.message())});
+  ScopedLogFields scoped(std::move(fields));
   if (status.ok()) {
     spdlog::debug("rpc={} peer={} code=OK ms={:.3f}", method, ctx->peer(), ms);
   } else {
@@ -37,7 +51,7 @@ grpc::ServerUnaryReactor* Reply(TensorServiceImpl* service, const char* method,
   service->UnaryStarted();
   absl::Status status = service->CheckAccepting();
   if (status.ok()) status = body();
-  LogRpc(method, ctx, status, start);
+  LogRpc(service, method, ctx, status, start);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   // Counted out only once the reply is handed to gRPC, so a drain that sees
@@ -97,12 +111,41 @@ absl::Status TensorServiceImpl::CheckAccepting() const {
   return absl::OkStatus();
 }
 
+// The service's method names, from its descriptor.
+static std::vector<std::string> MethodNames() {
+  std::vector<std::string> names;
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          v1::TensorService::service_full_name());
+  for (int i = 0; service != nullptr && i < service->method_count(); ++i) {
+    names.push_back(service->method(i)->name());
+  }
+  return names;
+}
+
 TensorServiceImpl::TensorServiceImpl(TensorStore* store,
                                      const DeviceRegistry* devices,
                                      ServiceOptions options)
     : ctx_{store, devices, options.max_tensor_bytes, nullptr},
       options_(options),
-      shared_memory_(options.shared_memory_dir) {}
+      shared_memory_(options.shared_memory_dir),
+      metrics_(MethodNames()) {}
+
+ServiceSnapshot TensorServiceImpl::Snapshot() const {
+  ServiceSnapshot snapshot;
+  for (const auto& device : ctx_.devices->all()) {
+    DeviceSnapshot& d = snapshot.devices.emplace_back();
+    d.name = device->name();
+    d.description = device->description();
+    d.pool = device->pool().Stats();
+    d.tensors = store()->CountOnDevice(device.get());
+    d.tensor_bytes = store()->BytesOnDevice(device.get());
+  }
+  snapshot.tensors = store()->size();
+  snapshot.active_streams = active_streams();
+  snapshot.version = TENSORCAST_VERSION;
+  return snapshot;
+}
 
 absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>>
 TensorServiceImpl::FindRegion(grpc::CallbackServerContext* ctx,
@@ -283,11 +326,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
     grpc::CallbackServerContext* ctx, const v1::StatsRequest* /*request*/,
     v1::StatsResponse* response) {
   return Reply(this, "Stats", ctx, [&]() -> absl::Status {
-    for (const auto& device : ctx_.devices->all()) {
-      PoolStats s = device->pool().Stats();
+    const ServiceSnapshot snapshot = Snapshot();
+    for (const DeviceSnapshot& device : snapshot.devices) {
+      const PoolStats& s = device.pool;
       v1::DeviceStats* d = response->add_devices();
-      d->set_device(device->name());
-      d->set_description(device->description());
+      d->set_device(device.name);
+      d->set_description(device.description);
       d->set_allocated_bytes(s.allocated_bytes);
       d->set_reserved_bytes(s.reserved_bytes);
       d->set_peak_allocated_bytes(s.peak_allocated_bytes);
@@ -298,11 +342,11 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
       d->set_cache_hits(s.cache_hits);
       d->set_cache_misses(s.cache_misses);
       d->set_segment_count(s.segment_count);
-      d->set_tensors(store()->CountOnDevice(device.get()));
+      d->set_tensors(device.tensors);
     }
-    response->set_tensors(store()->size());
-    response->set_active_streams(active_streams());
-    response->set_version(TENSORCAST_VERSION);
+    response->set_tensors(snapshot.tensors);
+    response->set_active_streams(snapshot.active_streams);
+    response->set_version(snapshot.version);
     response->set_cuda_available(ctx_.devices->cuda_available());
     response->set_cuda_status(ctx_.devices->cuda_status());
     return absl::OkStatus();

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/service/metrics.h"
 #include "server/store/conversions.h"
 #include "server/store/device.h"
 #include "server/store/shared_memory.h"
@@ -93,6 +94,11 @@ class TensorServiceImpl final
   void StreamStarted() { active_streams_.fetch_add(1); }
   void StreamEnded() { active_streams_.fetch_sub(1); }
   int64_t active_streams() const { return active_streams_.load(); }
+  // The RPC and byte counters (LogRpc and the stream reactors feed them).
+  Metrics& metrics() { return metrics_; }
+  // The pool and store figures now, per device: what Stats returns and
+  // /metrics reports.
+  ServiceSnapshot Snapshot() const;
 
   // Draining: calls that start from now on are refused with UNAVAILABLE;
   // running ones go on. Returns the status a new call should fail with, or
@@ -112,14 +118,17 @@ class TensorServiceImpl final
   const ServiceOptions options_;
 
   SharedMemoryRegistry shared_memory_;
+  Metrics metrics_;
   std::atomic<int64_t> active_streams_{0};
   std::atomic<int64_t> unary_in_flight_{0};
   std::atomic<bool> draining_{false};
 };
 
-// One log line per RPC: debug when it succeeded, warn when it failed.
-void LogRpc(const char* method, grpc::CallbackServerContext* ctx,
-            const absl::Status& status,
+// Called once as each RPC finishes: one log line (debug when it succeeded,
+// warn when it failed; JSON logs carry method, code, peer and ms as fields)
+// and the RPC's count and latency in the service's metrics.
+void LogRpc(TensorServiceImpl* service, const char* method,
+            grpc::CallbackServerContext* ctx, const absl::Status& status,
             std::chrono::steady_clock::time_point start);
 
 // The reactors behind Put and Fetch (put_reactor.cc, fetch_reactor.cc).

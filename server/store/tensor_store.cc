@@ -298,4 +298,15 @@ int64_t TensorStore::CountOnDevice(const Device* device) const {
   return n;
 }
 
+int64_t TensorStore::BytesOnDevice(const Device* device) const {
+  ReaderMutexLock lock(&mu_);
+  int64_t bytes = 0;
+  for (const auto& [handle, entry] : by_handle_) {
+    if (entry.tensor->storage->device() == device) {
+      bytes += entry.tensor->nbytes();
+    }
+  }
+  return bytes;
+}
+
 }  // namespace tensorcast

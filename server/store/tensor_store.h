@@ -138,6 +138,8 @@ class TensorStore {
 
   int64_t size() const;
   int64_t CountOnDevice(const Device* device) const;
+  // The bytes of the tensors on `device` (each view counts its own).
+  int64_t BytesOnDevice(const Device* device) const;
 
   static int64_t NowUnixSeconds();
 

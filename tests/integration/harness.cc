@@ -75,6 +75,10 @@ std::string ServerProcess::Log() const {
          ReadFile(dir_.File("server.out")).value_or("");
 }
 
+std::string ServerProcess::Stdout() const {
+  return ReadFile(dir_.File("server.out")).value_or("");
+}
+
 CommandResult RunCli(const std::string& address,
                      const std::vector<std::string>& args) {
   std::vector<std::string> argv = {BinDir() + "/tensorcast",

@@ -34,6 +34,8 @@ class ServerProcess {
   void Forget() { pid_ = -1; }
   // The server's log so far.
   std::string Log() const;
+  // What it wrote to stdout so far (its log lines), stderr left out.
+  std::string Stdout() const;
 
  private:
   TempDir dir_;
