@@ -83,6 +83,26 @@ int main(int argc, char** argv) {
   flags.String("metrics-port-file", &metrics_port_file,
                "write the metrics port to this file once serving (for "
                "--metrics-listen=HOST:0)");
+  flags.String("tls-cert", &options.tls_cert,
+               "PEM certificate chain: serve TLS (with --tls-key)");
+  flags.String("tls-key", &options.tls_key, "PEM private key for --tls-cert");
+  flags.String("tls-client-ca", &options.tls_client_ca,
+               "PEM CA bundle: require client certificates it signed "
+               "(mutual TLS)");
+  flags.String("auth-tokens", &options.auth_tokens,
+               "FILE of 'TOKEN TENANT [quota=SIZE] [tensors=N] [streams=N] "
+               "[admin]' lines: clients must send a bearer token; tensors "
+               "belong to tenants. Re-read on SIGHUP");
+  flags.Bool("allow-insecure-remote", &options.allow_insecure_remote,
+             "listen on a non-loopback address without --auth-tokens");
+  flags.Size("tenant-quota", &options.tenant_defaults.max_bytes,
+             "SIZE a tenant may hold across devices unless its token line "
+             "says (0 = none)");
+  flags.Int("tenant-max-tensors", &options.tenant_defaults.max_tensors,
+            "handles a tenant may hold unless its token line says (0 = none)");
+  flags.Int("tenant-max-streams", &options.tenant_defaults.max_streams,
+            "concurrent streams per tenant unless its token line says "
+            "(0 = none)");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (absl::Status s = flags.Parse(args); !s.ok()) return Fail(s.message());
   if (flags.help_requested()) {
@@ -117,6 +137,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<std::unique_ptr<tensorcast::TensorcastServer>> server =
@@ -137,7 +158,20 @@ int main(int argc, char** argv) {
   }
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (!(*server)->auth_enabled()) {
+      spdlog::info("received SIGHUP; no --auth-tokens to re-read");
+      continue;
+    }
+    absl::StatusOr<int> tokens = (*server)->ReloadTokens();
+    if (tokens.ok()) {
+      spdlog::info("received SIGHUP: {} token(s) from {}", *tokens,
+                   options.auth_tokens);
+    } else {
+      spdlog::error("received SIGHUP: {}; the previous tokens stay in force",
+                    std::string(tokens.status().message()));
+    }
+  }
   spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
   (*server)->Shutdown(
       std::chrono::milliseconds(static_cast<int64_t>(shutdown_grace * 1000)));

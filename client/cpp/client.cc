@@ -66,9 +66,18 @@ grpc::ChannelArguments DefaultChannelArguments() {
 
 std::unique_ptr<Client> Client::Connect(const std::string& target,
                                         ClientOptions options) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_root_certs.empty() ||
+      !options.tls_cert_chain.empty() || !options.tls_private_key.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs;
+    ssl.pem_cert_chain = options.tls_cert_chain;
+    ssl.pem_private_key = options.tls_private_key;
+    credentials = grpc::SslCredentials(ssl);
+  }
   return std::make_unique<Client>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
-                                DefaultChannelArguments()),
+      grpc::CreateCustomChannel(target, credentials, DefaultChannelArguments()),
       options);
 }
 
@@ -77,9 +86,12 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       channel_(std::move(channel)),
       stub_(v1::TensorService::NewStub(channel_)) {}
 
-void Client::Prepare(grpc::ClientContext* ctx) const {
-  if (options_.timeout.count() > 0) {
+void Client::Prepare(grpc::ClientContext* ctx, bool with_deadline) const {
+  if (with_deadline && options_.timeout.count() > 0) {
     ctx->set_deadline(std::chrono::system_clock::now() + options_.timeout);
+  }
+  if (!options_.token.empty()) {
+    ctx->AddMetadata("authorization", "Bearer " + options_.token);
   }
 }
 

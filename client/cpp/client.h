@@ -28,6 +28,16 @@ struct ClientOptions {
   std::chrono::milliseconds timeout{0};
   // Data per Put message.
   int64_t put_chunk_bytes = 1 << 20;
+  // Sent as `authorization: Bearer TOKEN` on every call (a server with
+  // --auth-tokens requires it); empty = none.
+  std::string token;
+  // TLS (Connect only): on when `tls` or any PEM below is set. Root CAs
+  // empty = the system's; the chain and key are the client certificate for
+  // mutual TLS.
+  bool tls = false;
+  std::string tls_root_certs;
+  std::string tls_cert_chain;
+  std::string tls_private_key;
 };
 
 struct PutOptions {
@@ -120,9 +130,11 @@ class Client {
   absl::Status Health();
 
   v1::TensorService::Stub* stub() { return stub_.get(); }
+  // The client's deadline (unless with_deadline is false: a session that
+  // lasts) and token on a call's context, for calls made through stub().
+  void Prepare(grpc::ClientContext* ctx, bool with_deadline = true) const;
 
  private:
-  void Prepare(grpc::ClientContext* ctx) const;
   // One unary call with the client's deadline.
   absl::Status Call(
       const std::function<grpc::Status(grpc::ClientContext*)>& rpc) const;

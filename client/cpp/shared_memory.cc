@@ -79,6 +79,8 @@ absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::OpenOne(
   }
   request.set_size(size);
   request.set_token(token);
+  // The session lasts as long as the region: the token, no deadline.
+  client.Prepare(&shm->ctx_, /*with_deadline=*/false);
   shm->session_ = client.stub()->OpenSharedMemory(&shm->ctx_, request);
   v1::SharedMemoryEvent event;
   if (!shm->session_->Read(&event)) {

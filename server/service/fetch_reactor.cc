@@ -84,10 +84,12 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
                const grpc::ByteBuffer* raw_request)
       : service_(service), ctx_(ctx) {
     service_->StreamStarted();
-    if (absl::Status s = service_->CheckAccepting(); !s.ok()) {
-      Done(s);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    if (!caller.ok()) {
+      Done(caller.status());
       return;
     }
+    caller_ = *std::move(caller);
     v1::FetchRequest parsed;
     grpc::ByteBuffer copy(*raw_request);  // Deserialize consumes its input
     if (!grpc::SerializationTraits<v1::FetchRequest>::Deserialize(&copy,
@@ -167,14 +169,15 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   absl::StatusOr<FetchSource> Open(const v1::FetchRequest& request) {
     absl::StatusOr<FetchSpec> spec = SpecFromProto(request);
     if (!spec.ok()) return spec.status();
-    absl::StatusOr<TensorPtr> tensor = service_->store()->Get(request.ref());
+    absl::StatusOr<TensorPtr> tensor =
+        service_->store()->Get(request.ref(), caller_.tenant.get());
     if (!tensor.ok()) return tensor.status();
     return FetchSource::Open(*std::move(tensor), *spec);
   }
 
   absl::Status WriteToSharedMemory(const v1::FetchRequest& request) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
-        service_->FindRegion(ctx_, request.shm_region());
+        service_->FindRegion(ctx_, caller_, request.shm_region());
     if (!region.ok()) return region.status();
     const FetchSource& out = stream_->source();
     int64_t at = request.shm_offset();
@@ -223,6 +226,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void Done(const absl::Status& status) {
     LogRpc(service_, "Fetch", ctx_, status, start_);
     stream_.reset();  // drop the tensor reference before the call winds down
+    slot_.Release();
     Finish(ToGrpcStatus(status));
   }
 
@@ -231,6 +235,8 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
 
+  Caller caller_;
+  StreamSlot slot_;  // one of the tenant's concurrent streams
   std::unique_ptr<FetchStream> stream_;
   v1::FetchHeader header_;  // sent with the first chunk
   bool first_ = true;

@@ -33,10 +33,12 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
              grpc::ByteBuffer* response)
       : service_(service), ctx_(ctx), response_(response) {
     service_->StreamStarted();
-    if (absl::Status s = service_->CheckAccepting(); !s.ok()) {
-      Done(s);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    if (!caller.ok()) {
+      Done(caller.status());
       return;
     }
+    caller_ = *std::move(caller);
     StartRead(&request_);
   }
 
@@ -129,7 +131,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     spec.ttl_seconds = header.ttl_seconds();
     spec.total_bytes = header.total_bytes();
     absl::StatusOr<std::unique_ptr<PutSink>> sink =
-        PutSink::Start(service_->conversion_context(), std::move(spec));
+        PutSink::Start(service_->ContextFor(caller_), std::move(spec));
     if (!sink.ok()) return sink.status();
     sink_ = *std::move(sink);
     if (!header.shm_region().empty()) {
@@ -142,7 +144,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   // may follow.
   absl::Status ReadSharedMemory(const v1::PutHeader& header) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
-        service_->FindRegion(ctx_, header.shm_region());
+        service_->FindRegion(ctx_, caller_, header.shm_region());
     if (!region.ok()) return region.status();
     if (absl::Status s =
             (*region)->CheckRange(header.shm_offset(), header.shm_bytes());
@@ -190,6 +192,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
 
   void Done(const absl::Status& status) {
     sink_.reset();  // an unfinished upload's storage goes back now
+    slot_.Release();
     LogRpc(service_, "Put", ctx_, status, start_);
     Finish(ToGrpcStatus(status));
   }
@@ -200,6 +203,8 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
 
+  Caller caller_;
+  StreamSlot slot_;  // one of the tenant's concurrent streams
   grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;
   bool from_shared_memory_ = false;

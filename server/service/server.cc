@@ -5,10 +5,68 @@
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/size.h"
 
 namespace tensorcast {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": cannot read ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", path, " is not a PEM file"));
+  }
+  return text.str();
+}
+
+// The listening credentials: TLS (mutual with a client CA) or plaintext.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const ServerOptions& o) {
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (o.tls_cert.empty()) {
+    if (!o.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca needs --tls-cert and --tls-key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  absl::StatusOr<std::string> cert = ReadPem(o.tls_cert, "tls-cert");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(o.tls_key, "tls-key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!o.tls_client_ca.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem(o.tls_client_ca, "tls-client-ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// 127.0.0.0/8, ::1 and localhost: reachable from this host only.
+bool IsLoopback(absl::string_view listen) {
+  absl::string_view host = listen.substr(0, listen.rfind(':'));
+  return absl::StartsWith(host, "127.") || host == "localhost" ||
+         host == "[::1]" || host == "::1";
+}
+
+}  // namespace
 
 // Bigger than the largest chunk a client may send or ask for.
 constexpr int kMaxMessageBytes = static_cast<int>(kMaxChunkBytes + (1 << 20));
@@ -16,6 +74,30 @@ constexpr int kMaxMessageBytes = static_cast<int>(kMaxChunkBytes + (1 << 20));
 absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
     const ServerOptions& options) {
   std::unique_ptr<TensorcastServer> s(new TensorcastServer());
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      Credentials(options);
+  if (!credentials.ok()) return credentials.status();
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth =
+      Authenticator::Create(options.auth_tokens, options.tenant_defaults);
+  if (!auth.ok()) {
+    return absl::Status(
+        auth.status().code(),
+        absl::StrCat("--auth-tokens: ", auth.status().message()));
+  }
+  s->auth_ = *std::move(auth);
+  if (!s->auth_->enabled() && !IsLoopback(options.listen)) {
+    if (!options.allow_insecure_remote) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to listen on ", options.listen,
+          " without --auth-tokens: anyone who can reach it could read and "
+          "delete every tensor. Give --auth-tokens=FILE, listen on "
+          "127.0.0.1, or accept that with --allow-insecure-remote"));
+    }
+    spdlog::warn(
+        "listening on {} with no authentication (--allow-insecure-remote): "
+        "anyone who can reach this port can read and delete every tensor",
+        options.listen);
+  }
   absl::StatusOr<std::unique_ptr<DeviceRegistry>> devices =
       DeviceRegistry::Create(options.devices);
   if (!devices.ok()) return devices.status();
@@ -28,7 +110,7 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   }
   s->store_ = std::make_unique<TensorStore>(options.default_ttl_seconds);
   s->service_ = std::make_unique<TensorServiceImpl>(
-      s->store_.get(), s->devices_.get(), options.service);
+      s->store_.get(), s->devices_.get(), s->auth_.get(), options.service);
 
   // The metrics endpoint first: if its address is bad, nothing has
   // started.
@@ -47,8 +129,7 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &s->port_);
+  builder.AddListeningPort(options.listen, *credentials, &s->port_);
   builder.RegisterService(s->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -72,6 +153,13 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   if (!s->devices_->cuda_available()) {
     spdlog::info("{}", s->devices_->cuda_status());
   }
+  spdlog::info("{}; {}",
+               options.tls_cert.empty()        ? "plaintext (no TLS)"
+               : options.tls_client_ca.empty() ? "TLS"
+                                               : "mutual TLS",
+               s->auth_->enabled()
+                   ? absl::StrCat("bearer tokens from ", options.auth_tokens)
+                   : std::string("no authentication"));
   if (options.service.shared_memory) {
     spdlog::info(
         "shared memory allowed: same-host clients may lend files {}/"

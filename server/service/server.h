@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "server/service/auth.h"
 #include "server/service/metrics.h"
 #include "server/service/tensor_service.h"
 #include "server/store/device.h"
@@ -32,6 +33,19 @@ struct ServerOptions {
   // HOST:PORT for Prometheus metrics over HTTP (GET /metrics); port 0 picks
   // a free one; empty = off.
   std::string metrics_listen;
+
+  // TLS: PEM files. cert and key together turn TLS on; client_ca then also
+  // requires and verifies client certificates (mutual TLS).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  // Bearer tokens (server/service/auth.h); empty = authentication off, and
+  // then only a loopback listen address is accepted unless
+  // allow_insecure_remote.
+  std::string auth_tokens;
+  bool allow_insecure_remote = false;
+  // Limits for tenants whose token line does not give its own (0 = none).
+  TenantLimits tenant_defaults;
 };
 
 class TensorcastServer {
@@ -44,6 +58,9 @@ class TensorcastServer {
   ~TensorcastServer();
 
   int port() const { return port_; }
+  // Re-reads --auth-tokens (SIGHUP); the old tokens stay on error.
+  absl::StatusOr<int> ReloadTokens() { return auth_->Reload(); }
+  bool auth_enabled() const { return auth_->enabled(); }
   // The metrics endpoint's port; 0 when it is off.
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   const DeviceRegistry& devices() const { return *devices_; }
@@ -56,6 +73,7 @@ class TensorcastServer {
   TensorcastServer() = default;
   void ReapLoop();
 
+  std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<DeviceRegistry> devices_;
   std::unique_ptr<TensorStore> store_;
   std::unique_ptr<TensorServiceImpl> service_;

@@ -23,18 +23,20 @@ class SharedMemorySession final
       End(absl::FailedPreconditionError(kSharedMemoryOff));
       return;
     }
-    if (absl::Status s = service_->CheckAccepting(); !s.ok()) {
-      End(s);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    if (!caller.ok()) {
+      End(caller.status());
       return;
     }
+    // Regions belong to this connection and this tenant.
+    const std::string owner = TensorServiceImpl::RegionOwner(ctx_, *caller);
     SharedMemoryRegistry& registry = service_->shared_memory();
     const bool memfd = request->name().empty() && request->memfd_pid() != 0;
     absl::StatusOr<std::string> id =
         memfd ? registry.OpenMemfd(request->memfd_pid(), request->memfd_fd(),
-                                   request->size(), request->token(),
-                                   ctx_->peer())
+                                   request->size(), request->token(), owner)
               : registry.Open(request->name(), request->size(),
-                              request->token(), ctx_->peer());
+                              request->token(), owner);
     if (!id.ok()) {
       End(id.status());
       return;
@@ -75,6 +77,7 @@ class SharedMemorySession final
   grpc::CallbackServerContext* const ctx_;
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
+  StreamSlot slot_;  // a session counts as one of the tenant's streams
   std::string region_;
   v1::SharedMemoryEvent event_;
   std::atomic<bool> finished_{false};

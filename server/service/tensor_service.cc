@@ -43,14 +43,15 @@ void LogRpc(TensorServiceImpl* service, const char* method,
 
 namespace {
 
-// Runs a unary handler body and finishes the call with its status.
+// Admits the call and runs a unary handler body with its caller; finishes
+// the call with the body's status.
 template <typename Body>
 grpc::ServerUnaryReactor* Reply(TensorServiceImpl* service, const char* method,
                                 grpc::CallbackServerContext* ctx, Body body) {
   auto start = std::chrono::steady_clock::now();
   service->UnaryStarted();
-  absl::Status status = service->CheckAccepting();
-  if (status.ok()) status = body();
+  absl::StatusOr<Caller> caller = service->Admit(ctx);
+  absl::Status status = caller.ok() ? body(*caller) : caller.status();
   LogRpc(service, method, ctx, status, start);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
@@ -125,8 +126,10 @@ static std::vector<std::string> MethodNames() {
 
 TensorServiceImpl::TensorServiceImpl(TensorStore* store,
                                      const DeviceRegistry* devices,
+                                     const Authenticator* auth,
                                      ServiceOptions options)
     : ctx_{store, devices, options.max_tensor_bytes, nullptr},
+      auth_(auth),
       options_(options),
       shared_memory_(options.shared_memory_dir),
       metrics_(MethodNames()) {}
@@ -147,13 +150,38 @@ ServiceSnapshot TensorServiceImpl::Snapshot() const {
   return snapshot;
 }
 
+absl::StatusOr<Caller> TensorServiceImpl::Admit(
+    grpc::CallbackServerContext* ctx, StreamSlot* slot) const {
+  if (absl::Status s = CheckAccepting(); !s.ok()) return s;
+  absl::StatusOr<Caller> caller = auth_->Authenticate(*ctx);
+  if (!caller.ok()) return caller.status();
+  if (slot != nullptr) {
+    if (absl::Status s = StreamSlot::Take(caller->tenant, slot); !s.ok()) {
+      return s;
+    }
+  }
+  return caller;
+}
+
+ConversionContext TensorServiceImpl::ContextFor(const Caller& caller) const {
+  ConversionContext ctx = ctx_;
+  ctx.tenant = caller.tenant;
+  return ctx;
+}
+
+std::string TensorServiceImpl::RegionOwner(grpc::CallbackServerContext* ctx,
+                                           const Caller& caller) {
+  return absl::StrCat(ctx->peer(), " ", caller.name());
+}
+
 absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>>
 TensorServiceImpl::FindRegion(grpc::CallbackServerContext* ctx,
+                              const Caller& caller,
                               absl::string_view id) const {
   if (!options_.shared_memory) {
     return absl::FailedPreconditionError(kSharedMemoryOff);
   }
-  return shared_memory_.Find(id, ctx->peer());
+  return shared_memory_.Find(id, RegionOwner(ctx, caller));
 }
 
 grpc::ServerWriteReactor<v1::SharedMemoryEvent>*
@@ -176,7 +204,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TensorServiceImpl::Fetch(
 grpc::ServerUnaryReactor* TensorServiceImpl::Create(
     grpc::CallbackServerContext* ctx, const v1::CreateRequest* request,
     v1::CreateResponse* response) {
-  return Reply(this, "Create", ctx, [&]() -> absl::Status {
+  return Reply(this, "Create", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<std::optional<DType>> dtype = FromProto(request->dtype());
     if (!dtype.ok()) return dtype.status();
     CreateSpec spec;
@@ -238,7 +266,8 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Create(
     } else {
       spec.dtype = DType::kFloat32;
     }
-    absl::StatusOr<TensorPtr> t = CreateTensor(ctx_, std::move(spec));
+    absl::StatusOr<TensorPtr> t =
+        CreateTensor(ContextFor(caller), std::move(spec));
     if (!t.ok()) return t.status();
     FillTensorInfo(**t, response->mutable_tensor());
     return absl::OkStatus();
@@ -248,8 +277,9 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Create(
 grpc::ServerUnaryReactor* TensorServiceImpl::Info(
     grpc::CallbackServerContext* ctx, const v1::InfoRequest* request,
     v1::InfoResponse* response) {
-  return Reply(this, "Info", ctx, [&]() -> absl::Status {
-    absl::StatusOr<TensorPtr> t = store()->Get(request->ref());
+  return Reply(this, "Info", ctx, [&](const Caller& caller) -> absl::Status {
+    absl::StatusOr<TensorPtr> t =
+        store()->Get(request->ref(), caller.tenant.get());
     if (!t.ok()) return t.status();
     FillTensorInfo(**t, response->mutable_tensor());
     return absl::OkStatus();
@@ -259,9 +289,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Info(
 grpc::ServerUnaryReactor* TensorServiceImpl::List(
     grpc::CallbackServerContext* ctx, const v1::ListRequest* request,
     v1::ListResponse* response) {
-  return Reply(this, "List", ctx, [&]() -> absl::Status {
-    absl::StatusOr<TensorStore::Page> page = store()->List(
-        request->page_size(), request->page_token(), request->name_prefix());
+  return Reply(this, "List", ctx, [&](const Caller& caller) -> absl::Status {
+    absl::StatusOr<TensorStore::Page> page =
+        store()->List(request->page_size(), request->page_token(),
+                      request->name_prefix(), caller.tenant.get());
     if (!page.ok()) return page.status();
     for (const TensorPtr& t : page->tensors) {
       FillTensorInfo(*t, response->add_tensors());
@@ -274,13 +305,13 @@ grpc::ServerUnaryReactor* TensorServiceImpl::List(
 grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
     grpc::CallbackServerContext* ctx, const v1::DeleteRequest* request,
     v1::DeleteResponse* response) {
-  return Reply(this, "Delete", ctx, [&]() -> absl::Status {
+  return Reply(this, "Delete", ctx, [&](const Caller& caller) -> absl::Status {
     if (request->refs().empty()) {
       return absl::InvalidArgumentError("Delete needs at least one ref");
     }
     std::vector<std::string> refs(request->refs().begin(),
                                   request->refs().end());
-    absl::StatusOr<int> n = store()->Delete(refs);
+    absl::StatusOr<int> n = store()->Delete(refs, caller.tenant.get());
     if (!n.ok()) return n.status();
     response->set_deleted(*n);
     return absl::OkStatus();
@@ -290,11 +321,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
 grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
     grpc::CallbackServerContext* ctx, const v1::DetachRequest* request,
     v1::DetachResponse* response) {
-  return Reply(this, "Detach", ctx, [&]() -> absl::Status {
-    absl::StatusOr<TensorPtr> src = store()->Get(request->ref());
+  return Reply(this, "Detach", ctx, [&](const Caller& caller) -> absl::Status {
+    absl::StatusOr<TensorPtr> src =
+        store()->Get(request->ref(), caller.tenant.get());
     if (!src.ok()) return src.status();
-    absl::StatusOr<TensorPtr> t =
-        DetachTensor(ctx_, *src, request->name(), request->ttl_seconds());
+    absl::StatusOr<TensorPtr> t = DetachTensor(
+        ContextFor(caller), *src, request->name(), request->ttl_seconds());
     if (!t.ok()) return t.status();
     FillTensorInfo(**t, response->mutable_tensor());
     return absl::OkStatus();
@@ -304,10 +336,11 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
 grpc::ServerUnaryReactor* TensorServiceImpl::To(
     grpc::CallbackServerContext* ctx, const v1::ToRequest* request,
     v1::ToResponse* response) {
-  return Reply(this, "To", ctx, [&]() -> absl::Status {
+  return Reply(this, "To", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<std::optional<DType>> dtype = FromProto(request->dtype());
     if (!dtype.ok()) return dtype.status();
-    absl::StatusOr<TensorPtr> src = store()->Get(request->ref());
+    absl::StatusOr<TensorPtr> src =
+        store()->Get(request->ref(), caller.tenant.get());
     if (!src.ok()) return src.status();
     ToSpec spec;
     spec.device = request->device();
@@ -315,7 +348,7 @@ grpc::ServerUnaryReactor* TensorServiceImpl::To(
     spec.copy = request->copy();
     spec.name = request->name();
     spec.ttl_seconds = request->ttl_seconds();
-    absl::StatusOr<TensorPtr> t = ToTensor(ctx_, *src, spec);
+    absl::StatusOr<TensorPtr> t = ToTensor(ContextFor(caller), *src, spec);
     if (!t.ok()) return t.status();
     FillTensorInfo(**t, response->mutable_tensor());
     return absl::OkStatus();
@@ -325,7 +358,29 @@ grpc::ServerUnaryReactor* TensorServiceImpl::To(
 grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
     grpc::CallbackServerContext* ctx, const v1::StatsRequest* /*request*/,
     v1::StatsResponse* response) {
-  return Reply(this, "Stats", ctx, [&]() -> absl::Status {
+  return Reply(this, "Stats", ctx, [&](const Caller& caller) -> absl::Status {
+    auto fill_tenant = [](const Tenant& t, v1::TenantStats* out) {
+      const TenantLimits limits = t.limits();
+      out->set_tenant(t.name());
+      out->set_bytes(t.bytes());
+      out->set_tensors(t.tensors());
+      out->set_active_streams(t.streams());
+      out->set_quota_bytes(limits.max_bytes);
+      out->set_max_tensors(limits.max_tensors);
+      out->set_max_streams(limits.max_streams);
+    };
+    if (caller.tenant != nullptr)
+      fill_tenant(*caller.tenant, response->mutable_tenant());
+    response->set_version(TENSORCAST_VERSION);
+    if (!caller.admin) {
+      // One's own figures only: the server's are admin's.
+      response->set_tensors(caller.tenant->tensors());
+      response->set_active_streams(caller.tenant->streams());
+      return absl::OkStatus();
+    }
+    for (const TenantPtr& t : auth_->Tenants()) {
+      fill_tenant(*t, response->add_tenants());
+    }
     const ServiceSnapshot snapshot = Snapshot();
     for (const DeviceSnapshot& device : snapshot.devices) {
       const PoolStats& s = device.pool;
@@ -346,7 +401,6 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
     }
     response->set_tensors(snapshot.tensors);
     response->set_active_streams(snapshot.active_streams);
-    response->set_version(snapshot.version);
     response->set_cuda_available(ctx_.devices->cuda_available());
     response->set_cuda_status(ctx_.devices->cuda_status());
     return absl::OkStatus();
@@ -356,24 +410,29 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
 grpc::ServerUnaryReactor* TensorServiceImpl::EmptyCache(
     grpc::CallbackServerContext* ctx, const v1::EmptyCacheRequest* request,
     v1::EmptyCacheResponse* response) {
-  return Reply(this, "EmptyCache", ctx, [&]() -> absl::Status {
-    int64_t released = 0;
-    if (request->device().empty()) {
-      for (const auto& device : ctx_.devices->all()) {
-        released += device->pool().EmptyCache();
-      }
-      // The GPUs' pinned staging goes back to the OS too.
-      if (CachingPool* pinned = ctx_.devices->pinned_pool()) {
-        released += pinned->EmptyCache();
-      }
-    } else {
-      absl::StatusOr<Device*> device = ctx_.devices->Get(request->device());
-      if (!device.ok()) return device.status();
-      released = (*device)->pool().EmptyCache();
-    }
-    response->set_released_bytes(released);
-    return absl::OkStatus();
-  });
+  return Reply(
+      this, "EmptyCache", ctx, [&](const Caller& caller) -> absl::Status {
+        if (!caller.admin) {
+          return absl::PermissionDeniedError(
+              "EmptyCache is for admin tokens: it acts on the whole server");
+        }
+        int64_t released = 0;
+        if (request->device().empty()) {
+          for (const auto& device : ctx_.devices->all()) {
+            released += device->pool().EmptyCache();
+          }
+          // The GPUs' pinned staging goes back to the OS too.
+          if (CachingPool* pinned = ctx_.devices->pinned_pool()) {
+            released += pinned->EmptyCache();
+          }
+        } else {
+          absl::StatusOr<Device*> device = ctx_.devices->Get(request->device());
+          if (!device.ok()) return device.status();
+          released = (*device)->pool().EmptyCache();
+        }
+        response->set_released_bytes(released);
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace tensorcast

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/service/auth.h"
 #include "server/service/metrics.h"
 #include "server/store/conversions.h"
 #include "server/store/device.h"
@@ -43,8 +44,9 @@ class TensorServiceImpl final
           v1::TensorService::WithRawCallbackMethod_Fetch<
               v1::TensorService::CallbackService>> {
  public:
+  // `auth` (which must outlive the service) says who each caller is.
   TensorServiceImpl(TensorStore* store, const DeviceRegistry* devices,
-                    ServiceOptions options);
+                    const Authenticator* auth, ServiceOptions options);
 
   grpc::ServerReadReactor<grpc::ByteBuffer>* Put(
       grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) override;
@@ -82,14 +84,24 @@ class TensorServiceImpl final
       const v1::OpenSharedMemoryRequest* request) override;
 
   // For the stream reactors.
-  const ConversionContext& conversion_context() const { return ctx_; }
+  // A call may start: the server is not draining (UNAVAILABLE) and the
+  // caller's token is good (UNAUTHENTICATED). With `slot`, also one of the
+  // tenant's concurrent streams (RESOURCE_EXHAUSTED at its limit).
+  absl::StatusOr<Caller> Admit(grpc::CallbackServerContext* ctx,
+                               StreamSlot* slot = nullptr) const;
+  // Where the caller's new tensors go: the caller's tenant owns them.
+  ConversionContext ContextFor(const Caller& caller) const;
   const ServiceOptions& options() const { return options_; }
   TensorStore* store() const { return ctx_.store; }
-  // The region `id` for the peer of `ctx`: FAILED_PRECONDITION when the
-  // server does not allow shared memory, NOT_FOUND for an id this
-  // connection did not open.
+  // The region `id` for this connection and tenant: FAILED_PRECONDITION
+  // when the server does not allow shared memory, NOT_FOUND for an id this
+  // connection (as this tenant) did not open.
   absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> FindRegion(
-      grpc::CallbackServerContext* ctx, absl::string_view id) const;
+      grpc::CallbackServerContext* ctx, const Caller& caller,
+      absl::string_view id) const;
+  // Who owns a region: the connection and the tenant.
+  static std::string RegionOwner(grpc::CallbackServerContext* ctx,
+                                 const Caller& caller);
   SharedMemoryRegistry& shared_memory() { return shared_memory_; }
   void StreamStarted() { active_streams_.fetch_add(1); }
   void StreamEnded() { active_streams_.fetch_sub(1); }
@@ -114,7 +126,8 @@ class TensorServiceImpl final
 
  private:
   // Constant after construction.
-  const ConversionContext ctx_;
+  const ConversionContext ctx_;  // the default tenant's; see ContextFor
+  const Authenticator* const auth_;
   const ServiceOptions options_;
 
   SharedMemoryRegistry shared_memory_;

@@ -159,13 +159,18 @@ TEST(FaultTest, ClientKilledMidFetchEndsTheStream) {
 // tensor it did not store whole.
 TEST(FaultTest, SigtermDuringSixteenStreamsDrainsWithinTheGrace) {
   ServerProcess server({"--shutdown-grace=2"});
-  const int64_t fetch_bytes = 16 << 20;
-  v1::CreateRequest create;
-  create.set_dtype(v1::DTYPE_UINT8);
-  create.add_shape(fetch_bytes);
-  create.set_full(3);
-  absl::StatusOr<v1::TensorInfo> src = server.client().Create(create);
-  ASSERT_TRUE(src.ok());
+  // Quick fetches read 16 MiB; slow ones 128 MiB, more than the socket and
+  // HTTP/2 buffers can hold, so the server cannot finish them early.
+  auto make = [&](int64_t n) {
+    v1::CreateRequest create;
+    create.set_dtype(v1::DTYPE_UINT8);
+    create.add_shape(n);
+    create.set_full(3);
+    return server.client().Create(create);
+  };
+  absl::StatusOr<v1::TensorInfo> quick_src = make(16 << 20);
+  absl::StatusOr<v1::TensorInfo> slow_src = make(128 << 20);
+  ASSERT_TRUE(quick_src.ok() && slow_src.ok());
 
   std::atomic<int> started{0};
   std::atomic<bool> signalled{false};
@@ -198,8 +203,10 @@ TEST(FaultTest, SigtermDuringSixteenStreamsDrainsWithinTheGrace) {
         raw.format = v1::FORMAT_RAW;
         raw.chunk_bytes = 64 << 10;
         bool counted = false;
+        const std::string& ref =
+            r.quick ? quick_src->handle() : slow_src->handle();
         absl::StatusOr<v1::FetchHeader> h =
-            client->Fetch(src->handle(), raw, [&](absl::string_view b) {
+            client->Fetch(ref, raw, [&](absl::string_view b) {
               if (!counted) {
                 counted = true;
                 ++started;

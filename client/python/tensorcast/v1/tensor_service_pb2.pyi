@@ -371,21 +371,43 @@ class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class TenantStats(_message.Message):
+    __slots__ = ("tenant", "bytes", "tensors", "active_streams", "quota_bytes", "max_tensors", "max_streams")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    bytes: int
+    tensors: int
+    active_streams: int
+    quota_bytes: int
+    max_tensors: int
+    max_streams: int
+    def __init__(self, tenant: _Optional[str] = ..., bytes: _Optional[int] = ..., tensors: _Optional[int] = ..., active_streams: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., max_tensors: _Optional[int] = ..., max_streams: _Optional[int] = ...) -> None: ...
+
 class StatsResponse(_message.Message):
-    __slots__ = ("devices", "tensors", "active_streams", "version", "cuda_available", "cuda_status")
+    __slots__ = ("devices", "tensors", "active_streams", "version", "cuda_available", "cuda_status", "tenant", "tenants")
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CUDA_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     CUDA_STATUS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     devices: _containers.RepeatedCompositeFieldContainer[DeviceStats]
     tensors: int
     active_streams: int
     version: str
     cuda_available: bool
     cuda_status: str
-    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceStats, _Mapping]]] = ..., tensors: _Optional[int] = ..., active_streams: _Optional[int] = ..., version: _Optional[str] = ..., cuda_available: _Optional[bool] = ..., cuda_status: _Optional[str] = ...) -> None: ...
+    tenant: TenantStats
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantStats]
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceStats, _Mapping]]] = ..., tensors: _Optional[int] = ..., active_streams: _Optional[int] = ..., version: _Optional[str] = ..., cuda_available: _Optional[bool] = ..., cuda_status: _Optional[str] = ..., tenant: _Optional[_Union[TenantStats, _Mapping]] = ..., tenants: _Optional[_Iterable[_Union[TenantStats, _Mapping]]] = ...) -> None: ...
 
 class EmptyCacheRequest(_message.Message):
     __slots__ = ("device",)

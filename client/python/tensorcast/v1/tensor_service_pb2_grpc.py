@@ -154,7 +154,8 @@ class TensorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EmptyCache(self, request, context):
-        """Give cached pool blocks back to the system.
+        """Give cached pool blocks back to the system. With --auth-tokens, admin
+        tokens only (PERMISSION_DENIED otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
