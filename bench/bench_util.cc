@@ -113,6 +113,17 @@ absl::StatusOr<double> TimeTcpTransfer(int sender, int receiver,
   return seconds;
 }
 
+absl::StatusOr<double> TimeLoopbackTcp(const char* src, char* dst,
+                                       int64_t bytes) {
+  absl::StatusOr<std::pair<int, int>> pair = LoopbackPair();
+  if (!pair.ok()) return pair.status();
+  absl::StatusOr<double> seconds =
+      TimeTcpTransfer(pair->first, pair->second, src, dst, bytes);
+  close(pair->first);
+  close(pair->second);
+  return seconds;
+}
+
 absl::Status ServerProcess::Start(const std::string& binary,
                                   const std::string& dir,
                                   std::vector<std::string> flags) {

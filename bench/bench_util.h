@@ -10,6 +10,7 @@
 //   TimeTcpTransfer   one timed plain TCP transfer over such a pair: a sender
 //                     thread writing 1 MiB writes, the calling thread reading
 //                     into the destination buffer
+//   TimeLoopbackTcp   the same over a fresh pair, closed after
 //   ServerProcess     a tensorcast-server child on 127.0.0.1:0
 //   BinDir            where the tensorcast binaries are: $TENSORCAST_BIN_DIR,
 //                     else this executable's directory
@@ -59,6 +60,10 @@ absl::StatusOr<std::pair<int, int>> LoopbackPair();
 // the sockets. DATA_LOSS if the transfer falls short.
 absl::StatusOr<double> TimeTcpTransfer(int sender, int receiver,
                                        const char* src, char* dst,
+                                       int64_t bytes);
+
+// TimeTcpTransfer over a LoopbackPair made for it and closed after.
+absl::StatusOr<double> TimeLoopbackTcp(const char* src, char* dst,
                                        int64_t bytes);
 
 // The server process: started with Start (SIGTERM at destruction, then

@@ -86,17 +86,6 @@ absl::StatusOr<double> MedianGbps(
   return Median(rates);
 }
 
-// One plain TCP transfer of `bytes` over a fresh loopback pair; seconds.
-absl::StatusOr<double> TimeTcp(const char* src, char* dst, int64_t bytes) {
-  absl::StatusOr<std::pair<int, int>> pair = bench::LoopbackPair();
-  if (!pair.ok()) return pair.status();
-  absl::StatusOr<double> seconds =
-      bench::TimeTcpTransfer(pair->first, pair->second, src, dst, bytes);
-  close(pair->first);
-  close(pair->second);
-  return seconds;
-}
-
 // One cudaMemcpy of kBytes device-to-host; seconds.
 absl::StatusOr<double> TimeMemcpy(void* dst, const void* src) {
   const Clock::time_point t0 = Clock::now();
@@ -265,7 +254,8 @@ int Run() {
     std::vector<double> fetch_rates, tcp_rates;
     absl::Status failed;
     for (int i = 0; i <= runs && failed.ok(); ++i) {  // i == 0: warm-up
-      absl::StatusOr<double> tcp = TimeTcp(tcp_src.get(), dst.get(), bytes);
+      absl::StatusOr<double> tcp =
+          bench::TimeLoopbackTcp(tcp_src.get(), dst.get(), bytes);
       absl::StatusOr<double> fetch = TimeFetch(
           *client, handles[row.tensor], row.to_half, row.chunk, dst.get());
       if (!tcp.ok()) failed = tcp.status();

@@ -84,12 +84,7 @@ absl::StatusOr<double> TimeFetch(Client& client, const std::string& ref,
 
 // One plain TCP transfer of `bytes` from `src` to `dst`; returns seconds.
 absl::StatusOr<double> TimeTcp(const char* src, char* dst, int64_t bytes) {
-  absl::StatusOr<std::pair<int, int>> pair = bench::LoopbackPair();
-  if (!pair.ok()) return pair.status();
-  absl::StatusOr<double> seconds =
-      bench::TimeTcpTransfer(pair->first, pair->second, src, dst, bytes);
-  close(pair->first);
-  close(pair->second);
+  absl::StatusOr<double> seconds = bench::TimeLoopbackTcp(src, dst, bytes);
   if (!seconds.ok()) {
     return absl::DataLossError("the TCP baseline transfer fell short");
   }
