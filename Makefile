@@ -4,6 +4,8 @@
 
 BUILD_DIR  ?= build
 ASAN_DIR   ?= build-asan
+FUZZ_DIR   ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS       ?= 2
 LISTEN     ?= 127.0.0.1:50051
 SERVER_FLAGS ?=
@@ -11,7 +13,7 @@ VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan bench format clean
+.PHONY: all setup build run test test-unit test-asan fuzz bench format clean
 
 all: build
 
@@ -28,11 +30,13 @@ build: setup $(BUILD_DIR)/CMakeCache.txt
 run: build
 	$(BUILD_DIR)/bin/tensorcast-server --listen=$(LISTEN) $(SERVER_FLAGS)
 
-# Unit and integration tests (ctest), then the sanitizer pass.
+# Unit and integration tests (ctest), then the sanitizer pass, then each
+# fuzzer for a minute.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
 	$(MAKE) test-asan
+	$(MAKE) fuzz FUZZ_SECONDS=60
 
 # The Python client: install the package as a user would (not editable), then
 # run its tests against the server just built.
@@ -53,6 +57,19 @@ test-asan: setup
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 -LE large
 
+# libFuzzer (clang, ASan + UBSan): builds only the fuzzers, then runs each
+# for FUZZ_SECONDS on a fresh copy of its seeds in tests/fuzz/corpus; fails
+# if any finds a crash (tests/fuzz/README.md says what to do then).
+FUZZ_TARGETS := npy put_header rpc
+fuzz: setup
+	cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_COMPILER=clang++ -DTENSORCAST_FUZZ=ON \
+	  -DTENSORCAST_BUILD_TESTS=OFF -DTENSORCAST_BUILD_BENCH=OFF \
+	  -DTENSORCAST_CUDA=OFF
+	cmake --build $(FUZZ_DIR) -j$(JOBS) \
+	  --target $(addsuffix _fuzzer,$(FUZZ_TARGETS))
+	./tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 bench: build
 	./bench/run.sh $(BUILD_DIR)
 
@@ -60,4 +77,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
