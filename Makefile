@@ -5,6 +5,8 @@
 BUILD_DIR  ?= build
 ASAN_DIR   ?= build-asan
 TSAN_DIR   ?= build-tsan
+FUZZ_DIR   ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS       ?= 2
 LISTEN     ?= 127.0.0.1:50051
 SERVER_FLAGS ?=
@@ -12,7 +14,7 @@ VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker bench format clean
+.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker fuzz bench format clean
 
 all: build
 
@@ -45,13 +47,14 @@ test-tsan: setup
 	  -R '^(memory_test|store_test)$$'
 
 # The Docker files' checks, unit and integration tests (ctest), the Python
-# client's, then the sanitizer pass.
+# client's, the sanitizer passes, then each fuzzer for a minute.
 test: build
 	$(MAKE) lint-docker
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
+	$(MAKE) fuzz FUZZ_SECONDS=60
 
 # The Python client: install the package as a user would (not editable), then
 # run its tests against the server just built.
@@ -78,6 +81,19 @@ test-asan: setup
 lint-docker: setup
 	./scripts/check_docker.sh
 
+# libFuzzer (clang, ASan + UBSan): builds only the fuzzers, then runs each
+# for FUZZ_SECONDS on a fresh copy of its seeds in tests/fuzz/corpus; fails
+# if any finds a crash (tests/fuzz/README.md says what to do then).
+FUZZ_TARGETS := npy put_header rpc
+fuzz: setup
+	cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_COMPILER=clang++ -DTENSORCAST_FUZZ=ON \
+	  -DTENSORCAST_BUILD_TESTS=OFF -DTENSORCAST_BUILD_BENCH=OFF \
+	  -DTENSORCAST_CUDA=OFF
+	cmake --build $(FUZZ_DIR) -j$(JOBS) \
+	  --target $(addsuffix _fuzzer,$(FUZZ_TARGETS))
+	./tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 bench: build
 	./bench/run.sh $(BUILD_DIR)
 
@@ -85,4 +101,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)

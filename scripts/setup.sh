@@ -13,6 +13,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv
+  clang libclang-rt-14-dev
 )
 if [ "$SETUP_PYTHON" = 0 ]; then
   cpp_only=()

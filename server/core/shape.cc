@@ -95,7 +95,11 @@ Layout Layout::Coalesced() const {
     const int64_t n = shape[k];
     const int64_t s = strides[k];
     if (n == 1) continue;
-    if (!out.shape.empty() && out.strides.back() == s * n) {
+    // s * n may overflow where the view is empty (any strides pass
+    // CheckLayoutInBounds then); such dims are not neighbours.
+    int64_t span;
+    if (!out.shape.empty() && !__builtin_mul_overflow(s, n, &span) &&
+        out.strides.back() == span) {
       out.shape.back() *= n;
       out.strides.back() = s;
     } else {

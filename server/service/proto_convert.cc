@@ -33,6 +33,24 @@ absl::StatusOr<WireFormat> FromProto(v1::Format format, WireFormat unset) {
   }
 }
 
+absl::StatusOr<PutSpec> PutSpecFromProto(const v1::PutHeader& header) {
+  absl::StatusOr<std::optional<DType>> dtype = FromProto(header.dtype());
+  if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<WireFormat> format =
+      FromProto(header.format(), WireFormat::kRaw);
+  if (!format.ok()) return format.status();
+  PutSpec spec;
+  spec.format = *format;
+  spec.dtype = *dtype;
+  spec.shape.assign(header.shape().begin(), header.shape().end());
+  spec.device = header.device();
+  spec.requires_grad = header.requires_grad();
+  spec.name = header.name();
+  spec.ttl_seconds = header.ttl_seconds();
+  spec.total_bytes = header.total_bytes();
+  return spec;
+}
+
 void FillTensorInfo(const Tensor& t, v1::TensorInfo* info) {
   info->set_handle(t.handle);
   info->set_name(t.name);

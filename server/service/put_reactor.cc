@@ -116,22 +116,10 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   absl::Status Begin(const v1::PutHeader& header) {
-    absl::StatusOr<std::optional<DType>> dtype = FromProto(header.dtype());
-    if (!dtype.ok()) return dtype.status();
-    absl::StatusOr<WireFormat> format =
-        FromProto(header.format(), WireFormat::kRaw);
-    if (!format.ok()) return format.status();
-    PutSpec spec;
-    spec.format = *format;
-    spec.dtype = *dtype;
-    spec.shape.assign(header.shape().begin(), header.shape().end());
-    spec.device = header.device();
-    spec.requires_grad = header.requires_grad();
-    spec.name = header.name();
-    spec.ttl_seconds = header.ttl_seconds();
-    spec.total_bytes = header.total_bytes();
+    absl::StatusOr<PutSpec> spec = PutSpecFromProto(header);
+    if (!spec.ok()) return spec.status();
     absl::StatusOr<std::unique_ptr<PutSink>> sink =
-        PutSink::Start(service_->ContextFor(caller_), std::move(spec));
+        PutSink::Start(service_->ContextFor(caller_), *std::move(spec));
     if (!sink.ok()) return sink.status();
     sink_ = *std::move(sink);
     if (!header.shm_region().empty()) {
