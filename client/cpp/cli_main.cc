@@ -281,14 +281,20 @@ int Run(Client& client, const std::string& command,
       std::printf("%s", Json(*stats).c_str());
       return 0;
     }
-    std::printf("tensorcast %s: %lld tensor(s), %lld stream(s); %s\n",
+    // A token without admin rights gets its own figures only: no devices,
+    // no CUDA status.
+    std::string cuda =
+        stats->cuda_available() ? "CUDA available" : stats->cuda_status();
+    std::printf("tensorcast %s: %lld tensor(s), %lld stream(s)%s\n",
                 stats->version().c_str(),
                 static_cast<long long>(stats->tensors()),
                 static_cast<long long>(stats->active_streams()),
-                stats->cuda_available() ? "CUDA available"
-                                        : stats->cuda_status().c_str());
-    std::printf("%-8s  %12s  %12s  %12s  %12s  %9s  %8s\n", "DEVICE",
-                "ALLOCATED", "RESERVED", "PEAK", "LIMIT", "ALLOCS", "TENSORS");
+                cuda.empty() ? "" : absl::StrCat("; ", cuda).c_str());
+    if (stats->devices_size() > 0 || !stats->has_tenant()) {
+      std::printf("%-8s  %12s  %12s  %12s  %12s  %9s  %8s\n", "DEVICE",
+                  "ALLOCATED", "RESERVED", "PEAK", "LIMIT", "ALLOCS",
+                  "TENSORS");
+    }
     for (const v1::DeviceStats& d : stats->devices()) {
       std::printf(
           "%-8s  %12s  %12s  %12s  %12s  %9lld  %8lld\n", d.device().c_str(),
