@@ -1,6 +1,7 @@
 // tensorcast: the command-line client. A command that makes a tensor prints
 // its handle alone on stdout; a failure prints "CODE: message" on stderr
 // (CODE as gRPC names it) and exits 1; a usage error exits 2.
+#include <grpc/support/log.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -42,18 +43,35 @@ Commands (REF is a handle or a name):
   health                 exit 0 when the server is SERVING, 1 otherwise
   empty-cache [--device=D]
 
-The server defaults to $TENSORCAST_SERVER or 127.0.0.1:50051.)";
+Connection (any command):
+  --server=HOST:PORT     default $TENSORCAST_SERVER or 127.0.0.1:50051
+  --timeout=S            seconds per call (0 = none)
+  --token=T              bearer token for a server run with --auth-tokens
+                         (default $TENSORCAST_TOKEN)
+  --tls                  TLS, trusting the system's root CAs
+  --tls-ca=FILE          TLS, trusting the CAs in this PEM file instead
+  --tls-cert=FILE --tls-key=FILE
+                         a client certificate and its key (PEM), for a
+                         server that requires one (--tls-client-ca))";
 
 struct Args {
   std::string server;
   double timeout = 0;
+  std::string token, tls_ca, tls_cert, tls_key;
+  bool tls = false;
   std::string device, name, dtype, shape, output, fill;
   int64_t ttl = 0, rand_seed = 0;
   bool requires_grad = false, zeros = false, ones = false, arange = false,
        eye = false, force = false, raw = false, json = false, rand = false;
 };
 
-// Which flags each command accepts (besides --server and --timeout).
+// The flags every command accepts: where the server is and how to reach it.
+bool IsConnectionFlag(const std::string& f) {
+  return f == "server" || f == "timeout" || f == "token" || f == "tls" ||
+         f == "tls-ca" || f == "tls-cert" || f == "tls-key";
+}
+
+// Which flags each command accepts (besides the connection flags).
 const std::map<std::string, std::set<std::string>>& CommandFlags() {
   static const auto* table = new std::map<std::string, std::set<std::string>>{
       {"put", {"device", "requires-grad", "name", "ttl"}},
@@ -263,14 +281,20 @@ int Run(Client& client, const std::string& command,
       std::printf("%s", Json(*stats).c_str());
       return 0;
     }
-    std::printf("tensorcast %s: %lld tensor(s), %lld stream(s); %s\n",
+    // A token without admin rights gets its own figures only: no devices,
+    // no CUDA status.
+    std::string cuda =
+        stats->cuda_available() ? "CUDA available" : stats->cuda_status();
+    std::printf("tensorcast %s: %lld tensor(s), %lld stream(s)%s\n",
                 stats->version().c_str(),
                 static_cast<long long>(stats->tensors()),
                 static_cast<long long>(stats->active_streams()),
-                stats->cuda_available() ? "CUDA available"
-                                        : stats->cuda_status().c_str());
-    std::printf("%-8s  %12s  %12s  %12s  %12s  %9s  %8s\n", "DEVICE",
-                "ALLOCATED", "RESERVED", "PEAK", "LIMIT", "ALLOCS", "TENSORS");
+                cuda.empty() ? "" : absl::StrCat("; ", cuda).c_str());
+    if (stats->devices_size() > 0 || !stats->has_tenant()) {
+      std::printf("%-8s  %12s  %12s  %12s  %12s  %9s  %8s\n", "DEVICE",
+                  "ALLOCATED", "RESERVED", "PEAK", "LIMIT", "ALLOCS",
+                  "TENSORS");
+    }
     for (const v1::DeviceStats& d : stats->devices()) {
       std::printf(
           "%-8s  %12s  %12s  %12s  %12s  %9lld  %8lld\n", d.device().c_str(),
@@ -280,6 +304,30 @@ int Run(Client& client, const std::string& command,
           d.limit_bytes() > 0 ? FormatSize(d.limit_bytes()).c_str() : "none",
           static_cast<long long>(d.alloc_count()),
           static_cast<long long>(d.tensors()));
+    }
+    if (stats->has_tenant() || stats->tenants_size() > 0) {
+      std::printf("%-16s  %12s  %12s  %9s  %9s  %9s  %9s\n", "TENANT", "BYTES",
+                  "QUOTA", "TENSORS", "MAX", "STREAMS", "MAX");
+      auto limit = [](int64_t v) {
+        return v > 0 ? absl::StrCat(v) : std::string("none");
+      };
+      auto row = [&](const v1::TenantStats& t, const char* mark) {
+        std::printf(
+            "%-16s  %12s  %12s  %9lld  %9s  %9lld  %9s\n",
+            absl::StrCat(t.tenant(), mark).c_str(),
+            FormatSize(t.bytes()).c_str(),
+            t.quota_bytes() > 0 ? FormatSize(t.quota_bytes()).c_str() : "none",
+            static_cast<long long>(t.tensors()), limit(t.max_tensors()).c_str(),
+            static_cast<long long>(t.active_streams()),
+            limit(t.max_streams()).c_str());
+      };
+      // The caller's own tenant first, marked; an admin's list follows.
+      if (stats->has_tenant()) row(stats->tenant(), " (you)");
+      for (const v1::TenantStats& t : stats->tenants()) {
+        if (!stats->has_tenant() || t.tenant() != stats->tenant().tenant()) {
+          row(t, "");
+        }
+      }
     }
     return 0;
   }
@@ -304,7 +352,18 @@ int Run(Client& client, const std::string& command,
   return UsageError(absl::StrCat("unknown command '", command, "'"));
 }
 
+// gRPC's own log lines (e.g. "Handshake failed" when TLS does not match)
+// would come before the one "CODE: message" line a failure prints, and that
+// message already carries gRPC's reason: they are dropped unless
+// $GRPC_VERBOSITY asks for them.
+void QuietGrpcLogs() {
+  const char* verbosity = std::getenv("GRPC_VERBOSITY");
+  if (verbosity != nullptr && *verbosity != '\0') return;
+  gpr_set_log_function([](gpr_log_func_args*) {});
+}
+
 int Main(int argc, char** argv) {
+  QuietGrpcLogs();
   Args a;
   const char* env = std::getenv("TENSORCAST_SERVER");
   a.server = env != nullptr && *env != '\0' ? env : "127.0.0.1:50051";
@@ -312,6 +371,11 @@ int Main(int argc, char** argv) {
   FlagSet flags(kUsage);
   flags.String("server", &a.server, "HOST:PORT of the server");
   flags.Double("timeout", &a.timeout, "seconds per call (0 = none)");
+  flags.String("token", &a.token, "bearer token (default $TENSORCAST_TOKEN)");
+  flags.Bool("tls", &a.tls, "TLS with the system's root CAs");
+  flags.String("tls-ca", &a.tls_ca, "PEM root CAs: TLS trusting these");
+  flags.String("tls-cert", &a.tls_cert, "PEM client certificate (mutual TLS)");
+  flags.String("tls-key", &a.tls_key, "PEM key of --tls-cert");
   flags.String("device", &a.device, "cpu, cuda, cuda:N");
   flags.String("name", &a.name, "a unique name for the new tensor");
   flags.Int("ttl", &a.ttl, "seconds until the server may reclaim it");
@@ -351,7 +415,7 @@ int Main(int argc, char** argv) {
     return UsageError(absl::StrCat("unknown command '", command, "'"));
   }
   for (const std::string& f : flags.set_flags()) {
-    if (f != "server" && f != "timeout" && allowed->second.count(f) == 0) {
+    if (!IsConnectionFlag(f) && allowed->second.count(f) == 0) {
       return UsageError(absl::StrCat("--", f, " does not apply to ", command));
     }
   }
@@ -365,6 +429,18 @@ int Main(int argc, char** argv) {
   ClientOptions options;
   options.timeout =
       std::chrono::milliseconds(static_cast<int64_t>(a.timeout * 1000));
+  // The token from the environment is read here, not as the flag's
+  // default, so that it never shows in a usage text.
+  if (!flags.WasSet("token")) {
+    const char* token = std::getenv("TENSORCAST_TOKEN");
+    if (token != nullptr) a.token = token;
+  }
+  options.token = a.token;
+  options.tls = a.tls;
+  if (absl::Status s = ReadTlsFiles(a.tls_ca, a.tls_cert, a.tls_key, &options);
+      !s.ok()) {
+    return UsageError(s.message());
+  }
   std::unique_ptr<Client> client = Client::Connect(a.server, options);
   std::vector<std::string> operands(flags.positional().begin() + 1,
                                     flags.positional().end());

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/fetch_decoder.h"
@@ -57,6 +59,37 @@ std::string StatusCodeName(absl::StatusCode code) {
   return absl::StatusCodeToString(code);  // gRPC's spelling
 }
 
+absl::Status ReadTlsFiles(const std::string& ca_file,
+                          const std::string& cert_file,
+                          const std::string& key_file, ClientOptions* options) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  const std::pair<const std::string*, std::string*> files[] = {
+      {&ca_file, &options->tls_root_certs},
+      {&cert_file, &options->tls_cert_chain},
+      {&key_file, &options->tls_private_key}};
+  const char* flags[] = {"--tls-ca", "--tls-cert", "--tls-key"};
+  for (int i = 0; i < 3; ++i) {
+    const std::string& path = *files[i].first;
+    if (path.empty()) continue;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flags[i], ": cannot read ", path, ": ", std::strerror(errno)));
+    }
+    std::string text((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    if (text.find("-----BEGIN ") == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flags[i], ": ", path, " is not a PEM file"));
+    }
+    *files[i].second = std::move(text);
+    options->tls = true;
+  }
+  return absl::OkStatus();
+}
+
 grpc::ChannelArguments DefaultChannelArguments() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -64,20 +97,24 @@ grpc::ChannelArguments DefaultChannelArguments() {
   return args;
 }
 
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
+    const ClientOptions& options) {
+  if (!options.tls && options.tls_root_certs.empty() &&
+      options.tls_cert_chain.empty() && options.tls_private_key.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls_root_certs;
+  ssl.pem_cert_chain = options.tls_cert_chain;
+  ssl.pem_private_key = options.tls_private_key;
+  return grpc::SslCredentials(ssl);
+}
+
 std::unique_ptr<Client> Client::Connect(const std::string& target,
                                         ClientOptions options) {
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      grpc::InsecureChannelCredentials();
-  if (options.tls || !options.tls_root_certs.empty() ||
-      !options.tls_cert_chain.empty() || !options.tls_private_key.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = options.tls_root_certs;
-    ssl.pem_cert_chain = options.tls_cert_chain;
-    ssl.pem_private_key = options.tls_private_key;
-    credentials = grpc::SslCredentials(ssl);
-  }
   return std::make_unique<Client>(
-      grpc::CreateCustomChannel(target, credentials, DefaultChannelArguments()),
+      grpc::CreateCustomChannel(target, ChannelCredentials(options),
+                                DefaultChannelArguments()),
       options);
 }
 

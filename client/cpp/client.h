@@ -6,6 +6,7 @@
 #define TENSORCAST_CLIENT_CPP_CLIENT_H_
 
 #include <grpcpp/channel.h>
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
 #include <chrono>
@@ -152,6 +153,20 @@ grpc::ChannelArguments DefaultChannelArguments();
 // PERMISSION_DENIED, ENOSPC RESOURCE_EXHAUSTED...; the message is
 // "WHAT: strerror".
 absl::Status ErrnoStatus(int error, absl::string_view what);
+
+// Plaintext, or TLS when `options` asks for it (see ClientOptions): what
+// Connect uses, for callers that make their own channels.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
+    const ClientOptions& options);
+
+// The connection flags the command-line tools share (--tls-ca, --tls-cert,
+// --tls-key), PEM file paths ("" = not given), read into `options`: a CA
+// turns TLS on (it replaces the system's roots), the certificate and key go
+// together (mutual TLS). INVALID_ARGUMENT naming the flag when a file cannot
+// be read or is not PEM.
+absl::Status ReadTlsFiles(const std::string& ca_file,
+                          const std::string& cert_file,
+                          const std::string& key_file, ClientOptions* options);
 
 // gRPC status -> absl::Status (same codes, same message).
 absl::Status FromGrpcStatus(const grpc::Status& status);

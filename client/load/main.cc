@@ -50,13 +50,13 @@ int Fail(absl::string_view what, const absl::Status& status) {
 
 // A channel of its own: the local subchannel pool and a distinct argument
 // keep gRPC from sharing one TCP connection among channels.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
-                                           int index) {
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& target, int index,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args = DefaultChannelArguments();
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("tensorcast.load.connection", index);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(target, credentials, args);
 }
 
 // Opened before the run so that a bad path fails before any load is sent.
@@ -116,8 +116,19 @@ int Run(const LoadOptions& o) {
   static StopFlag stop;
   std::thread(WatchSignals, signals, &stop).detach();
 
-  std::shared_ptr<grpc::Channel> control_channel = MakeChannel(o.server, -1);
-  ClientOptions health_options;
+  // Every client carries the token; every channel the TLS settings.
+  ClientOptions base;
+  base.token = o.token;
+  base.tls = o.tls;
+  if (absl::Status s = ReadTlsFiles(o.tls_ca, o.tls_cert, o.tls_key, &base);
+      !s.ok()) {
+    return UsageError(s.message());
+  }
+  const std::shared_ptr<grpc::ChannelCredentials> credentials =
+      ChannelCredentials(base);
+  std::shared_ptr<grpc::Channel> control_channel =
+      MakeChannel(o.server, -1, credentials);
+  ClientOptions health_options = base;
   health_options.timeout = kHealthTimeout;
   if (absl::Status s = Client(control_channel, health_options).Health();
       !s.ok()) {
@@ -128,18 +139,19 @@ int Run(const LoadOptions& o) {
   std::vector<std::unique_ptr<Client>> clients;
   std::vector<Client*> client_ptrs;
   for (int i = 0; i < o.connections; ++i) {
-    std::shared_ptr<grpc::Channel> channel = MakeChannel(o.server, i);
+    std::shared_ptr<grpc::Channel> channel =
+        MakeChannel(o.server, i, credentials);
     if (!channel->WaitForConnected(std::chrono::system_clock::now() +
                                    kConnectTimeout)) {
       return UsageError(absl::StrCat("connection ", i + 1, " of ",
                                      o.connections, " to ", o.server,
                                      " did not open"));
     }
-    clients.push_back(std::make_unique<Client>(channel));
+    clients.push_back(std::make_unique<Client>(channel, base));
     client_ptrs.push_back(clients.back().get());
   }
 
-  ClientOptions control_options;
+  ClientOptions control_options = base;
   control_options.timeout = kControlTimeout;
   Client control(control_channel, control_options);
   absl::StatusOr<std::unique_ptr<Workload>> workload =
@@ -171,8 +183,10 @@ int Run(const LoadOptions& o) {
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   const char* env = std::getenv("TENSORCAST_SERVER");
+  const char* token = std::getenv("TENSORCAST_TOKEN");
   absl::StatusOr<ParsedArgs> parsed =
-      ParseArgs(args, env != nullptr && *env != '\0' ? env : "127.0.0.1:50051");
+      ParseArgs(args, env != nullptr && *env != '\0' ? env : "127.0.0.1:50051",
+                token != nullptr ? token : "");
   if (!parsed.ok()) {
     return UsageError(absl::StrCat(parsed.status().message(),
                                    " (see tensorcast-load --help)"));

@@ -24,6 +24,7 @@ Usage:
       (--concurrency=N | --rate=R [--arrival=constant|poisson])
       [--connections=C] (--duration=10s | --requests=N) [--warmup=2s]
       [--mix=fetch:8,info:2] [--json=FILE] [--csv=FILE] [--seed=N]
+      [--token=T] [--tls | --tls-ca=FILE] [--tls-cert=FILE --tls-key=FILE]
   tensorcast-load --plot=RESULT.json --out=FILE.png
 
 Scenarios: fetch streams a tensor of --size (cast to --to-dtype on the way
@@ -139,7 +140,8 @@ int64_t LoadOptions::elements() const {
 }
 
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
-                                     const std::string& default_server) {
+                                     const std::string& default_server,
+                                     const std::string& default_token) {
   ParsedArgs parsed;
   LoadOptions& o = parsed.options;
   o.server = default_server;
@@ -174,10 +176,19 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   flags.Bool("shared-memory", &o.shared_memory,
              "fetch and put through same-host shared memory (the server "
              "must run with --shared-memory)");
+  flags.String("token", &o.token,
+               "bearer token for a server with --auth-tokens (default "
+               "$TENSORCAST_TOKEN)");
+  flags.Bool("tls", &o.tls, "TLS with the system's root CAs");
+  flags.String("tls-ca", &o.tls_ca, "PEM root CAs: TLS trusting these");
+  flags.String("tls-cert", &o.tls_cert,
+               "PEM client certificate (mutual TLS; with --tls-key)");
+  flags.String("tls-key", &o.tls_key, "PEM key of --tls-cert");
   flags.String("plot", &parsed.plot_json, "draw RESULT.json (needs --out)");
   flags.String("out", &parsed.plot_out, "--plot: the PNG to write");
   if (absl::Status s = flags.Parse(args); !s.ok()) return s;
   parsed.usage = flags.Usage();
+  if (!flags.WasSet("token")) o.token = default_token;
   if (flags.help_requested()) {
     parsed.mode = ParsedArgs::Mode::kHelp;
     return parsed;
@@ -200,6 +211,9 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   }
 
   if (o.server.empty()) return Bad("--server=HOST:PORT is empty");
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return Bad("--tls-cert and --tls-key go together");
+  }
   const std::vector<std::string> scenarios = {"fetch", "put", "to", "info",
                                               "mixed"};
   bool known = false;

@@ -61,6 +61,12 @@ struct LoadOptions {
   // fetch and put through same-host shared memory (the server needs
   // --shared-memory): the stream carries only the header.
   bool shared_memory = false;
+  // Bearer token for a server with --auth-tokens (empty = none) and TLS:
+  // PEM file paths, read by the binary ("" = not given). tls_ca or tls
+  // turns TLS on; tls_cert and tls_key are a client certificate.
+  std::string token;
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
 
   bool open_loop() const { return rate > 0; }
   // The tensor elements the scenario works on (size_bytes / item size).
@@ -77,10 +83,13 @@ struct ParsedArgs {
 };
 
 // Parses argv without the program name; --server defaults to
-// `default_server` (the binary passes $TENSORCAST_SERVER or 127.0.0.1:50051).
+// `default_server` (the binary passes $TENSORCAST_SERVER or 127.0.0.1:50051)
+// and --token to `default_token` ($TENSORCAST_TOKEN; never shown in the
+// usage text).
 absl::StatusOr<ParsedArgs> ParseArgs(
     const std::vector<std::string>& args,
-    const std::string& default_server = "127.0.0.1:50051");
+    const std::string& default_server = "127.0.0.1:50051",
+    const std::string& default_token = "");
 
 }  // namespace tensorcast::load
 

@@ -150,6 +150,27 @@ TEST(ParseArgsTest, BadInputIsOneLineError) {
   }
 }
 
+TEST(ParseArgsTest, TokenAndTls) {
+  absl::StatusOr<ParsedArgs> p =
+      ParseArgs({"--tls-ca=ca.pem", "--tls-cert=c.pem", "--tls-key=k.pem"},
+                "h:1", "from-env-0123456789");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->options.token, "from-env-0123456789");
+  EXPECT_EQ(p->options.tls_ca, "ca.pem");
+  EXPECT_EQ(p->options.tls_cert, "c.pem");
+  EXPECT_EQ(p->options.tls_key, "k.pem");
+  EXPECT_FALSE(p->options.tls);
+  // The flag wins over the environment's token, which the usage never shows.
+  p = ParseArgs({"--token=from-flag-0123456789", "--tls"}, "h:1",
+                "from-env-0123456789");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->options.token, "from-flag-0123456789");
+  EXPECT_TRUE(p->options.tls);
+  EXPECT_EQ(p->usage.find("from-env"), std::string::npos);
+  EXPECT_NE(p->usage.find("--tls-ca"), std::string::npos);
+  EXPECT_NE(Error({"--tls-cert=c.pem"}).find("--tls-key"), std::string::npos);
+}
+
 TEST(ParseArgsTest, PlotAndHelpModes) {
   absl::StatusOr<ParsedArgs> p = ParseArgs({"--plot=r.json", "--out=r.png"});
   ASSERT_TRUE(p.ok()) << p.status();

@@ -222,6 +222,8 @@ TensorcastServer::~TensorcastServer() {
   server_.reset();
   service_.reset();
   store_.reset();
+  // Start() may have failed before making the devices (bad flags).
+  if (devices_ == nullptr) return;
   auto in_use = [this] {
     int64_t bytes = 0;
     for (const auto& d : devices_->all())

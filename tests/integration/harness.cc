@@ -22,7 +22,8 @@ std::string BinDir() {
 
 }  // namespace
 
-ServerProcess::ServerProcess(std::vector<std::string> flags) {
+ServerProcess::ServerProcess(std::vector<std::string> flags,
+                             ClientOptions options) {
   std::string port_file = dir_.File("port");
   std::vector<std::string> argv = {
       BinDir() + "/tensorcast-server", "--listen=127.0.0.1:0",
@@ -52,7 +53,7 @@ ServerProcess::ServerProcess(std::vector<std::string> flags) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (address_.empty()) ADD_FAILURE() << "server did not start:\n" << Log();
-  client_ = Client::Connect(address_);
+  client_ = Client::Connect(address_, std::move(options));
 }
 
 int ServerProcess::Stop() {
@@ -77,6 +78,62 @@ std::string ServerProcess::Log() const {
 
 std::string ServerProcess::Stdout() const {
   return ReadFile(dir_.File("server.out")).value_or("");
+}
+
+TestCertificates MakeTestCertificates(const std::string& dir) {
+  TestCertificates c;
+  auto path = [&](const std::string& name) { return dir + "/" + name; };
+  auto openssl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {"/usr/bin/env", "openssl"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 0) << "openssl " << args[0] << ": " << r.err;
+  };
+  // P-256 keys: quick to make.
+  const std::vector<std::string> new_key = {
+      "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"};
+  auto make_ca = [&](const std::string& name, const std::string& cn) {
+    std::vector<std::string> args = {"req", "-x509"};
+    args.insert(args.end(), new_key.begin(), new_key.end());
+    args.insert(args.end(),
+                {"-keyout", path(name + ".key"), "-out", path(name + ".pem"),
+                 "-days", "2", "-subj", "/CN=" + cn, "-addext",
+                 "basicConstraints=critical,CA:TRUE", "-addext",
+                 "keyUsage=critical,keyCertSign,cRLSign"});
+    openssl(args);
+  };
+  // A key and a certificate for it signed by CA `ca` with extensions `ext`.
+  int serial = 1;
+  auto make_leaf = [&](const std::string& name, const std::string& ca,
+                       const std::string& cn, const std::string& ext) {
+    std::vector<std::string> args = {"req"};
+    args.insert(args.end(), new_key.begin(), new_key.end());
+    args.insert(args.end(), {"-keyout", path(name + ".key"), "-out",
+                             path(name + ".csr"), "-subj", "/CN=" + cn});
+    openssl(args);
+    WriteFile(path(name + ".ext"), ext);
+    openssl({"x509", "-req", "-in", path(name + ".csr"), "-CA",
+             path(ca + ".pem"), "-CAkey", path(ca + ".key"), "-set_serial",
+             std::to_string(serial++), "-days", "2", "-extfile",
+             path(name + ".ext"), "-out", path(name + ".pem")});
+  };
+  make_ca("ca", "tensorcast test CA");
+  make_ca("other-ca", "unrelated test CA");
+  make_leaf("server", "ca", "localhost",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            "extendedKeyUsage=serverAuth\n");
+  make_leaf("client", "ca", "test client", "extendedKeyUsage=clientAuth\n");
+  make_leaf("other-client", "other-ca", "stranger",
+            "extendedKeyUsage=clientAuth\n");
+  c.ca = path("ca.pem");
+  c.server_cert = path("server.pem");
+  c.server_key = path("server.key");
+  c.client_cert = path("client.pem");
+  c.client_key = path("client.key");
+  c.other_ca = path("other-ca.pem");
+  c.other_client_cert = path("other-client.pem");
+  c.other_client_key = path("other-client.key");
+  return c;
 }
 
 CommandResult RunCli(const std::string& address,

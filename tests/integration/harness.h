@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "client/cpp/client.h"
@@ -19,14 +20,21 @@ namespace tensorcast::testing {
 
 class ServerProcess {
  public:
-  // Starts tensorcast-server with --listen=127.0.0.1:0 and the extra flags;
-  // waits until it serves. Fails the test (ADD_FAILURE) if it does not.
-  explicit ServerProcess(std::vector<std::string> flags = {});
+  // Starts tensorcast-server with --listen=127.0.0.1:0 and the extra flags
+  // (a later --listen wins; the address is then 127.0.0.1 and the bound
+  // port); waits until it serves. Fails the test (ADD_FAILURE) if it does
+  // not. client() connects with `options` (a token, TLS).
+  explicit ServerProcess(std::vector<std::string> flags = {},
+                         ClientOptions options = {});
   // Stops the server (SIGTERM) and checks it exited 0.
   ~ServerProcess();
 
   const std::string& address() const { return address_; }
   Client& client() { return *client_; }
+  // Another client of this server, e.g. with another token.
+  std::unique_ptr<Client> Connect(ClientOptions options) const {
+    return Client::Connect(address_, std::move(options));
+  }
   pid_t pid() const { return pid_; }
   // Sends SIGTERM and waits; returns the exit status (or -signal).
   int Stop();
@@ -43,6 +51,21 @@ class ServerProcess {
   std::string address_;
   std::unique_ptr<Client> client_;
 };
+
+// PEM files made with the openssl command for one test: a CA, a server
+// certificate it signed for 127.0.0.1 and localhost, a client certificate
+// it signed, and an unrelated CA (with its own client certificate) for the
+// negative cases. Paths, and the files' text for ClientOptions.
+struct TestCertificates {
+  std::string ca, server_cert, server_key, client_cert, client_key;
+  std::string other_ca, other_client_cert, other_client_key;
+  // File contents.
+  std::string Pem(const std::string& path) const {
+    return ReadFile(path).value_or("");
+  }
+};
+// Writes them into `dir`; fails the test if openssl does.
+TestCertificates MakeTestCertificates(const std::string& dir);
 
 // `tensorcast --server=ADDRESS args...`.
 CommandResult RunCli(const std::string& address,

@@ -19,11 +19,16 @@ def connect(target: Optional[str] = None, token: Optional[str] = None, *,
     module-level functions (``tc.tensor``, ``tc.stats``...).
 
     ``target`` is ``host:port`` (default ``$TENSORCAST_SERVER`` or
-    127.0.0.1:50051); ``token`` a bearer token (default
-    ``$TENSORCAST_TOKEN``); ``timeout`` the seconds allowed for each unary
-    call. A server that does not answer within ``connect_timeout`` raises
-    :class:`UnavailableError`. Other keyword arguments go to
-    :class:`Client`. Use the client as a context manager to close it (and
+    127.0.0.1:50051); ``token`` a bearer token, sent as ``authorization:
+    Bearer TOKEN`` on every call (default ``$TENSORCAST_TOKEN``);
+    ``timeout`` the seconds allowed for each unary call. A server that does
+    not answer within ``connect_timeout`` raises :class:`UnavailableError`
+    (so does a plaintext client against a TLS server, and the reverse).
+    Other keyword arguments go to :class:`Client`, among them TLS:
+    ``root_certificates=`` (PEM bytes or str of the CAs to trust; turns TLS
+    on), ``tls=True`` (TLS with the system's roots), and
+    ``certificate_chain=``/``private_key=`` (a client certificate, for
+    mutual TLS). Use the client as a context manager to close it (and
     delete the tensors it owns) at the end of a block.
     """
     client = Client(target, token, timeout=timeout, connect_timeout=connect_timeout,

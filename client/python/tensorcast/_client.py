@@ -59,6 +59,39 @@ def auth_metadata(token: Optional[str]) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
+Pem = Optional[Any]  # PEM text: bytes or str
+
+
+def _pem(value: Pem, what: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("ascii")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} is PEM text (bytes or str), not {type(value).__name__}")
+    value = bytes(value)
+    if b"-----BEGIN " not in value:
+        raise ValueError(f"{what} is not PEM text (no -----BEGIN line): pass the "
+                         "file's contents, not its path")
+    return value
+
+
+def channel_credentials(tls: bool, root_certificates: Pem = None,
+                        certificate_chain: Pem = None,
+                        private_key: Pem = None) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials when ``tls`` or any PEM is given, else None
+    (plaintext). Root certificates None: the system's (grpcio's bundle)."""
+    roots = _pem(root_certificates, "root_certificates")
+    chain = _pem(certificate_chain, "certificate_chain")
+    key = _pem(private_key, "private_key")
+    if (chain is None) != (key is None):
+        raise ValueError("certificate_chain and private_key go together")
+    if not tls and roots is None and chain is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
+                                        certificate_chain=chain)
+
+
 class Client:
     """A connection to one tensorcast server.
 
@@ -79,13 +112,19 @@ class Client:
         chunk_bytes: bytes per Fetch message asked of the server (0 = the
             server's default; clamped by it to 4 KiB..64 MiB).
         put_chunk_bytes: bytes per Put message.
-        root_certificates: PEM bytes; when given (or ``secure=True``), TLS.
+        tls: TLS (``secure`` is the older name of this argument); on by
+            itself when any of the three PEM arguments below is given.
+        root_certificates: PEM (bytes or str) of the CAs to trust; None =
+            the system's (grpcio's bundled roots).
+        certificate_chain, private_key: PEM of a client certificate and its
+            key, for a server that requires one (mutual TLS).
         options: extra gRPC channel arguments.
         native: whether Put and Fetch run in the native extension
             (``tensorcast._native``: gRPC C++, data copied straight into the
             array with the GIL released) rather than through grpcio. None
             (the default) uses it when it was built and the channel is not
-            TLS, unless ``$TENSORCAST_NATIVE`` is ``0``; True requires it.
+            TLS (the native channel has no TLS: such clients use grpcio),
+            unless ``$TENSORCAST_NATIVE`` is ``0``; True requires it.
             Calls with ``progress=True`` always use grpcio.
         shared_memory: False (the default), "auto" or True: fetches and puts
             of 1 MiB or more go through a region of /dev/shm this client
@@ -100,7 +139,8 @@ class Client:
                  timeout: float = 30.0, stream_timeout: Optional[float] = None,
                  connect_timeout: float = 5.0, chunk_bytes: int = 4 << 20,
                  put_chunk_bytes: int = _core.DEFAULT_PUT_CHUNK_BYTES,
-                 secure: bool = False, root_certificates: Optional[bytes] = None,
+                 tls: bool = False, secure: bool = False, root_certificates: Pem = None,
+                 certificate_chain: Pem = None, private_key: Pem = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
                  native: Optional[bool] = None,
                  shared_memory: Any = False) -> None:
@@ -122,15 +162,16 @@ class Client:
         # without this, ~190 us with it (and a much lower p99).
         opts = channel_options([(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
                                 *(options or [])])
-        if secure or root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        creds = channel_credentials(tls or secure, root_certificates, certificate_chain,
+                                    private_key)
+        self.tls = creds is not None
+        if creds is not None:
             self._channel = grpc.secure_channel(self.target, creds, options=opts)
         else:
             self._channel = grpc.insecure_channel(self.target, options=opts)
         self._stub = pb_grpc.TensorServiceStub(self._channel)
         self._put_call, self._fetch_call = _core.bulk_calls(self._channel)
-        self._native = _fastpath.open_call(self.target, native,
-                                           tls=secure or root_certificates is not None,
+        self._native = _fastpath.open_call(self.target, native, tls=self.tls,
                                            metadata=self._metadata)
         self._closed = False
         # Ownership: handles owned by live proxies; handles of collected
@@ -146,12 +187,13 @@ class Client:
             try:
                 grpc.channel_ready_future(self._channel).result(timeout=connect_timeout)
             except grpc.FutureTimeoutError:
+                why = connect_failure(self._channel, self.tls)
                 self._channel.close()
                 self._closed = True
                 raise UnavailableError(
                     f"could not connect to the tensorcast server at {self.target} "
                     f"within {connect_timeout:g} s: is it running? (start it "
-                    "with `make run` or build/bin/tensorcast-server)") from None
+                    f"with `make run` or build/bin/tensorcast-server){why}") from None
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- lifecycle ------------------------------------------------------------
@@ -629,6 +671,35 @@ class Client:
         return int(self._call(self._stub.EmptyCache, req).released_bytes)
 
 
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def connect_failure(channel: grpc.Channel, tls: bool) -> str:
+    """Why a channel that never became ready failed, as the end of a
+    message: one health check (no token needed, no wait for the connection)
+    gives gRPC's reason, and a hint when it looks like TLS on one side
+    only."""
+    check = channel.unary_unary(_HEALTH_CHECK, request_serializer=bytes,
+                                response_deserializer=bytes)
+    try:
+        check(b"", timeout=1.0)
+        return ""
+    except grpc.RpcError as e:
+        return _failure_text(e.details() or "", tls)
+    except Exception:  # never mask the UnavailableError being raised
+        return ""
+
+
+def _failure_text(details: str, tls: bool) -> str:
+    hint = ""
+    if "refused" not in details.lower():
+        hint = ("; if the server runs with --tls-cert, connect with "
+                "root_certificates=... (or tls=True)") if not tls else (
+                "; check that root_certificates holds the CA that signed the "
+                "server's certificate, and that the server runs with --tls-cert")
+    return f" [{details}{hint}]" if details else ""
+
+
 def _close_at_exit(ref: "weakref.ReferenceType[Client]") -> None:
     client = ref()
     if client is None:
@@ -652,11 +723,25 @@ def _stats_dict(resp: pb.StatsResponse) -> dict[str, dict[str, Any]]:
     return {d.device: {f: getattr(d, f) for f in _STATS_FIELDS} for d in resp.devices}
 
 
+_TENANT_FIELDS = ("tenant", "bytes", "tensors", "active_streams", "quota_bytes",
+                  "max_tensors", "max_streams")
+
+
+def _tenant_dict(t: pb.TenantStats) -> dict[str, Any]:
+    return {f: getattr(t, f) for f in _TENANT_FIELDS}
+
+
 def _server_info(resp: pb.StatsResponse) -> dict[str, Any]:
-    return {"version": resp.version, "cuda_available": resp.cuda_available,
+    info = {"version": resp.version, "cuda_available": resp.cuda_available,
             "cuda_status": resp.cuda_status, "tensors": resp.tensors,
             "active_streams": resp.active_streams,
             "devices": [d.device for d in resp.devices]}
+    # With --auth-tokens: the caller's tenant, and every tenant for admins.
+    if resp.HasField("tenant"):
+        info["tenant"] = _tenant_dict(resp.tenant)
+    if resp.tenants:
+        info["tenants"] = {t.tenant: _tenant_dict(t) for t in resp.tenants}
+    return info
 
 
 def _require_torch() -> Any:

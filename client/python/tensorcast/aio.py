@@ -34,9 +34,10 @@ import grpc.aio
 import numpy as np
 
 from tensorcast import _core, _dtypes, _fastpath
-from tensorcast._client import (_UNARY, _float_default, _require_torch, _server_info,
-                                _stats_dict, auth_metadata, channel_options,
-                                default_target)
+from tensorcast._client import (_HEALTH_CHECK, _UNARY, Pem, _failure_text,
+                                _float_default, _require_torch, _server_info,
+                                _stats_dict, auth_metadata, channel_credentials,
+                                channel_options, default_target)
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import NotFoundError, UnavailableError, from_rpc_error
@@ -63,7 +64,8 @@ class Client:
                  timeout: float = 30.0, stream_timeout: Optional[float] = None,
                  connect_timeout: float = 5.0, chunk_bytes: int = 4 << 20,
                  put_chunk_bytes: int = _core.DEFAULT_PUT_CHUNK_BYTES,
-                 secure: bool = False, root_certificates: Optional[bytes] = None,
+                 tls: bool = False, secure: bool = False, root_certificates: Pem = None,
+                 certificate_chain: Pem = None, private_key: Pem = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
                  native: Optional[bool] = None) -> None:
         self.target = target or default_target()
@@ -74,16 +76,17 @@ class Client:
         self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_CHUNK_BYTES))
         self._metadata = auth_metadata(token)
         opts = channel_options(options)
-        if secure or root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        creds = channel_credentials(tls or secure, root_certificates, certificate_chain,
+                                    private_key)
+        self.tls = creds is not None
+        if creds is not None:
             self._channel = grpc.aio.secure_channel(self.target, creds, options=opts)
         else:
             self._channel = grpc.aio.insecure_channel(self.target, options=opts)
         self._stub = pb_grpc.TensorServiceStub(self._channel)
         self._put_call, self._fetch_call = _core.bulk_calls(self._channel)
         # The native calls block: they run in a worker thread.
-        self._native = _fastpath.open_call(self.target, native,
-                                           tls=secure or root_certificates is not None,
+        self._native = _fastpath.open_call(self.target, native, tls=self.tls,
                                            metadata=self._metadata)
         self._closed = False
         self._ready = False
@@ -107,11 +110,20 @@ class Client:
         try:
             await asyncio.wait_for(self._channel.channel_ready(), self.connect_timeout)
         except asyncio.TimeoutError:
+            why = ""
+            check = self._channel.unary_unary(_HEALTH_CHECK, request_serializer=bytes,
+                                              response_deserializer=bytes)
+            try:
+                await check(b"", timeout=1.0)
+            except grpc.RpcError as e:
+                why = _failure_text(e.details() or "", self.tls)
+            except Exception:
+                pass
             await self._channel.close(None)
             self._closed = True
             raise UnavailableError(
                 f"could not connect to the tensorcast server at {self.target} within "
-                f"{self.connect_timeout:g} s: is it running?") from None
+                f"{self.connect_timeout:g} s: is it running?{why}") from None
         self._ready = True
         return self
 
@@ -605,7 +617,9 @@ _default: Optional[Client] = None
 def connect(target: Optional[str] = None, token: Optional[str] = None, *,
             default: bool = True, **kwargs: Any) -> Client:
     """An asyncio client, made the default for this module's functions.
-    ``await`` it, or use ``async with``, to wait for the server."""
+    ``await`` it, or use ``async with``, to wait for the server. The
+    arguments are those of :func:`tensorcast.connect` (``token``, ``tls``,
+    ``root_certificates``, ``certificate_chain``, ``private_key``...)."""
     global _default
     client = Client(target, token, **kwargs)
     if default:
