@@ -127,8 +127,9 @@ class Client:
             unless ``$TENSORCAST_NATIVE`` is ``0``; True requires it.
             Calls with ``progress=True`` always use grpcio.
         shared_memory: False (the default), "auto" or True: fetches and puts
-            of 1 MiB or more go through a region of /dev/shm this client
-            lends the server, which must run on this host with
+            of 1 MiB or more go through a shared-memory region (a sealed
+            memfd, else a /dev/shm file) this client lends the server,
+            which must run on this host with
             --shared-memory. "auto" falls back to the socket when the
             server does not allow it; True raises instead. The bytes are
             copied once more on the client: from the region into the array
