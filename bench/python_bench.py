@@ -312,8 +312,8 @@ def main() -> int:
         print(f"chunks: Fetch {FETCH_CHUNK // MiB} MiB, Put {PUT_CHUNK // MiB} MiB "
               "(tensorcast and grpcio alike); tc native: "
               + ("tensorcast._native" if client.native else "NOT BUILT (grpcio path)")
-              + "; tc grpcio: the pure-Python path; tc shm: through /dev/shm "
-              "(grpcio for the stream)\n")
+              + "; tc grpcio: the pure-Python path; tc shm: through shared memory, a "
+              "sealed memfd the server maps (grpcio for the stream)\n")
         header = (f"{'transfer':<16}{'tc native':>12}{'tc grpcio':>12}{'grpcio':>12}"
                   f"{'raw tcp':>12}{'nat/tcp':>9}{'py/tcp':>8}{'tc shm':>12}")
         print(header)
