@@ -179,8 +179,8 @@ TEST(LoadToolTest, SharedMemoryFetchAndPut) {
   TempDir dir;
   CommandResult r = RunLoad(
       {"--server=" + server.address(), "--scenario=fetch", "--size=1MiB",
-       "--shared-memory", "--concurrency=3", "--connections=2",
-       "--requests=60", "--warmup=0", "--json=" + dir.File("fetch.json")});
+       "--shared-memory", "--concurrency=3", "--connections=2", "--requests=60",
+       "--warmup=0", "--json=" + dir.File("fetch.json")});
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_NE(r.out.find("via shared memory"), std::string::npos) << r.out;
   Struct fetch = ReadJson(dir.File("fetch.json"));
