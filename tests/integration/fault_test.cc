@@ -244,6 +244,9 @@ TEST(FaultTest, SigtermDuringSixteenStreamsDrainsWithinTheGrace) {
     });
   }
   ASSERT_TRUE(Eventually([&] { return started.load() == 16; }));
+  // A client's first bytes can be on their way before the server has
+  // admitted its call: wait until the server counts all 16.
+  ASSERT_TRUE(Eventually([&] { return ActiveStreams(server.client()) == 16; }));
   const Clock::time_point t0 = Clock::now();
   signalled = true;
   kill(server.pid(), SIGTERM);
