@@ -167,6 +167,8 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
       put.shape = {options_.elements()};
       put.device = options_.device;
       put.ttl_seconds = ttl_seconds_;
+      const int64_t size = static_cast<int64_t>(payload_.size());
+      absl::StatusOr<v1::TensorInfo> info;
       if (options_.shared_memory) {
         absl::StatusOr<std::unique_ptr<SharedMemory>> region =
             TakeRegion(client);
@@ -176,33 +178,27 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
         }
         put.shm_region = (*region)->region();
         put.shm_offset = put_offset_;
-        put.shm_bytes = static_cast<int64_t>(payload_.size());
-        absl::StatusOr<v1::TensorInfo> info =
-            client.Put(put, nullptr, static_cast<int64_t>(payload_.size()));
+        put.shm_bytes = size;
+        info = client.Put(put, nullptr, size);
         GiveRegion(client, *std::move(region));
-        out.status = info.status();
-        if (info.ok()) {
-          out.bytes = static_cast<int64_t>(payload_.size());
-          out.created = info->handle();
-        }
-        break;
+      } else {
+        size_t pos = 0;
+        info = client.Put(
+            put,
+            [&](char* buffer, size_t n) -> absl::StatusOr<size_t> {
+              if (stop.load(std::memory_order_relaxed)) {
+                return absl::CancelledError("interrupted");
+              }
+              const size_t k = std::min(n, payload_.size() - pos);
+              std::memcpy(buffer, payload_.data() + pos, k);
+              pos += k;
+              return k;
+            },
+            size);
       }
-      size_t pos = 0;
-      absl::StatusOr<v1::TensorInfo> info = client.Put(
-          put,
-          [&](char* buffer, size_t size) -> absl::StatusOr<size_t> {
-            if (stop.load(std::memory_order_relaxed)) {
-              return absl::CancelledError("interrupted");
-            }
-            const size_t n = std::min(size, payload_.size() - pos);
-            std::memcpy(buffer, payload_.data() + pos, n);
-            pos += n;
-            return n;
-          },
-          static_cast<int64_t>(payload_.size()));
       out.status = info.status();
       if (info.ok()) {
-        out.bytes = static_cast<int64_t>(payload_.size());
+        out.bytes = size;
         out.created = info->handle();
       }
       break;
