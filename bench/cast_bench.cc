@@ -107,6 +107,8 @@ int main() {
       {"f16 -> f32", DType::kFloat16, DType::kFloat32},
       {"f32 -> bf16", DType::kFloat32, DType::kBFloat16},
       {"f64 -> f32", DType::kFloat64, DType::kFloat32},
+      {"f64 -> bf16 (one rounding)", DType::kFloat64, DType::kBFloat16},
+      {"i64 -> bf16 (one rounding)", DType::kInt64, DType::kBFloat16},
       {"f32 -> i32", DType::kFloat32, DType::kInt32},
       {"i64 -> f64", DType::kInt64, DType::kFloat64},
       {"i32 -> i8", DType::kInt32, DType::kInt8},

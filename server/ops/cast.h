@@ -11,10 +11,13 @@
 //   - float narrowing (float64 -> float32/float16, float32 -> float16/
 //     bfloat16) rounds to nearest even, overflow gives +-inf, NaN stays NaN
 //     (always a quiet NaN; sign kept, payload not guaranteed);
-//   - float64 -> bfloat16 goes via float32 (two roundings), as ml_dtypes and
-//     PyTorch do; float64 -> float16 rounds once, as NumPy does;
-//   - integer -> float rounds to nearest even (to float16 and bfloat16 via
-//     float32, as NumPy and ml_dtypes do); integer narrowing wraps (two's
+//   - every narrowing rounds once, straight from the source type:
+//     float64 -> bfloat16 and float64 -> float16 do not pass through float32
+//     (as ml_dtypes >= 0.7 and NumPy; PyTorch rounds float64 -> float16
+//     through float32, so it differs by one ulp on a few values, e.g.
+//     70.96874823 -> 70.9375 here, 71.0 in PyTorch);
+//   - integer -> float rounds to nearest even, once (int64 -> bfloat16 too:
+//     2^60 + 2^52 + 1 rounds up); integer narrowing wraps (two's
 //     complement);
 //   - float -> integer truncates toward zero (float16/bfloat16 via their
 //     float32 value);

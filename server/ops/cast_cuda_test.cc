@@ -61,6 +61,20 @@ std::vector<double> SpecialDoubles() {
       1.0 + std::ldexp(3.0, -24),
       static_cast<double>(F::max()) * (1.0 + std::ldexp(1.0, -25)), D::max(),
       -D::max(), D::min(), D::denorm_min(), -D::denorm_min()};
+  // A hair off bfloat16 ties, normal and subnormal, and the overflow tie:
+  // rounding through float32 lands on the tie and goes the wrong way; the
+  // rule (and the CPU) round once. The first is -3.3961775292304597e38,
+  // which must stay finite.
+  for (int e : {-133, -127, -126, -60, 0, 15, 100, 127}) {
+    for (double m : {1.0 + std::ldexp(1.0, -8), 1.0 + std::ldexp(3.0, -8),
+                     2.0 - std::ldexp(1.0, -8)}) {
+      const double tie = std::ldexp(m, e);
+      for (double hair : {-1.0, 1.0}) {
+        v.push_back(tie * (1.0 + hair * std::ldexp(1.0, -40)));
+        v.push_back(-tie * (1.0 + hair * std::ldexp(1.0, -40)));
+      }
+    }
+  }
   // Just inside and outside every integer range, ties included.
   const double bounds[] = {-128.0,
                            127.0,
@@ -103,8 +117,9 @@ std::vector<int64_t> SpecialInts() {
       v.push_back(static_cast<int64_t>(p + static_cast<uint64_t>(d)));
       v.push_back(static_cast<int64_t>(-p + static_cast<uint64_t>(d)));
     }
-    // Ties and near-ties for 11-, 8-, 24- and 53-bit significands.
-    for (int bits : {11, 8, 24, 53}) {
+    // Ties and near-ties for 11-, 8-, 24- and 53-bit significands (the
+    // implicit bit counted: the ulp at 2^k is 2^(k-bits+1)), and half-ulps.
+    for (int bits : {10, 11, 7, 8, 23, 24, 52, 53}) {
       if (k > bits) {
         const uint64_t half = uint64_t{1} << (k - bits - 1);
         v.push_back(static_cast<int64_t>(p + half));

@@ -78,10 +78,12 @@ for name in INTS:
 for k in range(65):
     for d in range(-3, 4):
         edges.update((2**k + d, -(2**k) + d))
+# (p counts the implicit bit: float16 11, bfloat16 8, float32 24, float64 53,
+# so the ulp at 2^k is 2^(k-p+1); the finer grid 2^(k-p) is kept as well.)
 for k in range(9, 64):
-    for p in (8, 11, 24, 53):
+    for p in (8, 9, 11, 12, 24, 25, 53, 54):
         if k > p:
-            ulp = 2 ** (k - p)
+            ulp = 2 ** (k - p + 1)
             for m in (0, 1, 2, 3):
                 tie = 2**k + m * ulp + ulp // 2
                 for d in (-1, 0, 1):
@@ -449,6 +451,55 @@ TEST(CastTest, UndefinedFloatToIntTruncatesThenSaturates) {
   EXPECT_EQ(CastOne<int32_t>(DType::kComplex64, c64, DType::kInt32), 0);
   const double c128[2] = {1e300, 0.0};
   EXPECT_EQ(CastOne<int16_t>(DType::kComplex128, c128, DType::kInt16), 32767);
+}
+
+// Every narrowing rounds once, from the source type. These are values where
+// rounding through float32 first gives a different answer (the first two
+// broke when ml_dtypes 0.7 started rounding once, as IEEE 754 says).
+TEST(CastTest, NarrowingRoundsOnceFromTheSource) {
+  struct Case {
+    uint64_t f64_bits;
+    uint16_t want;  // bfloat16 bits
+  };
+  const Case to_bf16[] = {
+      {0xc7efefffffffffffull, 0xff7f},  // just below -(max + ulp/2): finite
+      {0xc0e9afffffffffffull, 0xc74d},  // just below a tie: rounds down
+      {0x40e9b00000000001ull, 0x474e},  // just above a tie: rounds up
+      {0x47efefffffffffffull, 0x7f7f},  // just below max + ulp/2
+      {0x47eff00000000000ull, 0x7f80},  // max + ulp/2: the tie goes to inf
+  };
+  for (const Case& c : to_bf16) {
+    double d;
+    std::memcpy(&d, &c.f64_bits, 8);
+    SCOPED_TRACE(absl::StrFormat("%#x", c.f64_bits));
+    EXPECT_EQ(CastOne<uint16_t>(DType::kFloat64, &d, DType::kBFloat16), c.want);
+    const double complex[2] = {d, 1.0};
+    EXPECT_EQ(CastOne<uint16_t>(DType::kComplex128, complex, DType::kBFloat16),
+              c.want);
+    // Both variants (a tie in float32 would hide the difference).
+    for (CastIsa isa : {CastIsa::kBaseline, CastIsa::kX86_64_V3}) {
+      if (!CastIsaAvailable(isa)) continue;
+      uint16_t out = 0;
+      CastWithIsa(isa, &d, DType::kFloat64, &out, DType::kBFloat16, 1);
+      EXPECT_EQ(out, c.want);
+    }
+  }
+  // Integers too wide for float32's 24 bits.
+  const int32_t i32 = (1 << 24) + (1 << 16) + 1;  // float32 makes it a tie
+  EXPECT_EQ(CastOne<uint16_t>(DType::kInt32, &i32, DType::kBFloat16), 0x4b81);
+  const int64_t i64 = (int64_t{1} << 60) + (int64_t{1} << 52) + 1;
+  EXPECT_EQ(CastOne<uint16_t>(DType::kInt64, &i64, DType::kBFloat16), 0x5d81);
+  const int64_t neg = -i64;
+  EXPECT_EQ(CastOne<uint16_t>(DType::kInt64, &neg, DType::kBFloat16), 0xdd81);
+  const int64_t min64 = std::numeric_limits<int64_t>::min();
+  EXPECT_EQ(CastOne<uint16_t>(DType::kInt64, &min64, DType::kBFloat16), 0xdf00);
+  const uint64_t max64 = std::numeric_limits<uint64_t>::max();
+  EXPECT_EQ(CastOne<uint16_t>(DType::kUInt64, &max64, DType::kBFloat16),
+            0x5f80);
+  // float64 -> float16 rounds once as well, as NumPy does; PyTorch rounds
+  // through float32 and gets 71.0 (0x5470) here.
+  const double x = 70.96874823;
+  EXPECT_EQ(CastOne<uint16_t>(DType::kFloat64, &x, DType::kFloat16), 0x546f);
 }
 
 TEST(CastTest, NaNOutputsAreQuiet) {

@@ -192,6 +192,51 @@ TC_HOST_DEVICE constexpr uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
+// float64 -> bfloat16 bits with a single rounding (to nearest even), as
+// ml_dtypes (0.7 and later) and IEEE 754 do; going via float32 would round
+// twice. Overflow gives inf, NaN stays NaN (quiet, sign and top payload bits
+// kept). bfloat16 shares float32's exponent range, so only the widths differ.
+TC_HOST_DEVICE constexpr uint16_t DoubleToBFloat16(double d) {
+  uint64_t u = BitCast<uint64_t>(d);
+  const uint64_t sign = (u >> 48) & 0x8000u;
+  u &= 0x7fffffffffffffffull;
+  const uint64_t special = u > 0x7ff0000000000000ull
+                               ? (0x7fc0u | ((u >> 45) & 0x7fu))
+                               : uint64_t{0x7f80u};
+  // 2^-81 has an ulp of 2^-133 (bfloat16's subnormal step) in float64.
+  constexpr uint64_t kMagic = uint64_t{1023 - 81} << 52;
+  const uint64_t subnormal =
+      BitCast<uint64_t>(BitCast<double>(u) + BitCast<double>(kMagic)) - kMagic;
+  const uint64_t mant_odd = (u >> 45) & 1u;
+  // Rebias 1023 -> 127 and round off 45 mantissa bits; a carry out of the
+  // largest finite value lands on inf (0x7f80), as it should.
+  const uint64_t normal = (u - (static_cast<uint64_t>(1023 - 127) << 52) +
+                           ((uint64_t{1} << 44) - 1) + mant_odd) >>
+                          45;
+  const uint64_t out = u >= (uint64_t{1023 + 128} << 52)  ? special
+                       : u < (uint64_t{1023 - 126} << 52) ? subnormal
+                                                          : normal;
+  return static_cast<uint16_t>(out | sign);
+}
+
+// A 64-bit integer -> bfloat16 bits, rounded once. A double holds 53 bits,
+// so a magnitude of 2^53 or more first drops its low 11 bits into a sticky
+// bit (round to odd): the double is then exact, and rounding it to bfloat16's
+// 8 bits gives what rounding the integer itself would.
+template <typename I>
+TC_HOST_DEVICE constexpr uint16_t Int64ToBFloat16(I v) {
+  static_assert(sizeof(I) == 8);
+  bool negative = false;
+  if constexpr (std::is_signed_v<I>) negative = v < 0;
+  const uint64_t m = negative ? uint64_t{0} - static_cast<uint64_t>(v)
+                              : static_cast<uint64_t>(v);
+  const bool wide = m >= (uint64_t{1} << 53);
+  const uint64_t kept = wide ? ((m >> 11) | ((m & 0x7ffu) != 0 ? 1u : 0u)) : m;
+  const double magnitude = static_cast<double>(kept) * (wide ? 2048.0 : 1.0);
+  return static_cast<uint16_t>(DoubleToBFloat16(magnitude) |
+                               (negative ? 0x8000u : 0u));
+}
+
 // Float -> integer: truncate toward zero, saturate to [min, max], NaN -> 0.
 // For values NumPy defines (the truncated value fits) this is C's cast.
 // Written as clamp-then-convert so the conversion never sees an out-of-range
@@ -248,7 +293,20 @@ TC_HOST_DEVICE constexpr Storage<D> StoreReal(V v) {
       return FloatToHalf(static_cast<float>(v));  // NumPy: ints via float
     }
   } else if constexpr (D == DType::kBFloat16) {
-    return FloatToBFloat16(static_cast<float>(v));  // ml_dtypes: via float
+    // One rounding from the source type, as ml_dtypes does: a float rounds
+    // directly; a double, and an integer too wide for float32, go through
+    // DoubleToBFloat16 (32-bit integers are exact in a double).
+    if constexpr (std::is_same_v<V, float>) {
+      return FloatToBFloat16(v);
+    } else if constexpr (std::is_same_v<V, double>) {
+      return DoubleToBFloat16(v);
+    } else if constexpr (sizeof(V) == 8) {
+      return Int64ToBFloat16(v);
+    } else if constexpr (sizeof(V) == 4) {
+      return DoubleToBFloat16(static_cast<double>(v));
+    } else {
+      return FloatToBFloat16(static_cast<float>(v));  // exact in a float
+    }
   } else if constexpr (D == DType::kFloat32 || D == DType::kFloat64) {
     return static_cast<Storage<D>>(v);
   } else {
