@@ -16,7 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cpp/client.h"
-#include "google/protobuf/util/json_util.h"
+#include "client/cpp/proto_json.h"
 #include "server/core/dtype.h"
 #include "server/core/flags.h"
 #include "server/core/size.h"
@@ -118,16 +118,6 @@ std::string DTypeText(v1::DType d) {
 std::string ShapeText(const google::protobuf::RepeatedField<int64_t>& shape) {
   if (shape.size() == 1) return absl::StrCat("(", shape[0], ",)");
   return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
-}
-
-std::string Json(const google::protobuf::Message& message) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  options.add_whitespace = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
 }
 
 void PrintInfoRow(const v1::TensorInfo& t) {
@@ -252,7 +242,7 @@ int Run(Client& client, const std::string& command,
     absl::StatusOr<v1::TensorInfo> info = client.Info(operands[0]);
     if (!info.ok()) return Fail(info.status());
     if (a.json) {
-      std::printf("%s", Json(*info).c_str());
+      std::printf("%s", ProtoJson(*info).c_str());
     } else {
       PrintInfoHeader();
       PrintInfoRow(*info);
@@ -266,7 +256,7 @@ int Run(Client& client, const std::string& command,
     if (a.json) {
       v1::ListResponse response;
       for (const v1::TensorInfo& t : *all) *response.add_tensors() = t;
-      std::printf("%s", Json(response).c_str());
+      std::printf("%s", ProtoJson(response).c_str());
     } else {
       PrintInfoHeader();
       for (const v1::TensorInfo& t : *all) PrintInfoRow(t);
@@ -278,7 +268,7 @@ int Run(Client& client, const std::string& command,
     absl::StatusOr<v1::StatsResponse> stats = client.Stats();
     if (!stats.ok()) return Fail(stats.status());
     if (a.json) {
-      std::printf("%s", Json(*stats).c_str());
+      std::printf("%s", ProtoJson(*stats).c_str());
       return 0;
     }
     // A token without admin rights gets its own figures only: no devices,

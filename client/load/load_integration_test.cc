@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -205,6 +206,106 @@ TEST(LoadToolTest, SharedMemoryFetchAndPut) {
   ExpectNothingLeft(plain);
 }
 
+std::string Str(const Struct& s, const std::string& key) {
+  auto it = s.fields().find(key);
+  EXPECT_TRUE(it != s.fields().end()) << "missing key " << key;
+  return it == s.fields().end() ? "" : it->second.string_value();
+}
+
+constexpr char kGradRefusal[] =
+    "Can't call numpy() on Tensor that requires grad. Use "
+    "tensor.detach().numpy() instead.";
+
+// A tensor that requires grad is fetched as users fetch it, with .detach()
+// in the stream; --fetch-as-is sends what .numpy() would, which the server
+// refuses: the run says so first and exits 3 rather than report 0 B/s.
+TEST(LoadToolTest, RefusedFetchesAreNotAMeasurement) {
+  ServerProcess server;
+  TempDir dir;
+  const std::string s = "--server=" + server.address();
+  CommandResult r = RunLoad({s, "--scenario=fetch", "--requires-grad",
+                             "--size=64KiB", "--concurrency=2", "--requests=40",
+                             "--warmup=0", "--json=" + dir.File("ok.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(r.out.rfind("tensorcast-load: fetch as npy after .detach() -- ", 0),
+            0u)
+      << r.out;
+  Struct ok = ReadJson(dir.File("ok.json"));
+  ExpectConsistent(ok);
+  EXPECT_EQ(Num(ok, "requests"), 40);
+  EXPECT_EQ(Num(ok, "bytes"), 40 * (64 * 1024 + 128));
+  EXPECT_EQ(ok.fields().at("dominant_error").kind_case(), Value::kNullValue);
+  EXPECT_FALSE(ok.fields().at("too_many_errors").bool_value());
+  EXPECT_TRUE(Obj(ok, "config").fields().at("requires_grad").bool_value());
+  ExpectNothingLeft(server);
+
+  r = RunLoad({s, "--scenario=fetch", "--requires-grad", "--fetch-as-is",
+               "--size=64KiB", "--concurrency=2", "--requests=40", "--warmup=0",
+               "--json=" + dir.File("refused.json")});
+  EXPECT_EQ(r.exit_code, 3) << r.err << r.out;
+  EXPECT_EQ(
+      r.out.rfind(absl::StrCat("NOT A MEASUREMENT: 40 of 40 requests failed "
+                               "(100.0%, more than --max-error-rate=0.5)\n"
+                               "dominant error: FAILED_PRECONDITION (40 of 40 "
+                               "requests): ",
+                               kGradRefusal, "\n"),
+                  0),
+      0u)
+      << r.out;
+  EXPECT_NE(r.out.find("as-is"), std::string::npos) << r.out;
+  // One line on stderr too, for a run whose stdout goes to a file.
+  EXPECT_NE(r.err.find(absl::StrCat("FAILED_PRECONDITION (40 of 40 requests): ",
+                                    kGradRefusal)),
+            std::string::npos)
+      << r.err;
+  Struct refused = ReadJson(dir.File("refused.json"));
+  const Struct& dominant = Obj(refused, "dominant_error");
+  EXPECT_EQ(Str(dominant, "code"), "FAILED_PRECONDITION");
+  EXPECT_EQ(Num(dominant, "count"), 40);
+  EXPECT_EQ(Str(dominant, "message"), kGradRefusal);
+  EXPECT_EQ(Num(Obj(refused, "errors"), "FAILED_PRECONDITION"), 40);
+  EXPECT_EQ(Num(refused, "ok"), 0);
+  EXPECT_EQ(Num(refused, "bytes"), 0);
+  EXPECT_EQ(Num(refused, "error_rate"), 1);
+  EXPECT_TRUE(refused.fields().at("too_many_errors").bool_value());
+  ExpectNothingLeft(server);
+
+  // A threshold the run stays within: exit 0, the error still reported.
+  // mixed: half its requests are info, which the server answers.
+  r = RunLoad({s, "--scenario=mixed", "--mix=fetch:1,info:1", "--requires-grad",
+               "--fetch-as-is", "--size=16KiB", "--requests=40", "--warmup=0",
+               "--seed=3", "--max-error-rate=0.9",
+               "--json=" + dir.File("mixed.json")});
+  EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(r.out.rfind("dominant error: FAILED_PRECONDITION (", 0), 0u)
+      << r.out;
+  Struct mixed = ReadJson(dir.File("mixed.json"));
+  EXPECT_EQ(Str(Obj(mixed, "dominant_error"), "message"), kGradRefusal);
+  const double fetches = Num(Obj(Obj(mixed, "by_kind"), "fetch"), "requests");
+  EXPECT_GT(fetches, 0);
+  EXPECT_LT(fetches, 40);
+  EXPECT_EQ(Num(Obj(mixed, "errors"), "FAILED_PRECONDITION"), fetches);
+  EXPECT_FALSE(mixed.fields().at("too_many_errors").bool_value());
+  ExpectNothingLeft(server);
+}
+
+// Every kind on tensors that require grad: put makes them so, to keeps it,
+// fetch detaches in the stream; nothing fails.
+TEST(LoadToolTest, MixedOnTensorsThatRequireGrad) {
+  ServerProcess server;
+  TempDir dir;
+  CommandResult r =
+      RunLoad({"--server=" + server.address(), "--scenario=mixed",
+               "--mix=fetch:2,put:1,to:1,info:1", "--requires-grad",
+               "--size=16KiB", "--concurrency=2", "--requests=60", "--warmup=0",
+               "--json=" + dir.File("r.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  Struct doc = ReadJson(dir.File("r.json"));
+  ExpectConsistent(doc);
+  EXPECT_GT(Num(Obj(Obj(doc, "by_kind"), "fetch"), "bytes"), 0);
+  ExpectNothingLeft(server);
+}
+
 TEST(LoadToolTest, InterruptStillReportsAndCleansUp) {
   ServerProcess server;
   TempDir dir;
@@ -235,6 +336,9 @@ TEST(LoadToolTest, BadInputExitsTwoWithOneLine) {
            {s, "--duration=soon"},
            {s, "--dtype=float128"},
            {s, "--scenario=mixed", "--mix=fetch:x"},
+           {s, "--max-error-rate=2"},
+           {s, "--scenario=info", "--fetch-as-is"},
+           {s, "--requires-grad", "--dtype=int32"},
            {"--server=127.0.0.1:1", "--scenario=info", "--duration=1s"},
            {"--plot=/nonexistent/r.json", "--out=/tmp/x.png"},
        }) {

@@ -2,8 +2,10 @@
 // the server answers, makes the tensors the scenario needs, runs the load,
 // deletes the tensors (on errors and SIGINT too), prints the summary and
 // writes --json/--csv. Exit status: 0 after a run, 1 when setting up or
-// cleaning up failed, 2 for bad input or an unreachable server, 130 when
-// interrupted (after the summary of what was measured).
+// cleaning up failed, 2 for bad input or an unreachable server, 3 when more
+// than --max-error-rate of the requests failed (not a measurement; the
+// summary leads with the dominant error), 130 when interrupted (after the
+// summary of what was measured).
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
@@ -161,7 +163,8 @@ int Run(const LoadOptions& o) {
   const bool progress = o.progress && isatty(STDERR_FILENO);
   RunResult result = RunLoad(o, **workload, client_ptrs, stop, progress);
 
-  int code = result.interrupted ? 130 : 0;
+  const bool too_many_errors = TooManyErrors(o, result);
+  int code = result.interrupted ? 130 : too_many_errors ? 3 : 0;
   if (absl::Status s = (*workload)->Teardown(control); !s.ok()) {
     Fail(absl::StrCat("deleting ", (*workload)->source_handle()), s);
     code = code == 0 ? 1 : code;
@@ -177,6 +180,13 @@ int Run(const LoadOptions& o) {
   std::fflush(stdout);
   if (!json.Write(ResultJson(o, description, result))) code = 1;
   if (!csv.Write(SeriesCsv(result))) code = 1;
+  if (too_many_errors) {
+    std::fprintf(stderr,
+                 "tensorcast-load: %.1f%% of the requests failed (more than "
+                 "--max-error-rate=%g); the dominant error: %s\n",
+                 100 * ErrorRate(result), o.max_error_rate,
+                 DominantErrorText(result).c_str());
+  }
   return code;
 }
 

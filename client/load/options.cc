@@ -24,6 +24,7 @@ Usage:
       (--concurrency=N | --rate=R [--arrival=constant|poisson])
       [--connections=C] (--duration=10s | --requests=N) [--warmup=2s]
       [--mix=fetch:8,info:2] [--json=FILE] [--csv=FILE] [--seed=N]
+      [--requires-grad] [--fetch-as-is] [--max-error-rate=0.5]
       [--token=T] [--tls | --tls-ca=FILE] [--tls-cert=FILE --tls-key=FILE]
   tensorcast-load --plot=RESULT.json --out=FILE.png
 
@@ -32,14 +33,18 @@ when given); put uploads one (and deletes it, unmeasured); to casts on the
 server to --to-dtype (default float16, or float32 from float16) and deletes
 the result, unmeasured; info is a tiny unary call; mixed draws each request
 from --mix. The tool creates the tensors it needs and deletes them after.
+A fetch of a tensor on a GPU, or of one that requires grad, is sent as users
+write it, with .cpu() / .detach() fused into the stream; --fetch-as-is sends
+it as .numpy() would, which the server refuses (FAILED_PRECONDITION).
 
 Closed loop (--concurrency): N workers, each sends its next request when the
 last one completes. Open loop (--rate): requests are sent at scheduled times
 (constant or Poisson inter-arrival, seeded) whatever the server's pace;
 latency counts from the scheduled time (corrected for coordinated omission),
-service time from the actual send. Exit status: 0 after a run (errors are in
-the summary), 1 if setting up failed, 2 for bad input or an unreachable
-server, 130 when interrupted (after the summary).)";
+service time from the actual send. Exit status: 0 after a run, 1 if setting
+up or cleaning up failed, 2 for bad input or an unreachable server, 3 when
+more than --max-error-rate of the requests failed (the summary leads with
+the most frequent error), 130 when interrupted (after the summary).)";
 
 absl::Status Bad(absl::string_view message) {
   return absl::InvalidArgumentError(message);
@@ -157,6 +162,13 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                "fetch: cast in the stream; to: the target dtype");
   flags.String("format", &format, "fetch: npy or raw");
   flags.String("device", &o.device, "where the tensors live (cpu, cuda:0)");
+  flags.Bool("requires-grad", &o.requires_grad,
+             "the tensors the run makes require grad (floating dtypes)");
+  flags.Bool("fetch-as-is", &o.fetch_as_is,
+             "fetch as .numpy() does, without .cpu()/.detach() (refused for "
+             "a GPU tensor or one that requires grad)");
+  flags.Double("max-error-rate", &o.max_error_rate,
+               "exit 3 when more than this fraction of the requests failed");
   flags.Int("concurrency", &o.concurrency, "closed loop: workers");
   flags.Double("rate", &o.rate, "open loop: requests per second");
   flags.String("arrival", &arrival, "open loop: constant or poisson");
@@ -252,6 +264,22 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
     return Bad(absl::StrCat("--format=", format, ": expected npy or raw"));
   }
   if (o.device.empty()) return Bad("--device is empty");
+  if (o.requires_grad &&
+      !IsFloatingOrComplex(static_cast<DType>(o.dtype - 1))) {
+    return Bad(
+        absl::StrCat("--requires-grad needs a floating or complex "
+                     "--dtype, not ",
+                     dtype));
+  }
+  if (o.fetch_as_is && o.mix[static_cast<int>(RequestKind::kFetch)] == 0) {
+    return Bad(
+        "--fetch-as-is applies to runs that fetch (--scenario=fetch, "
+        "or mixed with a fetch weight)");
+  }
+  if (!(o.max_error_rate >= 0 && o.max_error_rate <= 1)) {
+    return Bad(absl::StrCat("--max-error-rate=", o.max_error_rate,
+                            ": must be a fraction from 0 to 1"));
+  }
   const int64_t item =
       static_cast<int64_t>(ItemSize(static_cast<DType>(o.dtype - 1)));
   if (o.size_bytes <= 0 || o.size_bytes % item != 0) {

@@ -44,6 +44,13 @@ struct LoadOptions {
   v1::DType to_dtype = v1::DTYPE_UNSPECIFIED;  // fetch: cast; to: target
   v1::Format format = v1::FORMAT_NPY;
   std::string device = "cpu";
+  // The tensors the run makes require grad (floating and complex dtypes).
+  bool requires_grad = false;
+  // Fetch as Tensor.numpy() does, without the .detach()/.cpu() the tool
+  // otherwise fuses into the stream for a tensor that needs them (one that
+  // requires grad or lives on a GPU): such fetches are then refused with
+  // FAILED_PRECONDITION, as numpy() refuses them.
+  bool fetch_as_is = false;
   // Closed loop when rate == 0: `concurrency` workers. Open loop otherwise.
   int64_t concurrency = 1;
   double rate = 0;
@@ -58,6 +65,9 @@ struct LoadOptions {
   std::string csv_path;
   uint64_t seed = 1;
   bool progress = true;  // live progress when stderr is a terminal
+  // A run whose failed requests are more than this fraction of its requests
+  // is not a measurement: the binary exits 3 (0 <= max_error_rate <= 1).
+  double max_error_rate = 0.5;
   // fetch and put through same-host shared memory (the server needs
   // --shared-memory): the stream carries only the header.
   bool shared_memory = false;

@@ -150,6 +150,42 @@ TEST(ParseArgsTest, BadInputIsOneLineError) {
   }
 }
 
+TEST(ParseArgsTest, GradFetchAsIsAndErrorRate) {
+  absl::StatusOr<LoadOptions> o = Parse({});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->requires_grad);
+  EXPECT_FALSE(o->fetch_as_is);
+  EXPECT_DOUBLE_EQ(o->max_error_rate, 0.5);
+  o = Parse({"--requires-grad", "--fetch-as-is", "--max-error-rate=0.01",
+             "--dtype=bfloat16"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->requires_grad);
+  EXPECT_TRUE(o->fetch_as_is);
+  EXPECT_DOUBLE_EQ(o->max_error_rate, 0.01);
+  // The bounds are allowed: 0 (any error fails the run), 1 (none does).
+  EXPECT_EQ(Error({"--max-error-rate=0"}), "");
+  EXPECT_EQ(Error({"--max-error-rate=1"}), "");
+  EXPECT_EQ(
+      Error({"--scenario=mixed", "--mix=info:1,fetch:1", "--fetch-as-is"}), "");
+  EXPECT_EQ(Error({"--scenario=put", "--requires-grad", "--dtype=complex64"}),
+            "");
+  EXPECT_NE(Error({"--max-error-rate=1.5"}).find("--max-error-rate"),
+            std::string::npos);
+  EXPECT_NE(Error({"--max-error-rate=-0.1"}).find("--max-error-rate"),
+            std::string::npos);
+  EXPECT_NE(Error({"--max-error-rate=nan"}), "");
+  EXPECT_NE(Error({"--max-error-rate=half"}), "");
+  // requires_grad is for floating and complex dtypes only, as in PyTorch.
+  EXPECT_NE(Error({"--requires-grad", "--dtype=int64"}).find("--requires-grad"),
+            std::string::npos);
+  // --fetch-as-is needs a fetch to apply to.
+  EXPECT_NE(Error({"--scenario=info", "--fetch-as-is"}).find("--fetch-as-is"),
+            std::string::npos);
+  EXPECT_NE(Error({"--scenario=mixed", "--mix=fetch:0,put:1", "--fetch-as-is"})
+                .find("--fetch-as-is"),
+            std::string::npos);
+}
+
 TEST(ParseArgsTest, TokenAndTls) {
   absl::StatusOr<ParsedArgs> p =
       ParseArgs({"--tls-ca=ca.pem", "--tls-cert=c.pem", "--tls-key=k.pem"},

@@ -39,10 +39,21 @@ uint64_t Totals::error_count() const {
   return n;
 }
 
+int Totals::dominant_error() const {
+  int code = 0;  // errors[0] stays 0
+  for (int c = 1; c < kNumStatusCodes; ++c) {
+    if (errors[c] > errors[code]) code = c;
+  }
+  return code;
+}
+
 void Totals::Merge(const Totals& other) {
   requests += other.requests;
   bytes += other.bytes;
-  for (int i = 0; i < kNumStatusCodes; ++i) errors[i] += other.errors[i];
+  for (int i = 0; i < kNumStatusCodes; ++i) {
+    errors[i] += other.errors[i];
+    if (error_messages[i].empty()) error_messages[i] = other.error_messages[i];
+  }
   latency.Merge(other.latency);
   service.Merge(other.service);
   send_lag.Merge(other.send_lag);
@@ -91,7 +102,10 @@ void Recorder::Record(const Sample& s) {
     current_.bytes += s.bytes;
     live_bytes_.store(totals_.bytes, std::memory_order_relaxed);
   } else {
-    ++totals_.errors[code >= 0 && code < kNumStatusCodes ? code : 2];
+    const int slot = code >= 0 && code < kNumStatusCodes ? code : 2;
+    if (totals_.errors[slot]++ == 0) {
+      totals_.error_messages[slot] = std::string(s.message);
+    }
     ++kind.errors;
     ++current_.errors;
     live_errors_.store(live_errors_.load(std::memory_order_relaxed) + 1,

@@ -12,9 +12,11 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "client/load/histogram.h"
 #include "client/load/options.h"
 
@@ -32,6 +34,8 @@ struct Sample {
   int64_t done_ns = 0;
   int64_t bytes = 0;  // payload moved (fetch, put); 0 on failure
   absl::StatusCode code = absl::StatusCode::kOk;
+  // The failure's message (copied by Record() for the first of each code).
+  absl::string_view message;
 };
 
 // One second of the measurement, by completion time. Latency is of the
@@ -58,6 +62,9 @@ struct Totals {
   uint64_t requests = 0;
   int64_t bytes = 0;
   std::array<uint64_t, kNumStatusCodes> errors{};  // by code; [0] unused
+  // The first message seen with each code (by this recorder; after a merge,
+  // the first recorder's that had one).
+  std::array<std::string, kNumStatusCodes> error_messages;
   Histogram latency;   // from the intended send (corrected, open loop)
   Histogram service;   // from the actual send
   Histogram send_lag;  // actual send - intended send (open loop)
@@ -66,6 +73,9 @@ struct Totals {
   int64_t max_send_lag_ns = 0;
   int64_t last_done_ns = 0;  // latest completion recorded; 0 if none
   uint64_t error_count() const;
+  // The code most requests failed with (the lowest on a tie); 0 (OK) when
+  // none failed.
+  int dominant_error() const;
   void Merge(const Totals& other);
 };
 

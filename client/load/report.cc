@@ -251,10 +251,39 @@ std::string LatencyChart(const Histogram& h, int rows, int width) {
   return out;
 }
 
+double ErrorRate(const RunResult& r) {
+  const Totals& t = r.totals;
+  return t.requests == 0 ? 0
+                         : static_cast<double>(t.error_count()) /
+                               static_cast<double>(t.requests);
+}
+
+bool TooManyErrors(const LoadOptions& o, const RunResult& r) {
+  return ErrorRate(r) > o.max_error_rate;
+}
+
+std::string DominantErrorText(const RunResult& r) {
+  const Totals& t = r.totals;
+  const int code = t.dominant_error();
+  if (code == 0) return "";
+  return absl::StrCat(CodeName(code), " (", t.errors[code], " of ", t.requests,
+                      " requests): ", t.error_messages[code]);
+}
+
 std::string SummaryText(const LoadOptions& o, const std::string& description,
                         const RunResult& r) {
   const Totals& t = r.totals;
   std::string out;
+  if (TooManyErrors(o, r)) {
+    absl::StrAppendFormat(&out,
+                          "NOT A MEASUREMENT: %d of %d requests failed "
+                          "(%.1f%%, more than --max-error-rate=%g)\n",
+                          t.error_count(), t.requests, 100 * ErrorRate(r),
+                          o.max_error_rate);
+  }
+  if (t.error_count() > 0) {
+    absl::StrAppend(&out, "dominant error: ", DominantErrorText(r), "\n");
+  }
   absl::StrAppend(&out, "tensorcast-load: ", description, "\n");
   absl::StrAppend(&out, "  server ", o.server, "; ", LoadText(o, r), "\n");
   if (r.interrupted) absl::StrAppend(&out, "  (interrupted)\n");
@@ -338,6 +367,24 @@ std::string ResultJson(const LoadOptions& o, const std::string& description,
   j.String("tensorcast-load");
   j.Key("description");
   j.String(description);
+  // First, so that a failed run says why before its figures.
+  j.Key("dominant_error");
+  if (const int code = t.dominant_error(); code != 0) {
+    j.BeginObject();
+    j.Key("code");
+    j.String(CodeName(code));
+    j.Key("count");
+    j.Uint(t.errors[code]);
+    j.Key("message");
+    j.String(t.error_messages[code]);
+    j.EndObject();
+  } else {
+    j.Null();
+  }
+  j.Key("error_rate");
+  j.Double(ErrorRate(r), 6);
+  j.Key("too_many_errors");
+  j.Bool(TooManyErrors(o, r));
   j.Key("config");
   j.BeginObject();
   j.Key("server");
@@ -366,6 +413,12 @@ std::string ResultJson(const LoadOptions& o, const std::string& description,
   j.String(o.format == v1::FORMAT_RAW ? "raw" : "npy");
   j.Key("device");
   j.String(o.device);
+  j.Key("requires_grad");
+  j.Bool(o.requires_grad);
+  j.Key("fetch_as_is");
+  j.Bool(o.fetch_as_is);
+  j.Key("max_error_rate");
+  j.Double(o.max_error_rate, 6);
   j.Key("loop");
   j.String(o.open_loop() ? "open" : "closed");
   if (o.open_loop()) {

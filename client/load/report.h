@@ -21,7 +21,19 @@ std::string FormatLatency(int64_t ns);
 // min to max, each with a bar, its count and its share.
 std::string LatencyChart(const Histogram& h, int rows = 12, int width = 40);
 
-// `description` says what the workload does (Workload::Describe()).
+// The share of the measured requests that failed (0 when none was
+// measured), and whether it is above options.max_error_rate: such a run is
+// not a measurement (the binary exits 3).
+double ErrorRate(const RunResult& r);
+bool TooManyErrors(const LoadOptions& options, const RunResult& r);
+
+// One line on the most frequent error: "FAILED_PRECONDITION (998 of 1000
+// requests): <its first message>"; "" when no request failed.
+std::string DominantErrorText(const RunResult& r);
+
+// `description` says what the workload does (Workload::Describe()). When
+// requests failed, the summary leads with the dominant error (and, above
+// --max-error-rate, says the run is not a measurement).
 std::string SummaryText(const LoadOptions& options,
                         const std::string& description, const RunResult& r);
 std::string ResultJson(const LoadOptions& options,

@@ -125,6 +125,115 @@ TEST(ReportTest, SummaryNamesTheFigures) {
   }
 }
 
+// Two workers' recorders: 3 DEADLINE_EXCEEDED and 1 success on one, 5
+// FAILED_PRECONDITION (two messages) and 1 DEADLINE_EXCEEDED on the other.
+RunResult MostlyFailed() {
+  SeriesStore store;
+  Recorder a(0, &store), b(0, &store);
+  auto record = [](Recorder& rec, absl::StatusCode code,
+                   absl::string_view message) {
+    Sample s;
+    s.kind = RequestKind::kFetch;
+    s.sent_ns = s.intended_ns = 1000;
+    s.done_ns = 2000;
+    s.code = code;
+    s.message = message;
+    rec.Record(s);
+  };
+  for (int i = 0; i < 3; ++i) {
+    record(a, absl::StatusCode::kDeadlineExceeded, "slow");
+  }
+  record(a, absl::StatusCode::kOk, "");
+  record(b, absl::StatusCode::kDeadlineExceeded, "slower");
+  record(b, absl::StatusCode::kFailedPrecondition, "refused, first");
+  for (int i = 0; i < 4; ++i) {
+    record(b, absl::StatusCode::kFailedPrecondition, "refused, later");
+  }
+  a.Flush();
+  b.Flush();
+  RunResult r;
+  r.totals = a.totals();
+  r.totals.Merge(b.totals());
+  r.duration_ns = 1'000'000'000;
+  r.series = store.Take(1);
+  return r;
+}
+
+TEST(ReportTest, DominantErrorLeadsAFailedRun) {
+  const RunResult r = MostlyFailed();
+  EXPECT_EQ(r.totals.error_count(), 9u);
+  EXPECT_EQ(r.totals.dominant_error(),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(r.totals.error_messages[static_cast<int>(
+                absl::StatusCode::kDeadlineExceeded)],
+            "slow");
+  EXPECT_DOUBLE_EQ(ErrorRate(r), 0.9);
+  EXPECT_EQ(DominantErrorText(r),
+            "FAILED_PRECONDITION (5 of 10 requests): refused, first");
+  LoadOptions o = Options();
+  EXPECT_TRUE(TooManyErrors(o, r));  // 0.9 > the default 0.5
+
+  std::string text = SummaryText(o, "test workload", r);
+  EXPECT_EQ(text.rfind("NOT A MEASUREMENT: 9 of 10 requests failed (90.0%, "
+                       "more than --max-error-rate=0.5)\n"
+                       "dominant error: FAILED_PRECONDITION (5 of 10 "
+                       "requests): refused, first\n"
+                       "tensorcast-load: test workload\n",
+                       0),
+            0u)
+      << text;
+  // The errors line still names every code.
+  EXPECT_NE(text.find("DEADLINE_EXCEEDED 4, FAILED_PRECONDITION 5"),
+            std::string::npos)
+      << text;
+
+  google::protobuf::Struct doc;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  ResultJson(o, "test workload", r), &doc)
+                  .ok());
+  const auto& f = doc.fields();
+  const auto& dominant = f.at("dominant_error").struct_value().fields();
+  EXPECT_EQ(dominant.at("code").string_value(), "FAILED_PRECONDITION");
+  EXPECT_EQ(dominant.at("count").number_value(), 5);
+  EXPECT_EQ(dominant.at("message").string_value(), "refused, first");
+  EXPECT_DOUBLE_EQ(f.at("error_rate").number_value(), 0.9);
+  EXPECT_TRUE(f.at("too_many_errors").bool_value());
+  EXPECT_EQ(f.at("errors").struct_value().fields().size(), 2u);
+  EXPECT_DOUBLE_EQ(f.at("config")
+                       .struct_value()
+                       .fields()
+                       .at("max_error_rate")
+                       .number_value(),
+                   0.5);
+
+  // Under the threshold: the dominant error still leads, without the verdict.
+  o.max_error_rate = 0.9;
+  EXPECT_FALSE(TooManyErrors(o, r));
+  text = SummaryText(o, "test workload", r);
+  EXPECT_EQ(text.rfind("dominant error: FAILED_PRECONDITION", 0), 0u) << text;
+  EXPECT_EQ(text.find("NOT A MEASUREMENT"), std::string::npos);
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  ResultJson(o, "test workload", r), &doc)
+                  .ok());
+  EXPECT_FALSE(doc.fields().at("too_many_errors").bool_value());
+}
+
+TEST(ReportTest, NoErrorsNoDominantError) {
+  RunResult r;
+  EXPECT_EQ(r.totals.dominant_error(), 0);
+  EXPECT_EQ(ErrorRate(r), 0);  // nothing measured is not an error rate
+  EXPECT_FALSE(TooManyErrors(Options(), r));
+  EXPECT_EQ(DominantErrorText(r), "");
+  const std::string text = SummaryText(Options(), "test workload", r);
+  EXPECT_EQ(text.rfind("tensorcast-load: test workload\n", 0), 0u) << text;
+  google::protobuf::Struct doc;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  ResultJson(Options(), "test workload", r), &doc)
+                  .ok());
+  EXPECT_EQ(doc.fields().at("dominant_error").kind_case(),
+            google::protobuf::Value::kNullValue);
+}
+
 TEST(ReportTest, ShortLastSecondFoldsIntoThePreviousOne) {
   std::vector<SecondStats> series(4);
   for (int i = 0; i < 4; ++i) series[i].requests = 10 + i;

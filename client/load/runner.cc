@@ -273,7 +273,8 @@ RunResult RunLoad(const LoadOptions& o, Workload& workload,
       workload.Discard(client, out);
       const bool measured = by_count ? ticket : (done >= t0 && done < t_end);
       if (measured && done <= stop.at_ns()) {
-        rec.Record({kind, sent, sent, done, out.bytes, out.status.code()});
+        rec.Record({kind, sent, sent, done, out.bytes, out.status.code(),
+                    out.status.message()});
       }
     }
     rec.Flush();
@@ -305,8 +306,8 @@ RunResult RunLoad(const LoadOptions& o, Workload& workload,
       workload.Discard(client, out);
       busy.fetch_sub(1);
       if (slot.measured && done <= stop.at_ns()) {
-        rec.Record(
-            {slot.kind, slot.at_ns, sent, done, out.bytes, out.status.code()});
+        rec.Record({slot.kind, slot.at_ns, sent, done, out.bytes,
+                    out.status.code(), out.status.message()});
       }
     }
     rec.Flush();

@@ -78,6 +78,7 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
     request.set_dtype(options.dtype);
     request.add_shape(options.elements());
     request.set_device(options.device);
+    request.set_requires_grad(options.requires_grad);
     request.set_name(absl::StrCat("tensorcast-load-", getpid(), "-",
                                   std::random_device()()));
     request.set_ttl_seconds(w->ttl_seconds_);
@@ -94,6 +95,12 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
                        " source tensor: ", info.status().message()));
     }
     w->source_ = info->handle();
+    // What Tensor.numpy() would refuse, fetched as users write it:
+    // t.detach().cpu().numpy(), the conversions fused into the stream.
+    if (!options.fetch_as_is) {
+      w->fetch_.detach = info->requires_grad();
+      w->fetch_.cpu = info->device() != "cpu";
+    }
   }
   return w;
 }
@@ -166,6 +173,7 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
       put.dtype = options_.dtype;
       put.shape = {options_.elements()};
       put.device = options_.device;
+      put.requires_grad = options_.requires_grad;
       put.ttl_seconds = ttl_seconds_;
       const int64_t size = static_cast<int64_t>(payload_.size());
       absl::StatusOr<v1::TensorInfo> info;
@@ -242,7 +250,8 @@ std::string Workload::Describe() const {
   const LoadOptions& o = options_;
   const std::string tensor =
       absl::StrCat(FormatSize(o.size_bytes), " ", DTypeName(CoreDType(o.dtype)),
-                   " [", o.elements(), "] on ", o.device);
+                   " [", o.elements(), "] on ", o.device,
+                   o.requires_grad ? ", requires grad" : "");
   std::string out;
   for (int k = 0; k < kNumRequestKinds; ++k) {
     if (o.mix[k] == 0) continue;
@@ -254,7 +263,12 @@ std::string Workload::Describe() const {
             "fetch as ", o.format == v1::FORMAT_RAW ? "raw" : "npy",
             o.to_dtype == v1::DTYPE_UNSPECIFIED
                 ? ""
-                : absl::StrCat(" cast to ", DTypeName(CoreDType(o.to_dtype))));
+                : absl::StrCat(" cast to ", DTypeName(CoreDType(o.to_dtype))),
+            fetch_.detach || fetch_.cpu
+                ? absl::StrCat(" after ", fetch_.detach ? ".detach()" : "",
+                               fetch_.cpu ? ".cpu()" : "")
+                : "",
+            o.fetch_as_is ? " as-is (as .numpy())" : "");
         break;
       case RequestKind::kPut:
         what = "put";

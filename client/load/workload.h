@@ -51,7 +51,8 @@ class Workload {
   // Tensors a Discard() failed to delete (left to their TTL).
   int64_t orphans() const { return orphans_.load(); }
   const std::string& source_handle() const { return source_; }
-  // "1 MiB float32 [262144] on cpu, fetched as npy cast to float16".
+  // "fetch as npy cast to float16 after .cpu() -- 1 MiB float32 [262144]
+  // on cuda:0".
   std::string Describe() const;
 
  private:
@@ -63,6 +64,8 @@ class Workload {
   int64_t ttl_seconds_ = 0;
   std::string source_;   // the tensor fetch, to and info work on
   std::string payload_;  // what put uploads
+  // detach and cpu set where the source tensor needs them (unless
+  // --fetch-as-is), as a user's t.detach().cpu().numpy() would.
   FetchOptions fetch_;
   std::atomic<int64_t> orphans_{0};
 

@@ -85,6 +85,66 @@ TEST_F(CliTest, CreateToDetachInfoLsStatsRm) {
   EXPECT_EQ(Cli({"health"}).exit_code, 0);
 }
 
+// Every --json prints integers as JSON numbers and bools as bools (not the
+// strings protobuf's JSON mapping makes of 64-bit integers), so that a
+// script's `.allocated_bytes > 1000` compares numbers. Read by Python's json.
+TEST_F(CliTest, JsonNumbersAreNumbers) {
+  std::string t = Handle(Cli({"create", "--dtype=float32", "--shape=512,3",
+                              "--ones", "--requires-grad", "--name=j"}));
+  CommandResult info = Cli({"info", "j", "--json"});
+  CommandResult ls = Cli({"ls", "--json"});
+  CommandResult stats = Cli({"stats", "--json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  ASSERT_EQ(stats.exit_code, 0) << stats.err;
+  CommandResult check = RunPython(R"(
+import json, sys
+info, ls, stats = (json.loads(a) for a in sys.argv[1:4])
+handle = sys.argv[4]
+
+def no_quoted_numbers(value, where):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k not in ('handle', 'name', 'version', 'description'):
+                no_quoted_numbers(v, where + '.' + k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            no_quoted_numbers(v, '%s[%d]' % (where, i))
+    else:
+        assert not (isinstance(value, str) and value.lstrip('-').isdigit()),             (where, value)
+
+for name, doc in (('info', info), ('ls', ls), ('stats', stats)):
+    no_quoted_numbers(doc, name)
+
+assert info['handle'] == handle and info['name'] == 'j', info
+for key in ('nbytes', 'numel', 'storage_offset', 'storage_bytes',
+            'expires_at_unix_s', 'created_at_unix_s'):
+    assert type(info[key]) is int, (key, info[key])
+assert info['nbytes'] == 512 * 3 * 4 and info['numel'] == 1536, info
+assert info['shape'] == [512, 3] and info['strides'] == [3, 1], info
+assert info['created_at_unix_s'] > 1_600_000_000, info
+assert info['requires_grad'] is True and info['is_contiguous'] is True, info
+assert info['dtype'] == 'DTYPE_FLOAT32', info
+
+assert [t for t in ls['tensors'] if t['handle'] == handle] == [info], ls
+
+assert type(stats['tensors']) is int and stats['tensors'] == 1, stats
+assert type(stats['active_streams']) is int, stats
+assert type(stats['cuda_available']) is bool, stats
+[cpu] = [d for d in stats['devices'] if d['device'] == 'cpu']
+for key, value in cpu.items():
+    if key not in ('device', 'description'):
+        assert type(value) is int, (key, value)
+# What a script does with it: numbers compare as numbers.
+assert cpu['allocated_bytes'] >= info['nbytes'] > 1000, cpu
+assert cpu['peak_allocated_bytes'] >= cpu['allocated_bytes'], cpu
+print('ok')
+)",
+                                  {info.out, ls.out, stats.out, t});
+  EXPECT_EQ(check.out, "ok\n") << info.out << ls.out << stats.out;
+  EXPECT_EQ(Cli({"rm", t}).exit_code, 0);
+}
+
 TEST_F(CliTest, ErrorsAreCodeColonMessage) {
   CommandResult r = Cli({"info", "nope"});
   EXPECT_EQ(r.exit_code, 1);
