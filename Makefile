@@ -14,7 +14,7 @@ VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker fuzz bench format clean
+.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker check-standalone fuzz bench format clean
 
 all: build
 
@@ -46,9 +46,10 @@ test-tsan: setup
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 \
 	  -R '^(memory_test|store_test)$$'
 
-# The Docker files' checks, unit and integration tests (ctest), the Python
+# That nothing reads outside the repository (first: it needs no build), the
+# Docker files' checks, unit and integration tests (ctest), the Python
 # client's, the sanitizer passes, then each fuzzer for a minute.
-test: build
+test: check-standalone build
 	$(MAKE) lint-docker
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
@@ -76,10 +77,15 @@ test-asan: setup
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 -LE large
 
 # The Dockerfiles (hadolint), docker/compose.yaml (the Compose
-# Specification's schema in ../shared/schemas) and the scripts they run
+# Specification's schema, a copy in docker/schema) and the scripts they run
 # (shellcheck): what can be checked here, where no Docker engine runs.
 lint-docker: setup
 	./scripts/check_docker.sh
+
+# make test works from a plain clone: no tracked file may name the directory
+# some checkouts have beside them (scripts/check_standalone.sh says which).
+check-standalone:
+	./scripts/check_standalone.sh
 
 # libFuzzer (clang, ASan + UBSan): builds only the fuzzers, then runs each
 # for FUZZ_SECONDS on a fresh copy of its seeds in tests/fuzz/corpus; fails
