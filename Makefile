@@ -13,13 +13,26 @@ SERVER_FLAGS ?=
 VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
+# UPGRADE=1: make setup installs the newest releases instead of the pins in
+# scripts/constraints.txt (README.md, "Pinned versions").
+UPGRADE    ?= 0
 
-.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-asan test-tsan lint-docker check-standalone fuzz bench format clean
 
 all: build
 
 setup:
-	./scripts/setup.sh
+	TENSORCAST_UPGRADE=$(UPGRADE) ./scripts/setup.sh
+
+# Rewrites scripts/constraints.txt's pins from the venv, keeping its comment
+# lines: after make setup UPGRADE=1 and a make test that passes. The venv
+# then holds the pins, which the next make setup records.
+constraints:
+	{ grep '^#' scripts/constraints.txt; \
+	  $(VENV)/bin/pip freeze --all --exclude pip --exclude tensorcast; \
+	} >scripts/constraints.txt.new
+	mv scripts/constraints.txt.new scripts/constraints.txt
+	rm -f $(VENV)/.installed
 
 # scripts/build.sh, shared with the Docker images: configures $(BUILD_DIR)
 # (Release) when it has no CMakeCache.txt yet, then builds it. $(CMAKE_FLAGS)
@@ -58,10 +71,13 @@ test: check-standalone build
 	$(MAKE) fuzz FUZZ_SECONDS=60
 
 # The Python client: install the package as a user would (not editable), then
-# run its tests against the server just built.
+# run its tests against the server just built. It is built with the venv's
+# setuptools and pybind11 (pinned, no download).
 .PHONY: test-python
 test-python: build
-	$(VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client/python
+	$(VENV)/bin/pip install -q \
+	  --disable-pip-version-check --force-reinstall --no-deps \
+	  --no-build-isolation ./client/python
 	TENSORCAST_SERVER_BIN=$(abspath $(BUILD_DIR))/bin/tensorcast-server \
 	  TENSORCAST_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python
 
