@@ -72,10 +72,12 @@ test: check-standalone build
 
 # The Python client: install the package as a user would (not editable), then
 # run its tests against the server just built. It is built with the venv's
-# setuptools and pybind11 (pinned, no download).
+# setuptools and pybind11 (pinned, no download), and the native extension
+# must build: TENSORCAST_REQUIRE_NATIVE=1 makes a failure stop the install
+# with the compiler's error rather than leave the pure-Python client.
 .PHONY: test-python
 test-python: build
-	$(VENV)/bin/pip install -q \
+	TENSORCAST_REQUIRE_NATIVE=1 $(VENV)/bin/pip install -q \
 	  --disable-pip-version-check --force-reinstall --no-deps \
 	  --no-build-isolation ./client/python
 	TENSORCAST_SERVER_BIN=$(abspath $(BUILD_DIR))/bin/tensorcast-server \

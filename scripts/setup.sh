@@ -16,7 +16,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
-  python3 python3-venv
+  python3 python3-venv python3-dev
   clang libclang-rt-14-dev
 )
 if [ "$SETUP_PYTHON" = 0 ]; then
