@@ -13,13 +13,26 @@ SERVER_FLAGS ?=
 VENV       := .venv
 PYTHON     := $(VENV)/bin/python
 CMAKE_FLAGS ?=
+# UPGRADE=1: make setup installs the newest releases instead of the pins in
+# scripts/constraints.txt (README.md, "Pinned versions").
+UPGRADE    ?= 0
 
-.PHONY: all setup build run test test-unit test-asan test-tsan lint-docker fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-asan test-tsan lint-docker check-standalone fuzz bench format clean
 
 all: build
 
 setup:
-	./scripts/setup.sh
+	TENSORCAST_UPGRADE=$(UPGRADE) ./scripts/setup.sh
+
+# Rewrites scripts/constraints.txt's pins from the venv, keeping its comment
+# lines: after make setup UPGRADE=1 and a make test that passes. The venv
+# then holds the pins, which the next make setup records.
+constraints:
+	{ grep '^#' scripts/constraints.txt; \
+	  $(VENV)/bin/pip freeze --all --exclude pip --exclude tensorcast; \
+	} >scripts/constraints.txt.new
+	mv scripts/constraints.txt.new scripts/constraints.txt
+	rm -f $(VENV)/.installed
 
 # scripts/build.sh, shared with the Docker images: configures $(BUILD_DIR)
 # (Release) when it has no CMakeCache.txt yet, then builds it. $(CMAKE_FLAGS)
@@ -46,9 +59,10 @@ test-tsan: setup
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 \
 	  -R '^(memory_test|store_test)$$'
 
-# The Docker files' checks, unit and integration tests (ctest), the Python
+# That nothing reads outside the repository (first: it needs no build), the
+# Docker files' checks, unit and integration tests (ctest), the Python
 # client's, the sanitizer passes, then each fuzzer for a minute.
-test: build
+test: check-standalone build
 	$(MAKE) lint-docker
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
 	$(MAKE) test-python
@@ -57,10 +71,15 @@ test: build
 	$(MAKE) fuzz FUZZ_SECONDS=60
 
 # The Python client: install the package as a user would (not editable), then
-# run its tests against the server just built.
+# run its tests against the server just built. It is built with the venv's
+# setuptools and pybind11 (pinned, no download), and the native extension
+# must build: TENSORCAST_REQUIRE_NATIVE=1 makes a failure stop the install
+# with the compiler's error rather than leave the pure-Python client.
 .PHONY: test-python
 test-python: build
-	$(VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./client/python
+	TENSORCAST_REQUIRE_NATIVE=1 $(VENV)/bin/pip install -q \
+	  --disable-pip-version-check --force-reinstall --no-deps \
+	  --no-build-isolation ./client/python
 	TENSORCAST_SERVER_BIN=$(abspath $(BUILD_DIR))/bin/tensorcast-server \
 	  TENSORCAST_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python
 
@@ -76,10 +95,15 @@ test-asan: setup
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 -LE large
 
 # The Dockerfiles (hadolint), docker/compose.yaml (the Compose
-# Specification's schema in ../shared/schemas) and the scripts they run
+# Specification's schema, a copy in docker/schema) and the scripts they run
 # (shellcheck): what can be checked here, where no Docker engine runs.
 lint-docker: setup
 	./scripts/check_docker.sh
+
+# make test works from a plain clone: no tracked file may name the directory
+# some checkouts have beside them (scripts/check_standalone.sh says which).
+check-standalone:
+	./scripts/check_standalone.sh
 
 # libFuzzer (clang, ASan + UBSan): builds only the fuzzers, then runs each
 # for FUZZ_SECONDS on a fresh copy of its seeds in tests/fuzz/corpus; fails

@@ -13,9 +13,11 @@ same run.
 Transfers are float32 arrays of 16 and 256 MiB, median of --runs (the three
 take turns run by run); latency is
 a 4-element tensor's Info and Fetch (tcp: an 8-byte ping-pong; grpcio: a
-unary call and a one-message stream), p50 and p99 of --calls. Figures, not
-pass/fail; the ratios are tensorcast / baseline (higher is better for GB/s,
-lower for latency).
+unary call and a one-message stream), p50 and p99 of --calls. Last, memory:
+how much the client process's resident set grows during one --rss-mib fetch
+on each path (fresh processes, --runs of them), with glibc's default malloc
+arenas and with MALLOC_ARENA_MAX=2. Figures, not pass/fail; the ratios are
+tensorcast / baseline (higher is better for GB/s, lower for latency).
 
     .venv/bin/python bench/python_bench.py [--server-bin build/bin/tensorcast-server]
 """
@@ -278,6 +280,56 @@ def latencies_us(fn: Callable[[], object], calls: int) -> tuple[float, float]:
     return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+# One fetch in a fresh process: VmHWM, reset through /proc/self/clear_refs
+# just before it, minus VmRSS then (ru_maxrss would keep the parent's). The
+# growth is the array, gRPC's buffers in flight, and the freed ones the
+# allocator keeps rather than returns -- the last varies from run to run,
+# which is why this is a figure here and not a test (tests/python/test_large.py
+# checks the client's own allocations with tracemalloc instead).
+RSS_SCRIPT = """
+import sys
+import tensorcast as tc
+
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+target, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tc.connect(target, native=path == "native", shared_memory=path == "shm")
+t = tc.rand(n, seed=3)
+tc.rand(1 << 20, seed=4).numpy()  # warm the channel's buffers
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM = VmRSS
+except OSError:
+    print("-")  # the peak would not be this fetch's alone
+    sys.exit(0)
+before = status("VmRSS")
+a = t.numpy()
+peak = status("VmHWM")
+assert a.shape == (n,)
+print(peak - before)
+"""
+
+
+def fetch_rss_growth(target: str, nbytes: int, path: str,
+                     arena_max: int | None) -> float | None:
+    """RSS growth of one fetch of nbytes on path, in arrays; None where the
+    kernel cannot reset VmHWM."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if arena_max is not None:
+        env["MALLOC_ARENA_MAX"] = str(arena_max)
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, target, str(nbytes // 4), path],
+                         capture_output=True, text=True, timeout=300, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"the RSS probe ({path}) failed: {out.stderr}")
+    line = out.stdout.strip()
+    return None if line == "-" else int(line) / nbytes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="tensorcast Python client benchmark")
     parser.add_argument("--peer", choices=["tcp", "grpc"], help=argparse.SUPPRESS)
@@ -287,6 +339,8 @@ def main() -> int:
     parser.add_argument("--sizes-mib", default="16,256")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rss-mib", type=int, default=256,
+                        help="the fetch whose RSS growth is measured (0: none)")
     args = parser.parse_args()
     if args.peer == "tcp":
         serve_tcp(args.port_file)
@@ -364,6 +418,27 @@ def main() -> int:
         print("(p50 / p99; grpcio: a unary echo, and a one-message stream for Fetch; "
               "raw tcp: an 8-byte ping-pong)")
         close_ping()
+
+        if args.rss_mib and sys.platform.startswith("linux"):
+            nbytes = args.rss_mib * MiB
+            paths = [p for p in ("native", "grpcio", "shm") if p != "native" or client.native]
+            print()
+            header = (f"{'RSS growth':<20}"
+                      + "".join(f"{'tc ' + p:>16}" for p in paths))
+            print(header)
+            print("-" * len(header))
+            for label, arenas in (("default arenas", None), ("MALLOC_ARENA_MAX=2", 2)):
+                cells = []
+                for path in paths:
+                    got = [fetch_rss_growth(server.target, nbytes, path, arenas)
+                           for _ in range(args.runs)]
+                    ok = sorted(g for g in got if g is not None)
+                    cells.append(f"{ok[0]:.2f}-{ok[-1]:.2f}x" if ok else "n/a")
+                print(f"{label:<20}" + "".join(f"{c:>16}" for c in cells))
+            print(f"(one {args.rss_mib} MiB fetch in a fresh process, min-max of "
+                  f"{args.runs}: peak RSS growth over the array's size; "
+                  "n/a: VmHWM cannot be reset here; tc shm includes the shared-memory "
+                  "region the client maps)")
         shclient.close()
         pyclient.close()
         client.close()

@@ -6,14 +6,15 @@
 #     finding, style included; a rule is skipped only by an inline
 #     `# hadolint ignore=DLxxxx` that says why;
 #   - docker/compose.yaml against the Compose Specification's JSON Schema
-#     (../shared/schemas/compose-spec.json; COMPOSE_SCHEMA overrides) and
-#     the references the schema cannot follow (docker/check_compose.py);
-#   - shellcheck on the scripts the images and this check run.
+#     (a copy in docker/schema/compose-spec.json; COMPOSE_SCHEMA overrides)
+#     and the references the schema cannot follow (docker/check_compose.py);
+#   - shellcheck on the scripts the images and this check run, and on
+#     scripts/check_standalone.sh.
 # Runs every check, then exits 1 if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV_BIN:-.venv/bin}
-SCHEMA=${COMPOSE_SCHEMA:-../shared/schemas/compose-spec.json}
+SCHEMA=${COMPOSE_SCHEMA:-docker/schema/compose-spec.json}
 
 failed=()
 run() {
@@ -32,7 +33,8 @@ run hadolint "$BIN/hadolint" --no-color --failure-threshold style \
 run compose "$BIN/python" docker/check_compose.py --schema "$SCHEMA" \
   docker/compose.yaml
 run shellcheck "$BIN/shellcheck" scripts/build.sh scripts/setup.sh \
-  scripts/check_docker.sh docker/runtime-packages.sh
+  scripts/check_docker.sh scripts/check_standalone.sh \
+  docker/runtime-packages.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint-docker: FAILED: ${failed[*]}" >&2

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs what tensorcast needs to build and test, and nothing twice:
 # Debian packages (only those missing) and a project-local Python venv from
-# PyPI. Safe to run again. Also the install step of the Docker images
-# (docker/), which set TENSORCAST_SETUP_PYTHON=0: they build the C++ binaries
-# alone, so Python and the venv are left out.
+# PyPI, at the versions scripts/constraints.txt pins. Safe to run again. Also
+# the install step of the Docker images (docker/), which set
+# TENSORCAST_SETUP_PYTHON=0: they build the C++ binaries alone, so Python
+# (every python3* package) and the venv are left out.
+# TENSORCAST_UPGRADE=1 (make setup UPGRADE=1) installs the newest releases
+# requirements-dev.txt allows instead, ignoring the pins: the step before
+# moving them (README.md, "Pinned versions").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETUP_PYTHON=${TENSORCAST_SETUP_PYTHON:-1}
@@ -12,7 +16,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
-  python3 python3-venv
+  python3 python3-venv python3-dev
   clang libclang-rt-14-dev
 )
 if [ "$SETUP_PYTHON" = 0 ]; then
@@ -39,14 +43,27 @@ fi
 [ "$SETUP_PYTHON" = 0 ] && exit 0
 
 # The venv: NumPy is the reference in tests, grpcio/protobuf for the Python
-# client, ml_dtypes for bfloat16.
+# client, ml_dtypes for bfloat16. The stamp records what was installed: the
+# pins, by a hash of the two files (either changing reinstalls), or
+# "upgraded" and that hash after TENSORCAST_UPGRADE=1.
 VENV=.venv
 REQ=scripts/requirements-dev.txt
+CONSTRAINTS=scripts/constraints.txt
 STAMP=$VENV/.installed
+PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
 if [ ! -x $VENV/bin/python ]; then
   /usr/bin/python3 -m venv $VENV
 fi
-if [ ! -f $STAMP ] || [ $REQ -nt $STAMP ]; then
-  $VENV/bin/pip install -q --disable-pip-version-check -r $REQ
-  touch $STAMP
+files=$(cat $REQ $CONSTRAINTS | sha256sum | cut -d' ' -f1)
+have=$(cat $STAMP 2>/dev/null || true)
+if [ "${TENSORCAST_UPGRADE:-0}" = 1 ]; then
+  echo "setup: installing the newest releases $REQ allows, not $CONSTRAINTS's pins"
+  "${PIP[@]}" --upgrade --upgrade-strategy eager -r $REQ
+  echo "upgraded $files" >$STAMP
+elif [ "$have" = "upgraded $files" ]; then
+  echo "setup: $VENV holds the newest releases (make setup UPGRADE=1), not" \
+    "$CONSTRAINTS's pins; rm $STAMP and run make setup to go back to them"
+elif [ "$have" != "pinned $files" ]; then
+  "${PIP[@]}" -r $REQ -c $CONSTRAINTS
+  echo "pinned $files" >$STAMP
 fi
