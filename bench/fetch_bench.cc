@@ -307,7 +307,7 @@ int Run() {
                                   ? "memfd, mapped"
                                   : "/dev/shm file, pwrite";
       absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
-          SharedMemory::Open(*client, max_bytes + 4096, kind);
+          SharedMemory::Open(*client, max_bytes, kind);
       if (!shm.ok()) {
         ++failures;
         std::printf("shared memory (%s): FAILED: %s\n", kind_name,
@@ -325,7 +325,7 @@ int Run() {
         o.format = v1::FORMAT_RAW;
         o.chunk_bytes = 4 * kMiB;
         o.shm_region = (*shm)->region();
-        o.shm_offset = 4096;
+        o.shm_offset = (*shm)->offset();
         t0 = Clock::now();
         failed = client
                      ->Fetch(ref, o,
@@ -337,7 +337,7 @@ int Run() {
         shm_rates.push_back(max_bytes / shm_s / 1e9);
       }
       float last = -1;
-      std::memcpy(&last, (*shm)->data() + 4096 + max_bytes - 4, 4);
+      std::memcpy(&last, (*shm)->data() + max_bytes - 4, 4);
       if (!failed.ok() || last != static_cast<float>(max_bytes / 4 - 1)) {
         ++failures;
         std::printf("shared memory (%s): FAILED: %s\n", kind_name,

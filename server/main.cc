@@ -74,6 +74,17 @@ int main(int argc, char** argv) {
   flags.Bool("shared-memory", &options.service.shared_memory,
              "let same-host clients move Fetch/Put bytes through shared "
              "memory they lend (OpenSharedMemory)");
+  tensorcast::SharedMemoryLimits& shm = options.service.shared_memory_limits;
+  flags.Size("shared-memory-max-size", &shm.max_region_bytes,
+             "SIZE of the largest shared-memory region a client may lend "
+             "(0 = no limit)");
+  flags.Int("shared-memory-max-per-connection", &shm.max_per_owner,
+            "shared-memory regions one connection may have open (0 = none)");
+  flags.Int("shared-memory-max-per-tenant", &shm.max_per_tenant,
+            "shared-memory regions one tenant may have open (0 = none)");
+  flags.Int("shared-memory-max-regions", &shm.max_total,
+            "shared-memory regions open in all (each holds a descriptor); "
+            "0 = min(1024, open-file limit / 4)");
   flags.String("port-file", &port_file,
                "write the bound port to this file once serving (for "
                "--listen=HOST:0)");
@@ -122,6 +133,10 @@ int main(int argc, char** argv) {
   }
   if (options.default_ttl_seconds < 0 || shutdown_grace < 0) {
     return Fail("--default-ttl and --shutdown-grace must not be negative");
+  }
+  if (shm.max_region_bytes < 0 || shm.max_per_owner < 0 ||
+      shm.max_per_tenant < 0 || shm.max_total < 0) {
+    return Fail("the --shared-memory-max-* limits must not be negative");
   }
   if (absl::Status s = tensorcast::ConfigureLogging(log_format); !s.ok()) {
     return Fail(s.message());

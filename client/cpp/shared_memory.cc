@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "server/core/random.h"
@@ -14,15 +15,18 @@ namespace tensorcast {
 namespace {
 
 constexpr size_t kTokenBytes = 32;
+// The region's header, where the token goes: the server's
+// SharedMemoryEvent.data_offset, which it says in its answer.
+constexpr int64_t kHeaderBytes = 4096;
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::Open(Client& client,
                                                                  int64_t size,
                                                                  Kind kind) {
-  if (size < static_cast<int64_t>(kTokenBytes)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a shared-memory region needs at least ", kTokenBytes, " bytes"));
+  if (size <= 0 || size > std::numeric_limits<int64_t>::max() - kHeaderBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a shared-memory region needs a size, not ", size));
   }
   if (kind == Kind::kFile) return OpenOne(client, size, /*memfd=*/false);
   absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
@@ -54,19 +58,22 @@ absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::OpenOne(
     close(fd);
     return ErrnoStatus(e, call);
   };
-  if (ftruncate(fd, size) != 0) return fail("ftruncate");
+  const int64_t total = kHeaderBytes + size;
+  if (ftruncate(fd, total) != 0) return fail("ftruncate");
   // Sealed: it can never shrink under the server's mapping.
   if (memfd &&
       fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
     return fail("fcntl(F_ADD_SEALS)");
   }
-  void* p = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE,
+  void* p = mmap(nullptr, static_cast<size_t>(total), PROT_READ | PROT_WRITE,
                  MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) return fail("mmap");
-  shm->data_ = static_cast<char*>(p);
+  shm->base_ = static_cast<char*>(p);
+  shm->mapped_bytes_ = total;
+  shm->offset_ = kHeaderBytes;
   shm->size_ = size;
   const std::string token = RandomBytes(kTokenBytes);
-  std::memcpy(shm->data_, token.data(), token.size());
+  std::memcpy(shm->base_, token.data(), token.size());
 
   v1::OpenSharedMemoryRequest request;
   if (memfd) {
@@ -77,7 +84,7 @@ absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::OpenOne(
     close(fd);
     request.set_name(shm->name_);
   }
-  request.set_size(size);
+  request.set_size(total);
   request.set_token(token);
   // The session lasts as long as the region: the token, no deadline.
   client.Prepare(&shm->ctx_, /*with_deadline=*/false);
@@ -90,6 +97,13 @@ absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::OpenOne(
   }
   shm->region_ = event.region();
   shm->mapped_ = event.mapped();
+  // A server older than the header answers 0 and takes any offset.
+  if (event.data_offset() > kHeaderBytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the server reserves ", event.data_offset(),
+                     " bytes of each shared-memory region; this client leaves ",
+                     kHeaderBytes));
+  }
   return shm;
 }
 
@@ -98,7 +112,7 @@ SharedMemory::~SharedMemory() {
     ctx_.TryCancel();
     (void)session_->Finish();
   }
-  if (data_ != nullptr) munmap(data_, static_cast<size_t>(size_));
+  if (base_ != nullptr) munmap(base_, static_cast<size_t>(mapped_bytes_));
   if (memfd_ >= 0) close(memfd_);
   if (!name_.empty()) shm_unlink(("/" + name_).c_str());
 }

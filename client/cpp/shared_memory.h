@@ -8,6 +8,7 @@
 //   FetchOptions f;
 //   f.format = v1::FORMAT_RAW;
 //   f.shm_region = (*shm)->region();
+//   f.shm_offset = (*shm)->offset();     // where data() lies in the region
 //   client.Fetch(ref, f, nullptr_sink)   // bytes land in (*shm)->data()
 //
 // Open creates the memory -- by default a memfd sealed against shrinking
@@ -15,11 +16,14 @@
 // server cannot open it (another pid namespace or user), a file
 // /dev/shm/tensorcast-<random> (mode 0600), which the server reads and
 // writes with pread/pwrite -- maps it with its pages faulted in, writes a
-// random token at its start (the server checks it: proof this client
-// controls the memory it names) and opens the session call; the region
-// lives until this object is destroyed, which ends the call and removes
-// the memory. Not thread-safe; the memory may be read and written by the
-// caller between calls.
+// random token into its header (the first 4096 bytes, which the server
+// checks -- proof this client controls the memory it names -- and never
+// writes) and opens the session call. The caller's `size` bytes follow the
+// header: data() points at them, and a Fetch or Put names them by
+// shm_offset = offset() + position (the server refuses ranges inside the
+// header). The region lives until this object is destroyed, which ends the
+// call and removes the memory. Not thread-safe; the memory may be read and
+// written by the caller between calls.
 #ifndef TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
 #define TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
 
@@ -48,8 +52,10 @@ class SharedMemory {
   SharedMemory(const SharedMemory&) = delete;
   SharedMemory& operator=(const SharedMemory&) = delete;
 
-  char* data() const { return data_; }
+  // The caller's bytes: size() of them, at shm_offset offset().
+  char* data() const { return base_ + offset_; }
   int64_t size() const { return size_; }
+  int64_t offset() const { return offset_; }
   // The id Fetch and Put name it by.
   const std::string& region() const { return region_; }
   // The file under /dev/shm; empty for a memfd.
@@ -65,7 +71,9 @@ class SharedMemory {
   std::string name_;
   bool mapped_ = false;
   int memfd_ = -1;  // a memfd's descriptor, open for as long as it is lent
-  char* data_ = nullptr;
+  char* base_ = nullptr;  // the whole mapping: header, then data
+  int64_t mapped_bytes_ = 0;
+  int64_t offset_ = 0;
   int64_t size_ = 0;
   std::string region_;
   grpc::ClientContext ctx_;

@@ -145,7 +145,7 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
         }
         FetchOptions fetch = fetch_;
         fetch.shm_region = (*region)->region();
-        fetch.shm_offset = 0;
+        fetch.shm_offset = (*region)->offset();
         absl::StatusOr<v1::FetchHeader> header = client.Fetch(
             source_, fetch,
             [](absl::string_view) -> absl::Status { return absl::OkStatus(); });
@@ -185,7 +185,7 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
           break;
         }
         put.shm_region = (*region)->region();
-        put.shm_offset = put_offset_;
+        put.shm_offset = (*region)->offset() + put_offset_;
         put.shm_bytes = size;
         info = client.Put(put, nullptr, size);
         GiveRegion(client, *std::move(region));

@@ -71,8 +71,9 @@ class Workload {
 
   // --shared-memory: regions lent by each connection (a region is valid
   // only on the connection that opened it), reused across requests; one per
-  // request in flight. A region holds a fetch's output at 0 and, for put,
-  // the payload at put_offset_ (copied in once, when it is opened).
+  // request in flight. A region holds a fetch's output at the start of its
+  // data and, for put, the payload put_offset_ past it (copied in once,
+  // when it is opened).
   absl::StatusOr<std::unique_ptr<SharedMemory>> TakeRegion(
       Client& client) const;
   void GiveRegion(Client& client, std::unique_ptr<SharedMemory> region) const;

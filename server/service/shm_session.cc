@@ -4,6 +4,8 @@
 // away (a cancellation), or the server shuts down (which cancels it) -- the
 // region is forgotten. Sessions are not counted as running streams, so an
 // idle session does not hold up a drain.
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 
 #include "server/service/status.h"
@@ -19,25 +21,39 @@ class SharedMemorySession final
                       grpc::CallbackServerContext* ctx,
                       const v1::OpenSharedMemoryRequest* request)
       : service_(service), ctx_(ctx) {
-    if (!service_->options().shared_memory) {
-      End(absl::FailedPreconditionError(kSharedMemoryOff));
-      return;
-    }
+    // Who is calling comes first: a caller without a good token learns
+    // nothing, not even whether shared memory is on.
     absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
     if (!caller.ok()) {
       End(caller.status());
       return;
     }
+    if (!service_->options().shared_memory) {
+      End(absl::FailedPreconditionError(kSharedMemoryOff));
+      return;
+    }
+    const bool memfd = request->name().empty() && request->memfd_pid() != 0;
+    if (!request->name().empty() &&
+        (request->memfd_pid() != 0 || request->memfd_fd() != 0)) {
+      End(absl::InvalidArgumentError(
+          "a shared-memory region is a name or a memfd, not both"));
+      return;
+    }
     // Regions belong to this connection and this tenant.
     const std::string owner = TensorServiceImpl::RegionOwner(ctx_, *caller);
     SharedMemoryRegistry& registry = service_->shared_memory();
-    const bool memfd = request->name().empty() && request->memfd_pid() != 0;
+    std::string why;  // a refusal's reason: the log's, never the caller's
     absl::StatusOr<std::string> id =
         memfd ? registry.OpenMemfd(request->memfd_pid(), request->memfd_fd(),
-                                   request->size(), request->token(), owner)
+                                   request->size(), request->token(), owner,
+                                   caller->name(), &why)
               : registry.Open(request->name(), request->size(),
-                              request->token(), owner);
+                              request->token(), owner, caller->name(), &why);
     if (!id.ok()) {
+      if (!why.empty()) {
+        spdlog::debug("OpenSharedMemory from {} refused: {}", ctx_->peer(),
+                      why);
+      }
       End(id.status());
       return;
     }
@@ -45,6 +61,7 @@ class SharedMemorySession final
     event_.set_region(region_);
     event_.set_size(request->size());
     event_.set_mapped(memfd);
+    event_.set_data_offset(kSharedMemoryHeaderBytes);
     LogRpc(service_, "OpenSharedMemory", ctx_, absl::OkStatus(), start_);
     StartWrite(&event_);
   }

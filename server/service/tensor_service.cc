@@ -131,7 +131,7 @@ TensorServiceImpl::TensorServiceImpl(TensorStore* store,
     : ctx_{store, devices, options.max_tensor_bytes, nullptr},
       auth_(auth),
       options_(options),
-      shared_memory_(options.shared_memory_dir),
+      shared_memory_(options.shared_memory_dir, options.shared_memory_limits),
       metrics_(MethodNames()) {}
 
 ServiceSnapshot TensorServiceImpl::Snapshot() const {

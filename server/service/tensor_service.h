@@ -29,6 +29,7 @@ struct ServiceOptions {
   // Same-host shared memory (OpenSharedMemory): off unless allowed.
   bool shared_memory = false;
   std::string shared_memory_dir = "/dev/shm";
+  SharedMemoryLimits shared_memory_limits;  // region size and counts
 };
 
 inline constexpr int64_t kMinChunkBytes = 4 << 10;

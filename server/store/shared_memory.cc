@@ -2,16 +2,19 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/random.h"
 
@@ -36,21 +39,112 @@ bool ValidName(absl::string_view name) {
   return name.find("..") == absl::string_view::npos;
 }
 
-absl::Status CheckToken(absl::string_view token) {
-  if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("the token must be ",
-                                                   kMinTokenBytes, " to ",
-                                                   kMaxTokenBytes, " bytes"));
+// Equal without an early exit: the time taken does not tell how many of
+// the leading bytes matched.
+bool SameBytes(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   }
-  return absl::OkStatus();
+  return diff == 0;
 }
 
-absl::Status CheckSize(int64_t size) {
-  if (size <= 0) {
-    return absl::InvalidArgumentError("a shared-memory region needs a size");
-  }
-  return absl::OkStatus();
+std::string Errno(absl::string_view call) {
+  return absl::StrCat(call, ": ", std::strerror(errno));
 }
+
+// Opens `path` (relative to `dir`) for reading and writing if it is a
+// regular file: first as a path only (O_PATH opens nothing -- no device, no
+// FIFO), then, once fstat says regular, again through /proc/self/fd. -1 and
+// `reason` otherwise.
+int OpenRegularFile(int dir, const std::string& path, int flags,
+                    std::string* reason) {
+  const int handle = openat(dir, path.c_str(), O_PATH | O_CLOEXEC | flags);
+  if (handle < 0) {
+    *reason = Errno("open");
+    return -1;
+  }
+  struct stat st;
+  if (fstat(handle, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *reason = "not a regular file";
+    close(handle);
+    return -1;
+  }
+  const std::string self = absl::StrCat("/proc/self/fd/", handle);
+  const int fd = open(self.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) *reason = Errno("reopen");
+  close(handle);
+  return fd;
+}
+
+// The thread group (process) of the task whose /proc directory is `dir`;
+// -1 if it cannot be read.
+int ThreadGroupOf(int dir) {
+  const int fd = openat(dir, "status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buffer[4096];
+  ssize_t n = 0;
+  do {
+    n = read(fd, buffer, sizeof(buffer) - 1);
+  } while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0) return -1;
+  absl::string_view status(buffer, static_cast<size_t>(n));
+  const size_t at = status.find("\nTgid:");
+  if (at == absl::string_view::npos) return -1;
+  status.remove_prefix(at + 6);
+  const size_t end = status.find('\n');
+  status = absl::StripAsciiWhitespace(status.substr(0, end));
+  int tgid = -1;
+  return absl::SimpleAtoi(status, &tgid) ? tgid : -1;
+}
+
+// Exactly out->size() bytes at offset 0.
+bool ReadStart(int fd, std::string* out) {
+  size_t done = 0;
+  while (done < out->size()) {
+    ssize_t r = pread(fd, out->data() + done, out->size() - done,
+                      static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The reason for the log: printable, and short.
+std::string ForLog(absl::string_view reason) {
+  constexpr size_t kMax = 200;
+  std::string out = absl::CHexEscape(reason.substr(0, kMax));
+  if (reason.size() > kMax) out += "...";
+  return out;
+}
+
+int64_t DerivedMaxTotal() {
+  constexpr int64_t kMost = 1024;
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 ||
+      limit.rlim_cur == RLIM_INFINITY) {
+    return kMost;
+  }
+  return std::clamp<int64_t>(static_cast<int64_t>(limit.rlim_cur / 4), 1,
+                             kMost);
+}
+
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  const int fd_;
+};
 
 }  // namespace
 
@@ -61,10 +155,13 @@ SharedMemoryRegion::~SharedMemoryRegion() {
 
 absl::Status SharedMemoryRegion::CheckRange(int64_t offset,
                                             int64_t length) const {
-  if (offset < 0 || length < 0 || offset > size_ || length > size_ - offset) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shared-memory range [", offset, ", +", length,
-                     ") is outside the ", size_, "-byte region"));
+  if (offset < kSharedMemoryHeaderBytes || length < 0 || offset > size_ ||
+      length > size_ - offset) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared-memory range [", offset, ", +", length, ") is outside [",
+        kSharedMemoryHeaderBytes, ", ", size_,
+        ") of the region (data starts after its ", kSharedMemoryHeaderBytes,
+        "-byte header, which holds the token)"));
   }
   return absl::OkStatus();
 }
@@ -115,98 +212,233 @@ absl::Status SharedMemoryRegion::Read(int64_t offset, char* data,
   return absl::OkStatus();
 }
 
-SharedMemoryRegistry::SharedMemoryRegistry(std::string directory)
-    : directory_(std::move(directory)) {}
+// A region counted against the caps while it is being opened: uncounted
+// again unless it was registered.
+class SharedMemoryRegistry::Reservation {
+ public:
+  Reservation(SharedMemoryRegistry* registry, absl::string_view owner,
+              absl::string_view tenant)
+      : registry_(registry), owner_(owner), tenant_(tenant) {}
+  ~Reservation() {
+    if (committed_) return;
+    MutexLock lock(&registry_->mu_);
+    registry_->Unreserve(owner_, tenant_);
+  }
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  const std::string& owner() const { return owner_; }
+  const std::string& tenant() const { return tenant_; }
+  void Commit() { committed_ = true; }
+
+ private:
+  SharedMemoryRegistry* const registry_;
+  const std::string owner_;
+  const std::string tenant_;
+  bool committed_ = false;
+};
+
+std::string SharedMemoryRegistry::Unusable(int64_t size) {
+  return absl::StrCat(
+      "shared memory region not usable: it must exist, be the caller's own "
+      "memory (a sealed memfd of another process, or a tensorcast-* file in "
+      "/dev/shm) of at least ",
+      size, " bytes, and start with the token");
+}
+
+SharedMemoryRegistry::SharedMemoryRegistry(std::string directory,
+                                           SharedMemoryLimits limits)
+    : directory_(std::move(directory)),
+      limits_(limits),
+      max_total_(limits.max_total > 0 ? limits.max_total : DerivedMaxTotal()) {}
+
+namespace {
+
+// Every refusal of an open for what the host holds: one code, one text.
+absl::Status Refuse(int64_t size, std::string* why, absl::string_view reason) {
+  if (why != nullptr) *why = ForLog(reason);
+  return absl::NotFoundError(SharedMemoryRegistry::Unusable(size));
+}
+
+}  // namespace
+
+absl::Status SharedMemoryRegistry::CheckRequest(int64_t size,
+                                                absl::string_view token) const {
+  if (size <= kSharedMemoryHeaderBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a shared-memory region needs more than its ",
+                     kSharedMemoryHeaderBytes, "-byte header (the token's)"));
+  }
+  if (limits_.max_region_bytes > 0 && size > limits_.max_region_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a shared-memory region of ", size,
+                     " bytes is over the server's limit of ",
+                     limits_.max_region_bytes, " (--shared-memory-max-size)"));
+  }
+  if (token.size() < kMinTokenBytes || token.size() > kMaxTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the token must be ",
+                                                   kMinTokenBytes, " to ",
+                                                   kMaxTokenBytes, " bytes"));
+  }
+  if (token.find_first_not_of(token[0]) == absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        "the token must be random bytes, not one byte repeated");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SharedMemoryRegistry::Reserve(absl::string_view owner,
+                                           absl::string_view tenant) {
+  MutexLock lock(&mu_);
+  int64_t& mine = per_owner_[owner];
+  int64_t& theirs = per_tenant_[tenant];
+  absl::Status status;
+  if (limits_.max_per_owner > 0 && mine >= limits_.max_per_owner) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("this connection has ", mine,
+                     " shared-memory regions open, its limit (per connection: "
+                     "--shared-memory-max-per-connection)"));
+  } else if (limits_.max_per_tenant > 0 && theirs >= limits_.max_per_tenant) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("tenant '", tenant, "' has ", theirs,
+                     " shared-memory regions open, its limit (per tenant: "
+                     "--shared-memory-max-per-tenant)"));
+  } else if (total_ >= max_total_) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("the server has ", total_,
+                     " shared-memory regions open, its limit (in all: "
+                     "--shared-memory-max-regions)"));
+  }
+  if (!status.ok()) {
+    if (mine == 0) per_owner_.erase(owner);
+    if (theirs == 0) per_tenant_.erase(tenant);
+    return status;
+  }
+  ++mine;
+  ++theirs;
+  ++total_;
+  return absl::OkStatus();
+}
+
+void SharedMemoryRegistry::Unreserve(absl::string_view owner,
+                                     absl::string_view tenant) {
+  auto drop = [](absl::flat_hash_map<std::string, int64_t>& counts,
+                 absl::string_view key) {
+    auto it = counts.find(key);
+    if (it != counts.end() && --it->second <= 0) counts.erase(it);
+  };
+  drop(per_owner_, owner);
+  drop(per_tenant_, tenant);
+  --total_;
+}
 
 absl::StatusOr<std::string> SharedMemoryRegistry::Open(
     absl::string_view name, int64_t size, absl::string_view token,
-    absl::string_view owner) {
+    absl::string_view owner, absl::string_view tenant, std::string* why) {
   if (!ValidName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a shared-memory region is a file in ", directory_, " named '", kPrefix,
         "' followed by letters, digits, '_', '.' or '-'"));
   }
-  if (absl::Status s = CheckSize(size); !s.ok()) return s;
-  if (absl::Status s = CheckToken(token); !s.ok()) return s;
+  if (absl::Status s = CheckRequest(size, token); !s.ok()) return s;
+  if (absl::Status s = Reserve(owner, tenant); !s.ok()) return s;
+  Reservation reservation(this, owner, tenant);
   const std::string path = absl::StrCat(directory_, "/", name);
-  int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat("cannot open shared memory ", path,
-                                            ": ", std::strerror(errno)));
-  }
-  std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(fd, size));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " is not a regular file"));
-  }
-  if (st.st_size < size) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " holds ", st.st_size,
-                                                   " bytes, fewer than the ",
-                                                   size, " asked"));
-  }
-  return Register(std::move(region), token, owner);
+  std::string reason;
+  const int fd = OpenRegularFile(AT_FDCWD, path, O_NOFOLLOW, &reason);
+  if (fd < 0) return Refuse(size, why, absl::StrCat(path, ": ", reason));
+  return Register(fd, /*memfd=*/false, size, token, reservation, why);
 }
 
 absl::StatusOr<std::string> SharedMemoryRegistry::OpenMemfd(
     int pid, int fd, int64_t size, absl::string_view token,
-    absl::string_view owner) {
+    absl::string_view owner, absl::string_view tenant, std::string* why) {
   if (pid <= 0 || fd < 0) {
     return absl::InvalidArgumentError(
         "a memfd region is named by a process id and a descriptor");
   }
-  if (absl::Status s = CheckSize(size); !s.ok()) return s;
-  if (absl::Status s = CheckToken(token); !s.ok()) return s;
-  // Built from two numbers: no path of the client's choosing.
-  const std::string path = absl::StrCat("/proc/", pid, "/fd/", fd);
-  int own = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (absl::Status s = CheckRequest(size, token); !s.ok()) return s;
+  if (absl::Status s = Reserve(owner, tenant); !s.ok()) return s;
+  Reservation reservation(this, owner, tenant);
+  // Built from two numbers: no path of the client's choosing. The /proc
+  // directory, once open, stays that task's: a pid reused meanwhile cannot
+  // swap another process in between the checks and the open.
+  const std::string proc = absl::StrCat("/proc/", pid);
+  const bool own_pid = pid == getpid();
+  if (own_pid && !limits_.allow_own_process) {
+    return Refuse(size, why, absl::StrCat(proc, ": the server's own process"));
+  }
+  ScopedFd dir(open(proc.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) {
+    return Refuse(size, why, absl::StrCat(proc, ": ", Errno("open")));
+  }
+  if (!limits_.allow_own_process) {
+    // A thread of the server: its fd table is the server's.
+    const int tgid = ThreadGroupOf(dir.get());
+    if (tgid < 0 || tgid == getpid()) {
+      return Refuse(size, why,
+                    absl::StrCat(proc, tgid < 0 ? ": no readable status"
+                                                : ": a thread of the server"));
+    }
+  }
+  std::string reason;
+  const int own =
+      OpenRegularFile(dir.get(), absl::StrCat("fd/", fd), 0, &reason);
   if (own < 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "cannot open the memfd at ", path, ": ", std::strerror(errno),
-        " (is the client on this host, in this pid namespace, "
-        "as the same user?)"));
+    return Refuse(size, why, absl::StrCat(proc, "/fd/", fd, ": ", reason));
   }
-  std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(own, size));
-  struct stat st;
-  if (fstat(own, &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " is not a regular file"));
-  }
-  const int seals = fcntl(own, F_GET_SEALS);
-  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path,
-        " is not a memfd sealed against shrinking (F_SEAL_SHRINK): the "
-        "server maps only memory that cannot shrink under it"));
-  }
-  if (st.st_size < size) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " holds ", st.st_size,
-                                                   " bytes, fewer than the ",
-                                                   size, " asked"));
-  }
-  void* p = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE,
-                 MAP_SHARED | MAP_POPULATE, own, 0);
-  if (p == MAP_FAILED) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot map ", path, ": ", std::strerror(errno)));
-  }
-  region->map_ = static_cast<char*>(p);
-  return Register(std::move(region), token, owner);
+  return Register(own, /*memfd=*/true, size, token, reservation, why);
 }
 
 absl::StatusOr<std::string> SharedMemoryRegistry::Register(
-    std::shared_ptr<const SharedMemoryRegion> region, absl::string_view token,
-    absl::string_view owner) {
+    int fd, bool memfd, int64_t size, absl::string_view token,
+    Reservation& reservation, std::string* why) {
+  // Owns fd from here on.
+  std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(fd, size));
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Refuse(size, why, Errno("fstat"));
+  if (st.st_size < size) {
+    return Refuse(size, why,
+                  absl::StrCat("holds ", st.st_size, " bytes, fewer than the ",
+                               size, " asked"));
+  }
+  if (memfd) {
+    const int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+      return Refuse(size, why,
+                    "not a memfd sealed against shrinking (F_SEAL_SHRINK)");
+    }
+  }
+  // The token, read before anything is mapped: memory that is not the
+  // caller's is never mapped, let alone faulted in.
   std::string start(token.size(), '\0');
-  if (!region->Read(0, start.data(), static_cast<int64_t>(start.size())).ok() ||
-      start != token) {
-    return absl::PermissionDeniedError(
-        "the region does not start with the token sent: it is not memory "
-        "this client controls");
+  if (!ReadStart(fd, &start) || !SameBytes(start, token)) {
+    return Refuse(size, why, "does not start with the token sent");
+  }
+  if (memfd) {
+    // No MAP_POPULATE: pages are faulted in by the transfers that use them.
+    void* p = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE,
+                   MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      if (errno == ENOMEM) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("cannot map a shared-memory region of ", size,
+                         " bytes: ", std::strerror(errno)));
+      }
+      return Refuse(size, why, Errno("mmap"));
+    }
+    region->map_ = static_cast<char*>(p);
   }
   std::string id = RandomHex(16);  // 128 bits: unguessable
   MutexLock lock(&mu_);
-  regions_[id] = Entry{std::string(owner), std::move(region)};
+  for (const auto& [other_id, entry] : regions_) {
+    if (entry.dev == st.st_dev && entry.ino == st.st_ino &&
+        entry.owner != reservation.owner()) {
+      return Refuse(size, why, "another owner has this region open");
+    }
+  }
+  regions_[id] = Entry{reservation.owner(), reservation.tenant(), st.st_dev,
+                       st.st_ino, std::move(region)};
+  reservation.Commit();
   return id;
 }
 
@@ -228,6 +460,7 @@ void SharedMemoryRegistry::Close(absl::string_view id) {
   auto it = regions_.find(id);
   if (it == regions_.end()) return;
   region = std::move(it->second.region);
+  Unreserve(it->second.owner, it->second.tenant);
   regions_.erase(it);
 }
 

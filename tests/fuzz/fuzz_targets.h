@@ -23,6 +23,10 @@ int FuzzPutHeader(const uint8_t* data, size_t size);
 int FuzzRpc(const uint8_t* data, size_t size);
 // Stops the server FuzzRpc started, if any (for tests; fuzzers never do).
 void ShutdownRpcFuzzer();
+// The shared-memory handshake and transfers (SharedMemoryRegistry) on a
+// memfd or file of this process with fuzz-chosen contents, token, size,
+// seals and offsets.
+int FuzzSharedMemory(const uint8_t* data, size_t size);
 
 }  // namespace tensorcast::fuzz
 

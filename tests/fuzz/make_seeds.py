@@ -156,3 +156,34 @@ write("rpc", "empty_cache.bin",
       rpc(EMPTY_CACHE, pb.EmptyCacheRequest(device="cpu")))
 write("rpc", "shm.bin",
       rpc(SHM, pb.OpenSharedMemoryRequest(name="tensorcast-x", size=4096)))
+
+# shm: flags (bit 0 file, bits 1-3 the memfd's seals shrink/grow/write,
+# bit 4 the token at the start), real size, size asked (zigzag), token,
+# bytes at offset 0, then transfers (op byte: even write, odd read; offset,
+# length as zigzag varints). See shm_fuzz.cc.
+SHRINK, GROW, WRITE_SEAL, TOKEN_AT_START = 2, 4, 8, 16
+TOKEN = bytes(range(1, 33))
+
+
+def shm(flags, real, asked, token=TOKEN, start=b"", ops=()):
+    out = bytes([flags]) + varint(real) + zigzag(asked) + prefixed(token)
+    out += prefixed(start)
+    for write, offset, length in ops:
+        out += bytes([0 if write else 1]) + zigzag(offset) + zigzag(length)
+    return out
+
+
+OPS = [(True, 4096, 100), (False, 4096, 100), (True, 0, 32), (False, 100, 8),
+       (True, 8100, 92), (True, 8100, 93), (False, -1, 4)]
+write("shm", "memfd_sealed.bin",
+      shm(SHRINK | GROW | TOKEN_AT_START, 8192, 8192, ops=OPS))
+write("shm", "file.bin", shm(1 | TOKEN_AT_START, 8192, 8192, ops=OPS))
+write("shm", "memfd_unsealed.bin", shm(TOKEN_AT_START, 8192, 8192))
+write("shm", "memfd_write_sealed.bin",
+      shm(SHRINK | WRITE_SEAL | TOKEN_AT_START, 8192, 8192))
+write("shm", "wrong_token.bin", shm(SHRINK | 1, 8192, 8192, start=b"x" * 64))
+write("shm", "zero_token.bin",
+      shm(SHRINK | TOKEN_AT_START, 8192, 8192, token=bytes(16)))
+write("shm", "too_small.bin", shm(SHRINK | TOKEN_AT_START, 8192, 8193))
+write("shm", "header_only.bin", shm(SHRINK | TOKEN_AT_START, 4096, 4096))
+write("shm", "over_cap.bin", shm(SHRINK | TOKEN_AT_START, 40000, 40000))

@@ -28,6 +28,7 @@ const Target kTargets[] = {
     {"npy", FuzzNpy},
     {"put_header", FuzzPutHeader},
     {"rpc", FuzzRpc},
+    {"shm", FuzzSharedMemory},
 };
 
 // The files in TENSORCAST_FUZZ_DIR/<kind>/<target>, sorted; none if the

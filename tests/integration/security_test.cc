@@ -467,6 +467,7 @@ TEST_F(TokenTest, SharedMemoryRegionsBelongToTheirTenant) {
   FetchOptions f;
   f.format = v1::FORMAT_RAW;
   f.shm_region = (*region)->region();
+  f.shm_offset = (*region)->offset();
   EXPECT_TRUE(alice.Fetch(a->handle(), f, NoBytes).ok());
   absl::Status theirs = bob.Fetch(b->handle(), f, NoBytes).status();
   EXPECT_EQ(theirs.code(), absl::StatusCode::kNotFound) << theirs;
@@ -474,6 +475,7 @@ TEST_F(TokenTest, SharedMemoryRegionsBelongToTheirTenant) {
   p.dtype = v1::DTYPE_UINT8;
   p.shape = {1024};
   p.shm_region = (*region)->region();
+  p.shm_offset = (*region)->offset();
   p.shm_bytes = 1024;
   EXPECT_EQ(bob.Put(p, nullptr).status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(alice.Put(p, nullptr).ok());

@@ -1,18 +1,30 @@
 // Same-host shared memory (OpenSharedMemory, --shared-memory): Fetch and
 // Put through a region the client lends give the bytes the socket path
-// gives, and the safety rules hold -- off without the flag; only a file
-// named tensorcast-* under /dev/shm that starts with the client's token;
-// a region id works only on the connection that opened it; every range is
-// checked before anything is written; a client that shrinks its file gets
-// an error, not a crashed server; a closed session's region is gone.
+// gives, and the safety rules hold -- off without the flag (said only to an
+// authenticated caller); only a file named tensorcast-* under /dev/shm or a
+// sealed memfd of another process, that starts with the client's token; the
+// token's header is never read or written by a transfer; every refusal that
+// depends on the host reads the same; a huge sparse memfd costs the server
+// nothing; a region id works only on the connection that opened it, and no
+// tenant reaches another's region, not even through the server's own
+// descriptors; the region caps hold; every range is checked before
+// anything is written; a client that shrinks its file gets an error, not a
+// crashed server; a closed session's region is gone.
+#include <dirent.h>
 #include <fcntl.h>
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "client/cpp/shared_memory.h"
@@ -91,25 +103,24 @@ void ShmTest::CheckFetchAndPut(SharedMemory::Kind kind) {
       f.offset = 3;  // a range that cuts an element
       absl::StatusOr<std::string> wire = client().FetchBytes(ref, f);
       ASSERT_TRUE(wire.ok()) << wire.status();
-      std::memset((*shm)->data() + 4096, 0, wire->size());
+      std::memset((*shm)->data(), 0, wire->size());
       absl::StatusOr<v1::FetchHeader> h =
-          FetchToShm(ref, f, (*shm)->region(), 4096);
+          FetchToShm(ref, f, (*shm)->region(), (*shm)->offset());
       ASSERT_TRUE(h.ok()) << h.status();
       EXPECT_EQ(h->length(), static_cast<int64_t>(wire->size()));
-      EXPECT_EQ(std::memcmp((*shm)->data() + 4096, wire->data(), wire->size()),
-                0);
+      EXPECT_EQ(std::memcmp((*shm)->data(), wire->data(), wire->size()), 0);
     }
   }
   // Put from the region: the bytes become a tensor.
   const int64_t n = 1 << 20;
   for (int64_t i = 0; i < n; ++i) {
-    (*shm)->data()[4096 + i] = static_cast<char>(i * 7);
+    (*shm)->data()[i] = static_cast<char>(i * 7);
   }
   PutOptions p;
   p.dtype = v1::DTYPE_UINT8;
   p.shape = {n};
   p.shm_region = (*shm)->region();
-  p.shm_offset = 4096;
+  p.shm_offset = (*shm)->offset();
   p.shm_bytes = n;
   absl::StatusOr<v1::TensorInfo> put = client().Put(p, nullptr, n);
   ASSERT_TRUE(put.ok()) << put.status();
@@ -117,7 +128,7 @@ void ShmTest::CheckFetchAndPut(SharedMemory::Kind kind) {
   raw.format = v1::FORMAT_RAW;
   absl::StatusOr<std::string> back = client().FetchBytes(put->handle(), raw);
   ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, std::string((*shm)->data() + 4096, n));
+  EXPECT_EQ(*back, std::string((*shm)->data(), n));
 }
 
 TEST_F(ShmTest, RegionsAreCheckedAndBelongToTheirConnection) {
@@ -128,37 +139,52 @@ TEST_F(ShmTest, RegionsAreCheckedAndBelongToTheirConnection) {
 }
 
 void ShmTest::CheckRegionRules(SharedMemory::Kind kind) {
+  constexpr int64_t kSize = 1 << 20;
   absl::StatusOr<std::unique_ptr<SharedMemory>> shm =
-      SharedMemory::Open(client(), 1 << 20, kind);
+      SharedMemory::Open(client(), kSize, kind);
   ASSERT_TRUE(shm.ok()) << shm.status();
+  const int64_t base = (*shm)->offset();  // the region's first data byte
+  ASSERT_EQ(base, 4096);
   const std::string ref = Arange(1024);  // 4 KiB RAW
-  std::memset((*shm)->data() + 64, 0xab, (1 << 20) - 64);
+  std::memset((*shm)->data(), 0xab, kSize);
+  // The header, token and all, as this client wrote it.
+  const char* header = (*shm)->data() - base;
+  const std::string token(header, base);
   auto untouched = [&] {
-    for (int64_t i = 64; i < (1 << 20); ++i) {
+    if (std::string(header, base) != token) return false;
+    for (int64_t i = 0; i < kSize; ++i) {
       if (static_cast<unsigned char>((*shm)->data()[i]) != 0xab) return false;
     }
     return true;
   };
   FetchOptions raw;
   raw.format = v1::FORMAT_RAW;
-  // A forged id; a range past the end or negative: nothing written.
-  EXPECT_EQ(FetchToShm(ref, raw, "0123456789abcdef0123456789abcdef", 0)
+  // A forged id; a range past the end, negative or inside the header (the
+  // token's): nothing written.
+  EXPECT_EQ(FetchToShm(ref, raw, "0123456789abcdef0123456789abcdef", base)
                 .status()
                 .code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(
-      FetchToShm(ref, raw, (*shm)->region(), (1 << 20) - 4095).status().code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(FetchToShm(ref, raw, (*shm)->region(), -1).status().code(),
+  EXPECT_EQ(FetchToShm(ref, raw, (*shm)->region(), base + kSize - 4095)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
+  for (int64_t at : {int64_t{-1}, int64_t{0}, int64_t{100}, base - 1}) {
+    absl::Status s = FetchToShm(ref, raw, (*shm)->region(), at).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << at << ": " << s;
+  }
   PutOptions p;
   p.dtype = v1::DTYPE_UINT8;
   p.shape = {100};
   p.shm_region = (*shm)->region();
-  p.shm_offset = (1 << 20) - 50;
   p.shm_bytes = 100;
-  EXPECT_EQ(client().Put(p, nullptr, 100).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  for (int64_t at : {base + kSize - 50, int64_t{0}, base - 50}) {
+    // Past the end, or reading the token back out of the header.
+    p.shm_offset = at;
+    EXPECT_EQ(client().Put(p, nullptr, 100).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << at;
+  }
   EXPECT_TRUE(untouched());
 
   // Another connection cannot use it. (Channels of one process may share a
@@ -170,7 +196,7 @@ void ShmTest::CheckRegionRules(SharedMemory::Kind kind) {
       server_.address(), grpc::InsecureChannelCredentials(), args));
   FetchOptions f = raw;
   f.shm_region = (*shm)->region();
-  f.shm_offset = 64;
+  f.shm_offset = base;
   EXPECT_EQ(other->Fetch(ref, f, NoBytes).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_TRUE(untouched());
@@ -181,9 +207,9 @@ void ShmTest::CheckRegionRules(SharedMemory::Kind kind) {
     // the file, lives on.
     int fd = shm_open(("/" + (*shm)->name()).c_str(), O_RDWR, 0);
     ASSERT_GE(fd, 0);
-    ASSERT_EQ(ftruncate(fd, 100), 0);
+    ASSERT_EQ(ftruncate(fd, base + 50), 0);
     close(fd);
-    p.shm_offset = 64;
+    p.shm_offset = base;
     EXPECT_EQ(client().Put(p, nullptr, 100).status().code(),
               absl::StatusCode::kDataLoss);
   } else {
@@ -208,7 +234,7 @@ void ShmTest::CheckRegionRules(SharedMemory::Kind kind) {
   shm->reset();
   absl::Status gone;
   for (int i = 0; i < 100; ++i) {
-    gone = FetchToShm(ref, raw, id, 0).status();
+    gone = FetchToShm(ref, raw, id, base).status();
     if (gone.code() == absl::StatusCode::kNotFound) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -219,6 +245,7 @@ void ShmTest::CheckRegionRules(SharedMemory::Kind kind) {
 grpc::Status RawOpen(Client& client,
                      const v1::OpenSharedMemoryRequest& request) {
   grpc::ClientContext ctx;
+  client.Prepare(&ctx, /*with_deadline=*/false);
   auto session = client.stub()->OpenSharedMemory(&ctx, request);
   v1::SharedMemoryEvent event;
   if (session->Read(&event)) {
@@ -248,79 +275,236 @@ grpc::Status RawOpenMemfd(Client& client, int pid, int fd, int64_t size,
   return RawOpen(client, request);
 }
 
+// 32 random bytes.
+std::string NewToken() {
+  std::string token(32, '\0');
+  std::FILE* f = std::fopen("/dev/urandom", "rb");
+  EXPECT_NE(f, nullptr);
+  if (f != nullptr) {
+    EXPECT_EQ(std::fread(token.data(), 1, token.size(), f), token.size());
+    std::fclose(f);
+  }
+  return token;
+}
+
+// A memfd of `size` bytes starting with `token`, with `seals` added.
+int MakeMemfd(int64_t size, const std::string& token, unsigned seals) {
+  int fd = memfd_create("tensorcast-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(ftruncate(fd, size), 0);
+  EXPECT_EQ(pwrite(fd, token.data(), token.size(), 0),
+            static_cast<ssize_t>(token.size()));
+  if (seals != 0) {
+    EXPECT_EQ(fcntl(fd, F_ADD_SEALS, seals), 0);
+  }
+  return fd;
+}
+
+// Every refusal that depends on what the host holds reads the same.
+void ExpectUnusable(const grpc::Status& status, int64_t size,
+                    const std::string& what) {
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << what;
+  EXPECT_EQ(status.error_message(),
+            "shared memory region not usable: it must exist, be the caller's "
+            "own memory (a sealed memfd of another process, or a "
+            "tensorcast-* file in /dev/shm) of at least " +
+                std::to_string(size) + " bytes, and start with the token")
+      << what;
+}
+
 TEST_F(ShmTest, OpenRefusesForeignOrMalformedRegions) {
   // A file this test makes, with known contents.
   const std::string name = "tensorcast-shm-test-" + std::to_string(getpid());
   int fd = shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
   ASSERT_GE(fd, 0);
-  const std::string token(32, 'k');
-  ASSERT_EQ(ftruncate(fd, 4096), 0);
+  const std::string token = NewToken();
+  ASSERT_EQ(ftruncate(fd, 8192), 0);
   ASSERT_EQ(pwrite(fd, token.data(), token.size(), 0),
             static_cast<ssize_t>(token.size()));
   close(fd);
-  EXPECT_TRUE(RawOpen(client(), name, 4096, token).ok());
-  EXPECT_EQ(RawOpen(client(), name, 4096, std::string(32, 'x')).error_code(),
-            grpc::StatusCode::PERMISSION_DENIED);  // not this client's
-  EXPECT_EQ(RawOpen(client(), name, 8192, token).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);  // bigger than the file
-  EXPECT_EQ(RawOpen(client(), name, 4096, "short").error_code(),
+  EXPECT_TRUE(RawOpen(client(), name, 8192, token).ok());
+  // Not this client's, bigger than the file, not there: one answer.
+  ExpectUnusable(RawOpen(client(), name, 8192, NewToken()), 8192, "token");
+  ExpectUnusable(RawOpen(client(), name, 8193, token), 8193, "too small");
+  ExpectUnusable(RawOpen(client(), "tensorcast-does-not-exist", 8192, token),
+                 8192, "missing");
+  // Input errors say what is wrong with the request.
+  EXPECT_EQ(RawOpen(client(), name, 8192, "short").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RawOpen(client(), name, 8192, std::string(32, 'k')).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // one byte repeated
+  EXPECT_EQ(RawOpen(client(), name, 4096, token).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // no room after the header
+  v1::OpenSharedMemoryRequest both;
+  both.set_name(name);
+  both.set_memfd_pid(getpid());
+  both.set_memfd_fd(3);
+  both.set_size(8192);
+  both.set_token(token);
+  EXPECT_EQ(RawOpen(client(), both).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   for (const std::string& bad :
        {std::string("passwd"), std::string("../tensorcast-x"),
         std::string("tensorcast-a/b"), std::string("tensorcast-..x"),
         std::string("tensorcast-")}) {
-    EXPECT_EQ(RawOpen(client(), bad, 4096, token).error_code(),
+    EXPECT_EQ(RawOpen(client(), bad, 8192, token).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT)
         << bad;
   }
-  EXPECT_EQ(
-      RawOpen(client(), "tensorcast-does-not-exist", 4096, token).error_code(),
-      grpc::StatusCode::NOT_FOUND);
   shm_unlink(("/" + name).c_str());
 }
 
-TEST_F(ShmTest, OpenRefusesForeignUnsealedOrMalformedMemfds) {
-  const std::string token(32, 'k');
-  auto make = [&](unsigned seals) {
-    int fd = memfd_create("tensorcast-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    EXPECT_GE(fd, 0);
-    EXPECT_EQ(ftruncate(fd, 4096), 0);
-    EXPECT_EQ(pwrite(fd, token.data(), token.size(), 0),
-              static_cast<ssize_t>(token.size()));
-    if (seals != 0) {
-      EXPECT_EQ(fcntl(fd, F_ADD_SEALS, seals), 0);
-    }
-    return fd;
-  };
+TEST_F(ShmTest, OpenRefusesForeignUnsealedOrMalformedMemfdsAlike) {
+  const std::string token = NewToken();
   const int pid = getpid();
-  const int sealed = make(F_SEAL_SHRINK | F_SEAL_GROW);
-  const int unsealed = make(0);
-  EXPECT_TRUE(RawOpenMemfd(client(), pid, sealed, 4096, token).ok());
-  EXPECT_EQ(RawOpenMemfd(client(), pid, unsealed, 4096, token).error_code(),
-            grpc::StatusCode::FAILED_PRECONDITION);  // could shrink: unmapped
-  EXPECT_EQ(RawOpenMemfd(client(), pid, sealed, 4096, std::string(32, 'x'))
-                .error_code(),
-            grpc::StatusCode::PERMISSION_DENIED);  // not this client's
-  EXPECT_EQ(RawOpenMemfd(client(), pid, sealed, 8192, token).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);  // bigger than the memfd
-  EXPECT_EQ(RawOpenMemfd(client(), pid, 100000, 4096, token).error_code(),
-            grpc::StatusCode::NOT_FOUND);  // no such descriptor
-  EXPECT_EQ(RawOpenMemfd(client(), -1, sealed, 4096, token).error_code(),
+  const int sealed = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_GROW);
+  const int unsealed = MakeMemfd(8192, token, 0);
+  EXPECT_TRUE(RawOpenMemfd(client(), pid, sealed, 8192, token).ok());
+  // Whatever the reason, the same code and text: the answers cannot be
+  // used to probe which pids and descriptors exist on the host.
+  ExpectUnusable(RawOpenMemfd(client(), pid, unsealed, 8192, token), 8192,
+                 "unsealed: could shrink under the mapping");
+  ExpectUnusable(RawOpenMemfd(client(), pid, sealed, 8192, NewToken()), 8192,
+                 "not this client's");
+  ExpectUnusable(RawOpenMemfd(client(), pid, sealed, 8193, token), 8193,
+                 "bigger than the memfd");
+  ExpectUnusable(RawOpenMemfd(client(), pid, 100000, 8192, token), 8192,
+                 "no such descriptor");
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  ExpectUnusable(RawOpenMemfd(client(), pid, pipe_fds[0], 8192, token), 8192,
+                 "a pipe");
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  // A pid that no longer exists: a child that has been reaped.
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(WaitForExit(child), 0);
+  ExpectUnusable(RawOpenMemfd(client(), child, sealed, 8192, token), 8192,
+                 "no such process");
+  ExpectUnusable(RawOpenMemfd(client(), server_.pid(), 0, 8192, token), 8192,
+                 "the server's own descriptors");
+  EXPECT_EQ(RawOpenMemfd(client(), -1, sealed, 8192, token).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   // A descriptor that is no memfd: a regular file cannot be sealed.
   const std::string path =
       ::testing::TempDir() + "/shm-test-" + std::to_string(pid);
   int plain = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   ASSERT_GE(plain, 0);
-  ASSERT_EQ(ftruncate(plain, 4096), 0);
+  ASSERT_EQ(ftruncate(plain, 8192), 0);
   ASSERT_EQ(pwrite(plain, token.data(), token.size(), 0),
             static_cast<ssize_t>(token.size()));
-  EXPECT_EQ(RawOpenMemfd(client(), pid, plain, 4096, token).error_code(),
-            grpc::StatusCode::FAILED_PRECONDITION);
+  ExpectUnusable(RawOpenMemfd(client(), pid, plain, 8192, token), 8192,
+                 "a plain file");
   close(plain);
   unlink(path.c_str());
   close(sealed);
   close(unsealed);
+}
+
+// The token is checked with a read of its bytes before anything is mapped,
+// and the server never faults a client's pages in: a huge sparse memfd
+// costs it nothing, whether the token is right or wrong.
+TEST_F(ShmTest, AHugeSparseMemfdIsNeitherMappedNorFaultedIn) {
+  constexpr int64_t kSize = int64_t{2} << 30;
+  const std::string token = NewToken();
+  const int fd = MakeMemfd(kSize, token, F_SEAL_SHRINK | F_SEAL_GROW);
+  auto resident = [&] {
+    struct stat st;
+    EXPECT_EQ(fstat(fd, &st), 0);
+    return static_cast<int64_t>(st.st_blocks) * 512;
+  };
+  ASSERT_LE(resident(), 64 << 10);  // the token's page
+  auto start = std::chrono::steady_clock::now();
+  ExpectUnusable(RawOpenMemfd(client(), getpid(), fd, kSize, NewToken()), kSize,
+                 "wrong token");
+  const double wrong_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  EXPECT_LT(wrong_s, 1.0);
+  EXPECT_LE(resident(), 64 << 10);
+  // Right token: accepted, still nothing faulted in until a transfer uses
+  // the pages.
+  start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(RawOpenMemfd(client(), getpid(), fd, kSize, token).ok());
+  EXPECT_LT(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count(),
+      1.0);
+  EXPECT_LE(resident(), 64 << 10);
+  close(fd);
+}
+
+// One session held open (as SharedMemory holds it), by hand.
+struct HeldSession {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::SharedMemoryEvent>> reader;
+  v1::SharedMemoryEvent event;
+  grpc::Status status;  // when it was refused
+  ~HeldSession() {
+    if (reader != nullptr && status.ok()) {
+      ctx.TryCancel();
+      (void)reader->Finish();
+    }
+  }
+};
+
+std::unique_ptr<HeldSession> Hold(Client& client, int fd, int64_t size,
+                                  const std::string& token) {
+  auto s = std::make_unique<HeldSession>();
+  v1::OpenSharedMemoryRequest request;
+  request.set_memfd_pid(getpid());
+  request.set_memfd_fd(fd);
+  request.set_size(size);
+  request.set_token(token);
+  client.Prepare(&s->ctx, /*with_deadline=*/false);
+  s->reader = client.stub()->OpenSharedMemory(&s->ctx, request);
+  if (!s->reader->Read(&s->event)) {
+    s->status = s->reader->Finish();
+    if (s->status.ok()) s->status = grpc::Status(grpc::UNKNOWN, "no event");
+  }
+  return s;
+}
+
+// A client on a connection of its own.
+std::unique_ptr<Client> OwnConnection(const std::string& address,
+                                      ClientOptions options) {
+  grpc::ChannelArguments args = DefaultChannelArguments();
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return std::make_unique<Client>(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                args),
+      std::move(options));
+}
+
+TEST_F(ShmTest, OneConnectionHoldsAtMostSixteenRegions) {
+  const std::string token = NewToken();
+  std::vector<int> fds;
+  std::vector<std::unique_ptr<HeldSession>> held;
+  for (int i = 0; i < 17; ++i) {
+    fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK));
+    held.push_back(Hold(client(), fds.back(), 8192, token));
+  }
+  for (int i = 0; i < 16; ++i) EXPECT_TRUE(held[i]->status.ok()) << i;
+  EXPECT_EQ(held[16]->status.error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(held[16]->status.error_message().find("per connection"),
+            std::string::npos)
+      << held[16]->status.error_message();
+  // Another connection has its own allowance; one closed session frees one.
+  std::unique_ptr<Client> other = OwnConnection(server_.address(), {});
+  EXPECT_TRUE(Hold(*other, fds[16], 8192, token)->status.ok());
+  held[0].reset();
+  grpc::Status again;
+  for (int i = 0; i < 100; ++i) {  // the server ends the call a moment later
+    again = Hold(client(), fds[0], 8192, token)->status;
+    if (again.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(again.ok()) << again.error_message();
+  held.clear();
+  for (int fd : fds) close(fd);
 }
 
 TEST(ShmOffTest, ServersRefuseSharedMemoryUnlessAllowed) {
@@ -340,6 +524,217 @@ TEST(ShmOffTest, ServersRefuseSharedMemoryUnlessAllowed) {
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(server.client().Fetch(t->handle(), f, NoBytes).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// --- tenants -----------------------------------------------------------
+
+const std::string kAliceToken = "alice-token-0123456789abcdef";
+const std::string kBobToken = "bob-token-0123456789abcdef";
+
+ClientOptions As(const std::string& token) {
+  ClientOptions options;
+  options.token = token;
+  options.timeout = std::chrono::seconds(10);
+  return options;
+}
+
+// A server with --auth-tokens (tenants alice and bob) and `flags`; its
+// client() is alice.
+class ShmTenantTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<std::string> flags) {
+    WriteFile(dir_.File("tokens"),
+              kAliceToken + " alice\n" + kBobToken + " bob\n");
+    flags.push_back("--auth-tokens=" + dir_.File("tokens"));
+    server_ = std::make_unique<ServerProcess>(flags, As(kAliceToken));
+  }
+  std::unique_ptr<Client> Bob() {
+    return OwnConnection(server_->address(), As(kBobToken));
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(ShmTenantTest, AuthenticationComesBeforeEverything) {
+  Start({});  // shared memory off
+  const std::string token = NewToken();
+  const int fd = MakeMemfd(8192, token, F_SEAL_SHRINK);
+  std::unique_ptr<Client> stranger = server_->Connect({});
+  EXPECT_EQ(RawOpenMemfd(*stranger, getpid(), fd, 8192, token).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(
+      RawOpenMemfd(server_->client(), getpid(), fd, 8192, token).error_code(),
+      grpc::StatusCode::FAILED_PRECONDITION);
+  close(fd);
+}
+
+// The /proc/PID/fd/N links of `pid` that are memfds a client made.
+std::vector<int> MemfdsOf(int pid) {
+  std::vector<int> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd/";
+  for (int fd = 0; fd < 4096; ++fd) {
+    char link[128] = {0};
+    if (readlink((dir + std::to_string(fd)).c_str(), link, sizeof(link) - 1) >
+            0 &&
+        absl::StartsWith(link, "/memfd:tensorcast")) {
+      out.push_back(fd);
+    }
+  }
+  return out;
+}
+
+// A tenant cannot reach another tenant's region through the server's own
+// descriptor for it (/proc/<server>/fd/N, or a thread's /proc/<tid>/fd/N),
+// nor through the lending process's descriptor: not with a guessed token,
+// and not even with the right one (as if the token were predictable). Every
+// attempt gets the answer a missing descriptor gets.
+TEST_F(ShmTenantTest, ATenantCannotOpenAnotherTenantsRegion) {
+  Start({"--shared-memory"});
+  absl::StatusOr<std::unique_ptr<SharedMemory>> alice = SharedMemory::Open(
+      server_->client(), 1 << 20, SharedMemory::Kind::kMemfd);
+  ASSERT_TRUE(alice.ok()) << alice.status();
+  const int64_t total = (*alice)->offset() + (*alice)->size();
+  // Alice's tensor, fetched into her region.
+  v1::CreateRequest create;
+  create.set_dtype(v1::DTYPE_UINT8);
+  create.add_shape(1 << 20);
+  create.mutable_arange()->set_step(1);
+  absl::StatusOr<v1::TensorInfo> secret = server_->client().Create(create);
+  ASSERT_TRUE(secret.ok()) << secret.status();
+  FetchOptions f;
+  f.format = v1::FORMAT_RAW;
+  f.shm_region = (*alice)->region();
+  f.shm_offset = (*alice)->offset();
+  ASSERT_TRUE(server_->client().Fetch(secret->handle(), f, NoBytes).ok());
+  const std::string before((*alice)->data() - (*alice)->offset(), total);
+  // What an attacker who could read the header would send.
+  const std::string right(before.data(), 32);
+
+  std::unique_ptr<Client> bob = Bob();
+  const std::vector<int> server_fds = MemfdsOf(server_->pid());
+  ASSERT_FALSE(server_fds.empty()) << "the server's descriptor for alice's";
+  std::vector<int> tids;  // the server's threads other than its main one
+  {
+    const std::string task =
+        "/proc/" + std::to_string(server_->pid()) + "/task";
+    if (DIR* d = opendir(task.c_str()); d != nullptr) {
+      while (dirent* e = readdir(d)) {
+        const int tid = std::atoi(e->d_name);
+        if (tid > 0 && tid != server_->pid()) tids.push_back(tid);
+      }
+      closedir(d);
+    }
+  }
+  ASSERT_FALSE(tids.empty());
+  for (const std::string& token :
+       {right, NewToken(), std::string(31, '\0') + "\x01"}) {
+    for (int fd : server_fds) {
+      ExpectUnusable(RawOpenMemfd(*bob, server_->pid(), fd, total, token),
+                     total, "through the server's pid");
+      ExpectUnusable(RawOpenMemfd(*bob, tids[0], fd, total, token), total,
+                     "through a thread of the server");
+    }
+    for (int fd : MemfdsOf(getpid())) {  // alice's own process
+      ExpectUnusable(RawOpenMemfd(*bob, getpid(), fd, total, token), total,
+                     "through alice's process");
+    }
+  }
+  // An all-zero token (what a header overwritten by data used to hold) is
+  // no token at all.
+  EXPECT_EQ(RawOpenMemfd(*bob, server_->pid(), server_fds[0], total,
+                         std::string(16, '\0'))
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Alice's bytes and token are as they were, and her region still works.
+  EXPECT_EQ(std::string((*alice)->data() - (*alice)->offset(), total), before);
+  EXPECT_TRUE(server_->client().Fetch(secret->handle(), f, NoBytes).ok());
+
+  if (geteuid() == 0) {
+    // As root the server can open any user's /dev/shm file: the token is
+    // what keeps another user's file out.
+    const std::string name =
+        "tensorcast-other-user-" + std::to_string(getpid());
+    int fd = shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    const std::string token = NewToken();
+    ASSERT_EQ(ftruncate(fd, 8192), 0);
+    ASSERT_EQ(pwrite(fd, token.data(), token.size(), 0), 32);
+    ASSERT_EQ(fchown(fd, 65534, 65534), 0);
+    close(fd);
+    ExpectUnusable(RawOpen(*bob, name, 8192, NewToken()), 8192,
+                   "another user's file");
+    shm_unlink(("/" + name).c_str());
+  }
+}
+
+// One tenant opening session after session cannot use up the server's
+// descriptors: past its caps it is refused, and another tenant is served.
+TEST_F(ShmTenantTest, ATenantCannotExhaustTheServersDescriptors) {
+  // The server runs with an open-file limit of 256, as in the report:
+  // min(1024, 256 / 4) = 64 regions in all, 64 per tenant, 16 per connection.
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  struct rlimit low = saved;
+  low.rlim_cur = 256;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  Start({"--shared-memory"});  // inherits the limit
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+  const std::string token = NewToken();
+  std::vector<std::unique_ptr<Client>> connections;
+  std::vector<std::unique_ptr<HeldSession>> held;
+  std::vector<int> fds;
+  int opened = 0, refused = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (i % 15 == 0) {
+      connections.push_back(OwnConnection(server_->address(), As(kAliceToken)));
+    }
+    fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK));
+    held.push_back(Hold(*connections.back(), fds.back(), 8192, token));
+    if (held.back()->status.ok()) {
+      ++opened;
+    } else {
+      EXPECT_EQ(held.back()->status.error_code(),
+                grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << held.back()->status.error_message();
+      ++refused;
+    }
+  }
+  EXPECT_EQ(opened, 64);
+  EXPECT_EQ(refused, 300 - 64);
+  // Bob: a new connection, and calls on it, are served.
+  std::unique_ptr<Client> bob = Bob();
+  EXPECT_TRUE(bob->Health().ok());
+  v1::CreateRequest create;
+  create.set_dtype(v1::DTYPE_UINT8);
+  create.add_shape(1024);
+  create.mutable_zeros();
+  absl::StatusOr<v1::TensorInfo> t = bob->Create(create);
+  ASSERT_TRUE(t.ok()) << t.status();
+  FetchOptions raw;
+  raw.format = v1::FORMAT_RAW;
+  absl::StatusOr<std::string> bytes = bob->FetchBytes(t->handle(), raw);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, std::string(1024, '\0'));
+  // The server's regions are all in use: bob's own is refused, naming the
+  // cap, until alice's sessions end.
+  const int bobs = MakeMemfd(8192, token, F_SEAL_SHRINK);
+  grpc::Status full = Hold(*bob, bobs, 8192, token)->status;
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(full.error_message().find("--shared-memory-max-"),
+            std::string::npos)
+      << full.error_message();
+  held.clear();
+  grpc::Status mine;
+  for (int i = 0; i < 100; ++i) {
+    mine = Hold(*bob, bobs, 8192, token)->status;
+    if (mine.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(mine.ok()) << mine.error_message();
+  close(bobs);
+  for (int fd : fds) close(fd);
 }
 
 }  // namespace

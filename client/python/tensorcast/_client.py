@@ -405,13 +405,15 @@ class Client:
                     grpc.StatusCode.PERMISSION_DENIED):
                 self._shm_mode = False  # not this server: the socket it is
                 return None
+            if self._shm_mode == "auto" and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return None  # at the server's region limits: the socket, this time
             raise from_rpc_error(e, self.target) from None
         return self._shm
 
     def _fetch_shared(self, req: pb.FetchRequest, bits: bool,
                       region: _fastpath.SharedMemory) -> np.ndarray:
         req.shm_region = region.region
-        req.shm_offset = 0
+        req.shm_offset = region.data_offset
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
         try:
             messages = list(call)
@@ -421,7 +423,7 @@ class Client:
             raise RuntimeError("the Fetch stream did not start with its header")
         sink = _core.FetchSink(messages[0].header, bits=bits)
         n = sink.expected
-        sink.writable()[:n] = memoryview(region.map)[:n]
+        sink.writable()[:n] = region.data(n)
         sink.received = n
         return sink.result()
 
@@ -476,9 +478,9 @@ class Client:
                 with self._shm_lock:  # one region: one transfer at a time
                     region = self._region(flat.nbytes)
                     if region is not None:
-                        memoryview(region.map)[:flat.nbytes] = flat
+                        region.data(flat.nbytes)[:] = flat
                         header.header.shm_region = region.region
-                        header.header.shm_offset = 0
+                        header.header.shm_offset = region.data_offset
                         header.header.shm_bytes = flat.nbytes
                         resp = self._call(self._put_call, iter([header]),
                                           timeout=self.stream_timeout)

@@ -103,6 +103,9 @@ class Call:
 # Fetches smaller than this go over the socket even when shared memory is on.
 SHM_MIN_BYTES = 1 << 20
 _SHM_DIR = "/dev/shm"
+# A region's first bytes are its header, where the token goes; the server
+# never reads data from or writes into it (SharedMemoryEvent.data_offset).
+SHM_HEADER_BYTES = 4096
 
 
 def is_local(target: str) -> bool:
@@ -121,8 +124,10 @@ class SharedMemory:
     (``mapped`` is True): its copy runs at memcpy speed. Where the server
     cannot open it (another pid namespace or user) it is a file under
     /dev/shm instead, which the server reads and writes with pread/pwrite.
-    It lives while its OpenSharedMemory call stays open; close() ends the
-    call and frees the memory."""
+    The first ``data_offset`` bytes hold the token (proof this client
+    controls the memory); ``size`` bytes of data follow them, named by
+    shm_offset ``data_offset`` on. It lives while its OpenSharedMemory call
+    stays open; close() ends the call and frees the memory."""
 
     # The server's answers that mean "not a memfd it can open": try a file.
     _FALL_BACK = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
@@ -132,7 +137,8 @@ class SharedMemory:
                  kind: str = "auto") -> None:
         if kind not in ("auto", "memfd", "file"):
             raise ValueError(f"kind must be 'auto', 'memfd' or 'file', not {kind!r}")
-        self.size = size
+        self.size = size  # data bytes, after the header
+        self.data_offset = SHM_HEADER_BYTES
         self.path: Optional[str] = None
         self.mapped = False
         self._fd = -1
@@ -151,7 +157,8 @@ class SharedMemory:
         self._lend(stub, metadata, memfd=False)
 
     def _lend(self, stub: Any, metadata: Sequence[tuple[str, str]], memfd: bool) -> None:
-        request = pb.OpenSharedMemoryRequest(size=self.size)
+        total = self.data_offset + self.size
+        request = pb.OpenSharedMemoryRequest(size=total)
         if memfd:
             import fcntl
             fd = os.memfd_create("tensorcast", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -164,11 +171,11 @@ class SharedMemory:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             request.name = name
         try:
-            os.ftruncate(fd, self.size)
+            os.ftruncate(fd, total)
             if memfd:
                 fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
                             fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-            self.map = mmap.mmap(fd, self.size)
+            self.map = mmap.mmap(fd, total)
         except BaseException:
             self.close()
             raise
@@ -192,10 +199,21 @@ class SharedMemory:
             raise
         self.region = event.region
         self.mapped = event.mapped
+        # A server older than the header answers 0 and takes any offset.
+        if event.data_offset > self.data_offset:
+            self.close()
+            raise RuntimeError(
+                f"the server reserves {event.data_offset} bytes of each shared-memory "
+                f"region; this client leaves {self.data_offset}")
         if self._fd >= 0:
             # The server has its own descriptor now; the map keeps its own.
             os.close(self._fd)
             self._fd = -1
+
+    def data(self, n: int) -> memoryview:
+        """The first ``n`` data bytes, as a view into the map (let it go
+        before close())."""
+        return memoryview(self.map)[self.data_offset:self.data_offset + n]
 
     def close(self) -> None:
         call, self._call = self._call, None

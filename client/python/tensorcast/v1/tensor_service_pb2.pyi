@@ -124,14 +124,16 @@ class OpenSharedMemoryRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ..., memfd_pid: _Optional[int] = ..., memfd_fd: _Optional[int] = ...) -> None: ...
 
 class SharedMemoryEvent(_message.Message):
-    __slots__ = ("region", "size", "mapped")
+    __slots__ = ("region", "size", "mapped", "data_offset")
     REGION_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MAPPED_FIELD_NUMBER: _ClassVar[int]
+    DATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
     region: str
     size: int
     mapped: bool
-    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ...) -> None: ...
+    data_offset: int
+    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ..., data_offset: _Optional[int] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "data")
