@@ -79,9 +79,11 @@ int main(int argc, char** argv) {
              "SIZE of the largest shared-memory region a client may lend "
              "(0 = no limit)");
   flags.Int("shared-memory-max-per-connection", &shm.max_per_owner,
-            "shared-memory regions one connection may have open (0 = none)");
+            "shared-memory regions one connection may have open (0 = no "
+            "per-connection limit)");
   flags.Int("shared-memory-max-per-tenant", &shm.max_per_tenant,
-            "shared-memory regions one tenant may have open (0 = none)");
+            "shared-memory regions one tenant may have open (0 = no "
+            "per-tenant limit)");
   flags.Int("shared-memory-max-regions", &shm.max_total,
             "shared-memory regions open in all (each holds a descriptor); "
             "0 = min(1024, open-file limit / 4)");

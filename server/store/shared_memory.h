@@ -73,10 +73,12 @@ inline constexpr int64_t kSharedMemoryHeaderBytes = 4096;
 struct SharedMemoryLimits {
   // The largest region (bytes); 0 = no limit.
   int64_t max_region_bytes = int64_t{64} << 30;
-  // Regions one owner (connection, as one tenant) may have open; 0 = none.
-  int64_t max_per_owner = 16;
-  // Regions one tenant may have open on all its connections; 0 = none.
-  int64_t max_per_tenant = 64;
+  // Regions one owner (connection, as one tenant) may have open; 0 = no
+  // per-owner limit.
+  int64_t max_per_owner = 64;
+  // Regions one tenant may have open on all its connections; 0 = no
+  // per-tenant limit.
+  int64_t max_per_tenant = 256;
   // Regions open in all; 0 = min(1024, RLIMIT_NOFILE / 4), which leaves
   // the other descriptors to connections and files.
   int64_t max_total = 0;

@@ -478,23 +478,23 @@ std::unique_ptr<Client> OwnConnection(const std::string& address,
       std::move(options));
 }
 
-TEST_F(ShmTest, OneConnectionHoldsAtMostSixteenRegions) {
+TEST_F(ShmTest, OneConnectionHoldsAtMostSixtyFourRegions) {
   const std::string token = NewToken();
   std::vector<int> fds;
   std::vector<std::unique_ptr<HeldSession>> held;
-  for (int i = 0; i < 17; ++i) {
+  for (int i = 0; i < 65; ++i) {
     fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK));
     held.push_back(Hold(client(), fds.back(), 8192, token));
   }
-  for (int i = 0; i < 16; ++i) EXPECT_TRUE(held[i]->status.ok()) << i;
-  EXPECT_EQ(held[16]->status.error_code(),
+  for (int i = 0; i < 64; ++i) EXPECT_TRUE(held[i]->status.ok()) << i;
+  EXPECT_EQ(held[64]->status.error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(held[16]->status.error_message().find("per connection"),
+  EXPECT_NE(held[64]->status.error_message().find("per connection"),
             std::string::npos)
-      << held[16]->status.error_message();
+      << held[64]->status.error_message();
   // Another connection has its own allowance; one closed session frees one.
   std::unique_ptr<Client> other = OwnConnection(server_.address(), {});
-  EXPECT_TRUE(Hold(*other, fds[16], 8192, token)->status.ok());
+  EXPECT_TRUE(Hold(*other, fds[64], 8192, token)->status.ok());
   held[0].reset();
   grpc::Status again;
   for (int i = 0; i < 100; ++i) {  // the server ends the call a moment later
@@ -672,7 +672,8 @@ TEST_F(ShmTenantTest, ATenantCannotOpenAnotherTenantsRegion) {
 // descriptors: past its caps it is refused, and another tenant is served.
 TEST_F(ShmTenantTest, ATenantCannotExhaustTheServersDescriptors) {
   // The server runs with an open-file limit of 256, as in the report:
-  // min(1024, 256 / 4) = 64 regions in all, 64 per tenant, 16 per connection.
+  // min(1024, 256 / 4) = 64 regions in all (below the 256 per tenant), 64 per
+  // connection.
   struct rlimit saved;
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
   struct rlimit low = saved;
