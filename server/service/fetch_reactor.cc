@@ -107,8 +107,11 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     int64_t chunk = request->chunk_bytes() > 0
                         ? request->chunk_bytes()
                         : service_->options().chunk_bytes;
+    // The stream's buffers are charged to the caller's tenant (and a GPU
+    // stream's pinned slots reserved) here, before any work.
     absl::StatusOr<std::unique_ptr<FetchStream>> stream = FetchStream::Open(
-        *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes));
+        *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes),
+        service_->BudgetFor(caller_));
     if (!stream.ok()) {
       Done(stream.status());
       return;

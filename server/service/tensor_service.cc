@@ -163,6 +163,10 @@ absl::StatusOr<Caller> TensorServiceImpl::Admit(
   return caller;
 }
 
+StreamBudget TensorServiceImpl::BudgetFor(const Caller& caller) const {
+  return StreamBudget{caller.tenant, ctx_.devices->staging()};
+}
+
 ConversionContext TensorServiceImpl::ContextFor(const Caller& caller) const {
   ConversionContext ctx = ctx_;
   ctx.tenant = caller.tenant;
