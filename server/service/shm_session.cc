@@ -23,7 +23,7 @@ class SharedMemorySession final
       End(absl::FailedPreconditionError(kSharedMemoryOff));
       return;
     }
-    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_, &live_);
     if (!caller.ok()) {
       End(caller.status());
       return;
@@ -77,6 +77,7 @@ class SharedMemorySession final
   grpc::CallbackServerContext* const ctx_;
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
+  LiveCall live_;    // a revoked token cancels the session (OnCancel)
   StreamSlot slot_;  // a session counts as one of the tenant's streams
   std::string region_;
   v1::SharedMemoryEvent event_;

@@ -4,9 +4,9 @@
 // tensors, admin-only EmptyCache and server-wide Stats, tenant quotas and
 // tensor and stream limits, token reload on SIGHUP, the refusal to listen
 // beyond loopback without tokens, deadlines on a slow Fetch, and shared
-// memory regions that belong to one tenant, and stream buffers charged to
-// the quota (12 unread casting Fetches). The CLI and tensorcast-load with
-// --token and
+// memory regions that belong to one tenant, stream buffers charged to the
+// quota (12 unread casting Fetches), and a SIGHUP that ends the streams of
+// the tokens it removes. The CLI and tensorcast-load with --token and
 // --tls-ca too.
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
@@ -626,6 +626,93 @@ TEST_F(TokenTest, UnreadCastingFetchesAreChargedToTheQuota) {
   bool ignored_ok;
   while (cq.Next(&ignored, &ignored_ok)) {
   }
+}
+
+// Revocation means it: when SIGHUP removes a token, the Put, Fetch and
+// shared-memory session running with it end, and the Put stores nothing;
+// what the token stored before stays the tenant's.
+TEST_F(TokenTest, SighupEndsTheStreamsOfARemovedToken) {
+  const std::string kAlice2 = "alice-second-0123456789abcdef";
+  Start(kAlice + " alice\n" + kAlice2 + " alice\n" + kBob + " bob\n",
+        {"--shared-memory"});
+  Client& alice = server_->client();
+  std::unique_ptr<Client> alice2 = As(kAlice2);
+  // 128 MiB: more than the socket and HTTP/2 buffers hold.
+  absl::StatusOr<v1::TensorInfo> big = alice.Create(Zeros(32 << 20, "big"));
+  ASSERT_TRUE(big.ok()) << big.status();
+  std::unique_ptr<v1::TensorService::Stub> stub = RawStub(server_->address());
+
+  // A Put with half its bytes sent.
+  constexpr int64_t kPutBytes = 4 << 20;
+  grpc::ClientContext put_ctx;
+  Authorize(&put_ctx, kAlice);
+  v1::PutResponse put_response;
+  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> put =
+      stub->Put(&put_ctx, &put_response);
+  v1::PutRequest header;
+  header.mutable_header()->set_dtype(v1::DTYPE_UINT8);
+  header.mutable_header()->add_shape(kPutBytes);
+  header.mutable_header()->set_name("half");
+  header.mutable_header()->set_total_bytes(kPutBytes);
+  ASSERT_TRUE(put->Write(header));
+  v1::PutRequest data;
+  data.set_data(std::string(kPutBytes / 2, '\x07'));
+  ASSERT_TRUE(put->Write(data));
+
+  // A Fetch with one message read.
+  grpc::ClientContext fetch_ctx;
+  Authorize(&fetch_ctx, kAlice);
+  v1::FetchRequest fetch_request;
+  fetch_request.set_ref(big->handle());
+  fetch_request.set_format(v1::FORMAT_RAW);
+  fetch_request.set_chunk_bytes(1 << 20);
+  std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> fetch =
+      stub->Fetch(&fetch_ctx, fetch_request);
+  v1::FetchResponse message;
+  ASSERT_TRUE(fetch->Read(&message));
+  int64_t fetched = static_cast<int64_t>(message.data().size());
+
+  // A shared-memory session.
+  absl::StatusOr<std::unique_ptr<SharedMemory>> region =
+      SharedMemory::Open(alice, 1 << 20);
+  ASSERT_TRUE(region.ok()) << region.status();
+  ASSERT_EQ(StreamsWhenSettled(*alice2, 3), 3);
+
+  WriteFile(tokens_, kAlice2 + " alice\n" + kBob + " bob\n");
+  ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+  absl::Status old;
+  for (int i = 0; i < 200; ++i) {
+    old = alice.Info("big").status();
+    if (old.code() == absl::StatusCode::kUnauthenticated) break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ASSERT_EQ(old.code(), absl::StatusCode::kUnauthenticated) << old;
+
+  // The Put's client goes on as if nothing happened: it is not stored.
+  put->Write(data);
+  put->WritesDone();
+  grpc::Status put_status = put->Finish();
+  EXPECT_FALSE(put_status.ok());
+  EXPECT_TRUE(put_status.error_code() == grpc::StatusCode::CANCELLED ||
+              put_status.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+      << put_status.error_code() << " " << put_status.error_message();
+  // The Fetch ends before its last byte.
+  while (fetch->Read(&message)) {
+    fetched += static_cast<int64_t>(message.data().size());
+  }
+  grpc::Status fetch_status = fetch->Finish();
+  EXPECT_FALSE(fetch_status.ok());
+  EXPECT_LT(fetched, int64_t{128} << 20);
+  // The session ended too: no stream of alice's is left.
+  EXPECT_EQ(StreamsWhenSettled(*alice2, 0), 0);
+
+  absl::StatusOr<std::vector<v1::TensorInfo>> listed = alice2->List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].name(), "big");
+  EXPECT_EQ(alice2->Info("half").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Own(*alice2).bytes(), int64_t{128} << 20);
+  EXPECT_TRUE(absl::StrContains(server_->Log(), "revoked")) << server_->Log();
 }
 
 // --- listening, deadlines --------------------------------------------------
