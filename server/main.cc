@@ -116,6 +116,10 @@ int main(int argc, char** argv) {
   flags.Int("tenant-max-streams", &options.tenant_defaults.max_streams,
             "concurrent streams per tenant unless its token line says "
             "(0 = none)");
+  flags.Size("max-staging-bytes", &options.devices.max_staging_bytes,
+             "SIZE of pinned host memory the GPUs stage through, at most; "
+             "GPU Fetch streams reserve theirs from 7/8 of it and wait "
+             "briefly, then fail, when it is taken (0 = none)");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (absl::Status s = flags.Parse(args); !s.ok()) return Fail(s.message());
   if (flags.help_requested()) {

@@ -44,6 +44,10 @@ struct FillOp {
 // The producer of a Fetch: while gRPC sends one chunk the device gathers,
 // casts and copies the next ones.
 //
+// A reader holds slots() x slot_elements() output elements of host memory
+// (pinned, on a GPU) and, on a GPU, as much device scratch unless the view
+// is contiguous and not cast; callers charge that before they make one.
+//
 // Not thread-safe. The reader keeps what it reads valid only while the
 // caller keeps the storage alive; its destructor waits for work in flight.
 class ChunkReader {

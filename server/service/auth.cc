@@ -130,35 +130,63 @@ absl::StatusOr<int> Authenticator::Reload() {
     return absl::Status(entries.status().code(),
                         absl::StrCat(path_, ": ", entries.status().message()));
   }
-  MutexLock lock(&mu_);
-  absl::flat_hash_map<std::string, Grant> by_token;
-  for (const TokenEntry& e : *entries) {
-    TenantPtr& tenant = tenants_[e.tenant];
-    if (tenant == nullptr) {
-      tenant = std::make_shared<Tenant>(e.tenant, e.limits);
-    } else {
-      tenant->Update(e.limits);
+  std::vector<std::shared_ptr<Credential>> revoked;
+  int tokens;
+  {
+    MutexLock lock(&mu_);
+    absl::flat_hash_map<std::string, Grant> by_token;
+    for (const TokenEntry& e : *entries) {
+      TenantPtr& tenant = tenants_[e.tenant];
+      if (tenant == nullptr) {
+        tenant = std::make_shared<Tenant>(e.tenant, e.limits);
+      } else {
+        tenant->Update(e.limits);
+      }
+      // A token that stays with its tenant keeps its standing (and its
+      // running calls); one that moves to another starts afresh.
+      std::shared_ptr<Credential> credential;
+      auto old = by_token_.find(e.token);
+      if (old != by_token_.end() && old->second.tenant == tenant) {
+        credential = old->second.credential;
+      } else {
+        credential = std::make_shared<Credential>();
+      }
+      by_token[e.token] = Grant{tenant, e.admin, std::move(credential)};
     }
-    by_token[e.token] = Grant{tenant, e.admin};
+    for (const auto& [token, grant] : by_token_) {
+      auto now = by_token.find(token);
+      if (now == by_token.end() || now->second.credential != grant.credential) {
+        // Before anyone can see the new tokens: a Put that finishes after
+        // its token is seen gone must not store.
+        grant.credential->Refuse();
+        revoked.push_back(grant.credential);
+      }
+    }
+    by_token_ = std::move(by_token);
+    tokens = static_cast<int>(by_token_.size());
   }
-  by_token_ = std::move(by_token);
-  return static_cast<int>(by_token_.size());
+  // The running calls of removed tokens are cancelled now, outside the
+  // lock (Authenticate need not wait for gRPC).
+  for (const std::shared_ptr<Credential>& credential : revoked) {
+    credential->Revoke();
+  }
+  return tokens;
 }
 
 absl::StatusOr<Caller> Authenticator::AuthenticateToken(
     absl::string_view token) const {
-  if (!enabled()) return Caller{nullptr, true};
+  if (!enabled()) return Caller{nullptr, true, nullptr};
   ReaderMutexLock lock(&mu_);
   auto it = by_token_.find(token);
   if (token.empty() || it == by_token_.end()) {
     return absl::UnauthenticatedError(kUnauthenticated);
   }
-  return Caller{it->second.tenant, it->second.admin};
+  return Caller{it->second.tenant, it->second.admin, it->second.credential};
 }
 
 absl::StatusOr<Caller> Authenticator::Authenticate(
     const grpc::ServerContextBase& ctx) const {
-  if (!enabled()) return Caller{nullptr, true};
+  if (!enabled()) return Caller{nullptr, true, nullptr};
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
@@ -171,6 +199,90 @@ absl::StatusOr<Caller> Authenticator::Authenticate(
     return absl::UnauthenticatedError(kUnauthenticated);
   }
   return AuthenticateToken(absl::StripAsciiWhitespace(value.substr(7)));
+}
+
+absl::Status RevokedError(absl::string_view consequence) {
+  return absl::UnauthenticatedError(absl::StrCat(
+      "the token of this call was revoked (the server re-read its tokens "
+      "file) while it ran; ",
+      consequence));
+}
+
+absl::Status Credential::Register(const void* key,
+                                  std::function<void()> cancel) {
+  MutexLock lock(&mu_);
+  if (revoked_) return RevokedError("the call was refused");
+  calls_[key] = std::move(cancel);
+  return absl::OkStatus();
+}
+
+void Credential::Unregister(const void* key) {
+  MutexLock lock(&mu_);
+  calls_.erase(key);
+}
+
+absl::Status Credential::Commit(const void* key,
+                                absl::FunctionRef<absl::Status()> commit) {
+  MutexLock lock(&mu_);
+  if (revoked_) return RevokedError("nothing was stored");
+  absl::Status status = commit();
+  if (status.ok()) calls_.erase(key);
+  return status;
+}
+
+void Credential::Refuse() {
+  MutexLock lock(&mu_);
+  revoked_ = true;
+}
+
+void Credential::Revoke() {
+  MutexLock lock(&mu_);
+  revoked_ = true;
+  // Under the lock: a call unregisters (as it ends) only once its cancel
+  // has returned, so none runs on a call that is gone.
+  for (auto& [key, cancel] : calls_) cancel();
+  calls_.clear();
+}
+
+bool Credential::revoked() const {
+  MutexLock lock(&mu_);
+  return revoked_;
+}
+
+size_t Credential::calls() const {
+  MutexLock lock(&mu_);
+  return calls_.size();
+}
+
+absl::Status LiveCall::Start(const Caller& caller,
+                             grpc::ServerContextBase* ctx) {
+  return Start(caller, [ctx] { ctx->TryCancel(); });
+}
+
+absl::Status LiveCall::Start(const Caller& caller,
+                             std::function<void()> cancel) {
+  End();
+  if (caller.credential == nullptr) return absl::OkStatus();
+  if (absl::Status s = caller.credential->Register(this, std::move(cancel));
+      !s.ok()) {
+    return s;
+  }
+  credential_ = caller.credential;
+  return absl::OkStatus();
+}
+
+void LiveCall::End() {
+  if (credential_ != nullptr) credential_->Unregister(this);
+  credential_ = nullptr;
+}
+
+bool LiveCall::revoked() const {
+  return credential_ != nullptr && credential_->revoked();
+}
+
+absl::Status LiveCall::Commit(absl::FunctionRef<absl::Status()> commit) {
+  if (credential_ == nullptr) return commit();
+  return credential_->Commit(this, commit);
 }
 
 std::vector<TenantPtr> Authenticator::Tenants() const {

@@ -105,6 +105,75 @@ TEST(AuthenticatorTest, TokensReloadKeepsTenantsAndRefusesRemovedTokens) {
   EXPECT_EQ((*auth)->Tenants().size(), 2u);
 }
 
+// Revocation: a reload that drops a token (or moves it to another tenant)
+// cancels the calls running with it, refuses new ones and stops a commit;
+// calls of the tokens that stay are left alone.
+TEST(AuthenticatorTest, ReloadCancelsTheCallsOfRemovedTokens) {
+  TempDir dir;
+  const std::string path = dir.File("tokens");
+  Write(path, kA + " alice\n" + kB + " bob\n" + kC + " carol\n");
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth =
+      Authenticator::Create(path, {});
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  absl::StatusOr<Caller> alice = (*auth)->AuthenticateToken(kA);
+  absl::StatusOr<Caller> bob = (*auth)->AuthenticateToken(kB);
+  absl::StatusOr<Caller> carol = (*auth)->AuthenticateToken(kC);
+  ASSERT_TRUE(alice.ok() && bob.ok() && carol.ok());
+  int alice_cancelled = 0, bob_cancelled = 0, carol_cancelled = 0;
+  LiveCall alice_call, alice_done, bob_call, carol_call;
+  ASSERT_TRUE(alice_call.Start(*alice, [&] { ++alice_cancelled; }).ok());
+  ASSERT_TRUE(alice_done.Start(*alice, [&] { ++alice_cancelled; }).ok());
+  ASSERT_TRUE(bob_call.Start(*bob, [&] { ++bob_cancelled; }).ok());
+  ASSERT_TRUE(carol_call.Start(*carol, [&] { ++carol_cancelled; }).ok());
+  EXPECT_EQ(alice->credential->calls(), 2u);
+  // A call whose work is committed is no longer cancelled.
+  bool ran = false;
+  EXPECT_TRUE(alice_done
+                  .Commit([&] {
+                    ran = true;
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  EXPECT_TRUE(ran);
+  EXPECT_EQ(alice->credential->calls(), 1u);
+
+  // alice's token goes; carol's moves to another tenant; bob's stays.
+  Write(path, kB + " bob\n" + kC + " dave\n");
+  ASSERT_TRUE((*auth)->Reload().ok());
+  EXPECT_EQ(alice_cancelled, 1);
+  EXPECT_EQ(carol_cancelled, 1);
+  EXPECT_EQ(bob_cancelled, 0);
+  EXPECT_TRUE(alice_call.revoked());
+  EXPECT_TRUE(carol_call.revoked());
+  EXPECT_FALSE(bob_call.revoked());
+  EXPECT_EQ((*auth)->AuthenticateToken(kB)->credential, bob->credential);
+  EXPECT_EQ((*auth)->AuthenticateToken(kC)->tenant->name(), "dave");
+
+  // A commit after the revocation does not run; a call authenticated
+  // before it cannot start after it.
+  ran = false;
+  absl::Status s = alice_call.Commit([&] {
+    ran = true;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+  EXPECT_NE(s.message().find("revoked"), std::string::npos) << s;
+  EXPECT_FALSE(ran);
+  LiveCall late;
+  EXPECT_EQ(late.Start(*alice, [] {}).code(),
+            absl::StatusCode::kUnauthenticated);
+  // An ended call is forgotten.
+  bob_call.End();
+  EXPECT_EQ(bob->credential->calls(), 0u);
+  bob->credential->Revoke();
+  EXPECT_EQ(bob_cancelled, 0);
+  // Without authentication there is nothing to revoke.
+  LiveCall open;
+  EXPECT_TRUE(open.Start(Caller{nullptr, true, nullptr}, [] {}).ok());
+  EXPECT_FALSE(open.revoked());
+  EXPECT_TRUE(open.Commit([] { return absl::OkStatus(); }).ok());
+}
+
 TEST(AuthenticatorTest, EmptyOrMissingFileIsRefusedAtStart) {
   TempDir dir;
   Write(dir.File("empty"), "# nobody\n");

@@ -84,7 +84,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
                const grpc::ByteBuffer* raw_request)
       : service_(service), ctx_(ctx) {
     service_->StreamStarted();
-    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_, &live_);
     if (!caller.ok()) {
       Done(caller.status());
       return;
@@ -107,8 +107,11 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     int64_t chunk = request->chunk_bytes() > 0
                         ? request->chunk_bytes()
                         : service_->options().chunk_bytes;
+    // The stream's buffers are charged to the caller's tenant (and a GPU
+    // stream's pinned slots reserved) here, before any work.
     absl::StatusOr<std::unique_ptr<FetchStream>> stream = FetchStream::Open(
-        *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes));
+        *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes),
+        service_->BudgetFor(caller_));
     if (!stream.ok()) {
       Done(stream.status());
       return;
@@ -150,7 +153,9 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Done(absl::CancelledError("the client went away mid-stream"));
+      Done(live_.revoked()
+               ? RevokedError("the stream was cancelled")
+               : absl::CancelledError("the client went away mid-stream"));
       return;
     }
     if (stream_->done()) {
@@ -161,6 +166,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void OnDone() override {
+    live_.End();
     service_->StreamEnded();
     delete this;
   }
@@ -236,6 +242,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       std::chrono::steady_clock::now();
 
   Caller caller_;
+  LiveCall live_;    // cancels the call if its token is revoked
   StreamSlot slot_;  // one of the tenant's concurrent streams
   std::unique_ptr<FetchStream> stream_;
   v1::FetchHeader header_;  // sent with the first chunk

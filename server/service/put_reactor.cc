@@ -1,7 +1,8 @@
 // Put: a client stream of one header then data. The reactor feeds a PutSink
 // and finishes as soon as anything is wrong (so a bad upload stops early and
 // its memory goes back at once); the tensor is stored only when the client
-// half-closes with every byte delivered. A cancelled client stores nothing.
+// half-closes with every byte delivered. A cancelled client stores nothing,
+// nor does a call whose token is revoked before its tensor is stored.
 //
 // The method is registered raw: each v1.PutRequest is decoded here from the
 // slices it arrived in (proto/wire.h), so the data field's bytes go from
@@ -33,7 +34,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
              grpc::ByteBuffer* response)
       : service_(service), ctx_(ctx), response_(response) {
     service_->StreamStarted();
-    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_, &live_);
     if (!caller.ok()) {
       Done(caller.status());
       return;
@@ -45,7 +46,9 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   void OnReadDone(bool ok) override {
     if (!ok) {
       // End of the client's stream: a normal half-close, or a cancellation.
-      if (ctx_->IsCancelled()) {
+      if (live_.revoked()) {
+        Done(RevokedError("nothing was stored"));
+      } else if (ctx_->IsCancelled()) {
         Done(
             absl::CancelledError("the client cancelled the upload; nothing "
                                  "was stored"));
@@ -63,6 +66,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   void OnDone() override {
+    live_.End();
     service_->StreamEnded();
     delete this;
   }
@@ -165,8 +169,17 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       return absl::InvalidArgumentError(
           "the upload ended before its header: nothing was stored");
     }
-    absl::StatusOr<TensorPtr> tensor = sink_->Finish();
-    if (!tensor.ok()) return tensor.status();
+    // Stored only while the token stands: a revocation either comes first
+    // (nothing is stored) or waits until the tensor is in (and then leaves
+    // this call be).
+    absl::StatusOr<TensorPtr> tensor;
+    if (absl::Status s = live_.Commit([&] {
+          tensor = sink_->Finish();
+          return tensor.status();
+        });
+        !s.ok()) {
+      return s;
+    }
     v1::PutResponse response;
     FillTensorInfo(**tensor, response.mutable_tensor());
     bool own_buffer;
@@ -192,6 +205,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       std::chrono::steady_clock::now();
 
   Caller caller_;
+  LiveCall live_;    // cancels the call if its token is revoked
   StreamSlot slot_;  // one of the tenant's concurrent streams
   grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;

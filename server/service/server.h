@@ -25,6 +25,11 @@
 
 namespace tensorcast {
 
+// --tenant-max-streams's default: enough for a client's pipelines, few
+// enough that one tenant's open calls (and the buffers they hold) stay
+// bounded without an explicit limit.
+inline constexpr int64_t kDefaultTenantMaxStreams = 64;
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   DeviceOptions devices;
@@ -45,7 +50,7 @@ struct ServerOptions {
   std::string auth_tokens;
   bool allow_insecure_remote = false;
   // Limits for tenants whose token line does not give its own (0 = none).
-  TenantLimits tenant_defaults;
+  TenantLimits tenant_defaults = {0, 0, kDefaultTenantMaxStreams};
 };
 
 class TensorcastServer {

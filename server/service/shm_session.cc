@@ -23,7 +23,7 @@ class SharedMemorySession final
       : service_(service), ctx_(ctx) {
     // Who is calling comes first: a caller without a good token learns
     // nothing, not even whether shared memory is on.
-    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_);
+    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_, &live_);
     if (!caller.ok()) {
       End(caller.status());
       return;
@@ -94,6 +94,7 @@ class SharedMemorySession final
   grpc::CallbackServerContext* const ctx_;
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
+  LiveCall live_;    // a revoked token cancels the session (OnCancel)
   StreamSlot slot_;  // a session counts as one of the tenant's streams
   std::string region_;
   v1::SharedMemoryEvent event_;

@@ -151,16 +151,23 @@ ServiceSnapshot TensorServiceImpl::Snapshot() const {
 }
 
 absl::StatusOr<Caller> TensorServiceImpl::Admit(
-    grpc::CallbackServerContext* ctx, StreamSlot* slot) const {
+    grpc::CallbackServerContext* ctx, StreamSlot* slot, LiveCall* live) const {
   if (absl::Status s = CheckAccepting(); !s.ok()) return s;
   absl::StatusOr<Caller> caller = auth_->Authenticate(*ctx);
   if (!caller.ok()) return caller.status();
+  if (live != nullptr) {
+    if (absl::Status s = live->Start(*caller, ctx); !s.ok()) return s;
+  }
   if (slot != nullptr) {
     if (absl::Status s = StreamSlot::Take(caller->tenant, slot); !s.ok()) {
       return s;
     }
   }
   return caller;
+}
+
+StreamBudget TensorServiceImpl::BudgetFor(const Caller& caller) const {
+  return StreamBudget{caller.tenant, ctx_.devices->staging()};
 }
 
 ConversionContext TensorServiceImpl::ContextFor(const Caller& caller) const {

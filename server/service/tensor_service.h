@@ -17,6 +17,7 @@
 #include "server/service/metrics.h"
 #include "server/store/conversions.h"
 #include "server/store/device.h"
+#include "server/store/fetch_stream.h"
 #include "server/store/shared_memory.h"
 #include "server/store/tensor_store.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
@@ -86,10 +87,16 @@ class TensorServiceImpl final
 
   // For the stream reactors.
   // A call may start: the server is not draining (UNAVAILABLE) and the
-  // caller's token is good (UNAUTHENTICATED). With `slot`, also one of the
-  // tenant's concurrent streams (RESOURCE_EXHAUSTED at its limit).
+  // caller's token is good (UNAUTHENTICATED). With `live`, the call is
+  // registered under its token, which cancels it if the token is revoked.
+  // With `slot`, also one of the tenant's concurrent streams
+  // (RESOURCE_EXHAUSTED at its limit).
   absl::StatusOr<Caller> Admit(grpc::CallbackServerContext* ctx,
-                               StreamSlot* slot = nullptr) const;
+                               StreamSlot* slot = nullptr,
+                               LiveCall* live = nullptr) const;
+  // What a Fetch of the caller's pays its buffers with: the caller's
+  // tenant, and the server's pinned staging.
+  StreamBudget BudgetFor(const Caller& caller) const;
   // Where the caller's new tensors go: the caller's tenant owns them.
   ConversionContext ContextFor(const Caller& caller) const;
   const ServiceOptions& options() const { return options_; }

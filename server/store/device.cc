@@ -61,7 +61,13 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
     }
   }
 
+  if (options.max_staging_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "--max-staging-bytes must not be negative");
+  }
   std::unique_ptr<DeviceRegistry> registry(new DeviceRegistry());
+  registry->staging_ = std::make_unique<StagingBudget>(
+      options.max_staging_bytes / 8 * kFetchStagingEighths);
   registry->devices_.push_back(std::make_unique<Device>(
       "cpu", "host memory", std::make_unique<HostMemoryResource>(),
       options.memory_limit_bytes,
@@ -93,7 +99,7 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
 
   registry->pinned_upstream_ = NewPinnedResource();
   registry->pinned_pool_ = std::make_unique<CachingPool>(
-      "pinned", registry->pinned_upstream_.get(), /*limit_bytes=*/0);
+      "pinned", registry->pinned_upstream_.get(), options.max_staging_bytes);
   CachingPool* pinned = registry->pinned_pool_.get();
   for (int index : wanted) {
     registry->devices_.push_back(std::make_unique<Device>(
@@ -108,8 +114,10 @@ absl::StatusOr<std::unique_ptr<DeviceRegistry>> DeviceRegistry::Create(
 }
 
 std::unique_ptr<DeviceRegistry> DeviceRegistry::FromDevices(
-    std::vector<std::unique_ptr<Device>> devices, std::string cuda_status) {
+    std::vector<std::unique_ptr<Device>> devices, std::string cuda_status,
+    int64_t fetch_staging_bytes) {
   std::unique_ptr<DeviceRegistry> registry(new DeviceRegistry());
+  registry->staging_ = std::make_unique<StagingBudget>(fetch_staging_bytes);
   registry->devices_ = std::move(devices);
   registry->cuda_available_ = registry->devices_.size() > 1;
   registry->cuda_status_ = std::move(cuda_status);

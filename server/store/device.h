@@ -17,6 +17,7 @@
 #include "server/memory/caching_pool.h"
 #include "server/memory/memory_resource.h"
 #include "server/ops/engine.h"
+#include "server/store/staging_budget.h"
 
 namespace tensorcast {
 
@@ -59,7 +60,17 @@ struct DeviceOptions {
   // "auto", "cpu", or a comma-separated list such as "cpu,cuda:0".
   std::string devices = "auto";
   int64_t memory_limit_bytes = 0;  // per device; 0 = no limit
+  // The GPUs' pinned host staging, all of it (0 = no limit). GPU Fetch
+  // streams, which hold theirs for as long as the client takes to read,
+  // may reserve kFetchStagingEighths eighths of it between them
+  // (staging()); the rest is left for the short-lived staging of uploads
+  // and copies.
+  int64_t max_staging_bytes = int64_t{1} << 30;
 };
+
+// The share (eighths) of --max-staging-bytes that GPU Fetch streams may
+// hold between them.
+inline constexpr int64_t kFetchStagingEighths = 7;
 
 class DeviceRegistry {
  public:
@@ -70,8 +81,10 @@ class DeviceRegistry {
 
   // A registry of given devices (devices[0] must be "cpu"), for tests that
   // stand a host-memory engine in for a GPU, and for embedders.
+  // `fetch_staging_bytes` is staging()'s limit (0 = none).
   static std::unique_ptr<DeviceRegistry> FromDevices(
-      std::vector<std::unique_ptr<Device>> devices, std::string cuda_status);
+      std::vector<std::unique_ptr<Device>> devices, std::string cuda_status,
+      int64_t fetch_staging_bytes = 0);
 
   // The device for a name on a request. "" means "cpu". INVALID_ARGUMENT for
   // a malformed name, FAILED_PRECONDITION for a device this server lacks.
@@ -80,7 +93,11 @@ class DeviceRegistry {
   Device* host() const { return devices_.front().get(); }
 
   // Pinned host memory for the CUDA engines' staging; null without a GPU.
+  // Its limit is --max-staging-bytes.
   CachingPool* pinned_pool() const { return pinned_pool_.get(); }
+  // What GPU Fetch streams reserve their pinned slots from (StagingBudget):
+  // kFetchStagingEighths of --max-staging-bytes.
+  StagingBudget* staging() const { return staging_.get(); }
 
   bool cuda_available() const { return cuda_available_; }
   // Why CUDA is or is not in use, for logs and Stats.
@@ -92,6 +109,7 @@ class DeviceRegistry {
   // pool outlives the devices whose engines stage through it.
   std::unique_ptr<MemoryResource> pinned_upstream_;
   std::unique_ptr<CachingPool> pinned_pool_;
+  std::unique_ptr<StagingBudget> staging_;
   std::vector<std::unique_ptr<Device>> devices_;
   bool cuda_available_ = false;
   std::string cuda_status_;

@@ -48,6 +48,8 @@
 #include "server/store/fetch_source.h"
 #include "server/store/fetch_stream.h"
 #include "server/store/put_sink.h"
+#include "server/store/staging_budget.h"
+#include "server/store/tenant.h"
 #include "server/store/tensor_store.h"
 #include "server/store/transfer.h"
 
@@ -1112,6 +1114,115 @@ TEST_F(FetchStreamTest, ChunkSizeMustBePositive) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// A GPU stream pays before its reader is made: its slots (pinned, plus as
+// much device scratch when it casts) to the tenant's quota, its pinned
+// slots from the staging budget. One the budget cannot take waits a moment
+// and is RESOURCE_EXHAUSTED naming the flag; everything comes back once the
+// last chunk handed out is released.
+TEST_F(FetchStreamTest, GpuStreamsAreChargedAndBoundedByTheStagingBudget) {
+  Twins t = MakeTwins(DType::kFloat32, {1000, 64});
+  ASSERT_NE(t.gpu, nullptr);
+  auto tenant = std::make_shared<Tenant>("alice", TenantLimits{});
+  FetchSpec cast;
+  cast.format = WireFormat::kRaw;
+  cast.cpu = true;
+  cast.dtype = DType::kFloat64;
+  constexpr int64_t kChunk = 64 << 10;
+  const int64_t pinned = FetchStream::kSlots * (kChunk / 8 + 2) * 8;
+  StagingBudget budget(2 * pinned + pinned / 2);  // two streams, not three
+  const StreamBudget pay{tenant, &budget};
+  auto open = [&](const FetchSpec& spec) {
+    absl::StatusOr<FetchSource> src = FetchSource::Open(t.gpu, spec);
+    EXPECT_TRUE(src.ok()) << src.status();
+    return FetchStream::Open(*std::move(src), kChunk, pay);
+  };
+  absl::StatusOr<std::unique_ptr<FetchStream>> a = open(cast);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(budget.reserved(), pinned);
+  EXPECT_EQ(tenant->bytes(), 2 * pinned);  // a cast: scratch too
+  absl::StatusOr<std::unique_ptr<FetchStream>> b = open(cast);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const int64_t readers = gpu_[0]->readers();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<FetchStream>> c = open(cast);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted)
+      << c.status();
+  EXPECT_NE(c.status().message().find("--max-staging-bytes"), std::string::npos)
+      << c.status();
+  // It waited for room, briefly, and made no reader.
+  EXPECT_GE(std::chrono::steady_clock::now() - start,
+            std::chrono::milliseconds(400));
+  EXPECT_EQ(gpu_[0]->readers(), readers);
+  EXPECT_EQ(budget.reserved(), 2 * pinned);
+  EXPECT_EQ(tenant->bytes(), 4 * pinned);
+
+  // A chunk still held keeps a's slots (and their charge) after a is gone.
+  FetchChunk held;
+  ASSERT_TRUE((*a)->NextChunk(&held).ok());
+  a->reset();
+  EXPECT_EQ(budget.reserved(), 2 * pinned);
+  // A stream that waits gets the room a release makes meanwhile.
+  std::thread releaser([&held] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    held.keepalive.reset();
+  });
+  c = open(cast);
+  releaser.join();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(budget.reserved(), 2 * pinned);
+  std::string got, piece;
+  while (!(*c)->done()) {
+    ASSERT_TRUE((*c)->Next(&piece).ok());
+    got += piece;
+  }
+  EXPECT_TRUE(SameBytes(got, Reference(t.cpu, cast)));
+  c->reset();
+  b->reset();
+  EXPECT_EQ(budget.reserved(), 0);
+  EXPECT_EQ(tenant->bytes(), 0);
+
+  // No cast, contiguous: the reader copies the storage as it lies, so only
+  // its pinned slots are charged.
+  FetchSpec plain = cast;
+  plain.dtype.reset();
+  const int64_t plain_pinned = FetchStream::kSlots * (kChunk / 4 + 2) * 4;
+  absl::StatusOr<std::unique_ptr<FetchStream>> d = open(plain);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(tenant->bytes(), plain_pinned);
+  EXPECT_EQ(budget.reserved(), plain_pinned);
+  d->reset();
+  EXPECT_EQ(tenant->bytes(), 0);
+}
+
+// Over the tenant's quota, a GPU stream is refused before it reserves
+// staging or makes a reader.
+TEST_F(FetchStreamTest, GpuStreamOverTheQuotaIsRefusedBeforeItsReader) {
+  Twins t = MakeTwins(DType::kFloat32, {1000, 64});
+  ASSERT_NE(t.gpu, nullptr);
+  constexpr int64_t kChunk = 64 << 10;
+  const int64_t pinned = FetchStream::kSlots * (kChunk / 8 + 2) * 8;
+  // Room for the pinned slots, not for the scratch a cast needs as well.
+  auto tenant =
+      std::make_shared<Tenant>("alice", TenantLimits{pinned + 1000, 0, 0});
+  StagingBudget budget(0);
+  FetchSpec cast;
+  cast.format = WireFormat::kRaw;
+  cast.cpu = true;
+  cast.dtype = DType::kFloat64;
+  absl::StatusOr<FetchSource> src = FetchSource::Open(t.gpu, cast);
+  ASSERT_TRUE(src.ok());
+  const int64_t readers = gpu_[0]->readers();
+  absl::StatusOr<std::unique_ptr<FetchStream>> s =
+      FetchStream::Open(*std::move(src), kChunk, {tenant, &budget});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted)
+      << s.status();
+  EXPECT_NE(s.status().message().find("quota"), std::string::npos)
+      << s.status();
+  EXPECT_EQ(gpu_[0]->readers(), readers);
+  EXPECT_EQ(budget.reserved(), 0);
+  EXPECT_EQ(tenant->bytes(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // PutSink.
 
@@ -1234,6 +1345,51 @@ TEST_F(PutSinkDeviceTest, RawInOddPiecesMatchesHost) {
     Drop(t);
   }
   EXPECT_EQ(Allocated(cuda0_), 0);
+}
+
+// A GPU upload's host staging (4 MiB, or the tensor if smaller) is charged
+// to the tenant with the storage, from Start to Finish, and never grows past
+// it whatever the pieces' size.
+TEST_F(PutSinkDeviceTest, HostStagingIsChargedToTheTenant) {
+  const int64_t nbytes = 8 * kMiB;
+  const std::string data = PatternBytes(nbytes, 7);
+  PutSpec spec;
+  spec.format = WireFormat::kRaw;
+  spec.dtype = DType::kFloat32;
+  spec.shape = {nbytes / 4};
+  spec.total_bytes = nbytes;
+  spec.device = "cuda:0";
+  // Room for the storage, not for its staging too.
+  ConversionContext ctx = ctx_;
+  ctx.tenant =
+      std::make_shared<Tenant>("alice", TenantLimits{nbytes + 2 * kMiB, 0, 0});
+  absl::StatusOr<std::unique_ptr<PutSink>> refused = PutSink::Start(ctx, spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("staging"), std::string::npos)
+      << refused.status();
+  EXPECT_EQ(ctx.tenant->bytes(), 0);
+  EXPECT_EQ(Allocated(cuda0_), 0);
+
+  ctx.tenant =
+      std::make_shared<Tenant>("alice", TenantLimits{nbytes + 4 * kMiB, 0, 0});
+  absl::StatusOr<std::unique_ptr<PutSink>> sink = PutSink::Start(ctx, spec);
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  EXPECT_EQ(ctx.tenant->bytes(), nbytes + 4 * kMiB);
+  const int64_t uploads = gpu_[0]->uploads();
+  // Pieces bigger than the staging: uploaded 4 MiB at a time.
+  ASSERT_TRUE(WriteInPieces(**sink, data, 5 * kMiB + 3).ok());
+  EXPECT_EQ(gpu_[0]->uploads() - uploads, 2);
+  absl::StatusOr<TensorPtr> t = (*sink)->Finish();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(ctx.tenant->bytes(), nbytes);
+  EXPECT_TRUE(SameBytes(Bytes(*t), data));
+  sink->reset();
+  ASSERT_TRUE(
+      store_.Delete(std::vector<std::string>{(*t)->handle}, ctx.tenant.get())
+          .ok());
+  t->reset();
+  EXPECT_EQ(ctx.tenant->bytes(), 0);
 }
 
 TEST_F(PutSinkDeviceTest, NpyEndiannessAndOrderMatchHost) {

@@ -37,39 +37,66 @@ DataRange ChunkData(const FetchSource& source, int64_t chunk_bytes, int64_t k) {
 // Chunk buffers of one stream, recycled: a fresh buffer per chunk would pay
 // the page faults of new memory on every chunk. A buffer goes back when the
 // transport releases its chunk, which may be after the stream is gone, so
-// buffers hold the pool.
+// buffers hold the pool. At most kHostBuffers are made, each charged to the
+// tenant as it is made; all of them, and their charges, go when the pool
+// does.
 class FetchStream::BufferPool
     : public std::enable_shared_from_this<FetchStream::BufferPool> {
  public:
-  explicit BufferPool(int64_t capacity) : capacity_(capacity) {}
+  BufferPool(int64_t capacity, TenantPtr tenant)
+      : capacity_(capacity), tenant_(std::move(tenant)) {}
 
-  std::shared_ptr<char> Take() {
+  // A free buffer, or a new one if the tenant's quota allows; otherwise
+  // waits for one of ours to come back.
+  absl::StatusOr<std::shared_ptr<char>> Take() {
     char* p = nullptr;
     {
       MutexLock lock(&mu_);
-      if (!free_.empty()) {
-        p = free_.back().release();
-        free_.pop_back();
+      auto available = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return !free_.empty();
+      };
+      absl::Status refused;
+      if (free_.empty() && made_ < kHostBuffers) {
+        ByteCharge charge;
+        refused = ByteCharge::Take(tenant_, capacity_,
+                                   "the chunk buffers of a Fetch that casts "
+                                   "or gathers",
+                                   &charge);
+        if (refused.ok()) {
+          free_.emplace_back(new char[static_cast<size_t>(capacity_)]);
+          charges_.push_back(std::move(charge));
+          ++made_;
+        } else if (made_ == 0) {
+          return refused;  // none of ours to wait for
+        }
       }
+      if (!available() && !mu_.AwaitWithTimeout(available, absl::Seconds(5))) {
+        return refused.ok() ? absl::ResourceExhaustedError(absl::StrCat(
+                                  "Fetch: the consumer still holds all ", made_,
+                                  " chunk buffers of this stream after 5 s"))
+                            : refused;
+      }
+      p = free_.back().release();
+      free_.pop_back();
     }
-    if (p == nullptr) p = new char[static_cast<size_t>(capacity_)];
     return std::shared_ptr<char>(
         p, [pool = shared_from_this()](char* q) { pool->Give(q); });
   }
 
  private:
-  // Enough for the chunk being sent, the one being produced and one spare.
-  static constexpr size_t kKeep = 3;
-
   void Give(char* p) {
     std::unique_ptr<char[]> owned(p);
     MutexLock lock(&mu_);
-    if (free_.size() < kKeep) free_.push_back(std::move(owned));
+    free_.push_back(std::move(owned));
   }
 
   const int64_t capacity_;
+  const TenantPtr tenant_;
   Mutex mu_;
   std::vector<std::unique_ptr<char[]>> free_ ABSL_GUARDED_BY(mu_);
+  int made_ ABSL_GUARDED_BY(mu_) = 0;
+  // One per buffer made; released when the pool goes.
+  std::vector<ByteCharge> charges_ ABSL_GUARDED_BY(mu_);
 };
 
 // A GPU stream's reader and which of its pinned slots the consumer holds.
@@ -78,8 +105,13 @@ class FetchStream::BufferPool
 class FetchStream::SlotRing
     : public std::enable_shared_from_this<FetchStream::SlotRing> {
  public:
-  explicit SlotRing(std::unique_ptr<ChunkReader> reader)
-      : reader_(std::move(reader)),
+  // The charge and the reservation pay for the reader's memory: they go
+  // after it does.
+  SlotRing(std::unique_ptr<ChunkReader> reader, ByteCharge charge,
+           StagingBudget::Reservation staging)
+      : charge_(std::move(charge)),
+        staging_(std::move(staging)),
+        reader_(std::move(reader)),
         held_(static_cast<size_t>(reader_->slots()), false) {}
 
   ChunkReader& reader() { return *reader_; }
@@ -115,43 +147,75 @@ class FetchStream::SlotRing
     held_[slot] = false;
   }
 
+  ByteCharge charge_;
+  StagingBudget::Reservation staging_;
   const std::unique_ptr<ChunkReader> reader_;
   Mutex mu_;
   std::vector<bool> held_ ABSL_GUARDED_BY(mu_);
 };
 
-FetchStream::FetchStream(FetchSource source, int64_t chunk_bytes)
+FetchStream::FetchStream(FetchSource source, int64_t chunk_bytes,
+                         TenantPtr tenant)
     : source_(std::move(source)), chunk_bytes_(chunk_bytes) {
   const Tensor& t = *source_.tensor();
   by_reference_ = t.storage->device()->engine().is_host() &&
                   t.layout.IsContiguous() && source_.out_dtype() == t.dtype;
   if (!by_reference_ && t.storage->device()->engine().is_host()) {
     buffers_ = std::make_shared<BufferPool>(
-        std::min(chunk_bytes_, source_.end() - source_.begin()));
+        std::min(chunk_bytes_, source_.end() - source_.begin()),
+        std::move(tenant));
   }
 }
 
 absl::StatusOr<std::unique_ptr<FetchStream>> FetchStream::Open(
-    FetchSource source, int64_t chunk_bytes) {
+    FetchSource source, int64_t chunk_bytes, StreamBudget budget) {
   if (chunk_bytes <= 0) {
     return absl::InvalidArgumentError("chunk size must be positive");
   }
   std::unique_ptr<FetchStream> stream(
-      new FetchStream(std::move(source), chunk_bytes));
+      new FetchStream(std::move(source), chunk_bytes, budget.tenant));
   stream->pos_ = stream->source_.begin();
   const Tensor& t = *stream->source_.tensor();
   Engine& engine = t.storage->device()->engine();
-  if (engine.is_host()) return stream;
+  if (engine.is_host()) {
+    // The first buffer now, so that a tenant over its quota is refused
+    // before anything is produced (it is the one the first chunk takes).
+    if (stream->buffers_ != nullptr) {
+      absl::StatusOr<std::shared_ptr<char>> first = stream->buffers_->Take();
+      if (!first.ok()) return first.status();
+    }
+    return stream;
+  }
   // A chunk's bytes may cut an element at either end: two spare elements.
   // A small range gets slots its size, not the chunk size.
-  const int64_t item =
-      static_cast<int64_t>(ItemSize(stream->source_.out_dtype()));
+  const DType out = stream->source_.out_dtype();
+  const int64_t item = static_cast<int64_t>(ItemSize(out));
   const int64_t range = stream->source_.end() - stream->source_.begin();
+  const int64_t slot_elements = std::min(chunk_bytes, range) / item + 2;
+  // What the reader will hold (engine.h): its pinned slots, and as much
+  // device scratch unless it copies the storage as it lies.
+  const int64_t pinned = kSlots * slot_elements * item;
+  const bool plain = out == t.dtype && t.layout.IsContiguous();
+  ByteCharge charge;
+  if (absl::Status s = ByteCharge::Take(
+          budget.tenant, plain ? pinned : 2 * pinned,
+          "the pinned slots and device scratch of a GPU Fetch", &charge);
+      !s.ok()) {
+    return s;
+  }
+  StagingBudget::Reservation staging;
+  if (budget.staging != nullptr) {
+    if (absl::Status s =
+            budget.staging->Reserve(pinned, kStagingWait, &staging);
+        !s.ok()) {
+      return s;
+    }
+  }
   absl::StatusOr<std::unique_ptr<ChunkReader>> reader = engine.NewReader(
-      t.storage->data(), t.dtype, t.layout, stream->source_.out_dtype(),
-      std::min(chunk_bytes, range) / item + 2, kSlots);
+      t.storage->data(), t.dtype, t.layout, out, slot_elements, kSlots);
   if (!reader.ok()) return reader.status();
-  stream->ring_ = std::make_shared<SlotRing>(*std::move(reader));
+  stream->ring_ = std::make_shared<SlotRing>(
+      *std::move(reader), std::move(charge), std::move(staging));
   if (absl::Status s = stream->StartChunks(kSlots - 1); !s.ok()) return s;
   return stream;
 }
@@ -205,10 +269,11 @@ absl::Status FetchStream::NextChunk(FetchChunk* out) {
       out->data = t.storage_bytes() + t.layout.offset * item + d.d0;
       out->keepalive = source_.tensor();
     } else if (ring_ == nullptr) {
-      std::shared_ptr<char> buffer = buffers_->Take();
-      source_.Read(header_size + d.d0, out->size, buffer.get());
-      out->data = buffer.get();
-      out->keepalive = std::move(buffer);
+      absl::StatusOr<std::shared_ptr<char>> buffer = buffers_->Take();
+      if (!buffer.ok()) return buffer.status();
+      source_.Read(header_size + d.d0, out->size, buffer->get());
+      out->data = buffer->get();
+      out->keepalive = *std::move(buffer);
     } else {
       const int slot = static_cast<int>(next_chunk_ % kSlots);
       // Not queued yet: its slot was still held when it could have been.

@@ -9,6 +9,15 @@
 // those pinned slots themselves: a slot is refilled only once the consumer
 // has released the chunk in it.
 //
+// What a stream holds beyond the tensor is paid for before any of it is
+// allocated (StreamBudget): a host stream's chunk buffers (at most
+// kHostBuffers, each the chunk size) are charged to the tenant's quota as
+// each is made, the first when the stream opens; a GPU stream's slots --
+// pinned host memory, and as much device scratch when it gathers or casts
+// -- are charged whole when it opens, and its pinned bytes are reserved
+// from the server's staging budget too. Both go back when the last chunk
+// handed out is released.
+//
 // Not thread-safe: one stream belongs to one Fetch (chunks may be released
 // on any thread). Keeps the source (and so the tensor's storage) alive;
 // destroying it waits for the GPU's work in flight.
@@ -20,8 +29,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/ops/engine.h"
 #include "server/store/fetch_source.h"
+#include "server/store/staging_budget.h"
+#include "server/store/tenant.h"
 
 namespace tensorcast {
 
@@ -35,9 +47,10 @@ namespace tensorcast {
 // is produced into a buffer the stream recycles once the last keepalive is
 // released.
 //
-// A consumer may hold up to kSlots - 1 of a GPU stream's chunks at once
-// (gRPC holds one or two); past that, NextChunk waits for a release, and
-// fails with RESOURCE_EXHAUSTED if none comes within a few seconds.
+// A consumer may hold up to kSlots - 1 of a GPU stream's chunks at once, or
+// kHostBuffers of a host stream's produced ones (gRPC holds one or two);
+// past that, NextChunk waits for a release, and fails with
+// RESOURCE_EXHAUSTED if none comes within a few seconds.
 struct FetchChunk {
   std::string header;
   const char* data = nullptr;
@@ -45,15 +58,31 @@ struct FetchChunk {
   std::shared_ptr<const void> keepalive;
 };
 
+// Who pays for what a stream holds: the tenant's quota (null: the default
+// tenant, which has none) and, for a tensor on a GPU, the server's pinned
+// staging (null: no bound, for tests and embedders).
+struct StreamBudget {
+  TenantPtr tenant;
+  StagingBudget* staging = nullptr;
+};
+
 class FetchStream {
  public:
   // Pinned slots of a GPU stream: chunks in flight on the device plus
   // those the consumer still holds.
   static constexpr int kSlots = 4;
+  // The most chunk buffers a host stream that casts or gathers makes: the
+  // chunk being sent, the one being produced and one spare.
+  static constexpr int kHostBuffers = 3;
+  // How long a GPU stream waits for room in the staging budget.
+  static constexpr absl::Duration kStagingWait = absl::Milliseconds(500);
 
   // chunk_bytes > 0: the size of every chunk but the last.
-  static absl::StatusOr<std::unique_ptr<FetchStream>> Open(FetchSource source,
-                                                           int64_t chunk_bytes);
+  // RESOURCE_EXHAUSTED, before any work, when the tenant's quota cannot
+  // take the stream's first buffer (host) or its slots (GPU), or when the
+  // staging budget stays full for kStagingWait.
+  static absl::StatusOr<std::unique_ptr<FetchStream>> Open(
+      FetchSource source, int64_t chunk_bytes, StreamBudget budget = {});
 
   FetchStream(const FetchStream&) = delete;
   FetchStream& operator=(const FetchStream&) = delete;
@@ -69,7 +98,7 @@ class FetchStream {
  private:
   class BufferPool;
   class SlotRing;
-  FetchStream(FetchSource source, int64_t chunk_bytes);
+  FetchStream(FetchSource source, int64_t chunk_bytes, TenantPtr tenant);
   // Queues the chunks after the last one queued whose slots are free, up to
   // `last`; a chunk goes into slot k % kSlots.
   absl::Status StartChunks(int64_t last);

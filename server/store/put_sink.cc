@@ -55,6 +55,19 @@ absl::Status PutSink::Reserve(DType dtype, const Shape& shape) {
       Storage::Allocate(device_, *nbytes, ctx_.tenant);
   if (!storage.ok()) return storage.status();
   storage_ = *std::move(storage);
+  if (!device_->engine().is_host()) {
+    // The host staging a GPU upload gathers pieces in: charged, then made.
+    const int64_t staging = std::min(kDeviceStagingBytes, *nbytes);
+    if (absl::Status s = ByteCharge::Take(ctx_.tenant, staging,
+                                          "the host staging of a GPU upload",
+                                          &staging_charge_);
+        !s.ok()) {
+      storage_.reset();
+      return s;
+    }
+    staging_.reserve(static_cast<size_t>(staging));
+    staging_capacity_ = staging;
+  }
   dtype_ = dtype;
   shape_ = shape;
   expected_data_ = *nbytes;
@@ -108,11 +121,18 @@ absl::Status PutSink::Write(absl::string_view data) {
                 data.size());
     return absl::OkStatus();
   }
-  staging_.append(data.data(), data.size());
-  if (static_cast<int64_t>(staging_.size()) < kDeviceStagingBytes) {
-    return absl::OkStatus();
+  // Never more than the staging charged: a full buffer is a whole number of
+  // elements (4 MiB, or the whole tensor), uploaded before more is taken.
+  while (!data.empty()) {
+    const size_t n = std::min(
+        data.size(), static_cast<size_t>(staging_capacity_) - staging_.size());
+    staging_.append(data.data(), n);
+    data.remove_prefix(n);
+    if (static_cast<int64_t>(staging_.size()) == staging_capacity_) {
+      if (absl::Status s = FlushToDevice(); !s.ok()) return s;
+    }
   }
-  return FlushToDevice();
+  return absl::OkStatus();
 }
 
 absl::Status PutSink::FlushToDevice() {
@@ -149,6 +169,8 @@ absl::StatusOr<TensorPtr> PutSink::Finish() {
   }
   if (!device_->engine().is_host()) {
     if (absl::Status s = FlushToDevice(); !s.ok()) return s;
+    staging_ = std::string();
+    staging_charge_.Release();
   }
   NewTensor t;
   t.tenant = ctx_.tenant;

@@ -19,6 +19,7 @@
 #include "server/core/npy.h"
 #include "server/store/conversions.h"
 #include "server/store/fetch_source.h"
+#include "server/store/tenant.h"
 #include "server/store/tensor_store.h"
 
 namespace tensorcast {
@@ -57,8 +58,9 @@ class PutSink {
   absl::Status ParseHeader();
   absl::Status FlushToDevice();
 
-  // A GPU upload gathers pieces up to this size on the host, then the
-  // engine moves them through pinned staging.
+  // A GPU upload gathers pieces up to this size on the host (charged to the
+  // tenant with its storage), then the engine moves them through pinned
+  // staging.
   static constexpr int64_t kDeviceStagingBytes = 4 << 20;
 
   const ConversionContext ctx_;
@@ -72,8 +74,10 @@ class PutSink {
   Shape shape_;
   int64_t expected_data_ = 0;  // data bytes after any header
   int64_t data_written_ = 0;
-  std::string staging_;   // GPU: received, not yet uploaded
-  int64_t uploaded_ = 0;  // GPU: data bytes in storage
+  std::string staging_;           // GPU: received, not yet uploaded
+  int64_t staging_capacity_ = 0;  // GPU: what staging_ may hold
+  ByteCharge staging_charge_;     // GPU: staging_capacity_, to the tenant
+  int64_t uploaded_ = 0;          // GPU: data bytes in storage
   int64_t received_ = 0;
 };
 

@@ -84,4 +84,34 @@ void StreamSlot::Release() {
   tenant_ = nullptr;
 }
 
+absl::Status ByteCharge::Take(const TenantPtr& tenant, int64_t n,
+                              const char* what, ByteCharge* charge) {
+  charge->Release();
+  if (tenant == nullptr || n <= 0) return absl::OkStatus();
+  if (absl::Status s = tenant->ChargeBytes(n); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (for ", what,
+                                               ", which count against it)"));
+  }
+  charge->tenant_ = tenant;
+  charge->bytes_ = n;
+  return absl::OkStatus();
+}
+
+ByteCharge& ByteCharge::operator=(ByteCharge&& other) noexcept {
+  if (this != &other) {
+    Release();
+    tenant_ = std::move(other.tenant_);
+    bytes_ = other.bytes_;
+    other.tenant_ = nullptr;
+    other.bytes_ = 0;
+  }
+  return *this;
+}
+
+void ByteCharge::Release() {
+  if (tenant_ != nullptr) tenant_->ReleaseBytes(bytes_);
+  tenant_ = nullptr;
+  bytes_ = 0;
+}
+
 }  // namespace tensorcast

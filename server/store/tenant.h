@@ -6,11 +6,14 @@
 // without --auth-tokens has one tenant, the default one (a null TenantPtr),
 // with only the server-wide limits.
 //
-// Limits (0 = none): bytes of storage across all devices (the quota; a view
-// shares its storage's bytes, so only allocations count), tensors held
+// Limits (0 = none): bytes across all devices (the quota), tensors held
 // (handles), and streams in flight (Fetch, Put, shared-memory sessions).
-// Going over one is RESOURCE_EXHAUSTED naming the limit; nothing is
-// charged then.
+// The quota counts every byte the tenant makes the server hold: tensor
+// storage (a view shares its storage's bytes, so only allocations count)
+// and the buffers of its streams -- a Fetch's cast/gather chunk buffers or
+// its GPU reader's pinned slots and device scratch, a GPU Put's host
+// staging (ByteCharge). Going over one is RESOURCE_EXHAUSTED naming the
+// limit; nothing is charged then.
 //
 // Thread-safe; the counters are atomics, the limits may change on a token
 // reload.
@@ -69,6 +72,29 @@ class Tenant {
 };
 
 using TenantPtr = std::shared_ptr<Tenant>;
+
+// Bytes charged to a tenant's quota for as long as the charge lives: what a
+// stream holds beyond tensor storage. The default tenant (null) is charged
+// nothing.
+class ByteCharge {
+ public:
+  ByteCharge() = default;
+  // RESOURCE_EXHAUSTED (nothing charged) when n bytes more would pass the
+  // tenant's quota; `what` says what they are for, in the message.
+  static absl::Status Take(const TenantPtr& tenant, int64_t n, const char* what,
+                           ByteCharge* charge);
+  ByteCharge(ByteCharge&& other) noexcept { *this = std::move(other); }
+  ByteCharge& operator=(ByteCharge&& other) noexcept;
+  ByteCharge(const ByteCharge&) = delete;
+  ByteCharge& operator=(const ByteCharge&) = delete;
+  ~ByteCharge() { Release(); }
+  void Release();
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  TenantPtr tenant_;
+  int64_t bytes_ = 0;
+};
 
 // Holds one stream slot of a tenant for its lifetime.
 class StreamSlot {

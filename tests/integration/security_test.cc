@@ -4,8 +4,10 @@
 // tensors, admin-only EmptyCache and server-wide Stats, tenant quotas and
 // tensor and stream limits, token reload on SIGHUP, the refusal to listen
 // beyond loopback without tokens, deadlines on a slow Fetch, and shared
-// memory regions that belong to one tenant. The CLI and tensorcast-load
-// with --token and --tls-ca too.
+// memory regions that belong to one tenant, stream buffers charged to the
+// quota (12 unread casting Fetches), and a SIGHUP that ends the streams of
+// the tokens it removes. The CLI and tensorcast-load with --token and
+// --tls-ca too.
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -13,6 +15,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "client/cpp/shared_memory.h"
+#include "tensorcast/v1/tensor_service.grpc.pb.h"
 #include "tests/integration/harness.h"
 
 namespace tensorcast::testing {
@@ -483,6 +488,233 @@ TEST_F(TokenTest, SharedMemoryRegionsBelongToTheirTenant) {
   EXPECT_EQ(Own(alice).active_streams(), 1);
   region->reset();
   EXPECT_EQ(StreamsWhenSettled(alice, 0), 0);
+}
+
+// --- what a tenant makes the server hold; revocation ------------------------
+
+// A kB figure ("VmRSS", "VmHWM") from /proc/PID/status, in bytes; -1 if
+// absent.
+int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
+  std::string status =
+      ReadFile(absl::StrCat("/proc/", pid, "/status")).value_or("");
+  size_t at = status.find(field + ":");
+  if (at == std::string::npos) return -1;
+  return std::strtoll(status.c_str() + at + field.size() + 1, nullptr, 10) *
+         1024;
+}
+
+std::unique_ptr<v1::TensorService::Stub> RawStub(const std::string& address) {
+  return v1::TensorService::NewStub(grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), DefaultChannelArguments()));
+}
+
+void Authorize(grpc::ClientContext* ctx, const std::string& token) {
+  ctx->AddMetadata("authorization", "Bearer " + token);
+}
+
+// The adversarial review's probe: a tenant with an 80 MiB quota opens 12
+// Fetches that cast 8 MiB of uint8 to 64 MiB of float64 in 64 MiB chunks,
+// and reads none of them. Each one's chunk buffer is charged to the quota
+// before it is made, so one fits and the other 11 are RESOURCE_EXHAUSTED
+// at once; the server's memory grows by that one buffer, not by 12 (it grew
+// by 768 MiB before, while Stats showed 64 MiB).
+TEST_F(TokenTest, UnreadCastingFetchesAreChargedToTheQuota) {
+  Start(kAlice + " alice quota=80MiB\n" + kBob + " bob\n");
+  Client& alice = server_->client();
+  v1::CreateRequest create;
+  create.set_dtype(v1::DTYPE_UINT8);
+  create.add_shape(8 << 20);
+  create.mutable_ones();
+  absl::StatusOr<v1::TensorInfo> t = alice.Create(create);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(Own(alice).bytes(), 8 << 20);
+  const int64_t rss_before = ProcStatusBytes(server_->pid(), "VmRSS");
+  ASSERT_GT(rss_before, 0);
+
+  constexpr int kCalls = 12;
+  struct Call {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientAsyncReader<v1::FetchResponse>> reader;
+    grpc::Status status;
+    bool finished = false;
+  };
+  std::unique_ptr<v1::TensorService::Stub> stub = RawStub(server_->address());
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<Call>> calls;
+  // Tags: 2i+1 the start of call i, 2i+2 its end.
+  auto tag = [](int i, bool end) {
+    return reinterpret_cast<void*>(static_cast<intptr_t>(2 * i + 1 + end));
+  };
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(std::make_unique<Call>());
+    Call& c = *calls.back();
+    Authorize(&c.ctx, kAlice);
+    v1::FetchRequest request;
+    request.set_ref(t->handle());
+    request.set_format(v1::FORMAT_RAW);
+    request.set_dtype(v1::DTYPE_FLOAT64);
+    request.set_chunk_bytes(64 << 20);
+    c.reader = stub->PrepareAsyncFetch(&c.ctx, request, &cq);
+    c.reader->StartCall(tag(i, false));
+    c.reader->Finish(&c.status, tag(i, true));
+  }
+  int events = 0, finished = 0;
+  // gRPC takes system_clock deadlines.
+  auto next_event = [&](std::chrono::system_clock::time_point deadline) {
+    void* got = nullptr;
+    bool ok = false;
+    if (cq.AsyncNext(&got, &ok, deadline) != grpc::CompletionQueue::GOT_EVENT) {
+      return false;
+    }
+    ++events;
+    const intptr_t n = reinterpret_cast<intptr_t>(got) - 1;
+    if (n % 2 == 1) {
+      calls[n / 2]->finished = true;
+      ++finished;
+    }
+    return true;
+  };
+  // Every call either ends (refused) or is running on the server.
+  const auto deadline = steady_clock::now() + std::chrono::seconds(20);
+  while (steady_clock::now() < deadline) {
+    while (next_event(std::chrono::system_clock::now() + milliseconds(50))) {
+    }
+    if (finished + Own(alice).active_streams() == kCalls) break;
+  }
+  // Then long enough for the running ones to have made their chunks.
+  std::this_thread::sleep_for(milliseconds(500));
+  while (next_event(std::chrono::system_clock::now() + milliseconds(50))) {
+  }
+  const int64_t rss_after = ProcStatusBytes(server_->pid(), "VmRSS");
+  const int64_t hwm_after = ProcStatusBytes(server_->pid(), "VmHWM");
+  const v1::TenantStats held = Own(alice);
+
+  int refused = 0;
+  for (const auto& c : calls) {
+    if (!c->finished) continue;
+    EXPECT_EQ(c->status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << c->status.error_message();
+    EXPECT_TRUE(absl::StrContains(c->status.error_message(), "quota"))
+        << c->status.error_message();
+    ++refused;
+  }
+  EXPECT_EQ(refused, kCalls - 1);
+  EXPECT_EQ(held.active_streams(), kCalls - refused);
+  // Stats shows what the tenant makes the server hold: the tensor and the
+  // one running stream's buffer.
+  EXPECT_EQ(held.bytes(), (8 << 20) + (int64_t{64} << 20));
+  EXPECT_LT(rss_after - rss_before, int64_t{300} << 20)
+      << "RSS grew from " << rss_before << " to " << rss_after;
+  EXPECT_LT(hwm_after - rss_before, int64_t{300} << 20)
+      << "peak RSS " << hwm_after << " against " << rss_before;
+
+  // Cancelled, the running ones give everything back.
+  for (const auto& c : calls) {
+    if (!c->finished) c->ctx.TryCancel();
+  }
+  while (events < 2 * kCalls && next_event(std::chrono::system_clock::now() +
+                                           std::chrono::seconds(10))) {
+  }
+  EXPECT_EQ(events, 2 * kCalls);
+  EXPECT_EQ(StreamsWhenSettled(alice, 0), 0);
+  int64_t bytes = Own(alice).bytes();
+  for (int i = 0; i < 100 && bytes != (8 << 20); ++i) {
+    std::this_thread::sleep_for(milliseconds(50));
+    bytes = Own(alice).bytes();
+  }
+  EXPECT_EQ(bytes, 8 << 20);
+  cq.Shutdown();
+  void* ignored;
+  bool ignored_ok;
+  while (cq.Next(&ignored, &ignored_ok)) {
+  }
+}
+
+// Revocation means it: when SIGHUP removes a token, the Put, Fetch and
+// shared-memory session running with it end, and the Put stores nothing;
+// what the token stored before stays the tenant's.
+TEST_F(TokenTest, SighupEndsTheStreamsOfARemovedToken) {
+  const std::string kAlice2 = "alice-second-0123456789abcdef";
+  Start(kAlice + " alice\n" + kAlice2 + " alice\n" + kBob + " bob\n",
+        {"--shared-memory"});
+  Client& alice = server_->client();
+  std::unique_ptr<Client> alice2 = As(kAlice2);
+  // 128 MiB: more than the socket and HTTP/2 buffers hold.
+  absl::StatusOr<v1::TensorInfo> big = alice.Create(Zeros(32 << 20, "big"));
+  ASSERT_TRUE(big.ok()) << big.status();
+  std::unique_ptr<v1::TensorService::Stub> stub = RawStub(server_->address());
+
+  // A Put with half its bytes sent.
+  constexpr int64_t kPutBytes = 4 << 20;
+  grpc::ClientContext put_ctx;
+  Authorize(&put_ctx, kAlice);
+  v1::PutResponse put_response;
+  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> put =
+      stub->Put(&put_ctx, &put_response);
+  v1::PutRequest header;
+  header.mutable_header()->set_dtype(v1::DTYPE_UINT8);
+  header.mutable_header()->add_shape(kPutBytes);
+  header.mutable_header()->set_name("half");
+  header.mutable_header()->set_total_bytes(kPutBytes);
+  ASSERT_TRUE(put->Write(header));
+  v1::PutRequest data;
+  data.set_data(std::string(kPutBytes / 2, '\x07'));
+  ASSERT_TRUE(put->Write(data));
+
+  // A Fetch with one message read.
+  grpc::ClientContext fetch_ctx;
+  Authorize(&fetch_ctx, kAlice);
+  v1::FetchRequest fetch_request;
+  fetch_request.set_ref(big->handle());
+  fetch_request.set_format(v1::FORMAT_RAW);
+  fetch_request.set_chunk_bytes(1 << 20);
+  std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> fetch =
+      stub->Fetch(&fetch_ctx, fetch_request);
+  v1::FetchResponse message;
+  ASSERT_TRUE(fetch->Read(&message));
+  int64_t fetched = static_cast<int64_t>(message.data().size());
+
+  // A shared-memory session.
+  absl::StatusOr<std::unique_ptr<SharedMemory>> region =
+      SharedMemory::Open(alice, 1 << 20);
+  ASSERT_TRUE(region.ok()) << region.status();
+  ASSERT_EQ(StreamsWhenSettled(*alice2, 3), 3);
+
+  WriteFile(tokens_, kAlice2 + " alice\n" + kBob + " bob\n");
+  ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+  absl::Status old;
+  for (int i = 0; i < 200; ++i) {
+    old = alice.Info("big").status();
+    if (old.code() == absl::StatusCode::kUnauthenticated) break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ASSERT_EQ(old.code(), absl::StatusCode::kUnauthenticated) << old;
+
+  // The Put's client goes on as if nothing happened: it is not stored.
+  put->Write(data);
+  put->WritesDone();
+  grpc::Status put_status = put->Finish();
+  EXPECT_FALSE(put_status.ok());
+  EXPECT_TRUE(put_status.error_code() == grpc::StatusCode::CANCELLED ||
+              put_status.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+      << put_status.error_code() << " " << put_status.error_message();
+  // The Fetch ends before its last byte.
+  while (fetch->Read(&message)) {
+    fetched += static_cast<int64_t>(message.data().size());
+  }
+  grpc::Status fetch_status = fetch->Finish();
+  EXPECT_FALSE(fetch_status.ok());
+  EXPECT_LT(fetched, int64_t{128} << 20);
+  // The session ended too: no stream of alice's is left.
+  EXPECT_EQ(StreamsWhenSettled(*alice2, 0), 0);
+
+  absl::StatusOr<std::vector<v1::TensorInfo>> listed = alice2->List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].name(), "big");
+  EXPECT_EQ(alice2->Info("half").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Own(*alice2).bytes(), int64_t{128} << 20);
+  EXPECT_TRUE(absl::StrContains(server_->Log(), "revoked")) << server_->Log();
 }
 
 // --- listening, deadlines --------------------------------------------------
