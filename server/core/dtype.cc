@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "server/core/echo.h"
 
 namespace tensorcast {
 namespace {
@@ -74,8 +75,8 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
   for (const DTypeInfo& info : kDTypes) {
     absl::StrAppend(&known, known.empty() ? "" : ", ", info.name);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", name, "'; expected one of: ", known));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown dtype '", EchoInput(name), "'; expected one of: ", known));
 }
 
 }  // namespace tensorcast

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/core/echo.h"
 
 namespace tensorcast {
 namespace {
@@ -26,6 +27,13 @@ constexpr size_t kGrowthAxisMaxDigits = 21;
 // Deeper nesting than this is not a header any writer produces; the limit
 // keeps the recursive parser's stack bounded on hostile input.
 constexpr int kMaxNesting = 16;
+// The parser refuses as soon as a header holds more than this: values in
+// all (a valid header has a dict, three keys, three values and up to
+// kMaxRank dimensions), items in a tuple or list (the shape's rank), keys in
+// a dict. So hostile input never builds more than a small tree, whatever
+// its length.
+constexpr int kMaxValues = 256;
+constexpr size_t kMaxDictKeys = 16;
 
 // A Python literal as the header dict may hold it (ast.literal_eval's subset
 // that np.save and older writers use).
@@ -40,27 +48,12 @@ struct PyValue {
   std::vector<PyValue> items;
 };
 
-// The bytes as a person can read them in a message: printable ASCII as is,
-// the rest as \xNN.
-std::string Printable(absl::string_view bytes) {
-  std::string out;
-  for (char c : bytes) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      out.push_back(c);
-    } else {
-      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
-    }
-  }
-  return out;
-}
-
 std::string Describe(const PyValue& v) {
   switch (v.kind) {
     case PyValue::Kind::kString:
-      return absl::StrCat("'", Printable(v.text), "'");
+      return absl::StrCat("'", EchoInput(v.text), "'");
     case PyValue::Kind::kInt:
-      return v.text;
+      return EchoInput(v.text);
     case PyValue::Kind::kBool:
       return v.boolean ? "True" : "False";
     case PyValue::Kind::kNone:
@@ -101,8 +94,8 @@ class LiteralParser {
     absl::string_view before = text_.substr(from, pos_ - from);
     absl::string_view after = text_.substr(std::min(pos_, text_.size()), 40);
     return Malformed(absl::StrCat(what, " at byte ", pos_, " of the header: \"",
-                                  Printable(before), ">>>", Printable(after),
-                                  "\""));
+                                  EchoInput(before, 160), ">>>",
+                                  EchoInput(after, 160), "\""));
   }
 
   bool AtEnd() const { return pos_ >= text_.size(); }
@@ -121,6 +114,9 @@ class LiteralParser {
 
   absl::StatusOr<PyValue> ParseValue(int depth) {
     if (depth > kMaxNesting) return Error("nesting too deep");
+    if (++values_ > kMaxValues) {
+      return Error(absl::StrCat("more than ", kMaxValues, " values"));
+    }
     if (AtEnd()) return Error("unexpected end of the header");
     char c = Peek();
     if (c == '{') return ParseDict(depth);
@@ -139,17 +135,27 @@ class LiteralParser {
       return ParseName();
     }
     return Error(absl::StrCat("unexpected character '",
-                              Printable(absl::string_view(&c, 1)), "'"));
+                              EchoInput(absl::string_view(&c, 1)), "'"));
   }
 
   // Items up to `close`, comma-separated, a trailing comma allowed; `pos_`
-  // is just after the opening bracket.
+  // is just after the opening bracket. More than kMaxRank items is refused
+  // before the next one is parsed: a tuple that long is a shape of too high
+  // a rank (the only tuple a valid header has), a list is never valid.
   absl::Status ParseItems(char close, int depth, std::vector<PyValue>* items) {
     while (true) {
       SkipSpace();
       if (Peek() == close) {
         ++pos_;
         return absl::OkStatus();
+      }
+      if (items->size() >= kMaxRank) {
+        if (close == ')') {
+          return absl::InvalidArgumentError(
+              absl::StrCat("invalid shape in .npy header: more than ", kMaxRank,
+                           " dimensions (the maximum rank is ", kMaxRank, ")"));
+        }
+        return Error(absl::StrCat("a list of more than ", kMaxRank, " items"));
       }
       absl::StatusOr<PyValue> item = ParseValue(depth + 1);
       if (!item.ok()) return item.status();
@@ -198,6 +204,10 @@ class LiteralParser {
       if (Peek() == '}') {
         ++pos_;
         return dict;
+      }
+      if (dict.items.size() >= 2 * kMaxDictKeys) {
+        return Error(
+            absl::StrCat("a dict of more than ", kMaxDictKeys, " keys"));
       }
       absl::StatusOr<PyValue> key = ParseValue(depth + 1);
       if (!key.ok()) return key;
@@ -317,11 +327,12 @@ class LiteralParser {
     }
     if (name == "None") return v;
     pos_ = start;
-    return Error(absl::StrCat("unexpected name '", name, "'"));
+    return Error(absl::StrCat("unexpected name '", EchoInput(name), "'"));
   }
 
   absl::string_view text_;
   size_t pos_ = 0;
+  int values_ = 0;  // parsed so far
 };
 
 struct DescrCode {
@@ -357,7 +368,7 @@ std::string SupportedDTypes() {
 
 absl::Status UnsupportedDescr(absl::string_view descr, absl::string_view why) {
   return absl::InvalidArgumentError(
-      absl::StrCat("unsupported dtype '", Printable(descr), "' in .npy header",
+      absl::StrCat("unsupported dtype '", EchoInput(descr), "' in .npy header",
                    why, "; supported dtypes: ", SupportedDTypes()));
 }
 
@@ -424,7 +435,7 @@ absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
   if (magic_seen != kMagic.substr(0, magic_seen.size())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "not a .npy file: it must start with \"\\x93NUMPY\", got \"",
-        Printable(magic_seen), "\""));
+        EchoInput(magic_seen), "\""));
   }
   if (prefix.size() <= kMagic.size()) return std::nullopt;
   // Refuse a bad version as soon as its first byte is in.
@@ -527,13 +538,8 @@ absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
     }
     if (dim.int_overflow) {
       return absl::InvalidArgumentError(
-          absl::StrCat("invalid shape in .npy header: dimension ", dim.text,
-                       " does not fit a 64-bit integer"));
-    }
-    if (header.shape.size() >= kMaxRank) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid shape in .npy header: rank ", shape->items.size(),
-          " exceeds the maximum of ", kMaxRank));
+          absl::StrCat("invalid shape in .npy header: dimension ",
+                       EchoInput(dim.text), " does not fit a 64-bit integer"));
     }
     header.shape.push_back(dim.integer);
   }

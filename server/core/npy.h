@@ -26,10 +26,11 @@
 
 namespace tensorcast {
 
-// The longest header (the dict text, after the length field) we accept.
+// The longest header (the dict text, after the length field) we accept,
+// refused from its length field alone, before its bytes are awaited.
 // NumPy's own reader stops at 10000 bytes unless told otherwise; a valid
 // header of rank kMaxRank is under 2 KiB.
-inline constexpr int64_t kMaxNpyHeaderBytes = int64_t{1} << 20;
+inline constexpr int64_t kMaxNpyHeaderBytes = int64_t{64} << 10;
 
 struct NpyHeader {
   DType dtype;
@@ -49,7 +50,11 @@ struct NpyHeader {
 // INVALID_ARGUMENT when the bytes read so far cannot be a supported header:
 // bad magic, an unsupported version, a header longer than
 // kMaxNpyHeaderBytes, dict syntax errors, missing or unknown keys, an
-// unsupported descr, a negative or overflowing shape.
+// unsupported descr, a negative or overflowing shape, a shape of more than
+// kMaxRank dimensions. Limits hold while parsing: a tuple is refused at its
+// (kMaxRank + 1)th item, and no more than a few hundred values are ever
+// built, whatever the header holds. Input quoted in a message goes through
+// EchoInput (escaped, cut short).
 absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
     absl::string_view prefix);
 
