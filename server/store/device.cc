@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/core/echo.h"
 #include "server/memory/host_memory_resource.h"
 #include "server/ops/cuda_backend.h"
 
@@ -27,8 +28,9 @@ absl::StatusOr<DeviceName> ParseDeviceName(absl::string_view text) {
       return DeviceName{true, index};
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown device '", text, "'; expected 'cpu', 'cuda' or 'cuda:N'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device '", EchoInput(text),
+                   "'; expected 'cpu', 'cuda' or 'cuda:N'"));
 }
 
 Device::Device(

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/echo.h"
 #include "server/core/random.h"
 
 namespace tensorcast {
@@ -87,7 +88,7 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name,
   }
   if (LooksLikeHandle(name)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("name '", name,
+        absl::StrCat("name '", EchoInput(name),
                      "' looks like a handle (32 hex digits); choose another"));
   }
   for (char c : name) {
@@ -99,9 +100,9 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name,
   auto it = by_name_.find(NameKey(tenant, name));
   if (it != by_name_.end() &&
       FindLocked(it->second, NowUnixSeconds(), tenant) != nullptr) {
-    return absl::AlreadyExistsError(absl::StrCat("a tensor named '", name,
-                                                 "' already exists (handle ",
-                                                 it->second, ")"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("a tensor named '", EchoInput(name),
+                     "' already exists (handle ", it->second, ")"));
   }
   return absl::OkStatus();
 }
@@ -170,8 +171,8 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
     }
     by_name_[key] = tensor->handle;
   }
-  uint64_t seq = next_seq_++;
-  by_seq_[seq] = tensor->handle;
+  const uint64_t seq = ++last_seq_[Owner(tenant)];
+  by_seq_[SeqKey(Owner(tenant), seq)] = tensor->handle;
   by_handle_[tensor->handle] = Entry{tensor, seq};
   return TensorPtr(tensor);
 }
@@ -197,7 +198,8 @@ absl::StatusOr<TensorPtr> TensorStore::Get(absl::string_view ref,
   ReaderMutexLock lock(&mu_);
   const Entry* e = FindLocked(ref, NowUnixSeconds(), tenant);
   if (e == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no tensor '", ref, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("no tensor '", EchoInput(ref), "'"));
   }
   return e->tensor;
 }
@@ -213,7 +215,7 @@ void TensorStore::EraseLocked(const std::string& handle) {
     }
   }
   if (t.tenant != nullptr) t.tenant->RemoveTensor();
-  by_seq_.erase(it->second.seq);
+  by_seq_.erase(SeqKey(Owner(t.tenant.get()), it->second.seq));
   by_handle_.erase(it);
 }
 
@@ -228,8 +230,8 @@ absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs,
     for (const std::string& ref : refs) {
       const Entry* e = FindLocked(ref, now, tenant);
       if (e == nullptr) {
-        return absl::NotFoundError(
-            absl::StrCat("no tensor '", ref, "'; nothing was deleted"));
+        return absl::NotFoundError(absl::StrCat("no tensor '", EchoInput(ref),
+                                                "'; nothing was deleted"));
       }
       doomed.push_back(e->tensor);
     }
@@ -253,17 +255,20 @@ absl::StatusOr<TensorStore::Page> TensorStore::List(
   uint64_t after = 0;
   if (!page_token.empty() && !absl::SimpleAtoi(page_token, &after)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("bad page_token '", page_token, "'"));
+        absl::StrCat("bad page_token '", EchoInput(page_token), "'"));
   }
   Page page;
   ReaderMutexLock lock(&mu_);
   int64_t now = NowUnixSeconds();
-  for (auto it = by_seq_.upper_bound(after); it != by_seq_.end(); ++it) {
+  // Only this tenant's range of the index: its own sequence numbers.
+  const uintptr_t owner = Owner(tenant);
+  for (auto it = by_seq_.upper_bound(SeqKey(owner, after));
+       it != by_seq_.end() && it->first.first == owner; ++it) {
     const Entry* e = FindLocked(it->second, now, tenant);
     if (e == nullptr) continue;
     if (!absl::StartsWith(e->tensor->name, name_prefix)) continue;
     if (static_cast<int>(page.tensors.size()) == page_size) {
-      page.next_page_token = absl::StrCat(std::prev(it)->first);
+      page.next_page_token = absl::StrCat(std::prev(it)->first.second);
       break;
     }
     page.tensors.push_back(e->tensor);

@@ -21,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -127,8 +128,10 @@ class TensorStore {
     std::vector<TensorPtr> tensors;
     std::string next_page_token;  // empty on the last page
   };
-  // The tenant's tensors in creation order. INVALID_ARGUMENT for a bad
-  // token.
+  // The tenant's tensors in creation order. Page tokens are opaque and
+  // count the tenant's own tensors only (its own creation sequence): what
+  // other tenants make changes nothing a tenant sees, and a token is
+  // meaningless to another tenant. INVALID_ARGUMENT for a bad token.
   absl::StatusOr<Page> List(int page_size, absl::string_view page_token,
                             absl::string_view name_prefix,
                             const Tenant* tenant = nullptr) const;
@@ -146,8 +149,13 @@ class TensorStore {
  private:
   struct Entry {
     TensorPtr tensor;
-    uint64_t seq;
+    uint64_t seq;  // in its tenant's own sequence
   };
+  // List's order: (tenant, its own sequence number).
+  static uintptr_t Owner(const Tenant* tenant) {
+    return reinterpret_cast<uintptr_t>(tenant);
+  }
+  using SeqKey = std::pair<uintptr_t, uint64_t>;
   absl::Status CheckNameLocked(absl::string_view name,
                                const Tenant* tenant) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -164,8 +172,10 @@ class TensorStore {
   absl::flat_hash_map<std::string, Entry> by_handle_ ABSL_GUARDED_BY(mu_);
   // NameKey(tenant, name) -> handle.
   absl::flat_hash_map<std::string, std::string> by_name_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, std::string> by_seq_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<SeqKey, std::string> by_seq_ ABSL_GUARDED_BY(mu_);
+  // Each tenant's last sequence number (tenants live as long as the
+  // server's Authenticator, so their addresses are not reused).
+  absl::flat_hash_map<uintptr_t, uint64_t> last_seq_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tensorcast

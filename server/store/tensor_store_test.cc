@@ -592,6 +592,67 @@ TEST_F(TenantStoreTest, AnotherTenantsTensorsDoNotExistForIt) {
   EXPECT_EQ(bob->tensors(), 0);
 }
 
+// Page tokens follow the tenant's own tensors: what bob makes between
+// alice's tensors changes none of alice's tokens (they would tell her how
+// many tensors others made), and alice's token means nothing to bob.
+TEST_F(TenantStoreTest, PageTokensCountOnlyTheTenantsOwnTensors) {
+  auto alice = std::make_shared<Tenant>("alice", TenantLimits{});
+  auto bob = std::make_shared<Tenant>("bob", TenantLimits{});
+  auto tokens_of = [&](const Tenant* t) {
+    std::vector<std::string> tokens;
+    std::string token;
+    do {
+      absl::StatusOr<TensorStore::Page> page = store_.List(1, token, "", t);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      token = page->next_page_token;
+      tokens.push_back(token);
+    } while (!token.empty());
+    return tokens;
+  };
+  ASSERT_TRUE(Add(alice, 1).ok());
+  ASSERT_TRUE(Add(alice, 1).ok());
+  const std::vector<std::string> before = tokens_of(alice.get());
+  ASSERT_EQ(before.size(), 2u);  // a token after the first, "" after the last
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(Add(bob, 1).ok());
+  ASSERT_TRUE(Add(alice, 1).ok());
+  ASSERT_TRUE(Add(alice, 1).ok());
+  std::vector<std::string> after = tokens_of(alice.get());
+  ASSERT_EQ(after.size(), 4u);
+  EXPECT_EQ(after[0], before[0]);
+  // Alice's third and fourth tensors follow her second as if bob had made
+  // nothing: a store without bob's tensors gives the same tokens.
+  TensorStore quiet;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<std::shared_ptr<Storage>> storage =
+        Storage::Allocate(host(), 4, alice);
+    ASSERT_TRUE(storage.ok());
+    NewTensor t;
+    t.layout = Layout::Contiguous({1});
+    t.storage = *std::move(storage);
+    t.tenant = alice;
+    ASSERT_TRUE(quiet.Add(std::move(t)).ok());
+  }
+  std::string token;
+  do {
+    absl::StatusOr<TensorStore::Page> page =
+        quiet.List(1, token, "", alice.get());
+    ASSERT_TRUE(page.ok());
+    token = page->next_page_token;
+    expected.push_back(token);
+  } while (!token.empty());
+  EXPECT_EQ(after, expected);
+  // Bob's pages start at his own first tensor, whatever token he brings.
+  absl::StatusOr<TensorStore::Page> his = store_.List(100, "", "", bob.get());
+  ASSERT_TRUE(his.ok());
+  EXPECT_EQ(his->tensors.size(), 7u);
+  absl::StatusOr<TensorStore::Page> with_alices =
+      store_.List(100, after[1], "", bob.get());
+  ASSERT_TRUE(with_alices.ok());
+  for (const TensorPtr& t : with_alices->tensors) EXPECT_EQ(t->tenant, bob);
+}
+
 TEST_F(TenantStoreTest, QuotaAndTensorLimitAreChargedAndGivenBack) {
   auto t = std::make_shared<Tenant>(
       "t", TenantLimits{/*max_bytes=*/1 << 20, /*max_tensors=*/2, 0});
