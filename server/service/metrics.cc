@@ -13,6 +13,11 @@
 namespace tensorcast {
 namespace {
 
+// The HTTP endpoint's workers (each serves one connection at a time), and
+// how long it waits on a client that sends or reads nothing.
+constexpr size_t kWorkers = 16;
+constexpr time_t kIoTimeoutSeconds = 2;
+
 // A label value as the exposition format quotes it.
 std::string LabelValue(absl::string_view value) {
   std::string out;
@@ -217,8 +222,17 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
 
   std::unique_ptr<MetricsEndpoint> e(new MetricsEndpoint());
   e->server_ = std::make_unique<httplib::Server>();
-  // Scrapes are rare: two threads are plenty.
-  e->server_->new_task_queue = [] { return new httplib::ThreadPool(2); };
+  // A connection holds a worker for as long as it lasts, so idle and slow
+  // clients must not hold them all: enough workers, short read and write
+  // timeouts (a client that stops sending is dropped), and a short,
+  // bounded keep-alive. Scrapes go on while up to kWorkers - 1 clients
+  // dawdle; past that, new connections wait their turn.
+  e->server_->new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
+  e->server_->set_read_timeout(kIoTimeoutSeconds);
+  e->server_->set_write_timeout(kIoTimeoutSeconds);
+  e->server_->set_keep_alive_timeout(kIoTimeoutSeconds);
+  e->server_->set_keep_alive_max_count(16);
+  e->server_->set_payload_max_length(4096);  // GET /metrics has no body
   // SO_REUSEADDR alone: httplib's default adds SO_REUSEPORT, with which a
   // second server on the same port would bind too and share the scrapes.
   e->server_->set_socket_options([](socket_t sock) {

@@ -106,8 +106,10 @@ class Metrics {
   std::atomic<uint64_t> fetch_bytes_{0};
 };
 
-// Serves GET /metrics over HTTP (cpp-httplib) on its own thread, with the
-// text `render` returns at each scrape. Other paths are 404.
+// Serves GET /metrics over HTTP (cpp-httplib) on its own threads, with the
+// text `render` returns at each scrape. Other paths are 404. Idle or slow
+// clients are dropped after 2 s without progress, and a handful of them
+// leave workers for the scrapes (16 in all).
 class MetricsEndpoint {
  public:
   // `listen` is HOST:PORT ("0.0.0.0:9090", "[::]:9090", "127.0.0.1:0"; port

@@ -1,9 +1,17 @@
 #include "server/service/metrics.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_split.h"
 
@@ -126,6 +134,63 @@ TEST(MetricsEndpointTest, ServesMetricsOnAFreePort) {
   res = client.Get("/other");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 404);
+}
+
+// A TCP connection to 127.0.0.1:port, or -1.
+int ConnectTcp(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Idle connections and one that sends half a request hold workers; a
+// scrape must still be answered at once, and the dawdlers are dropped
+// after the endpoint's timeout rather than held for good.
+TEST(MetricsEndpointTest, SlowClientsDoNotStarveScrapes) {
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+      MetricsEndpoint::Start("127.0.0.1:0",
+                             [] { return std::string("x 1\n"); });
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const int port = (*endpoint)->port();
+  std::vector<int> slow;
+  for (int i = 0; i < 4; ++i) slow.push_back(ConnectTcp(port));
+  slow.push_back(ConnectTcp(port));
+  const std::string half = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(write(slow.back(), half.data(), half.size()),
+            static_cast<ssize_t>(half.size()));
+  for (int fd : slow) ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  const auto start = std::chrono::steady_clock::now();
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(5);
+  httplib::Result res = client.Get("/metrics");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->body, "x 1\n");
+  EXPECT_LT(seconds, 1.0);
+
+  // Each dawdler is closed by the server (EOF) within a few seconds.
+  for (int fd : slow) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 4000), 1) << "connection still held after 4 s";
+    char buf[256];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    }
+    EXPECT_EQ(n, 0);
+    close(fd);
+  }
 }
 
 TEST(MetricsEndpointTest, RejectsBadAddresses) {
