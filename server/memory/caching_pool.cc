@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/size.h"
 
@@ -358,9 +359,10 @@ absl::Status CachingPool::OutOfMemory(
   const int64_t asked = bytes > static_cast<size_t>(INT64_MAX)
                             ? INT64_MAX
                             : static_cast<int64_t>(bytes);
-  std::string message =
+  const std::string request =
       absl::StrCat("out of memory on device ", device_, ": tried to allocate ",
-                   FormatSize(asked), "; ");
+                   FormatSize(asked));
+  std::string message = absl::StrCat(request, "; ");
   if (limit_bytes_ > 0) {
     absl::StrAppend(&message, "limit ", FormatSize(limit_bytes_), ", ");
   }
@@ -378,7 +380,9 @@ absl::Status CachingPool::OutOfMemory(
     absl::StrAppend(&message, "; ", upstream_->Name(), ": ",
                     upstream_error.message());
   }
-  return absl::ResourceExhaustedError(message);
+  absl::Status status = absl::ResourceExhaustedError(message);
+  status.SetPayload(kOutOfMemoryPayload, absl::Cord(request));
+  return status;
 }
 
 }  // namespace tensorcast

@@ -7,9 +7,11 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/memory/counting_resource_test_util.h"
@@ -202,6 +204,11 @@ TEST_F(CachingPoolTest, OverTheLimitIsResourceExhaustedWithTheFigures) {
             "out of memory on device cpu: tried to allocate 64.00 MiB; limit "
             "128.00 MiB, 100.00 MiB allocated, 20.00 MiB cached (reserved but "
             "unallocated)");
+  // The request alone, for callers that must not see the device's figures.
+  auto request = p.status().GetPayload(CachingPool::kOutOfMemoryPayload);
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(std::string(*request),
+            "out of memory on device cpu: tried to allocate 64.00 MiB");
   EXPECT_EQ(upstream_.allocations(), upstream_calls);  // never asked
   PoolStats s = pool.Stats();
   EXPECT_EQ(s.limit_bytes, 128 * kMiB);
