@@ -5,6 +5,7 @@
 #include <grpcpp/support/sync_stream.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +22,9 @@ namespace tensorcast {
 namespace {
 // Large enough for the biggest Fetch chunk a server sends (64 MiB).
 constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+// The most data a Put message carries: the server refuses any message over
+// 1 MiB + 64 KiB.
+constexpr int64_t kMaxPutChunkBytes = 1 << 20;
 // The generated stub's name for Fetch, called here with raw responses.
 constexpr char kFetchMethod[] = "/tensorcast.v1.TensorService/Fetch";
 }  // namespace
@@ -157,7 +161,8 @@ absl::StatusOr<v1::TensorInfo> Client::Put(const PutOptions& options,
   if (!options.shm_region.empty()) open = false;  // the server reads the data
   absl::Status source_status;
   std::string* data = request.mutable_data();
-  const size_t chunk = static_cast<size_t>(options_.put_chunk_bytes);
+  const size_t chunk = static_cast<size_t>(
+      std::clamp<int64_t>(options_.put_chunk_bytes, 1, kMaxPutChunkBytes));
   while (open) {
     data->resize(chunk);
     absl::StatusOr<size_t> n = source(data->data(), chunk);

@@ -27,7 +27,8 @@ namespace tensorcast {
 struct ClientOptions {
   // Per-call deadline; 0 = none (large transfers may take long).
   std::chrono::milliseconds timeout{0};
-  // Data per Put message.
+  // Data per Put message; at most 1 MiB are sent in one (the server refuses
+  // messages over 1 MiB + 64 KiB).
   int64_t put_chunk_bytes = 1 << 20;
   // Sent as `authorization: Bearer TOKEN` on every call (a server with
   // --auth-tokens requires it); empty = none.

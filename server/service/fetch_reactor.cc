@@ -233,7 +233,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     LogRpc(service_, "Fetch", ctx_, status, start_);
     stream_.reset();  // drop the tensor reference before the call winds down
     slot_.Release();
-    Finish(ToGrpcStatus(status));
+    Finish(ToGrpcStatus(TensorServiceImpl::ForCaller(status, caller_)));
   }
 
   TensorServiceImpl* const service_;

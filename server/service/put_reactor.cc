@@ -195,7 +195,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     sink_.reset();  // an unfinished upload's storage goes back now
     slot_.Release();
     LogRpc(service_, "Put", ctx_, status, start_);
-    Finish(ToGrpcStatus(status));
+    Finish(ToGrpcStatus(TensorServiceImpl::ForCaller(status, caller_)));
   }
 
   TensorServiceImpl* const service_;

@@ -68,8 +68,10 @@ bool IsLoopback(absl::string_view listen) {
 
 }  // namespace
 
-// Bigger than the largest chunk a client may send or ask for.
-constexpr int kMaxMessageBytes = static_cast<int>(kMaxChunkBytes + (1 << 20));
+// Sent: bigger than the largest Fetch chunk a client may ask for.
+// Received: small (tensor_service.h), refused by gRPC before any parse.
+constexpr int kMaxSendMessageBytes =
+    static_cast<int>(kMaxChunkBytes + (1 << 20));
 
 absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
     const ServerOptions& options) {
@@ -131,8 +133,8 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, *credentials, &s->port_);
   builder.RegisterService(s->service_.get());
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxReceiveMessageBytes));
+  builder.SetMaxSendMessageSize(kMaxSendMessageBytes);
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(

@@ -6,14 +6,24 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "google/protobuf/descriptor.h"
+#include "proto/wire.h"
+#include "server/core/echo.h"
+#include "server/core/size.h"
 #include "server/service/logging.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
 
 namespace tensorcast {
+namespace {
+
+// A failed RPC's message is logged up to this long.
+constexpr size_t kMaxLoggedMessageBytes = 1024;
+
+}  // namespace
 
 void LogRpc(TensorServiceImpl* service, const char* method,
             grpc::CallbackServerContext* ctx, const absl::Status& status,
@@ -30,31 +40,233 @@ void LogRpc(TensorServiceImpl* service, const char* method,
       {"code", absl::StatusCodeToString(status.code())},
       {"peer", ctx->peer()},
       {"ms", absl::StrFormat("%.3f", ms), /*number=*/true}};
-  if (!status.ok()) fields.push_back({"error", std::string(status.message())});
+  // The message may quote what the client sent (escaped and cut short
+  // where it was quoted). On the line it is cut to a bounded length and
+  // written as a JSON string (quotes, backslashes and control characters
+  // escaped), so that nothing in it can end the message="..." field.
+  std::string message;
+  if (!status.ok()) {
+    absl::string_view text = status.message();
+    std::string cut(text.substr(0, kMaxLoggedMessageBytes));
+    if (cut.size() < text.size()) {
+      absl::StrAppend(&cut, "...(", text.size(), " bytes)");
+    }
+    AppendJsonString(cut, &message);
+    fields.push_back({"error", std::move(cut)});
+  }
   ScopedLogFields scoped(std::move(fields));
   if (status.ok()) {
     spdlog::debug("rpc={} peer={} code=OK ms={:.3f}", method, ctx->peer(), ms);
   } else {
-    spdlog::warn("rpc={} peer={} code={} ms={:.3f} message=\"{}\"", method,
+    spdlog::warn("rpc={} peer={} code={} ms={:.3f} message={}", method,
                  ctx->peer(), absl::StatusCodeToString(status.code()), ms,
-                 std::string(status.message()));
+                 message);
   }
 }
 
 namespace {
 
-// Admits the call and runs a unary handler body with its caller; finishes
-// the call with the body's status.
-template <typename Body>
+// What a unary request may hold, checked on its encoded bytes before
+// protobuf parses it. Parsing costs memory per field (an unknown or
+// repeated string field of two bytes becomes a heap string of tens), so a
+// request's fields are counted, not only its bytes: its own, those of the
+// embedded messages named in `nested`, and one repeated field's entries.
+struct RequestLimits {
+  size_t max_bytes = 64 << 10;
+  int max_fields = 32;
+  struct Nested {
+    int field;
+    int max_fields;
+  };
+  std::vector<Nested> nested;
+  int counted_field = 0;  // 0: none
+  int max_counted = 0;
+  const char* counted_what = "";
+};
+
+constexpr int kMaxLiteralFields = (1 << 17) + 32;  // every value unpacked
+
+// Create's literal values come unpacked in up to kMaxLiteralFields fields;
+// its other messages (arange, the empty ones) are small.
+const RequestLimits kCreateLimits = {
+    static_cast<size_t>(kMaxReceiveMessageBytes),
+    32 + static_cast<int>(kMaxRank),  // unpacked shape dims
+    {{16, kMaxLiteralFields}, {13, 32}, {10, 32}, {11, 32}, {14, 32}}};
+const RequestLimits kDeleteLimits = {
+    static_cast<size_t>(kMaxReceiveMessageBytes),
+    kMaxDeleteRefs + 32,
+    {},
+    1,
+    kMaxDeleteRefs,
+    "refs"};
+const RequestLimits kSmallLimits = {};
+
+bool ReadVarint(absl::string_view* in, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    const uint8_t b = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+absl::Status Malformed(const char* method) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed ", method, " request"));
+}
+
+// Walks an encoded message's fields, calling field(number, payload) for
+// each (payload: a length-delimited field's bytes, else empty) until it
+// returns an error. INVALID_ARGUMENT when the bytes are not a message, or
+// hold groups (which no request has).
+template <typename F>
+absl::Status ForEachField(absl::string_view in, const char* method, F field) {
+  while (!in.empty()) {
+    uint64_t tag, n;
+    if (!ReadVarint(&in, &tag) || (tag >> 3) == 0) return Malformed(method);
+    absl::string_view payload;
+    switch (tag & 7) {
+      case wire::kVarint:
+        if (!ReadVarint(&in, &n)) return Malformed(method);
+        break;
+      case wire::kFixed64:
+      case wire::kFixed32: {
+        const size_t width = (tag & 7) == wire::kFixed64 ? 8 : 4;
+        if (in.size() < width) return Malformed(method);
+        in.remove_prefix(width);
+        break;
+      }
+      case wire::kLengthDelimited:
+        if (!ReadVarint(&in, &n) || n > in.size()) return Malformed(method);
+        payload = in.substr(0, n);
+        in.remove_prefix(n);
+        break;
+      default:
+        return Malformed(method);
+    }
+    if (absl::Status s = field(tag >> 3, payload); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TooManyFields(const char* method, int max) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "a ", method, " request (or a message in it) holds more than ", max,
+      " fields"));
+}
+
+// Refuses the encoded request past `limits`: too many fields of its own,
+// of the counted field, or in all the occurrences of each nested message
+// field (INVALID_ARGUMENT); bytes that are not a message.
+absl::Status ScanFields(absl::string_view in, const char* method,
+                        const RequestLimits& limits) {
+  int fields = 0;
+  int counted = 0;
+  std::vector<int> nested_fields(limits.nested.size(), 0);
+  return ForEachField(
+      in, method, [&](uint64_t number, absl::string_view payload) {
+        if (++fields > limits.max_fields) {
+          return TooManyFields(method, limits.max_fields);
+        }
+        if (number == static_cast<uint64_t>(limits.counted_field) &&
+            ++counted > limits.max_counted) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              method, " takes at most ", limits.max_counted, " ",
+              limits.counted_what, " per call; split the request"));
+        }
+        for (size_t i = 0; i < limits.nested.size(); ++i) {
+          if (number != static_cast<uint64_t>(limits.nested[i].field)) continue;
+          const int max = limits.nested[i].max_fields;
+          int& seen = nested_fields[i];
+          if (absl::Status s = ForEachField(
+                  payload, method,
+                  [&](uint64_t, absl::string_view) {
+                    return ++seen > max ? TooManyFields(method, max)
+                                        : absl::OkStatus();
+                  });
+              !s.ok()) {
+            return s;
+          }
+        }
+        return absl::OkStatus();
+      });
+}
+
+// The request, parsed once its size and fields are within `limits`.
+template <typename Request>
+absl::Status ParseRequest(const grpc::ByteBuffer& raw, const char* method,
+                          const RequestLimits& limits, Request* request) {
+  if (raw.Length() > limits.max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a ", method, " request is at most ", limits.max_bytes,
+                     " bytes; this one has ", raw.Length()));
+  }
+  std::vector<grpc::Slice> slices;
+  if (!raw.Dump(&slices).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed ", method, " request"));
+  }
+  std::string bytes;
+  bytes.reserve(raw.Length());
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  if (absl::Status s = ScanFields(bytes, method, limits); !s.ok()) return s;
+  if (!request->ParseFromString(bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed ", method, " request"));
+  }
+  return absl::OkStatus();
+}
+
+// A unary call: gRPC's context, the request as it arrived and where the
+// response goes, and the parsed messages the handler body works on.
+template <typename Request, typename Response>
+struct UnaryCall {
+  UnaryCall(grpc::CallbackServerContext* context,
+            const grpc::ByteBuffer* raw_request, grpc::ByteBuffer* raw_response,
+            const RequestLimits& limits)
+      : context(context),
+        raw_request(raw_request),
+        raw_response(raw_response),
+        limits(limits) {}
+  grpc::CallbackServerContext* const context;
+  const grpc::ByteBuffer* const raw_request;
+  grpc::ByteBuffer* const raw_response;
+  const RequestLimits& limits;
+  Request request;
+  Response response;
+};
+
+// Admits the call (token first: a stranger's request is not even parsed),
+// parses its request within its limits, runs the handler body with the
+// caller, and finishes the call with the body's status and response.
+template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* Reply(TensorServiceImpl* service, const char* method,
-                                grpc::CallbackServerContext* ctx, Body body) {
+                                UnaryCall<Request, Response>& call, Body body) {
   auto start = std::chrono::steady_clock::now();
   service->UnaryStarted();
+  grpc::CallbackServerContext* ctx = call.context;
   absl::StatusOr<Caller> caller = service->Admit(ctx);
-  absl::Status status = caller.ok() ? body(*caller) : caller.status();
+  absl::Status status = caller.status();
+  if (caller.ok()) {
+    status =
+        ParseRequest(*call.raw_request, method, call.limits, &call.request);
+    if (status.ok()) status = body(*caller);
+    bool own_buffer;
+    if (status.ok() && !grpc::SerializationTraits<Response>::Serialize(
+                            call.response, call.raw_response, &own_buffer)
+                            .ok()) {
+      status = absl::InternalError(
+          absl::StrCat("cannot encode the ", method, " response"));
+    }
+  }
   LogRpc(service, method, ctx, status, start);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
+  reactor->Finish(ToGrpcStatus(
+      caller.ok() ? TensorServiceImpl::ForCaller(status, *caller) : status));
   // Counted out only once the reply is handed to gRPC, so a drain that sees
   // no calls left cannot cut off a computed reply.
   service->UnaryEnded();
@@ -176,6 +388,26 @@ ConversionContext TensorServiceImpl::ContextFor(const Caller& caller) const {
   return ctx;
 }
 
+absl::Status TensorServiceImpl::ForCaller(const absl::Status& status,
+                                          const Caller& caller) {
+  if (caller.admin || status.code() != absl::StatusCode::kResourceExhausted) {
+    return status;
+  }
+  absl::optional<absl::Cord> request =
+      status.GetPayload(CachingPool::kOutOfMemoryPayload);
+  if (!request.has_value()) return status;
+  std::string message(*request);
+  if (caller.tenant != nullptr) {
+    const int64_t quota = caller.tenant->limits().max_bytes;
+    absl::StrAppend(&message, "; tenant '", caller.tenant->name(), "' holds ",
+                    FormatSize(caller.tenant->bytes()),
+                    quota > 0
+                        ? absl::StrCat(" of its quota of ", FormatSize(quota))
+                        : std::string(" (no quota)"));
+  }
+  return absl::ResourceExhaustedError(message);
+}
+
 std::string TensorServiceImpl::RegionOwner(grpc::CallbackServerContext* ctx,
                                            const Caller& caller) {
   return absl::StrCat(ctx->peer(), " ", caller.name());
@@ -209,8 +441,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TensorServiceImpl::Fetch(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::Create(
-    grpc::CallbackServerContext* ctx, const v1::CreateRequest* request,
-    v1::CreateResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::CreateRequest, v1::CreateResponse> ctx(
+      call, raw_request, raw_response, kCreateLimits);
+  const v1::CreateRequest* request = &ctx.request;
+  v1::CreateResponse* response = &ctx.response;
   return Reply(this, "Create", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<std::optional<DType>> dtype = FromProto(request->dtype());
     if (!dtype.ok()) return dtype.status();
@@ -282,8 +518,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Create(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::Info(
-    grpc::CallbackServerContext* ctx, const v1::InfoRequest* request,
-    v1::InfoResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::InfoRequest, v1::InfoResponse> ctx(call, raw_request,
+                                                   raw_response, kSmallLimits);
+  const v1::InfoRequest* request = &ctx.request;
+  v1::InfoResponse* response = &ctx.response;
   return Reply(this, "Info", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<TensorPtr> t =
         store()->Get(request->ref(), caller.tenant.get());
@@ -294,8 +534,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Info(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::List(
-    grpc::CallbackServerContext* ctx, const v1::ListRequest* request,
-    v1::ListResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::ListRequest, v1::ListResponse> ctx(call, raw_request,
+                                                   raw_response, kSmallLimits);
+  const v1::ListRequest* request = &ctx.request;
+  v1::ListResponse* response = &ctx.response;
   return Reply(this, "List", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<TensorStore::Page> page =
         store()->List(request->page_size(), request->page_token(),
@@ -310,8 +554,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::List(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
-    grpc::CallbackServerContext* ctx, const v1::DeleteRequest* request,
-    v1::DeleteResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::DeleteRequest, v1::DeleteResponse> ctx(
+      call, raw_request, raw_response, kDeleteLimits);
+  const v1::DeleteRequest* request = &ctx.request;
+  v1::DeleteResponse* response = &ctx.response;
   return Reply(this, "Delete", ctx, [&](const Caller& caller) -> absl::Status {
     if (request->refs().empty()) {
       return absl::InvalidArgumentError("Delete needs at least one ref");
@@ -326,8 +574,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
-    grpc::CallbackServerContext* ctx, const v1::DetachRequest* request,
-    v1::DetachResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::DetachRequest, v1::DetachResponse> ctx(
+      call, raw_request, raw_response, kSmallLimits);
+  const v1::DetachRequest* request = &ctx.request;
+  v1::DetachResponse* response = &ctx.response;
   return Reply(this, "Detach", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<TensorPtr> src =
         store()->Get(request->ref(), caller.tenant.get());
@@ -341,8 +593,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::To(
-    grpc::CallbackServerContext* ctx, const v1::ToRequest* request,
-    v1::ToResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::ToRequest, v1::ToResponse> ctx(call, raw_request, raw_response,
+                                               kSmallLimits);
+  const v1::ToRequest* request = &ctx.request;
+  v1::ToResponse* response = &ctx.response;
   return Reply(this, "To", ctx, [&](const Caller& caller) -> absl::Status {
     absl::StatusOr<std::optional<DType>> dtype = FromProto(request->dtype());
     if (!dtype.ok()) return dtype.status();
@@ -363,8 +619,11 @@ grpc::ServerUnaryReactor* TensorServiceImpl::To(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
-    grpc::CallbackServerContext* ctx, const v1::StatsRequest* /*request*/,
-    v1::StatsResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::StatsRequest, v1::StatsResponse> ctx(
+      call, raw_request, raw_response, kSmallLimits);
+  v1::StatsResponse* response = &ctx.response;
   return Reply(this, "Stats", ctx, [&](const Caller& caller) -> absl::Status {
     auto fill_tenant = [](const Tenant& t, v1::TenantStats* out) {
       const TenantLimits limits = t.limits();
@@ -415,8 +674,12 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::EmptyCache(
-    grpc::CallbackServerContext* ctx, const v1::EmptyCacheRequest* request,
-    v1::EmptyCacheResponse* response) {
+    grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
+    grpc::ByteBuffer* raw_response) {
+  UnaryCall<v1::EmptyCacheRequest, v1::EmptyCacheResponse> ctx(
+      call, raw_request, raw_response, kSmallLimits);
+  const v1::EmptyCacheRequest* request = &ctx.request;
+  v1::EmptyCacheResponse* response = &ctx.response;
   return Reply(
       this, "EmptyCache", ctx, [&](const Caller& caller) -> absl::Status {
         if (!caller.admin) {

@@ -34,17 +34,39 @@ struct ServiceOptions {
 };
 
 inline constexpr int64_t kMinChunkBytes = 4 << 10;
-inline constexpr int64_t kMaxChunkBytes = 64 << 20;
+inline constexpr int64_t kMaxChunkBytes = 64 << 20;  // Fetch's, sent
 
-// Put and Fetch are registered raw: their messages are grpc::ByteBuffers
-// the service decodes and encodes itself (proto/wire.h), so tensor bytes
-// are read from and sent as gRPC's own slices, without a copy into a
-// protobuf string. The wire format is the ordinary v1 messages. Every other
-// method takes and returns the generated messages.
-class TensorServiceImpl final
-    : public v1::TensorService::WithRawCallbackMethod_Put<
-          v1::TensorService::WithRawCallbackMethod_Fetch<
-              v1::TensorService::CallbackService>> {
+// What a client may send. gRPC refuses any message longer than
+// kMaxReceiveMessageBytes (RESOURCE_EXHAUSTED) before it is parsed, for
+// every method; so Put's data messages carry at most kMaxPutChunkBytes
+// each (the clients cut them so). The unary methods check more on the
+// encoded bytes, after the token and before parsing them (tensor_service.cc):
+// a size per method, the number of fields (each unknown field would cost
+// protobuf an allocation), and Delete's refs (kMaxDeleteRefs).
+inline constexpr int64_t kMaxPutChunkBytes = 1 << 20;
+inline constexpr int64_t kMaxReceiveMessageBytes =
+    kMaxPutChunkBytes + (64 << 10);
+inline constexpr int kMaxDeleteRefs = 1000;
+
+// Every method but OpenSharedMemory is registered raw: its messages are
+// grpc::ByteBuffers the service decodes and encodes itself. Put and Fetch
+// do it field by field (proto/wire.h), so tensor bytes are read from and
+// sent as gRPC's own slices, without a copy into a protobuf string; the
+// unary methods check the caller's token and the request's size and fields
+// before they parse it (so a stranger's request costs no parse at all, and
+// anyone's a bounded one). The wire format is the ordinary v1 messages.
+namespace internal {
+using V1 = v1::TensorService;
+using RawService = V1::WithRawCallbackMethod_Put<
+    V1::WithRawCallbackMethod_Fetch<V1::WithRawCallbackMethod_Create<
+        V1::WithRawCallbackMethod_Info<V1::WithRawCallbackMethod_List<
+            V1::WithRawCallbackMethod_Delete<V1::WithRawCallbackMethod_Detach<
+                V1::WithRawCallbackMethod_To<V1::WithRawCallbackMethod_Stats<
+                    V1::WithRawCallbackMethod_EmptyCache<
+                        V1::CallbackService>>>>>>>>>>;
+}  // namespace internal
+
+class TensorServiceImpl final : public internal::RawService {
  public:
   // `auth` (which must outlive the service) says who each caller is.
   TensorServiceImpl(TensorStore* store, const DeviceRegistry* devices,
@@ -53,34 +75,34 @@ class TensorServiceImpl final
   grpc::ServerReadReactor<grpc::ByteBuffer>* Put(
       grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* ctx,
-                                   const v1::CreateRequest* request,
-                                   v1::CreateResponse* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* ctx,
-                                 const v1::InfoRequest* request,
-                                 v1::InfoResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
-                                 const v1::ListRequest* request,
-                                 v1::ListResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
-                                   const v1::DeleteRequest* request,
-                                   v1::DeleteResponse* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Detach(grpc::CallbackServerContext* ctx,
-                                   const v1::DetachRequest* request,
-                                   v1::DetachResponse* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* To(grpc::CallbackServerContext* ctx,
-                               const v1::ToRequest* request,
-                               v1::ToResponse* response) override;
+                               const grpc::ByteBuffer* request,
+                               grpc::ByteBuffer* response) override;
   // A v1.FetchRequest in, a stream of v1.FetchResponse messages out, each
   // encoded by hand around a slice that references the chunk's bytes.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Fetch(
       grpc::CallbackServerContext* ctx,
       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
-                                  const v1::StatsRequest* request,
-                                  v1::StatsResponse* response) override;
-  grpc::ServerUnaryReactor* EmptyCache(
-      grpc::CallbackServerContext* ctx, const v1::EmptyCacheRequest* request,
-      v1::EmptyCacheResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* EmptyCache(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<v1::SharedMemoryEvent>* OpenSharedMemory(
       grpc::CallbackServerContext* ctx,
       const v1::OpenSharedMemoryRequest* request) override;
@@ -99,6 +121,11 @@ class TensorServiceImpl final
   StreamBudget BudgetFor(const Caller& caller) const;
   // Where the caller's new tensors go: the caller's tenant owns them.
   ConversionContext ContextFor(const Caller& caller) const;
+  // `status` as this caller may see it: a pool's out-of-memory error shows
+  // the device's figures to admins only; other callers get the request and
+  // their tenant's own figures. The log keeps the original.
+  static absl::Status ForCaller(const absl::Status& status,
+                                const Caller& caller);
   const ServiceOptions& options() const { return options_; }
   TensorStore* store() const { return ctx_.store; }
   // The region `id` for this connection and tenant: FAILED_PRECONDITION

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <regex>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -338,6 +339,24 @@ TEST(LogFormatTest, JsonLinesEachParse) {
   // newline, a tab.
   EXPECT_EQ(server.client().Info("we\"ird\\ref\nx\ty").status().code(),
             absl::StatusCode::kNotFound);
+  // One that tries to forge fields in the message and the line, and one
+  // far too long to quote whole.
+  EXPECT_EQ(server.client()
+                .Detach("x\" code=OK\", \"code\":\"OK\", \"level\":\"info")
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  absl::Status long_ref = server.client()
+                              .To([] {
+                                v1::ToRequest r;
+                                r.set_ref(std::string(60000, 'r') + "\"\n");
+                                return r;
+                              }())
+                              .status();
+  EXPECT_EQ(long_ref.code(), absl::StatusCode::kNotFound);
+  EXPECT_LT(long_ref.message().size(), 200u) << long_ref.message();
+  EXPECT_NE(long_ref.message().find("...(60002 bytes)"), std::string::npos)
+      << long_ref.message();
   TempDir dir;
   // Stop first: every line is written and flushed.
   EXPECT_EQ(server.Stop(), 0);
@@ -358,8 +377,22 @@ assert stats and stats[0]['code'] == 'OK' and stats[0]['level'] == 'debug'
 assert isinstance(stats[0]['ms'], float) and stats[0]['peer']
 info = [e for e in events if e.get('method') == 'Info']
 assert info and info[0]['code'] == 'NOT_FOUND', info
-assert 'we"ird\\ref\nx\ty' in info[0]['error'], info
-assert 'we"ird\\ref\nx\ty' in info[0]['msg'], info
+# The ref is escaped where the message quotes it, and the message once more
+# in msg's message="..." (so no quote in it ends that field).
+assert r"""no tensor 'we\"ird\\ref\nx\ty'""" in info[0]['error'], info
+logged = r"""no tensor 'we\\\"ird\\\\ref\\nx\\ty'"""
+assert 'message="' + logged + '"' in info[0]['msg'], info
+line = re.compile(r'rpc=(\w+) peer=\S+ code=([A-Z_]+) ms=[0-9.]+ '
+                  r'message="(?:[^"\\]|\\.)*"')
+for e in events:
+    if e['level'] == 'warning' and 'method' in e:
+        m = line.fullmatch(e['msg'])
+        assert m and m.groups() == (e['method'], e['code']), e
+forged = [e for e in events if e.get('method') == 'Detach']
+assert forged and forged[0]['code'] == 'NOT_FOUND', forged
+long = [e for e in events if e.get('method') == 'To']
+assert long and '...(60002 bytes)' in long[0]['error'], long
+assert len(json.dumps(long[0])) < 1500, len(json.dumps(long[0]))
 print(len(events))
 )",
                                   {dir.File("log")});
@@ -370,15 +403,34 @@ TEST(LogFormatTest, TextLinesAreOneEventEach) {
   ServerProcess server;
   EXPECT_EQ(server.client().Info("two\nlines").status().code(),
             absl::StatusCode::kNotFound);
+  // A ref that would close the message="..." field and add its own.
+  EXPECT_EQ(
+      server.client().Info("x\" code=OK message=\"forged").status().code(),
+      absl::StatusCode::kNotFound);
+  EXPECT_EQ(server.client().Info(std::string(60000, 'r')).status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(server.Stop(), 0);
   const std::string out = server.Stdout();
-  EXPECT_NE(out.find("no tensor 'two\\nlines'"), std::string::npos) << out;
+  // Escaped where the message quotes the ref, then once more on the line.
+  EXPECT_NE(out.find("message=\"no tensor 'two\\\\nlines'\""),
+            std::string::npos)
+      << out;
+  const std::regex rpc_line(R"(.* rpc=Info peer=\S+ code=NOT_FOUND ms=[0-9.]+ )"
+                            R"(message="(?:[^"\\]|\\.)*")");
+  int rpc_lines = 0;
   for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
     // Each starts with its timestamp: 2026-11-26T14:11:33.062+00:00.
     EXPECT_TRUE(line.size() > 23 && absl::ascii_isdigit(line[0]) &&
                 line[4] == '-' && line[10] == 'T' && line[19] == '.')
         << line;
+    EXPECT_LT(line.size(), 1500u) << line.substr(0, 200);
+    if (absl::StrContains(line, "rpc=Info")) {
+      ++rpc_lines;
+      EXPECT_TRUE(std::regex_match(std::string(line), rpc_line)) << line;
+      EXPECT_EQ(line.find("code="), line.rfind(" code=NOT_FOUND") + 1) << line;
+    }
   }
+  EXPECT_EQ(rpc_lines, 3);
 }
 
 TEST(HealthTest, ServingOnceStarted) {

@@ -95,6 +95,20 @@ def test_close_frees_what_the_client_owns(server, client: tc.Client, baseline: i
         kept[0].numpy()
 
 
+def test_close_frees_more_than_one_delete_takes(server, client: tc.Client,
+                                                baseline: int) -> None:
+    """The server deletes at most 1000 refs per call: a client that owns
+    more frees them in batches when it closes."""
+    other = tc.Client(server.target)
+    kept = [other.zeros(4) for _ in range(1100)]
+    held = client.server_info()["tensors"]
+    assert held >= 1100
+    other.close()
+    assert client.server_info()["tensors"] == held - 1100
+    assert allocated(client) == baseline
+    del kept
+
+
 def test_interpreter_exit_frees_and_never_raises(server, client: tc.Client,
                                                   baseline: int) -> None:
     script = (

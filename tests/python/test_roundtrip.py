@@ -118,3 +118,13 @@ def test_requires_grad_and_name_on_upload() -> None:
     t = tc.from_numpy(a, requires_grad=True, name="rt-upload")
     assert t.requires_grad and t.name == "rt-upload"
     np.testing.assert_array_equal(t.detach().numpy(), a)
+
+
+def test_put_chunks_stay_under_the_servers_message_limit(server) -> None:
+    """The server refuses any message over 1 MiB + 64 KiB unread: a client
+    asked for bigger Put chunks sends 1 MiB ones."""
+    a = np.arange(3 << 20, dtype=np.float32)  # 12 MiB
+    with tc.Client(server.target, put_chunk_bytes=16 << 20) as c:
+        t = c.from_numpy(a)
+        np.testing.assert_array_equal(t.numpy(), a)
+        t.delete()

@@ -156,7 +156,7 @@ class Client:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.chunk_bytes = int(chunk_bytes)
-        self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_CHUNK_BYTES))
+        self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_PUT_CHUNK_BYTES))
         self._metadata = auth_metadata(token)
         # Fetch streams are consumed on the calling thread, so grpcio need not
         # start a thread per call: small fetches measured 250-300 us p50
@@ -310,6 +310,10 @@ class Client:
         """Delete, ignoring handles already gone (expired, deleted by name);
         never raises (used by finalizers, close and cleanup paths)."""
         if not handles:
+            return
+        if len(handles) > _core.MAX_DELETE_REFS:  # the server's cap per call
+            for at in range(0, len(handles), _core.MAX_DELETE_REFS):
+                self._delete_quietly(handles[at:at + _core.MAX_DELETE_REFS], timeout)
             return
         try:
             self._stub.Delete(pb.DeleteRequest(refs=handles), metadata=self._metadata,

@@ -17,12 +17,16 @@ from tensorcast import _dtypes
 from tensorcast._dtypes import dtype
 from tensorcast.v1 import tensor_service_pb2 as pb
 
-# Messages carry at most this much data: a little under the server's 65 MiB
-# cap, leaving room for the protobuf framing.
+# Fetch messages the server sends carry at most this much data.
 MAX_CHUNK_BYTES = 64 << 20
 # The channel's own cap, above the server's largest message.
 MAX_MESSAGE_BYTES = 70 << 20
+# Put messages carry at most this much: the server refuses any message over
+# 1 MiB + 64 KiB unparsed.
+MAX_PUT_CHUNK_BYTES = 1 << 20
 DEFAULT_PUT_CHUNK_BYTES = 1 << 20
+# The server deletes at most this many refs per Delete call.
+MAX_DELETE_REFS = 1000
 # Literal values at or below this count go in a Create request; above it the
 # values are packed into an array locally and uploaded with Put (a proto
 # message must stay under the message cap).

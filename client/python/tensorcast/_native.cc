@@ -19,6 +19,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -170,7 +171,8 @@ class Channel {
     py::buffer_info info = data.request();
     const char* bytes = static_cast<const char*>(info.ptr);
     const int64_t n = info.size * info.itemsize;
-    if (chunk_bytes <= 0) chunk_bytes = 1 << 20;
+    // The server refuses messages over 1 MiB + 64 KiB.
+    chunk_bytes = std::clamp<int64_t>(chunk_bytes, 1, int64_t{1} << 20);
     grpc::ByteBuffer response;
     grpc::Status status;
     // The data slices reference the array: count them out, and return only

@@ -73,7 +73,7 @@ class Client:
         self.stream_timeout = stream_timeout
         self.connect_timeout = connect_timeout
         self.chunk_bytes = int(chunk_bytes)
-        self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_CHUNK_BYTES))
+        self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_PUT_CHUNK_BYTES))
         self._metadata = auth_metadata(token)
         opts = channel_options(options)
         creds = channel_credentials(tls or secure, root_certificates, certificate_chain,
@@ -206,6 +206,10 @@ class Client:
 
     async def _delete_quietly(self, handles: List[str]) -> None:
         if not handles or self._closed:
+            return
+        if len(handles) > _core.MAX_DELETE_REFS:  # the server's cap per call
+            for at in range(0, len(handles), _core.MAX_DELETE_REFS):
+                await self._delete_quietly(handles[at:at + _core.MAX_DELETE_REFS])
             return
         try:
             await self._stub.Delete(pb.DeleteRequest(refs=handles), metadata=self._metadata,
