@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/echo.h"
 #include "server/core/random.h"
 
 namespace tensorcast {
@@ -448,8 +449,8 @@ SharedMemoryRegistry::Find(absl::string_view id,
   MutexLock lock(&mu_);
   auto it = regions_.find(id);
   if (it == regions_.end() || it->second.owner != owner) {
-    return absl::NotFoundError(
-        absl::StrCat("no shared-memory region '", id, "' on this connection"));
+    return absl::NotFoundError(absl::StrCat(
+        "no shared-memory region '", EchoInput(id), "' on this connection"));
   }
   return it->second.region;
 }

@@ -657,8 +657,9 @@ TEST_F(TokenTest, SighupEndsTheStreamsOfARemovedToken) {
   header.mutable_header()->set_name("half");
   header.mutable_header()->set_total_bytes(kPutBytes);
   ASSERT_TRUE(put->Write(header));
-  v1::PutRequest data;
-  data.set_data(std::string(kPutBytes / 2, '\x07'));
+  v1::PutRequest data;  // two messages of 1 MiB: the most one may carry
+  data.set_data(std::string(kPutBytes / 4, '\x07'));
+  ASSERT_TRUE(put->Write(data));
   ASSERT_TRUE(put->Write(data));
 
   // A Fetch with one message read.
