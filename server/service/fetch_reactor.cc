@@ -91,11 +91,9 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     }
     caller_ = *std::move(caller);
     v1::FetchRequest parsed;
-    grpc::ByteBuffer copy(*raw_request);  // Deserialize consumes its input
-    if (!grpc::SerializationTraits<v1::FetchRequest>::Deserialize(&copy,
-                                                                  &parsed)
-             .ok()) {
-      Done(absl::InvalidArgumentError("malformed FetchRequest"));
+    if (absl::Status s = ParseStreamRequest(*raw_request, "Fetch", &parsed);
+        !s.ok()) {
+      Done(s);
       return;
     }
     const v1::FetchRequest* request = &parsed;

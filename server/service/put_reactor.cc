@@ -87,8 +87,12 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         }
         std::string bytes;
         v1::PutHeader header;
-        if (!in.Copy(n, &bytes) || !header.ParseFromString(bytes)) {
+        if (!in.Copy(n, &bytes)) {
           return absl::InvalidArgumentError("malformed PutHeader");
+        }
+        if (absl::Status s = ParseStreamRequest(bytes, "PutHeader", &header);
+            !s.ok()) {
+          return s;
         }
         if (absl::Status s = Begin(header); !s.ok()) return s;
       } else if (field == kDataField) {

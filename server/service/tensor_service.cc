@@ -194,32 +194,46 @@ absl::Status ScanFields(absl::string_view in, const char* method,
       });
 }
 
+absl::Status TooBig(const char* method, size_t max, size_t bytes) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("a ", method, " request is at most ", max,
+                   " bytes; this one has ", bytes));
+}
+
 // The request, parsed once its size and fields are within `limits`.
-template <typename Request>
+absl::Status ParseRequest(absl::string_view bytes, const char* method,
+                          const RequestLimits& limits,
+                          google::protobuf::MessageLite* request) {
+  if (bytes.size() > limits.max_bytes) {
+    return TooBig(method, limits.max_bytes, bytes.size());
+  }
+  if (absl::Status s = ScanFields(bytes, method, limits); !s.ok()) return s;
+  if (!request->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Malformed(method);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseRequest(const grpc::ByteBuffer& raw, const char* method,
-                          const RequestLimits& limits, Request* request) {
+                          const RequestLimits& limits,
+                          google::protobuf::MessageLite* request) {
+  // Refused before the bytes are even gathered.
   if (raw.Length() > limits.max_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("a ", method, " request is at most ", limits.max_bytes,
-                     " bytes; this one has ", raw.Length()));
+    return TooBig(method, limits.max_bytes, raw.Length());
   }
   std::vector<grpc::Slice> slices;
-  if (!raw.Dump(&slices).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("malformed ", method, " request"));
-  }
+  if (!raw.Dump(&slices).ok()) return Malformed(method);
   std::string bytes;
   bytes.reserve(raw.Length());
   for (const grpc::Slice& slice : slices) {
     bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
-  if (absl::Status s = ScanFields(bytes, method, limits); !s.ok()) return s;
-  if (!request->ParseFromString(bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("malformed ", method, " request"));
-  }
-  return absl::OkStatus();
+  return ParseRequest(bytes, method, limits, request);
 }
+
+// Fetch's request and Put's header: small, with an unpacked shape at most.
+const RequestLimits kStreamLimits = {
+    64 << 10, 32 + static_cast<int>(kMaxRank), {}, 0, 0, ""};
 
 // A unary call: gRPC's context, the request as it arrived and where the
 // response goes, and the parsed messages the handler body works on.
@@ -386,6 +400,16 @@ ConversionContext TensorServiceImpl::ContextFor(const Caller& caller) const {
   ConversionContext ctx = ctx_;
   ctx.tenant = caller.tenant;
   return ctx;
+}
+
+absl::Status ParseStreamRequest(const grpc::ByteBuffer& bytes, const char* what,
+                                google::protobuf::MessageLite* message) {
+  return ParseRequest(bytes, what, kStreamLimits, message);
+}
+
+absl::Status ParseStreamRequest(absl::string_view bytes, const char* what,
+                                google::protobuf::MessageLite* message) {
+  return ParseRequest(bytes, what, kStreamLimits, message);
 }
 
 absl::Status TensorServiceImpl::ForCaller(const absl::Status& status,

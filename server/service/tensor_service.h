@@ -172,6 +172,16 @@ class TensorServiceImpl final : public internal::RawService {
   std::atomic<bool> draining_{false};
 };
 
+// A streaming method's request message (Fetch's FetchRequest, Put's
+// header) parsed within the limits the small unary requests get, checked
+// on its bytes first: at most 64 KiB (RESOURCE_EXHAUSTED) and a bounded
+// number of fields (INVALID_ARGUMENT, as for bytes that are not a message).
+// `what` names it in the messages.
+absl::Status ParseStreamRequest(const grpc::ByteBuffer& bytes, const char* what,
+                                google::protobuf::MessageLite* message);
+absl::Status ParseStreamRequest(absl::string_view bytes, const char* what,
+                                google::protobuf::MessageLite* message);
+
 // Called once as each RPC finishes: one log line (debug when it succeeded,
 // warn when it failed; JSON logs carry method, code, peer and ms as fields)
 // and the RPC's count and latency in the service's metrics.

@@ -9,6 +9,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/impl/rpc_method.h>
+#include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
 #include <sys/types.h>
 
@@ -24,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "proto/wire.h"
 #include "tests/integration/harness.h"
 
@@ -166,6 +168,47 @@ TEST_F(LimitsTest, OversizedAndFieldHeavyRequestsCostNoMemory) {
   create = RawUnary(address, "Create", literals, kAlice);
   EXPECT_EQ(create.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
       << create.error_message();
+  // The requests of the streaming methods: Fetch's, and Put's header.
+  {
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(-1);
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), args);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + kAlice);
+    grpc::internal::RpcMethod fetch(
+        "/tensorcast.v1.TensorService/Fetch",
+        grpc::internal::RpcMethod::SERVER_STREAMING);
+    grpc::Slice slice(unknown);
+    std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+        grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+            channel.get(), fetch, &ctx, grpc::ByteBuffer(&slice, 1)));
+    grpc::ByteBuffer ignored;
+    while (reader->Read(&ignored)) {
+    }
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << s.error_message();
+
+    grpc::ClientContext put_ctx;
+    server_->client().Prepare(&put_ctx);
+    v1::PutResponse response;
+    auto writer = server_->client().stub()->Put(&put_ctx, &response);
+    v1::PutRequest header;
+    header.mutable_header()->set_dtype(v1::DTYPE_UINT8);
+    header.mutable_header()->add_shape(1);
+    google::protobuf::UnknownFieldSet* junk =
+        header.mutable_header()->GetReflection()->MutableUnknownFields(
+            header.mutable_header());
+    for (int i = 0; i < 20'000; ++i) junk->AddLengthDelimited(31, "");
+    writer->Write(header);
+    writer->WritesDone();
+    s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "fields"))
+        << s.error_message();
+  }
   // A 16 MiB ref: refused unread, with a short message and no log line of
   // its size.
   const size_t log_before = server_->Log().size();
