@@ -7,8 +7,8 @@
 #include <utility>
 
 #include "absl/status/status.h"
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/caller_message.h"
 #include "server/core/size.h"
 
 namespace tensorcast {
@@ -380,9 +380,7 @@ absl::Status CachingPool::OutOfMemory(
     absl::StrAppend(&message, "; ", upstream_->Name(), ": ",
                     upstream_error.message());
   }
-  absl::Status status = absl::ResourceExhaustedError(message);
-  status.SetPayload(kOutOfMemoryPayload, absl::Cord(request));
-  return status;
+  return WithCallerMessage(absl::ResourceExhaustedError(message), request);
 }
 
 }  // namespace tensorcast

@@ -82,13 +82,6 @@ struct PoolStats {
 class CachingPool {
  public:
   // Block sizes are multiples of this, and no block is smaller.
-  // The payload of Allocate's RESOURCE_EXHAUSTED: "out of memory on device
-  // D: tried to allocate SIZE", without the device-wide figures that the
-  // message goes on with, for a layer that must not show those to its
-  // caller (the service, to tenants without admin rights).
-  static constexpr char kOutOfMemoryPayload[] =
-      "type.tensorcast/pool.out_of_memory";
-
   static constexpr size_t kMinBlockSize = 512;
   // Requests up to this size are small blocks...
   static constexpr size_t kSmallSize = size_t{1} << 20;
@@ -109,7 +102,8 @@ class CachingPool {
   // behind a fence that has not passed yet may be handed out to it.
   // RESOURCE_EXHAUSTED when neither the cache, the limit nor upstream allow:
   // its message gives the device's figures (limit, allocated, cached), and
-  // its kOutOfMemoryPayload only what concerns the request.
+  // caller message (server/core/caller_message.h) only what concerns the
+  // request.
   [[nodiscard]] absl::StatusOr<void*> Allocate(size_t bytes,
                                                StreamId stream = kNoStream)
       ABSL_LOCKS_EXCLUDED(mu_);

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/cord.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/core/caller_message.h"
 #include "server/memory/counting_resource_test_util.h"
 #include "server/memory/fence.h"
 
@@ -205,9 +205,7 @@ TEST_F(CachingPoolTest, OverTheLimitIsResourceExhaustedWithTheFigures) {
             "128.00 MiB, 100.00 MiB allocated, 20.00 MiB cached (reserved but "
             "unallocated)");
   // The request alone, for callers that must not see the device's figures.
-  auto request = p.status().GetPayload(CachingPool::kOutOfMemoryPayload);
-  ASSERT_TRUE(request.has_value());
-  EXPECT_EQ(std::string(*request),
+  EXPECT_EQ(CallerMessage(p.status()),
             "out of memory on device cpu: tried to allocate 64.00 MiB");
   EXPECT_EQ(upstream_.allocations(), upstream_calls);  // never asked
   PoolStats s = pool.Stats();

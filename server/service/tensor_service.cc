@@ -3,14 +3,15 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "google/protobuf/descriptor.h"
 #include "proto/wire.h"
+#include "server/core/caller_message.h"
 #include "server/core/echo.h"
 #include "server/core/size.h"
 #include "server/service/logging.h"
@@ -414,22 +415,18 @@ absl::Status ParseStreamRequest(absl::string_view bytes, const char* what,
 
 absl::Status TensorServiceImpl::ForCaller(const absl::Status& status,
                                           const Caller& caller) {
-  if (caller.admin || status.code() != absl::StatusCode::kResourceExhausted) {
-    return status;
-  }
-  absl::optional<absl::Cord> request =
-      status.GetPayload(CachingPool::kOutOfMemoryPayload);
-  if (!request.has_value()) return status;
-  std::string message(*request);
+  if (caller.admin || status.ok()) return status;
+  std::optional<std::string> message = CallerMessage(status);
+  if (!message.has_value()) return status;
   if (caller.tenant != nullptr) {
     const int64_t quota = caller.tenant->limits().max_bytes;
-    absl::StrAppend(&message, "; tenant '", caller.tenant->name(), "' holds ",
+    absl::StrAppend(&*message, "; tenant '", caller.tenant->name(), "' holds ",
                     FormatSize(caller.tenant->bytes()),
                     quota > 0
                         ? absl::StrCat(" of its quota of ", FormatSize(quota))
                         : std::string(" (no quota)"));
   }
-  return absl::ResourceExhaustedError(message);
+  return absl::Status(status.code(), *message);
 }
 
 std::string TensorServiceImpl::RegionOwner(grpc::CallbackServerContext* ctx,

@@ -121,9 +121,11 @@ class TensorServiceImpl final : public internal::RawService {
   StreamBudget BudgetFor(const Caller& caller) const;
   // Where the caller's new tensors go: the caller's tenant owns them.
   ConversionContext ContextFor(const Caller& caller) const;
-  // `status` as this caller may see it: a pool's out-of-memory error shows
-  // the device's figures to admins only; other callers get the request and
-  // their tenant's own figures. The log keeps the original.
+  // `status` as this caller may see it: an error whose message gives
+  // server-wide figures (server/core/caller_message.h: a pool out of
+  // memory, the GPUs' staging at its limit) shows them to admins only;
+  // other callers get its caller message and their tenant's own figures.
+  // The log keeps the original.
   static absl::Status ForCaller(const absl::Status& status,
                                 const Caller& caller);
   const ServiceOptions& options() const { return options_; }

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/caller_message.h"
 #include "server/core/size.h"
 
 namespace tensorcast {
@@ -29,13 +30,20 @@ absl::Status StagingBudget::Reserve(int64_t bytes, absl::Duration wait,
                                     Reservation* out) {
   out->Release();
   if (bytes < 0) return absl::InvalidArgumentError("negative reservation");
+  // What other streams hold is the server's business: tenants without
+  // admin rights are told only what this one needs.
   auto exhausted = [&](int64_t held) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the server's pinned staging for GPU reads is at its limit "
-        "(--max-staging-bytes=",
-        FormatSize(limit_), "): other streams hold ", FormatSize(held),
-        " and this one needs ", FormatSize(bytes),
-        "; retry later, or fetch with a smaller chunk_bytes"));
+    return WithCallerMessage(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "the server's pinned staging for GPU reads is at its limit "
+            "(--max-staging-bytes=",
+            FormatSize(limit_), "): other streams hold ", FormatSize(held),
+            " and this one needs ", FormatSize(bytes),
+            "; retry later, or fetch with a smaller chunk_bytes")),
+        absl::StrCat("the server's pinned staging for GPU reads is at its "
+                     "limit: this stream needs ",
+                     FormatSize(bytes),
+                     "; retry later, or fetch with a smaller chunk_bytes"));
   };
   if (limit_ > 0 && bytes > limit_) {
     MutexLock lock(&mu_);

@@ -8,12 +8,14 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "server/core/caller_message.h"
 #include "server/store/conversions.h"
 #include "server/store/device.h"
 #include "server/store/fetch_source.h"
@@ -64,6 +66,13 @@ TEST(StagingBudgetTest, ReservesUpToTheLimitAndWaitsBrieflyForRoom) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "--max-staging-bytes=10.00 MiB"))
       << s;
+  // What other streams hold is for admins: other callers are told only
+  // what this one needs.
+  EXPECT_TRUE(absl::StrContains(s.message(), "other streams hold 6.00 MiB"));
+  std::optional<std::string> theirs = CallerMessage(s);
+  ASSERT_TRUE(theirs.has_value());
+  EXPECT_TRUE(absl::StrContains(*theirs, "this stream needs 5.00 MiB"));
+  EXPECT_FALSE(absl::StrContains(*theirs, "6.00 MiB")) << *theirs;
   EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(150));
   EXPECT_EQ(budget.reserved(), 6 * kMiB);
   // More than the whole limit: refused at once, however long it may wait.
