@@ -71,8 +71,9 @@ int Run() {
     std::printf("tensorcast-bench-cuda-pool: no CUDA device here; skipped\n");
     return 0;
   }
-  // As tensorcast-server does: Debian's abseil checks for deadlocks on
-  // every Lock otherwise (see pool_bench.cc).
+  // As tensorcast-server does (server/main.cc). The pool's own lock is
+  // server/core/mutex.h's, which the check does not see (pool_bench.cc), so
+  // this only keeps the process as the server runs it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CudaDeviceMemoryResource device(0);
   CachingPool pool("cuda:0", &device, 0);

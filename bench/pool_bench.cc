@@ -3,9 +3,10 @@
 // (the pool's upstream) called directly, measured in the same run, with the
 // ratios. Memory is not touched: this times the allocators, not page faults.
 //
-// The pool's lock is server/core/mutex.h's (std::shared_mutex), so Debian
-// abseil's absl::Mutex deadlock detection (on by default there, ~20-40 ns
-// per pair when this bench last timed it) no longer applies.
+// The pool's lock is server/core/mutex.h's (std::shared_mutex), which
+// Debian abseil's absl::Mutex deadlock detection (on by default there,
+// ~20-40 ns per pair when the pool's lock was an absl::Mutex) does not
+// check.
 //
 // Usage: tensorcast-bench-pool   (no flags; runs for a few seconds)
 #include <algorithm>

@@ -147,8 +147,12 @@ int main(int argc, char** argv) {
   if (absl::Status s = tensorcast::ConfigureLogging(log_format); !s.ok()) {
     return Fail(s.message());
   }
-  // Debian's abseil checks every Mutex acquisition for lock-order cycles,
-  // which doubles the pool's cost; the checks belong in tests, not here.
+  // Debian's abseil is built without NDEBUG, so absl::Mutex checks every
+  // acquisition for lock-order cycles and aborts the process on one it
+  // suspects. The server's own locks are server/core/mutex.h's, which it
+  // does not check, but gRPC's are absl::Mutex (GPR_ABSEIL_SYNC): off here,
+  // so each call's locks cost no graph update and a suspected cycle inside
+  // gRPC cannot abort the server. The checks belong in tests.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   spdlog::set_level(level);
 

@@ -1,13 +1,15 @@
 // The NumPy `.npy` header codec: parse the header at the start of a file (or
 // of a stream's first bytes) and write the header that `np.save` writes.
 //
-// Contract: pure functions, thread-safe, no allocation beyond the returned
-// values. Malformed input never crashes: it yields INVALID_ARGUMENT with a
-// message that says what is wrong and where. Only the 14 dtypes in dtype.h
-// that have an `npy_descr` are supported (not bfloat16, strings, objects,
-// datetimes, structured or void dtypes). Data is assumed to follow the
-// header immediately, as the format says; the codec never touches it except
-// through ByteSwapElements.
+// Contract: pure functions, thread-safe. The parser builds a small value
+// tree of the header's dict while it reads it -- bounded whatever the input
+// (at most a few hundred values, nesting 16 deep, its text within
+// kMaxNpyHeaderBytes) and freed before it returns. Malformed input never
+// crashes: it yields INVALID_ARGUMENT with a message that says what is wrong
+// and where. Only the 14 dtypes in dtype.h that have an `npy_descr` are
+// supported (not bfloat16, strings, objects, datetimes, structured or void
+// dtypes). Data is assumed to follow the header immediately, as the format
+// says; the codec never touches it except through ByteSwapElements.
 //
 // Format reference: numpy/lib/_format_impl.py (NumPy 2.x). Versions 1.0
 // (uint16 header length), 2.0 (uint32) and 3.0 (uint32, utf-8 text).

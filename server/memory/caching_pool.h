@@ -27,7 +27,7 @@
 //    upstream); EmptyCache polls them all once. Nothing here ever waits on
 //    a fence: EmptyCache and the release-and-retry path skip segments that
 //    still hold a pending block. Free without a fence (the default) makes
-//    the block reusable by everyone at once, exactly as before.
+//    the block reusable by everyone at once.
 //  - Stats are named as PyTorch names them. allocated_bytes counts the
 //    blocks handed out (rounded sizes); reserved_bytes is every segment held
 //    from upstream (allocated + cached + pending_free). The OOM message's

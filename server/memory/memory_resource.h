@@ -1,5 +1,5 @@
 // MemoryResource: the one interface through which tensorcast gets raw memory
-// (host, later pinned host and CUDA device), after RAPIDS rmm's
+// (host, pinned host and CUDA device), after RAPIDS rmm's
 // device_memory_resource. Callers use the non-virtual Allocate/Deallocate;
 // backends and adaptors implement the private DoAllocate/DoDeallocate.
 //
@@ -12,9 +12,10 @@
 //    It never fails and never throws; Deallocate(nullptr, n) is a no-op.
 //  - The resource must outlive every allocation made from it; it is neither
 //    copyable nor movable (adaptors hold a pointer to their upstream).
-// A later CUDA issue adds overloads taking a stream handle
-// (Allocate(bytes, stream) / Deallocate(p, bytes, stream)) with a default
-// that ignores the stream, so host resources need no change.
+// Resources know no streams: stream-ordered reuse is CachingPool's
+// (Allocate(bytes, stream) and Free(p, stream, fence), caching_pool.h),
+// which takes segments from a resource and gives them back only once no
+// stream can still be using them.
 #ifndef TENSORCAST_SERVER_MEMORY_MEMORY_RESOURCE_H_
 #define TENSORCAST_SERVER_MEMORY_MEMORY_RESOURCE_H_
 

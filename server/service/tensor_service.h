@@ -1,9 +1,11 @@
 // TensorServiceImpl: the tensorcast.v1.TensorService on gRPC's callback API.
-// Unary RPCs finish through DefaultReactor(); Put and Fetch are reactor
-// classes (put_reactor.cc, fetch_reactor.cc) that delete themselves in
-// OnDone. All state lives in the TensorStore and DeviceRegistry, which the
-// caller owns and which must outlive the service; the service itself is
-// thread-safe.
+// Unary RPCs finish through DefaultReactor(); Put, Fetch and
+// OpenSharedMemory are reactor classes (put_reactor.cc, fetch_reactor.cc,
+// shm_session.cc) that delete themselves in OnDone. Tensors and memory live
+// in the TensorStore and DeviceRegistry, which the caller owns and which
+// must outlive the service (as must the Authenticator); the service itself
+// holds only the shared-memory regions, the metrics, the call counts and
+// the draining flag. Thread-safe.
 #ifndef TENSORCAST_SERVER_SERVICE_TENSOR_SERVICE_H_
 #define TENSORCAST_SERVER_SERVICE_TENSOR_SERVICE_H_
 
@@ -150,9 +152,10 @@ class TensorServiceImpl final : public internal::RawService {
   ServiceSnapshot Snapshot() const;
 
   // Draining: calls that start from now on are refused with UNAVAILABLE;
-  // running ones go on. Returns the status a new call should fail with, or
-  // OK while serving.
+  // running ones go on.
   void StartDraining() { draining_.store(true); }
+  // The status a new call should fail with (UNAVAILABLE once draining), or
+  // OK while serving. Admit checks it first.
   absl::Status CheckAccepting() const;
   // Calls (unary or streaming) that are running now.
   int64_t calls_in_flight() const {
