@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cctype>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -10,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/core/echo.h"
+#include "server/core/py_literal.h"
 
 namespace tensorcast {
 namespace {
@@ -24,316 +24,22 @@ constexpr size_t kArrayAlign = 64;
 // np.save pads the text so the growth axis can be rewritten in place with
 // up to this many digits (numpy's GROWTH_AXIS_MAX_DIGITS).
 constexpr size_t kGrowthAxisMaxDigits = 21;
-// Deeper nesting than this is not a header any writer produces; the limit
-// keeps the recursive parser's stack bounded on hostile input.
-constexpr int kMaxNesting = 16;
-// The parser refuses as soon as a header holds more than this: values in
-// all (a valid header has a dict, three keys, three values and up to
-// kMaxRank dimensions), items in a tuple or list (the shape's rank), keys in
-// a dict. So hostile input never builds more than a small tree, whatever
-// its length.
-constexpr int kMaxValues = 256;
-constexpr size_t kMaxDictKeys = 16;
-
-// A Python literal as the header dict may hold it (ast.literal_eval's subset
-// that np.save and older writers use).
-struct PyValue {
-  enum class Kind { kString, kInt, kBool, kNone, kTuple, kList, kDict };
-  Kind kind = Kind::kNone;
-  std::string text;  // kString: the decoded string; kInt: the literal digits
-  int64_t integer = 0;
-  bool int_overflow = false;  // kInt: the value does not fit int64
-  bool boolean = false;
-  // kTuple, kList: the items; kDict: keys and values, interleaved.
-  std::vector<PyValue> items;
-};
-
-std::string Describe(const PyValue& v) {
-  switch (v.kind) {
-    case PyValue::Kind::kString:
-      return absl::StrCat("'", EchoInput(v.text), "'");
-    case PyValue::Kind::kInt:
-      return EchoInput(v.text);
-    case PyValue::Kind::kBool:
-      return v.boolean ? "True" : "False";
-    case PyValue::Kind::kNone:
-      return "None";
-    case PyValue::Kind::kTuple:
-      return "a tuple";
-    case PyValue::Kind::kList:
-      return "a list";
-    case PyValue::Kind::kDict:
-      return "a dict";
-  }
-  return "?";
-}
+// What the header's literal may hold. Deeper nesting than max_depth is not
+// a header any writer produces, and the limit keeps the recursive parser's
+// stack bounded on hostile input. The rest refuse as soon as a header holds
+// more: values in all (a valid header has a dict, three keys, three values
+// and up to kMaxRank dimensions), items in a tuple or list (the shape's
+// rank), keys in a dict. So hostile input never builds more than a small
+// tree, whatever its length.
+constexpr PyLiteralLimits kHeaderLimits{.max_depth = 16,
+                                        .max_values = 256,
+                                        .max_items = kMaxRank,
+                                        .max_dict_keys = 16};
 
 absl::Status Malformed(absl::string_view what) {
   return absl::InvalidArgumentError(
       absl::StrCat("malformed .npy header: ", what));
 }
-
-// A recursive-descent parser for the Python literal in the header.
-class LiteralParser {
- public:
-  explicit LiteralParser(absl::string_view text) : text_(text) {}
-
-  absl::StatusOr<PyValue> ParseAll() {
-    SkipSpace();
-    absl::StatusOr<PyValue> value = ParseValue(0);
-    if (!value.ok()) return value;
-    SkipSpace();
-    if (pos_ != text_.size()) return Error("unexpected text after the dict");
-    return value;
-  }
-
- private:
-  absl::Status Error(absl::string_view what) const {
-    // Show where it went wrong: up to 40 bytes either side of the position.
-    size_t from = pos_ > 40 ? pos_ - 40 : 0;
-    absl::string_view before = text_.substr(from, pos_ - from);
-    absl::string_view after = text_.substr(std::min(pos_, text_.size()), 40);
-    return Malformed(absl::StrCat(what, " at byte ", pos_, " of the header: \"",
-                                  EchoInput(before, 160), ">>>",
-                                  EchoInput(after, 160), "\""));
-  }
-
-  bool AtEnd() const { return pos_ >= text_.size(); }
-  char Peek() const { return AtEnd() ? '\0' : text_[pos_]; }
-
-  void SkipSpace() {
-    while (!AtEnd()) {
-      char c = text_[pos_];
-      if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\f' &&
-          c != '\v') {
-        break;
-      }
-      ++pos_;
-    }
-  }
-
-  absl::StatusOr<PyValue> ParseValue(int depth) {
-    if (depth > kMaxNesting) return Error("nesting too deep");
-    if (++values_ > kMaxValues) {
-      return Error(absl::StrCat("more than ", kMaxValues, " values"));
-    }
-    if (AtEnd()) return Error("unexpected end of the header");
-    char c = Peek();
-    if (c == '{') return ParseDict(depth);
-    if (c == '(') return ParseParenthesized(depth);
-    if (c == '[') {
-      ++pos_;
-      PyValue list;
-      list.kind = PyValue::Kind::kList;
-      absl::Status s = ParseItems(']', depth, &list.items);
-      if (!s.ok()) return s;
-      return list;
-    }
-    if (c == '\'' || c == '"') return ParseString();
-    if (c == '-' || c == '+' || (c >= '0' && c <= '9')) return ParseInt();
-    if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
-      return ParseName();
-    }
-    return Error(absl::StrCat("unexpected character '",
-                              EchoInput(absl::string_view(&c, 1)), "'"));
-  }
-
-  // Items up to `close`, comma-separated, a trailing comma allowed; `pos_`
-  // is just after the opening bracket. More than kMaxRank items is refused
-  // before the next one is parsed: a tuple that long is a shape of too high
-  // a rank (the only tuple a valid header has), a list is never valid.
-  absl::Status ParseItems(char close, int depth, std::vector<PyValue>* items) {
-    while (true) {
-      SkipSpace();
-      if (Peek() == close) {
-        ++pos_;
-        return absl::OkStatus();
-      }
-      if (items->size() >= kMaxRank) {
-        if (close == ')') {
-          return absl::InvalidArgumentError(
-              absl::StrCat("invalid shape in .npy header: more than ", kMaxRank,
-                           " dimensions (the maximum rank is ", kMaxRank, ")"));
-        }
-        return Error(absl::StrCat("a list of more than ", kMaxRank, " items"));
-      }
-      absl::StatusOr<PyValue> item = ParseValue(depth + 1);
-      if (!item.ok()) return item.status();
-      items->push_back(*std::move(item));
-      SkipSpace();
-      if (Peek() == ',') {
-        ++pos_;
-      } else if (Peek() != close) {
-        return Error(
-            absl::StrCat("expected ',' or '", std::string(1, close), "'"));
-      }
-    }
-  }
-
-  // "()" is an empty tuple, "(x)" is x, "(x,)" and "(x, y)" are tuples.
-  absl::StatusOr<PyValue> ParseParenthesized(int depth) {
-    ++pos_;  // '('
-    SkipSpace();
-    PyValue tuple;
-    tuple.kind = PyValue::Kind::kTuple;
-    if (Peek() == ')') {
-      ++pos_;
-      return tuple;
-    }
-    absl::StatusOr<PyValue> first = ParseValue(depth + 1);
-    if (!first.ok()) return first;
-    SkipSpace();
-    if (Peek() == ')') {
-      ++pos_;
-      return first;
-    }
-    if (Peek() != ',') return Error("expected ',' or ')'");
-    ++pos_;
-    tuple.items.push_back(*std::move(first));
-    absl::Status s = ParseItems(')', depth, &tuple.items);
-    if (!s.ok()) return s;
-    return tuple;
-  }
-
-  absl::StatusOr<PyValue> ParseDict(int depth) {
-    ++pos_;  // '{'
-    PyValue dict;
-    dict.kind = PyValue::Kind::kDict;
-    while (true) {
-      SkipSpace();
-      if (Peek() == '}') {
-        ++pos_;
-        return dict;
-      }
-      if (dict.items.size() >= 2 * kMaxDictKeys) {
-        return Error(
-            absl::StrCat("a dict of more than ", kMaxDictKeys, " keys"));
-      }
-      absl::StatusOr<PyValue> key = ParseValue(depth + 1);
-      if (!key.ok()) return key;
-      SkipSpace();
-      if (Peek() != ':') return Error("expected ':' after a dict key");
-      ++pos_;
-      SkipSpace();
-      absl::StatusOr<PyValue> value = ParseValue(depth + 1);
-      if (!value.ok()) return value;
-      dict.items.push_back(*std::move(key));
-      dict.items.push_back(*std::move(value));
-      SkipSpace();
-      if (Peek() == ',') {
-        ++pos_;
-      } else if (Peek() != '}') {
-        return Error("expected ',' or '}' in the dict");
-      }
-    }
-  }
-
-  absl::StatusOr<PyValue> ParseString() {
-    char quote = text_[pos_++];
-    PyValue s;
-    s.kind = PyValue::Kind::kString;
-    while (true) {
-      if (AtEnd()) return Error("unterminated string");
-      char c = text_[pos_++];
-      if (c == quote) return s;
-      if (c == '\n') {
-        --pos_;
-        return Error("unterminated string");
-      }
-      if (c == '\\') {
-        if (AtEnd()) return Error("unterminated string");
-        char e = text_[pos_++];
-        switch (e) {
-          case '\\':
-          case '\'':
-          case '"':
-            s.text.push_back(e);
-            break;
-          case 'n':
-            s.text.push_back('\n');
-            break;
-          case 't':
-            s.text.push_back('\t');
-            break;
-          default:  // Python keeps unknown escapes as they are.
-            s.text.push_back('\\');
-            s.text.push_back(e);
-        }
-        continue;
-      }
-      s.text.push_back(c);
-    }
-  }
-
-  absl::StatusOr<PyValue> ParseInt() {
-    PyValue v;
-    v.kind = PyValue::Kind::kInt;
-    bool negative = false;
-    if (Peek() == '-' || Peek() == '+') {
-      negative = text_[pos_++] == '-';
-      SkipSpace();
-    }
-    if (!(Peek() >= '0' && Peek() <= '9')) return Error("expected a number");
-    // Accumulate negatively so that INT64_MIN parses too.
-    int64_t value = 0;
-    bool last_was_digit = false;
-    while (!AtEnd()) {
-      char c = text_[pos_];
-      if (c >= '0' && c <= '9') {
-        if (!v.int_overflow &&
-            (__builtin_mul_overflow(value, 10, &value) ||
-             __builtin_sub_overflow(value, c - '0', &value))) {
-          v.int_overflow = true;
-        }
-        v.text.push_back(c);
-        last_was_digit = true;
-      } else if (c == '_' && last_was_digit) {  // 1_000, as Python allows
-        last_was_digit = false;
-      } else {
-        break;
-      }
-      ++pos_;
-    }
-    if (!last_was_digit) return Error("malformed number");
-    if (Peek() == 'L' || Peek() == 'l') ++pos_;  // Python 2 long suffix
-    char next = Peek();
-    if (next == '.' || std::isalnum(static_cast<unsigned char>(next)) ||
-        next == '_') {
-      return Error("expected an integer");
-    }
-    if (negative) {
-      v.text = absl::StrCat("-", v.text);
-      v.integer = value;
-    } else if (!v.int_overflow && __builtin_sub_overflow(0, value, &value)) {
-      v.int_overflow = true;
-    } else {
-      v.integer = value;
-    }
-    return v;
-  }
-
-  absl::StatusOr<PyValue> ParseName() {
-    size_t start = pos_;
-    while (!AtEnd() && (std::isalnum(static_cast<unsigned char>(Peek())) ||
-                        Peek() == '_')) {
-      ++pos_;
-    }
-    absl::string_view name = text_.substr(start, pos_ - start);
-    PyValue v;
-    if (name == "True" || name == "False") {
-      v.kind = PyValue::Kind::kBool;
-      v.boolean = name == "True";
-      return v;
-    }
-    if (name == "None") return v;
-    pos_ = start;
-    return Error(absl::StrCat("unexpected name '", EchoInput(name), "'"));
-  }
-
-  absl::string_view text_;
-  size_t pos_ = 0;
-  int values_ = 0;  // parsed so far
-};
 
 struct DescrCode {
   absl::string_view code;  // after the byte-order character
@@ -466,11 +172,23 @@ absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
   }
   if (prefix.size() < preamble + header_len) return std::nullopt;
 
+  // A tuple too long can only be a shape of too high a rank (the only
+  // tuple a valid header has): say so.
+  PyLiteralFailure failure;
   absl::StatusOr<PyValue> parsed =
-      LiteralParser(prefix.substr(preamble, header_len)).ParseAll();
-  if (!parsed.ok()) return parsed.status();
+      ParsePyLiteral(prefix.substr(preamble, header_len), kHeaderLimits,
+                     "the header", &failure);
+  if (!parsed.ok()) {
+    if (failure == PyLiteralFailure::kTupleTooLong) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid shape in .npy header: more than ", kMaxRank,
+                       " dimensions (the maximum rank is ", kMaxRank, ")"));
+    }
+    return Malformed(parsed.status().message());
+  }
   if (parsed->kind != PyValue::Kind::kDict) {
-    return Malformed(absl::StrCat("expected a dict, got ", Describe(*parsed)));
+    return Malformed(
+        absl::StrCat("expected a dict, got ", DescribePyValue(*parsed)));
   }
 
   const PyValue* descr = nullptr;
@@ -487,11 +205,11 @@ absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
     }
     if (slot == nullptr) {
       return Malformed(
-          absl::StrCat("unexpected key ", Describe(key),
+          absl::StrCat("unexpected key ", DescribePyValue(key),
                        " (the keys are 'descr', 'fortran_order' and 'shape')"));
     }
     if (*slot != nullptr) {
-      return Malformed(absl::StrCat("duplicate key ", Describe(key)));
+      return Malformed(absl::StrCat("duplicate key ", DescribePyValue(key)));
     }
     *slot = &items[i + 1];
   }
@@ -513,8 +231,8 @@ absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
         "fields) are not supported; save each field as its own array");
   }
   if (descr->kind != PyValue::Kind::kString) {
-    return Malformed(
-        absl::StrCat("'descr' must be a string, got ", Describe(*descr)));
+    return Malformed(absl::StrCat("'descr' must be a string, got ",
+                                  DescribePyValue(*descr)));
   }
   absl::StatusOr<ParsedDescr> dtype = ParseDescr(descr->text);
   if (!dtype.ok()) return dtype.status();
@@ -523,18 +241,18 @@ absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
 
   if (fortran_order->kind != PyValue::Kind::kBool) {
     return Malformed(absl::StrCat("'fortran_order' must be True or False, got ",
-                                  Describe(*fortran_order)));
+                                  DescribePyValue(*fortran_order)));
   }
   header.fortran_order = fortran_order->boolean;
 
   if (shape->kind != PyValue::Kind::kTuple) {
     return Malformed(absl::StrCat("'shape' must be a tuple of integers, got ",
-                                  Describe(*shape)));
+                                  DescribePyValue(*shape)));
   }
   for (const PyValue& dim : shape->items) {
     if (dim.kind != PyValue::Kind::kInt) {
       return Malformed(absl::StrCat("'shape' must be a tuple of integers, got ",
-                                    Describe(dim), " in it"));
+                                    DescribePyValue(dim), " in it"));
     }
     if (dim.int_overflow) {
       return absl::InvalidArgumentError(

@@ -53,10 +53,11 @@ struct NpyHeader {
 // bad magic, an unsupported version, a header longer than
 // kMaxNpyHeaderBytes, dict syntax errors, missing or unknown keys, an
 // unsupported descr, a negative or overflowing shape, a shape of more than
-// kMaxRank dimensions. Limits hold while parsing: a tuple is refused at its
-// (kMaxRank + 1)th item, and no more than a few hundred values are ever
-// built, whatever the header holds. Input quoted in a message goes through
-// EchoInput (escaped, cut short).
+// kMaxRank dimensions. The dict is parsed by ParsePyLiteral (py_literal.h),
+// whose limits hold while parsing: a tuple is refused at its (kMaxRank + 1)th
+// item, and no more than a few hundred values are ever built, whatever the
+// header holds. Input quoted in a message goes through EchoInput (escaped,
+// cut short).
 absl::StatusOr<std::optional<NpyHeader>> ParseNpyHeader(
     absl::string_view prefix);
 

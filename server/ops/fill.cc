@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/ops/cast.h"
 #include "server/ops/convert.h"
-#include "server/ops/random.h"
+#include "server/ops/counter_rng.h"
 
 namespace tensorcast {
 namespace {
@@ -88,29 +88,30 @@ void FillEye(void* dst, DType dtype, int64_t rows, int64_t cols) {
 }
 
 absl::Status FillRand(void* dst, DType dtype, int64_t n, uint64_t seed) {
-  auto bits = [seed](uint64_t j) { return random::Bits(seed, j); };
+  auto bits = [seed](uint64_t j) { return counter_rng::Bits(seed, j); };
   const int64_t count = std::max<int64_t>(n, 0);
   switch (dtype) {
     case DType::kFloat16:
-      FillScalars<uint16_t>(
-          dst, count, [&](uint64_t j) { return random::UniformHalf(bits(j)); });
+      FillScalars<uint16_t>(dst, count, [&](uint64_t j) {
+        return counter_rng::UniformHalf(bits(j));
+      });
       return absl::OkStatus();
     case DType::kBFloat16:
       FillScalars<uint16_t>(dst, count, [&](uint64_t j) {
-        return random::UniformBFloat16(bits(j));
+        return counter_rng::UniformBFloat16(bits(j));
       });
       return absl::OkStatus();
     case DType::kFloat32:
     case DType::kComplex64:
       FillScalars<float>(
           dst, dtype == DType::kComplex64 ? 2 * count : count,
-          [&](uint64_t j) { return random::UniformFloat(bits(j)); });
+          [&](uint64_t j) { return counter_rng::UniformFloat(bits(j)); });
       return absl::OkStatus();
     case DType::kFloat64:
     case DType::kComplex128:
       FillScalars<double>(
           dst, dtype == DType::kComplex128 ? 2 * count : count,
-          [&](uint64_t j) { return random::UniformDouble(bits(j)); });
+          [&](uint64_t j) { return counter_rng::UniformDouble(bits(j)); });
       return absl::OkStatus();
     default:
       return absl::InvalidArgumentError(

@@ -7,8 +7,8 @@
 
 #include "server/memory/cuda_check.h"
 #include "server/ops/convert.h"
+#include "server/ops/counter_rng.h"
 #include "server/ops/fill_cuda.h"
-#include "server/ops/random.h"
 
 namespace tensorcast {
 namespace {
@@ -204,29 +204,29 @@ absl::Status LaunchDiagonal(const Element& e, void* dst, int64_t n,
   return absl::OkStatus();
 }
 
-// The generator's scalar types, one functor each (random.h).
+// The generator's scalar types, one functor each (counter_rng.h).
 struct UniformHalfFn {
   using Scalar = uint16_t;
   __device__ Scalar operator()(uint64_t x) const {
-    return random::UniformHalf(x);
+    return counter_rng::UniformHalf(x);
   }
 };
 struct UniformBFloat16Fn {
   using Scalar = uint16_t;
   __device__ Scalar operator()(uint64_t x) const {
-    return random::UniformBFloat16(x);
+    return counter_rng::UniformBFloat16(x);
   }
 };
 struct UniformFloatFn {
   using Scalar = float;
   __device__ Scalar operator()(uint64_t x) const {
-    return random::UniformFloat(x);
+    return counter_rng::UniformFloat(x);
   }
 };
 struct UniformDoubleFn {
   using Scalar = double;
   __device__ Scalar operator()(uint64_t x) const {
-    return random::UniformDouble(x);
+    return counter_rng::UniformDouble(x);
   }
 };
 
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        j < scalars; j += stride) {
-    out[j] = Fn()(random::Bits(seed, static_cast<uint64_t>(j)));
+    out[j] = Fn()(counter_rng::Bits(seed, static_cast<uint64_t>(j)));
   }
 }
 

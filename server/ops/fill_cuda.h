@@ -5,7 +5,7 @@
 // FillValue's and FillEye's element is converted on the host, so those two
 // match even for NaN; FillArange's NaNs (a NaN or infinite start or step)
 // are NaN but their payload and sign are not guaranteed. FillRand runs
-// random.h's counter-based generator.
+// counter_rng.h's counter-based generator.
 //
 // Asynchronous: returns once the work is queued on `stream`; the caller owns
 // dst, keeps it alive until the stream has run it, and gives device memory

@@ -178,7 +178,7 @@ void TensorcastServer::ReapLoop() {
     stop_cv_.wait_for(lock, std::chrono::seconds(1));
     if (stopping_) break;
     lock.unlock();
-    int reaped = store_->ReapExpired(TensorStore::NowUnixSeconds());
+    int reaped = store_->ReapExpired();
     if (reaped > 0) spdlog::info("reclaimed {} expired tensor(s)", reaped);
     lock.lock();
   }

@@ -17,7 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/echo.h"
-#include "server/core/random.h"
+#include "server/core/secure_random.h"
 
 namespace tensorcast {
 namespace {

@@ -12,7 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/echo.h"
-#include "server/core/random.h"
+#include "server/core/secure_random.h"
 
 namespace tensorcast {
 namespace {
@@ -70,8 +70,9 @@ absl::Status CheckRequiresGrad(DType dtype, bool requires_grad) {
   return absl::OkStatus();
 }
 
-TensorStore::TensorStore(int64_t default_ttl_seconds)
-    : default_ttl_seconds_(default_ttl_seconds) {}
+TensorStore::TensorStore(int64_t default_ttl_seconds, Clock clock)
+    : default_ttl_seconds_(default_ttl_seconds),
+      clock_(clock != nullptr ? std::move(clock) : Clock(&NowUnixSeconds)) {}
 
 int64_t TensorStore::NowUnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -99,7 +100,7 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name,
   }
   auto it = by_name_.find(NameKey(tenant, name));
   if (it != by_name_.end() &&
-      FindLocked(it->second, NowUnixSeconds(), tenant) != nullptr) {
+      FindLocked(it->second, Now(), tenant) != nullptr) {
     return absl::AlreadyExistsError(
         absl::StrCat("a tensor named '", EchoInput(name),
                      "' already exists (handle ", it->second, ")"));
@@ -138,7 +139,7 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
   tensor->storage = std::move(t.storage);
   tensor->tenant = std::move(t.tenant);
   tensor->numel = *numel;
-  tensor->created_unix_s = NowUnixSeconds();
+  tensor->created_unix_s = Now();
   int64_t ttl = t.ttl_seconds > 0 ? t.ttl_seconds : default_ttl_seconds_;
   // Saturate: a huge ttl means "practically never", not an overflow into the
   // past.
@@ -196,7 +197,7 @@ const TensorStore::Entry* TensorStore::FindLocked(absl::string_view ref,
 absl::StatusOr<TensorPtr> TensorStore::Get(absl::string_view ref,
                                            const Tenant* tenant) const {
   ReaderMutexLock lock(&mu_);
-  const Entry* e = FindLocked(ref, NowUnixSeconds(), tenant);
+  const Entry* e = FindLocked(ref, Now(), tenant);
   if (e == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("no tensor '", EchoInput(ref), "'"));
@@ -226,7 +227,7 @@ absl::StatusOr<int> TensorStore::Delete(std::span<const std::string> refs,
   std::vector<TensorPtr> doomed;
   {
     MutexLock lock(&mu_);
-    int64_t now = NowUnixSeconds();
+    int64_t now = Now();
     for (const std::string& ref : refs) {
       const Entry* e = FindLocked(ref, now, tenant);
       if (e == nullptr) {
@@ -259,7 +260,7 @@ absl::StatusOr<TensorStore::Page> TensorStore::List(
   }
   Page page;
   ReaderMutexLock lock(&mu_);
-  int64_t now = NowUnixSeconds();
+  int64_t now = Now();
   // Only this tenant's range of the index: its own sequence numbers.
   const uintptr_t owner = Owner(tenant);
   for (auto it = by_seq_.upper_bound(SeqKey(owner, after));
@@ -275,6 +276,8 @@ absl::StatusOr<TensorStore::Page> TensorStore::List(
   }
   return page;
 }
+
+int TensorStore::ReapExpired() { return ReapExpired(Now()); }
 
 int TensorStore::ReapExpired(int64_t now_unix_s) {
   std::vector<TensorPtr> doomed;

@@ -17,6 +17,7 @@
 #define TENSORCAST_SERVER_STORE_TENSOR_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -100,8 +101,15 @@ absl::Status CheckRequiresGrad(DType dtype, bool requires_grad);
 
 class TensorStore {
  public:
+  // The wall clock behind creation times and expiry: whole seconds since the
+  // Unix epoch. Called from any thread, at times under the store's lock, so
+  // it must not call into the store.
+  using Clock = std::function<int64_t()>;
+
   // default_ttl_seconds: applied when a tensor gives none; 0 = never expire.
-  explicit TensorStore(int64_t default_ttl_seconds = 0);
+  // clock: null is the system clock (NowUnixSeconds); tests pass a fake one
+  // to expire tensors without waiting.
+  explicit TensorStore(int64_t default_ttl_seconds = 0, Clock clock = nullptr);
   TensorStore(const TensorStore&) = delete;
   TensorStore& operator=(const TensorStore&) = delete;
 
@@ -136,7 +144,10 @@ class TensorStore {
                             absl::string_view name_prefix,
                             const Tenant* tenant = nullptr) const;
 
-  // Removes tensors whose expiry is at or before now; returns how many.
+  // Removes tensors whose expiry is at or before now (the store's clock, or
+  // `now_unix_s`); returns how many. Until then an expired tensor is
+  // already invisible to Get, Delete, List and the name checks.
+  int ReapExpired();
   int ReapExpired(int64_t now_unix_s);
 
   int64_t size() const;
@@ -144,7 +155,10 @@ class TensorStore {
   // The bytes of the tensors on `device` (each view counts its own).
   int64_t BytesOnDevice(const Device* device) const;
 
+  // The system clock, in seconds since the Unix epoch.
   static int64_t NowUnixSeconds();
+  // The store's clock.
+  int64_t Now() const { return clock_(); }
 
  private:
   struct Entry {
@@ -167,6 +181,7 @@ class TensorStore {
 
   // Constant after construction.
   const int64_t default_ttl_seconds_;
+  const Clock clock_;
 
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> by_handle_ ABSL_GUARDED_BY(mu_);

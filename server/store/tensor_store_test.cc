@@ -52,6 +52,20 @@ class TensorStoreTest : public testing::HostStoreTest {
   }
 };
 
+// A clock the test moves by hand, so that TTLs pass without waiting.
+class FakeClock {
+ public:
+  explicit FakeClock(int64_t start = 1'700'000'000) : now_(start) {}
+  TensorStore::Clock clock() {
+    return [this] { return now_.load(); };
+  }
+  void Advance(int64_t seconds) { now_ += seconds; }
+  int64_t now() const { return now_.load(); }
+
+ private:
+  std::atomic<int64_t> now_;
+};
+
 bool IsLowerHex32(const std::string& s) {
   if (s.size() != 32) return false;
   for (char c : s) {
@@ -393,7 +407,8 @@ TEST_F(TensorStoreTest, ReapExpiredWithExplicitNowAndDefaultTtl) {
 // A huge ttl_seconds (any client may send one) saturates instead of
 // overflowing into an expiry in the past.
 TEST_F(TensorStoreTest, HugeTtlDoesNotOverflowIntoExpiry) {
-  TensorStore store;
+  FakeClock clock;
+  TensorStore store(/*default_ttl_seconds=*/0, clock.clock());
   NewTensor forever = Floats(1, "forever");
   forever.ttl_seconds = std::numeric_limits<int64_t>::max();
   absl::StatusOr<TensorPtr> t = store.Add(std::move(forever));
@@ -404,7 +419,9 @@ TEST_F(TensorStoreTest, HugeTtlDoesNotOverflowIntoExpiry) {
   }
   EXPECT_GT((*t)->expires_unix_s, (*t)->created_unix_s);
   EXPECT_TRUE(store.Get("forever").ok());
-  EXPECT_EQ(store.ReapExpired(TensorStore::NowUnixSeconds()), 0);
+  clock.Advance(int64_t{1} << 40);  // some 35,000 years
+  EXPECT_TRUE(store.Get("forever").ok());
+  EXPECT_EQ(store.ReapExpired(), 0);
   EXPECT_EQ(store.size(), 1);
 }
 
@@ -418,28 +435,65 @@ TEST_F(TensorStoreTest, NoDefaultTtlMeansNeverExpire) {
 }
 
 TEST_F(TensorStoreTest, ReapingFreesStorage) {
-  TensorStore store(/*default_ttl_seconds=*/5);
+  FakeClock clock;
+  TensorStore store(/*default_ttl_seconds=*/5, clock.clock());
   {
     TensorPtr t = AddFloats(store, 1 << 20);
     ASSERT_NE(t, nullptr);
   }
   EXPECT_GE(Allocated(), 4 << 20);
-  EXPECT_EQ(store.ReapExpired(TensorStore::NowUnixSeconds() + 5), 1);
+  clock.Advance(4);
+  EXPECT_EQ(store.ReapExpired(), 0);
+  EXPECT_GE(Allocated(), 4 << 20);
+  clock.Advance(1);
+  EXPECT_EQ(store.ReapExpired(), 1);
   EXPECT_EQ(Allocated(), 0);
 }
 
+// The store's own clock decides expiry everywhere, before any reaping: a
+// tensor is there until the second its TTL ends, and gone from then on.
+TEST_F(TensorStoreTest, ExpiryFollowsTheStoresClock) {
+  FakeClock clock;
+  TensorStore store(/*default_ttl_seconds=*/0, clock.clock());
+  NewTensor ten = Floats(1, "ten");
+  ten.ttl_seconds = 10;
+  absl::StatusOr<TensorPtr> t = store.Add(std::move(ten));
+  ASSERT_TRUE(t.ok()) << t.status();
+  const std::string handle = (*t)->handle;
+  EXPECT_EQ((*t)->created_unix_s, clock.now());
+  EXPECT_EQ((*t)->expires_unix_s, clock.now() + 10);
+  EXPECT_EQ(store.Now(), clock.now());
+
+  clock.Advance(9);
+  EXPECT_TRUE(store.Get("ten").ok());
+  EXPECT_TRUE(store.Get(handle).ok());
+  EXPECT_EQ(store.List(10, "", "")->tensors.size(), 1u);
+  EXPECT_EQ(store.CheckNameAvailable("ten").code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store.ReapExpired(), 0);
+
+  clock.Advance(1);  // expiry is "at or before now"
+  EXPECT_EQ(store.Get("ten").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.Get(handle).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store.List(10, "", "")->tensors.empty());
+  EXPECT_TRUE(store.CheckNameAvailable("ten").ok());
+  const std::vector<std::string> refs = {handle};
+  EXPECT_EQ(store.Delete(refs).status().code(), absl::StatusCode::kNotFound);
+  // Hidden, but held until reaped.
+  EXPECT_EQ(store.size(), 1);
+  EXPECT_EQ(store.ReapExpired(), 1);
+  EXPECT_EQ(store.size(), 0);
+}
+
 TEST_F(TensorStoreTest, ExpiredNameCanBeTakenAgain) {
-  TensorStore store;
+  FakeClock clock;
+  TensorStore store(/*default_ttl_seconds=*/0, clock.clock());
   NewTensor quick = Floats(1, "reused");
   quick.ttl_seconds = 1;
   ASSERT_TRUE(store.Add(std::move(quick)).ok());
   EXPECT_EQ(store.CheckNameAvailable("reused").code(),
             absl::StatusCode::kAlreadyExists);
-  // Wait until the first holder has expired by the store's own clock.
-  int64_t deadline = TensorStore::NowUnixSeconds() + 5;
-  while (store.Get("reused").ok() && TensorStore::NowUnixSeconds() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  clock.Advance(1);
   EXPECT_EQ(store.Get("reused").status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store.CheckNameAvailable("reused").ok());
   absl::StatusOr<TensorPtr> again = store.Add(Floats(1, "reused"));

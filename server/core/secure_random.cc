@@ -1,4 +1,4 @@
-#include "server/core/random.h"
+#include "server/core/secure_random.h"
 
 #include <sys/random.h>
 

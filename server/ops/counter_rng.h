@@ -2,15 +2,15 @@
 // stream is a pure function of (seed, j), so any device, thread or chunk
 // computes the same bits. Header-only and constexpr so a CUDA kernel can
 // include it; pure functions, thread-safe.
-#ifndef TENSORCAST_SERVER_OPS_RANDOM_H_
-#define TENSORCAST_SERVER_OPS_RANDOM_H_
+#ifndef TENSORCAST_SERVER_OPS_COUNTER_RNG_H_
+#define TENSORCAST_SERVER_OPS_COUNTER_RNG_H_
 
 #include <cstdint>
 
 #include "server/ops/convert.h"
 
 namespace tensorcast {
-namespace random {
+namespace counter_rng {
 
 inline constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
 
@@ -40,7 +40,7 @@ TC_HOST_DEVICE constexpr uint16_t UniformBFloat16(uint64_t x) {
   return convert::FloatToBFloat16(static_cast<float>(x >> 56) * 0x1.0p-8f);
 }
 
-}  // namespace random
+}  // namespace counter_rng
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_OPS_RANDOM_H_
+#endif  // TENSORCAST_SERVER_OPS_COUNTER_RNG_H_
