@@ -490,7 +490,7 @@ class Client:
                                           timeout=self.stream_timeout)
                         return self._wrap(meta_from_info(resp.tensor), owned=True)
         flat = _core.wire_bytes(array) if self._native is not None and not progress else None
-        if flat is not None:
+        if flat is not None and self._native is not None:
             if self._closed:
                 raise UnavailableError(f"the client for {self.target} is closed")
 
