@@ -27,8 +27,7 @@ import numpy as np
 from tensorcast import _core, _default, _dtypes, _fastpath
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
-from tensorcast._errors import (NotFoundError, UnavailableError,
-                                from_rpc_error)
+from tensorcast._errors import NotFoundError, UnavailableError, from_rpc_error
 from tensorcast._proxy import Op, Pending, Plan, TensorBase, plan_materialize
 from tensorcast.v1 import tensor_service_pb2 as pb
 from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc

@@ -34,10 +34,20 @@ import grpc.aio
 import numpy as np
 
 from tensorcast import _core, _dtypes, _fastpath
-from tensorcast._client import (_HEALTH_CHECK, _UNARY, Pem, _failure_text,
-                                _float_default, _require_torch, _server_info,
-                                _stats_dict, auth_metadata, channel_credentials,
-                                channel_options, default_target)
+from tensorcast._client import (
+    _HEALTH_CHECK,
+    _UNARY,
+    Pem,
+    _failure_text,
+    _float_default,
+    _require_torch,
+    _server_info,
+    _stats_dict,
+    auth_metadata,
+    channel_credentials,
+    channel_options,
+    default_target,
+)
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import NotFoundError, UnavailableError, from_rpc_error
