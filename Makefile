@@ -6,6 +6,7 @@ BUILD_DIR  ?= build
 ASAN_DIR   ?= build-asan
 TSAN_DIR   ?= build-tsan
 FUZZ_DIR   ?= build-fuzz
+TSA_DIR    ?= build-tsa
 FUZZ_SECONDS ?= 60
 JOBS       ?= 2
 LISTEN     ?= 127.0.0.1:50051
@@ -17,7 +18,7 @@ CMAKE_FLAGS ?=
 # scripts/constraints.txt (README.md, "Pinned versions").
 UPGRADE    ?= 0
 
-.PHONY: all setup constraints build run test test-unit test-asan test-tsan lint-docker check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker check-standalone fuzz bench format clean
 
 all: build
 
@@ -59,16 +60,40 @@ test-tsan: setup
 	  ctest --output-on-failure -j$(JOBS) --timeout 900 \
 	  -R '^(memory_test|store_test)$$'
 
-# That nothing reads outside the repository (first: it needs no build), the
-# Docker files' checks, unit and integration tests (ctest), the Python
-# client's, the sanitizer passes, then each fuzzer for a minute.
-test: check-standalone build
-	$(MAKE) lint-docker
-	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600
+# Everything, the fast tier first so that drift or a broken unit fails in
+# minutes: the checks that need no build (make lint), the unit tests, the
+# thread-safety build; then the integration tests (ctest's other labels:
+# integration, and gpu, which skip without a GPU), the Python client's, the
+# sanitizer passes, and each fuzzer for a minute.
+test: lint
+	$(MAKE) test-unit
+	$(MAKE) test-thread-safety
+	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600 -LE unit
 	$(MAKE) test-python
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
 	$(MAKE) fuzz FUZZ_SECONDS=60
+
+# The unit tests alone (ctest's label unit): no server process, seconds.
+test-unit: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600 -L unit
+
+# The checks that need no build, in seconds: that nothing reads outside the
+# repository, clang-format, ruff, mypy and shellcheck (scripts/lint.sh), and
+# the Docker files' (make lint-docker).
+lint: check-standalone setup
+	./scripts/lint.sh
+	./scripts/check_docker.sh
+
+# Clang's thread-safety analysis, an error on our targets
+# (cmake/tensorcast.cmake): the server's and the clients' code must hold the
+# lock each ABSL_GUARDED_BY names (server/core/mutex.h). A compile without
+# tests, optimisation or debug info: only the compiler's checks matter.
+test-thread-safety: setup
+	cmake -S . -B $(TSA_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG= \
+	  -DCMAKE_CXX_COMPILER=clang++ -DTENSORCAST_BUILD_TESTS=OFF \
+	  -DTENSORCAST_BUILD_BENCH=OFF -DTENSORCAST_CUDA=OFF
+	cmake --build $(TSA_DIR) -j$(JOBS)
 
 # The Python client: install the package as a user would (not editable), then
 # run its tests against the server just built. It is built with the venv's
@@ -122,7 +147,7 @@ bench: build
 	./bench/run.sh $(BUILD_DIR)
 
 format:
-	clang-format -i $$(git ls-files '*.cc' '*.h')
+	clang-format -i $$(git ls-files '*.cc' '*.h' '*.cu')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR) $(TSA_DIR)

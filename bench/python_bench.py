@@ -52,7 +52,6 @@ except ImportError:  # not installed: use the source tree
 
 import grpc  # noqa: E402  (after tensorcast: same grpcio)
 
-
 # ---------------------------------------------------------------------------
 # Peers (run as subprocesses of this script).
 

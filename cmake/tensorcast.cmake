@@ -9,8 +9,12 @@ function(tensorcast_target_defaults target)
   # Clang's -Wall (the fuzz build) has -Woverloaded-virtual, which GCC's
   # lacks; it fires on the generated service base classes that the raw
   # Put/Fetch methods override.
+  # Clang also checks the locks: ABSL_GUARDED_BY, ABSL_LOCKS_EXCLUDED and
+  # the rest of absl/base/thread_annotations.h on our Mutex
+  # (server/core/mutex.h). `make test-thread-safety` is the build for it.
   if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
-    target_compile_options(${target} PRIVATE -Wno-overloaded-virtual)
+    target_compile_options(${target} PRIVATE -Wno-overloaded-virtual
+                                             -Wthread-safety)
   endif()
   if(TENSORCAST_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=${TENSORCAST_SANITIZE}

@@ -17,7 +17,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv python3-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
 )
 if [ "$SETUP_PYTHON" = 0 ]; then
   cpp_only=()

@@ -64,12 +64,12 @@ void Totals::Merge(const Totals& other) {
 }
 
 void SeriesStore::Add(int64_t second, const SecondStats& stats) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   seconds_[second].Merge(stats);
 }
 
 std::vector<SecondStats> SeriesStore::Take(int64_t n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!seconds_.empty()) n = std::max(n, seconds_.rbegin()->first + 1);
   std::vector<SecondStats> out(static_cast<size_t>(std::max<int64_t>(n, 0)));
   for (auto& [second, stats] : seconds_) {

@@ -11,14 +11,15 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "client/load/histogram.h"
 #include "client/load/options.h"
+#include "server/core/mutex.h"
 
 namespace tensorcast::load {
 
@@ -86,14 +87,14 @@ void FinishSeries(int64_t duration_ns, std::vector<SecondStats>* series);
 
 class SeriesStore {
  public:
-  void Add(int64_t second, const SecondStats& stats);
+  void Add(int64_t second, const SecondStats& stats) ABSL_LOCKS_EXCLUDED(mu_);
   // Seconds 0..n-1, or further if a later one was added; missing ones are
   // empty.
-  std::vector<SecondStats> Take(int64_t n);
+  std::vector<SecondStats> Take(int64_t n) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  std::mutex mu_;
-  std::map<int64_t, SecondStats> seconds_;  // guarded by mu_
+  Mutex mu_;
+  std::map<int64_t, SecondStats> seconds_ ABSL_GUARDED_BY(mu_);
 };
 
 class Recorder {

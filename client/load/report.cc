@@ -223,11 +223,13 @@ std::string LoadText(const LoadOptions& o, const RunResult& r) {
 std::string FormatLatency(int64_t ns) {
   if (ns < 1000) return absl::StrFormat("%d ns", ns);
   if (ns < 1'000'000) {
-    return absl::StrFormat(ns < 100'000 ? "%.1f µs" : "%.0f µs", Us(ns));
+    return ns < 100'000 ? absl::StrFormat("%.1f µs", Us(ns))
+                        : absl::StrFormat("%.0f µs", Us(ns));
   }
   if (ns < 1'000'000'000) {
-    return absl::StrFormat(ns < 100'000'000 ? "%.2f ms" : "%.1f ms",
-                           static_cast<double>(ns) / 1e6);
+    const double ms = static_cast<double>(ns) / 1e6;
+    return ns < 100'000'000 ? absl::StrFormat("%.2f ms", ms)
+                            : absl::StrFormat("%.1f ms", ms);
   }
   return absl::StrFormat("%.3f s", Seconds(ns));
 }

@@ -5,14 +5,16 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/time/time.h"
+#include "server/core/mutex.h"
 
 namespace tensorcast::load {
 
@@ -101,7 +103,7 @@ class Schedule {
 
   // False when no requests are left.
   bool Next(Slot* slot) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (done_) return false;
     const double offset =
         options_.arrival == Arrival::kConstant
@@ -130,13 +132,13 @@ class Schedule {
   const LoadOptions& options_;
   const int64_t start_, t0_, t_end_;
   const KindPicker picker_;
-  std::mutex mu_;
-  std::mt19937_64 rng_;                        // guarded by mu_
-  std::exponential_distribution<double> gap_;  // guarded by mu_
-  int64_t index_ = 0;                          // guarded by mu_
-  double offset_ns_ = 0;                       // guarded by mu_
-  int64_t measured_ = 0;                       // guarded by mu_
-  bool done_ = false;                          // guarded by mu_
+  Mutex mu_;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  std::exponential_distribution<double> gap_ ABSL_GUARDED_BY(mu_);
+  int64_t index_ ABSL_GUARDED_BY(mu_) = 0;
+  double offset_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t measured_ ABSL_GUARDED_BY(mu_) = 0;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Threads with a Recorder each; may grow while running.
@@ -147,33 +149,32 @@ class WorkerPool {
 
   // Runs fn on a new thread with a fresh Recorder; false at the cap.
   bool Spawn(const std::function<void(Recorder&)>& fn) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (static_cast<int64_t>(threads_.size()) >= cap_) return false;
     recorders_.push_back(std::make_unique<Recorder>(t0_, series_));
     Recorder* rec = recorders_.back().get();
     ++active_;
     threads_.emplace_back([this, fn, rec] {
       fn(*rec);
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--active_ == 0) done_.notify_all();
+      MutexLock lock(&mu_);
+      --active_;  // the unlock wakes WaitUntil
     });
     return true;
   }
 
   // True once every worker has returned (or at the deadline, false).
   bool WaitUntil(int64_t deadline_ns) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return done_.wait_until(lock,
-                            std::chrono::steady_clock::time_point(
-                                std::chrono::nanoseconds(deadline_ns)),
-                            [&] { return active_ == 0; });
+    MutexLock lock(&mu_);
+    auto done = [this]()
+                    ABSL_SHARED_LOCKS_REQUIRED(mu_) { return active_ == 0; };
+    return mu_.AwaitWithTimeout(done, absl::Nanoseconds(deadline_ns - NowNs()));
   }
 
   void JoinAll() {
     for (size_t i = 0;; ++i) {
       std::thread* t;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         if (i >= threads_.size()) return;
         t = &threads_[i];  // deque: stable while others are added
       }
@@ -186,7 +187,7 @@ class WorkerPool {
     int64_t bytes = 0;
   };
   Live live() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Live l;
     for (const auto& r : recorders_) {
       l.requests += r->live_requests();
@@ -198,12 +199,13 @@ class WorkerPool {
 
   // After JoinAll().
   Totals Merged() {
+    MutexLock lock(&mu_);
     Totals t;
     for (const auto& r : recorders_) t.Merge(r->totals());
     return t;
   }
   int64_t size() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return static_cast<int64_t>(threads_.size());
   }
 
@@ -211,11 +213,10 @@ class WorkerPool {
   const int64_t t0_;
   SeriesStore* const series_;
   const int64_t cap_;
-  std::mutex mu_;
-  std::condition_variable done_;
-  std::deque<std::thread> threads_;                   // guarded by mu_
-  std::vector<std::unique_ptr<Recorder>> recorders_;  // guarded by mu_
-  int64_t active_ = 0;                                // guarded by mu_
+  Mutex mu_;
+  std::deque<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Recorder>> recorders_ ABSL_GUARDED_BY(mu_);
+  int64_t active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 void PrintProgress(int64_t now, int64_t start, int64_t t0, int64_t warmup_ns,

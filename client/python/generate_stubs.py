@@ -34,9 +34,8 @@ def generated_files() -> list[str]:
 
 def generate(out_dir: pathlib.Path) -> None:
     """Run protoc (from grpcio-tools) over every proto into ``out_dir``."""
-    from grpc_tools import protoc  # imported here: a dev-only dependency
-
     import grpc_tools
+    from grpc_tools import protoc  # imported here: a dev-only dependency
 
     out_dir.mkdir(parents=True, exist_ok=True)
     well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"

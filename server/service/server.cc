@@ -173,24 +173,25 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
 }
 
 void TensorcastServer::ReapLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stopping_) {
-    stop_cv_.wait_for(lock, std::chrono::seconds(1));
-    if (stopping_) break;
-    lock.unlock();
+  auto stopping = [this]()
+                      ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+  for (;;) {
+    {
+      MutexLock lock(&mu_);
+      // Shutdown's unlock wakes this wait at once.
+      if (mu_.AwaitWithTimeout(stopping, absl::Seconds(1))) return;
+    }
     int reaped = store_->ReapExpired();
     if (reaped > 0) spdlog::info("reclaimed {} expired tensor(s)", reaped);
-    lock.lock();
   }
 }
 
 void TensorcastServer::Shutdown(std::chrono::milliseconds grace) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
   }
-  stop_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
   if (server_ == nullptr) return;
   // Drain: health says NOT_SERVING, new calls are refused, running calls

@@ -9,14 +9,14 @@
 #include <grpcpp/server.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "server/core/mutex.h"
 #include "server/service/auth.h"
 #include "server/service/metrics.h"
 #include "server/service/tensor_service.h"
@@ -72,11 +72,11 @@ class TensorcastServer {
 
   // Health goes NOT_SERVING, new calls are refused, and running calls get
   // until `grace` to finish before they are cancelled. Idempotent.
-  void Shutdown(std::chrono::milliseconds grace);
+  void Shutdown(std::chrono::milliseconds grace) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   TensorcastServer() = default;
-  void ReapLoop();
+  void ReapLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<DeviceRegistry> devices_;
@@ -86,9 +86,8 @@ class TensorcastServer {
   std::unique_ptr<MetricsEndpoint> metrics_;
   int port_ = 0;
 
-  std::mutex mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;  // guarded by mu_
+  Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reaper_;
 };
 

@@ -6,7 +6,7 @@
 # a crashing input to BUILD_DIR/fuzz/artifacts/. Exits 1 if any target
 # crashed, leaked, timed out or ran out of memory.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 
 build=$1
 seconds=$2
@@ -42,7 +42,9 @@ for t in "$@"; do
   if [ $rc -ne 0 ]; then
     echo "fuzz: $t FAILED (exit $rc); the end of its log:"
     tail -40 "$log"
-    ls "$work/artifacts/$t-"* 2>/dev/null | sed 's/^/fuzz:   input: /'
+    for input in "$work/artifacts/$t-"*; do
+      [ -e "$input" ] && echo "fuzz:   input: $input"
+    done
     failed+=("$t")
   fi
 done

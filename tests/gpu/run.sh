@@ -181,7 +181,8 @@ print("python3: grpcio", grpc.__version__, "protobuf", pb.__version__,
     wait "$server_pid" 2>/dev/null
     return 1
   fi
-  export TENSORCAST_TEST_SERVER="127.0.0.1:$(tr -d '\n' <"$port_file")"
+  TENSORCAST_TEST_SERVER="127.0.0.1:$(tr -d '\n' <"$port_file")"
+  export TENSORCAST_TEST_SERVER
   local limit
   limit=$(step_limit 150)
   if [ "$limit" -eq 0 ]; then

@@ -10,6 +10,7 @@ import pytest
 
 import tensorcast as tc
 from tensorcast import _fastpath
+
 from conftest import native_built
 
 

@@ -15,19 +15,62 @@ Errors that mirror PyTorch keep its type and text; the rest are
 for the asyncio API.
 """
 
-from tensorcast._api import (arange, connect, cuda_is_available, default_client, delete,
-                             empty_cache, eye, from_numpy, from_torch, full, get, list,
-                             ones, rand, server_info, stats, tensor, zeros)
+from tensorcast._api import (
+    arange,
+    connect,
+    cuda_is_available,
+    default_client,
+    delete,
+    empty_cache,
+    eye,
+    from_numpy,
+    from_torch,
+    full,
+    get,
+    list,
+    ones,
+    rand,
+    server_info,
+    stats,
+    tensor,
+    zeros,
+)
 from tensorcast._client import Client, RemoteTensor
-from tensorcast._dtypes import (ALL_DTYPES, as_dtype, bfloat16, complex64, complex128,
-                                dtype, float16, float32, float64, int8, int16, int32,
-                                int64, uint8, uint16, uint32, uint64)
+from tensorcast._dtypes import (
+    ALL_DTYPES,
+    as_dtype,
+    bfloat16,
+    complex64,
+    complex128,
+    dtype,
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+    uint16,
+    uint32,
+    uint64,
+)
 from tensorcast._dtypes import bool_ as bool  # noqa: A001 - torch's name
-from tensorcast._errors import (AlreadyExistsError, CancelledError, DeadlineExceededError,
-                                FailedPreconditionError, InternalError,
-                                InvalidArgumentError, NotFoundError, OutOfMemoryError,
-                                OutOfRangeError, PermissionDeniedError, TensorcastError,
-                                UnauthenticatedError, UnavailableError)
+from tensorcast._errors import (
+    AlreadyExistsError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfMemoryError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    TensorcastError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 
 # PyTorch's dtype aliases.
 half = float16

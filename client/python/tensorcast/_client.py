@@ -27,8 +27,7 @@ import numpy as np
 from tensorcast import _core, _default, _dtypes, _fastpath
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
-from tensorcast._errors import (NotFoundError, UnavailableError,
-                                from_rpc_error)
+from tensorcast._errors import NotFoundError, UnavailableError, from_rpc_error
 from tensorcast._proxy import Op, Pending, Plan, TensorBase, plan_materialize
 from tensorcast.v1 import tensor_service_pb2 as pb
 from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
@@ -490,7 +489,7 @@ class Client:
                                           timeout=self.stream_timeout)
                         return self._wrap(meta_from_info(resp.tensor), owned=True)
         flat = _core.wire_bytes(array) if self._native is not None and not progress else None
-        if flat is not None:
+        if flat is not None and self._native is not None:
             if self._closed:
                 raise UnavailableError(f"the client for {self.target} is closed")
 

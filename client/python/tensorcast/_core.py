@@ -221,7 +221,7 @@ class FetchSink:
 
 def check_fetchable(out: dtype) -> None:
     """Raise before fetching a dtype that cannot become an array here."""
-    out.numpy_dtype  # bfloat16 without ml_dtypes: TypeError saying what to do
+    _ = out.numpy_dtype  # bfloat16 without ml_dtypes: TypeError saying what to do
 
 
 class Progress:

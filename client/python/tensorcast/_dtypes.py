@@ -12,9 +12,14 @@ from tensorcast.v1 import tensor_service_pb2 as pb
 try:  # bfloat16 has no NumPy dtype of its own; ml_dtypes provides one.
     import ml_dtypes as _ml_dtypes
 except ImportError:  # pragma: no cover - depends on the environment
-    _ml_dtypes = None
+    _ml_dtypes = None  # type: ignore[assignment]  # checked before each use
 
 __all__ = ["dtype", "as_dtype", "DTypeLike", "ALL_DTYPES"]
+
+
+def have_ml_dtypes() -> bool:
+    """Whether ml_dtypes is installed: bfloat16 arrays need it."""
+    return _ml_dtypes is not None
 
 
 class dtype:

@@ -39,7 +39,7 @@ def open_channel(target: str, native: Optional[bool], *, tls: bool) -> Any:
     if tls:
         raise ValueError("the native path has no TLS yet: use native=False")
     try:
-        from tensorcast import _native
+        import tensorcast._native as _native
     except ImportError:
         if required:
             raise ImportError(
@@ -68,7 +68,7 @@ class Call:
         self._metadata = list(metadata)
 
     def _run(self, fn: Any, timeout: Optional[float], **kwargs: Any) -> Any:
-        from tensorcast import _native
+        import tensorcast._native as _native
         try:
             return fn(metadata=self._metadata, timeout=timeout or 0.0, **kwargs)
         except _native.RpcError as e:
@@ -142,8 +142,8 @@ class SharedMemory:
         self.path: Optional[str] = None
         self.mapped = False
         self._fd = -1
-        self._call = None
-        self.map = None
+        self._call: Any = None
+        self.map: Optional[mmap.mmap] = None
         if kind != "file" and hasattr(os, "memfd_create"):
             try:
                 self._lend(stub, metadata, memfd=True)
@@ -213,6 +213,7 @@ class SharedMemory:
     def data(self, n: int) -> memoryview:
         """The first ``n`` data bytes, as a view into the map (let it go
         before close())."""
+        assert self.map is not None, "the region is closed"
         return memoryview(self.map)[self.data_offset:self.data_offset + n]
 
     def close(self) -> None:

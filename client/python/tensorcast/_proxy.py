@@ -377,6 +377,6 @@ class TensorBase:
     def _scalar_cast(self) -> Optional[_dtypes.dtype]:
         """For tolist()/item(): bfloat16 comes back as float32 (exact) when
         ml_dtypes is missing."""
-        if self._meta.dtype is _dtypes.bfloat16 and _dtypes._ml_dtypes is None:
+        if self._meta.dtype is _dtypes.bfloat16 and not _dtypes.have_ml_dtypes():
             return _dtypes.float32
         return None

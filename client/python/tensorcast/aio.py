@@ -34,10 +34,20 @@ import grpc.aio
 import numpy as np
 
 from tensorcast import _core, _dtypes, _fastpath
-from tensorcast._client import (_HEALTH_CHECK, _UNARY, Pem, _failure_text,
-                                _float_default, _require_torch, _server_info,
-                                _stats_dict, auth_metadata, channel_credentials,
-                                channel_options, default_target)
+from tensorcast._client import (
+    _HEALTH_CHECK,
+    _UNARY,
+    Pem,
+    _failure_text,
+    _float_default,
+    _require_torch,
+    _server_info,
+    _stats_dict,
+    auth_metadata,
+    channel_credentials,
+    channel_options,
+    default_target,
+)
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import NotFoundError, UnavailableError, from_rpc_error
@@ -267,7 +277,7 @@ class Client:
         bar: Optional[Progress] = None
         try:
             first = cast(Any, await call.read())
-            if first is grpc.aio.EOF or first.header is None:  # type: ignore[attr-defined]
+            if first is grpc.aio.EOF or first.header is None:
                 raise RuntimeError("the Fetch stream did not start with its header")
             bar = Progress(progress, int(first.header.total_bytes), "fetch")
             sink = _core.FetchSink(first.header, progress=bar if bar else None, bits=bits)
@@ -275,7 +285,7 @@ class Client:
             del first
             while True:
                 msg = cast(Any, await call.read())
-                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
+                if msg is grpc.aio.EOF:
                     break
                 sink.write(msg.data)
             return sink.result()
@@ -296,7 +306,7 @@ class Client:
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
         flat = _core.wire_bytes(array) if self._native is not None and not progress else None
-        if flat is not None:
+        if flat is not None and self._native is not None:
             upload = asyncio.ensure_future(asyncio.to_thread(
                 self._native.put, header, flat, self.put_chunk_bytes, self.stream_timeout))
             try:
