@@ -5,27 +5,53 @@
 // cancels it) -- the region is forgotten. Sessions are not counted as
 // running streams, so an idle session does not hold up a drain. Only a peer
 // on this host (loopback, a unix socket) may lend memory.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"
 
 namespace tensorcast {
 namespace {
 
-// Whether a gRPC peer ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000",
-// "unix:/path") is on this host.
+// Whether a gRPC peer ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000" -- the
+// brackets percent-encoded, or not --, "unix:/path") is on this host: a
+// unix socket, or a loopback address (127/8, ::1, ::ffff:127/104).
 bool OnThisHost(absl::string_view peer) {
-  return absl::StartsWith(peer, "ipv4:127.") ||
-         absl::StartsWith(peer, "ipv6:[::1]:") ||
-         absl::StartsWith(peer, "ipv6:[::ffff:127.") ||
-         absl::StartsWith(peer, "unix:") ||
-         absl::StartsWith(peer, "unix-abstract:");
+  if (absl::StartsWith(peer, "unix:") ||
+      absl::StartsWith(peer, "unix-abstract:")) {
+    return true;
+  }
+  if (absl::ConsumePrefix(&peer, "ipv4:")) {
+    const std::string host(peer.substr(0, peer.rfind(':')));
+    struct in_addr v4;
+    return inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+           (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  if (absl::ConsumePrefix(&peer, "ipv6:")) {
+    const std::string text = absl::StrReplaceAll(
+        peer, {{"%5B", "["}, {"%5b", "["}, {"%5D", "]"}, {"%5d", "]"}});
+    const size_t end = text.find(']');
+    if (text.empty() || text[0] != '[' || end == std::string::npos) {
+      return false;
+    }
+    std::string host = text.substr(1, end - 1);
+    host = host.substr(0, host.find('%'));  // a zone, "%25eth0"
+    struct in6_addr v6;
+    if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
+    return IN6_IS_ADDR_LOOPBACK(&v6) ||
+           (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  return false;
 }
 
 class SharedMemorySession final

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1054,16 +1055,32 @@ std::string NonLoopbackAddress() {
   return found;
 }
 
+// Whether this host has IPv6 loopback (a socket can bind [::1]).
+bool HasIpv6Loopback() {
+  const int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  struct sockaddr_in6 address = {};
+  address.sin6_family = AF_INET6;
+  address.sin6_addr = in6addr_loopback;
+  const bool ok = bind(fd, reinterpret_cast<struct sockaddr*>(&address),
+                       sizeof(address)) == 0;
+  close(fd);
+  return ok;
+}
+
 // Shared memory is same-host only: a client connected over a network
 // address is refused (FAILED_PRECONDITION) before anything is opened, even
-// when it names memory that is really its own.
+// when it names memory that is really its own; over loopback (IPv4 or
+// IPv6) it is served.
 TEST_F(ShmTenantTest, OnlyClientsOnThisHostMayLendMemory) {
   const std::string ip = NonLoopbackAddress();
   if (ip.empty()) GTEST_SKIP() << "no network address but loopback";
-  Start({"--shared-memory", "--listen=0.0.0.0:0"});
+  const bool ipv6 = HasIpv6Loopback();
+  // [::] takes IPv4 connections too.
+  Start({"--shared-memory", ipv6 ? "--listen=[::]:0" : "--listen=0.0.0.0:0"});
   const std::string& local = server_->address();  // 127.0.0.1:PORT
-  std::unique_ptr<Client> remote =
-      Client::Connect(ip + local.substr(local.rfind(':')), As(kBobToken));
+  const std::string port = local.substr(local.rfind(':'));
+  std::unique_ptr<Client> remote = Client::Connect(ip + port, As(kBobToken));
   const std::string token = NewToken();
   const int fd = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL);
   const grpc::Status far = RawOpenMemfd(*remote, getpid(), fd, 8192, token);
@@ -1074,6 +1091,11 @@ TEST_F(ShmTenantTest, OnlyClientsOnThisHostMayLendMemory) {
   EXPECT_TRUE(remote->Stats().ok());  // other calls are served from there
   // The same memory, over loopback.
   EXPECT_TRUE(RawOpenMemfd(*Bob(), getpid(), fd, 8192, token).ok());
+  if (ipv6) {
+    std::unique_ptr<Client> v6 = Client::Connect("[::1]" + port, As(kBobToken));
+    const grpc::Status near = RawOpenMemfd(*v6, getpid(), fd, 8192, token);
+    EXPECT_TRUE(near.ok()) << near.error_message();
+  }
   close(fd);
 }
 
