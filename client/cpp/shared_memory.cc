@@ -15,9 +15,13 @@ namespace tensorcast {
 namespace {
 
 constexpr size_t kTokenBytes = 32;
-// The region's header, where the token goes: the server's
+// The region's header, where the token and the challenge go: the server's
 // SharedMemoryEvent.data_offset, which it says in its answer.
 constexpr int64_t kHeaderBytes = 4096;
+// Where the server's challenge goes in the header (after the token's at
+// most 64 bytes), and its most bytes.
+constexpr int64_t kChallengeOffset = 64;
+constexpr int64_t kMaxChallengeBytes = 64;
 
 }  // namespace
 
@@ -104,6 +108,16 @@ absl::StatusOr<std::unique_ptr<SharedMemory>> SharedMemory::OpenOne(
                      " bytes of each shared-memory region; this client leaves ",
                      kHeaderBytes));
   }
+  // The challenge, written before any transfer: proof this client can
+  // write the memory it named (a server older than it sends none).
+  const std::string& challenge = event.challenge();
+  if (static_cast<int64_t>(challenge.size()) > kMaxChallengeBytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the server's shared-memory challenge has ", challenge.size(),
+        " bytes; this client takes at most ", kMaxChallengeBytes));
+  }
+  std::memcpy(shm->base_ + kChallengeOffset, challenge.data(),
+              challenge.size());
   return shm;
 }
 

@@ -17,13 +17,15 @@
 // /dev/shm/tensorcast-<random> (mode 0600), which the server reads and
 // writes with pread/pwrite -- maps it with its pages faulted in, writes a
 // random token into its header (the first 4096 bytes, which the server
-// checks -- proof this client controls the memory it names -- and never
-// writes) and opens the session call. The caller's `size` bytes follow the
-// header: data() points at them, and a Fetch or Put names them by
-// shm_offset = offset() + position (the server refuses ranges inside the
-// header). The region lives until this object is destroyed, which ends the
-// call and removes the memory. Not thread-safe; the memory may be read and
-// written by the caller between calls.
+// checks -- proof this client can read the memory it names -- and never
+// writes), opens the session call and writes the challenge the server
+// answers with into the header (proof it can write the memory), before any
+// transfer. The caller's `size` bytes follow the header: data() points at
+// them, and a Fetch or Put names them by shm_offset = offset() + position
+// (the server refuses ranges inside the header). The region lives until
+// this object is destroyed, which ends the call -- the server then discards
+// the data -- and removes the memory. Not thread-safe; the memory may be
+// read and written by the caller between calls.
 #ifndef TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
 #define TENSORCAST_CLIENT_CPP_SHARED_MEMORY_H_
 

@@ -2,7 +2,10 @@
 // at a time and the next is taken when gRPC reports the previous write done,
 // so slow clients pace the server; a host tensor's chunk is produced then, a
 // GPU tensor's next chunks are already under way on the GPU (a few slots of
-// pinned memory per stream, whatever the tensor size).
+// pinned memory per stream, whatever the tensor size). A shared-memory
+// Fetch copies into the client's region on the service's workers, 16 MiB at
+// a time (its pieces take turns with other transfers'), never on gRPC's
+// callback threads, which every other call needs; then it sends the header.
 //
 // The method is registered raw: each response is a v1.FetchResponse encoded
 // here as a small slice (the header message, the data field's tag and
@@ -46,6 +49,10 @@ absl::StatusOr<FetchSpec> SpecFromProto(const v1::FetchRequest& request) {
 
 // FetchResponse.data's field number.
 constexpr int kDataField = 1;
+
+// What a shared-memory Fetch copies into the region before it lets the
+// other transfers' pieces have the worker (at least one chunk).
+constexpr int64_t kSharedMemoryPieceBytes = 16 << 20;
 
 void ReleaseChunk(void* keepalive) {
   delete static_cast<std::shared_ptr<const void>*>(keepalive);
@@ -139,12 +146,15 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     header->set_offset(out->begin());
     header->set_length(out->end() - out->begin());
     if (!request->shm_region().empty()) {
-      // Shared memory: every byte into the client's region now, then one
+      // Shared memory: every byte into the client's region, in pieces on
+      // the service's workers (not here, on gRPC's thread), then one
       // message with the header alone.
-      if (absl::Status s = WriteToSharedMemory(*request); !s.ok()) {
+      if (absl::Status s = StartSharedMemory(*request); !s.ok()) {
         Done(s);
         return;
       }
+      service_->shm_workers()->Run([this] { CopyToSharedMemory(); });
+      return;
     }
     WriteNext();
   }
@@ -179,32 +189,67 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     return FetchSource::Open(*std::move(tensor), *spec);
   }
 
-  absl::Status WriteToSharedMemory(const v1::FetchRequest& request) {
+  // The region (its challenge in place) and the whole range, checked
+  // before anything is written.
+  absl::Status StartSharedMemory(const v1::FetchRequest& request) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
         service_->FindRegion(ctx_, caller_, request.shm_region());
     if (!region.ok()) return region.status();
     const FetchSource& out = stream_->source();
-    int64_t at = request.shm_offset();
-    // Checked whole before anything is written.
-    if (absl::Status s = (*region)->CheckRange(at, out.end() - out.begin());
+    if (absl::Status s = (*region)->CheckRange(request.shm_offset(),
+                                               out.end() - out.begin());
         !s.ok()) {
       return s;
     }
-    while (!stream_->done()) {
+    region_ = *std::move(region);
+    shm_at_ = request.shm_offset();
+    return absl::OkStatus();
+  }
+
+  // One piece of a shared-memory Fetch, on a worker: then the next piece
+  // queues behind the other transfers' pieces, or, the range written, the
+  // header goes out.
+  void CopyToSharedMemory() {
+    absl::Status status;
+    if (ctx_->IsCancelled()) {
+      status = live_.revoked()
+                   ? RevokedError("the stream was cancelled")
+                   : absl::CancelledError("the client went away mid-stream");
+    } else {
+      status = CopyPiece();
+    }
+    if (!status.ok()) {
+      Done(status);
+      return;
+    }
+    if (!stream_->done()) {
+      service_->shm_workers()->Run([this] { CopyToSharedMemory(); });
+      return;
+    }
+    region_.reset();  // here, on a worker: a last reference punches it out
+    WriteNext();
+  }
+
+  // Chunks into the region until kSharedMemoryPieceBytes have moved or the
+  // range is done.
+  absl::Status CopyPiece() {
+    int64_t moved = 0;
+    while (!stream_->done() && moved < kSharedMemoryPieceBytes) {
       FetchChunk chunk;
       if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) return s;
       const int64_t header_bytes = static_cast<int64_t>(chunk.header.size());
       if (absl::Status s =
-              (*region)->Write(at, chunk.header.data(), header_bytes);
+              region_->Write(shm_at_, chunk.header.data(), header_bytes);
           !s.ok()) {
         return s;
       }
-      at += header_bytes;
-      if (absl::Status s = (*region)->Write(at, chunk.data, chunk.size);
+      shm_at_ += header_bytes;
+      if (absl::Status s = region_->Write(shm_at_, chunk.data, chunk.size);
           !s.ok()) {
         return s;
       }
-      at += chunk.size;
+      shm_at_ += chunk.size;
+      moved += header_bytes + chunk.size;
       service_->metrics().AddFetchBytes(header_bytes + chunk.size);
     }
     return absl::OkStatus();
@@ -229,6 +274,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   void Done(const absl::Status& status) {
     LogRpc(service_, "Fetch", ctx_, status, start_);
+    region_.reset();
     stream_.reset();  // drop the tensor reference before the call winds down
     slot_.Release();
     Finish(ToGrpcStatus(TensorServiceImpl::ForCaller(status, caller_)));
@@ -243,6 +289,9 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   LiveCall live_;    // cancels the call if its token is revoked
   StreamSlot slot_;  // one of the tenant's concurrent streams
   std::unique_ptr<FetchStream> stream_;
+  // A shared-memory Fetch's region, and where its next byte goes.
+  std::shared_ptr<const SharedMemoryRegion> region_;
+  int64_t shm_at_ = 0;
   v1::FetchHeader header_;  // sent with the first chunk
   bool first_ = true;
   grpc::ByteBuffer response_;  // the write in flight

@@ -8,11 +8,14 @@
 // slices it arrived in (proto/wire.h), so the data field's bytes go from
 // gRPC's receive buffers into the tensor's host storage in one copy,
 // without a protobuf string in between (a GPU upload goes through the
-// sink's host staging, then pinned memory).
+// sink's host staging, then pinned memory). A shared-memory Put reads the
+// client's region on the service's workers, 16 MiB at a time (its pieces
+// take turns with other transfers'), never on gRPC's callback threads.
 #include <grpcpp/support/byte_buffer.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 
 #include "proto/wire.h"
@@ -27,6 +30,10 @@ namespace {
 // v1.PutRequest's fields (a oneof).
 constexpr uint64_t kHeaderField = 1;
 constexpr uint64_t kDataField = 2;
+
+// What a shared-memory Put reads from the region before it lets the other
+// transfers' pieces have the worker.
+constexpr int64_t kSharedMemoryPieceBytes = 16 << 20;
 
 class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
@@ -60,6 +67,12 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     absl::Status status = Consume();
     if (!status.ok()) {
       Done(status);
+      return;
+    }
+    if (shm_left_ > 0) {
+      // The region's bytes, in pieces on the service's workers; then the
+      // next read (which must be the end of the stream).
+      service_->shm_workers()->Run([this] { CopyFromSharedMemory(); });
       return;
     }
     StartRead(&request_);
@@ -131,14 +144,15 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     if (!sink.ok()) return sink.status();
     sink_ = *std::move(sink);
     if (!header.shm_region().empty()) {
-      return ReadSharedMemory(header);
+      return StartSharedMemory(header);
     }
     return absl::OkStatus();
   }
 
-  // Shared memory: the data is in the client's region; no data messages
-  // may follow.
-  absl::Status ReadSharedMemory(const v1::PutHeader& header) {
+  // Shared memory: the data is in the client's region (its challenge in
+  // place), the whole range checked before anything is read; no data
+  // messages may follow.
+  absl::Status StartSharedMemory(const v1::PutHeader& header) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
         service_->FindRegion(ctx_, caller_, header.shm_region());
     if (!region.ok()) return region.status();
@@ -147,24 +161,65 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         !s.ok()) {
       return s;
     }
-    constexpr int64_t kPiece = 4 << 20;
-    std::string buffer(
-        static_cast<size_t>(std::min(kPiece, header.shm_bytes())), '\0');
-    for (int64_t done = 0; done < header.shm_bytes();) {
-      const int64_t n = std::min(kPiece, header.shm_bytes() - done);
-      if (absl::Status s =
-              (*region)->Read(header.shm_offset() + done, buffer.data(), n);
-          !s.ok()) {
+    from_shared_memory_ = true;
+    if (header.shm_bytes() > 0) {
+      region_ = *std::move(region);
+      shm_at_ = header.shm_offset();
+      shm_left_ = header.shm_bytes();
+    }
+    return absl::OkStatus();
+  }
+
+  // One piece of a shared-memory Put, on a worker: then the next piece
+  // queues behind the other transfers' pieces, or, the range read, the
+  // next message is awaited.
+  void CopyFromSharedMemory() {
+    absl::Status status;
+    if (ctx_->IsCancelled()) {
+      status = live_.revoked()
+                   ? RevokedError("nothing was stored")
+                   : absl::CancelledError(
+                         "the client cancelled the upload; nothing was "
+                         "stored");
+    } else {
+      status = CopyPiece();
+    }
+    if (!status.ok()) {
+      Done(status);
+      return;
+    }
+    if (shm_left_ > 0) {
+      service_->shm_workers()->Run([this] { CopyFromSharedMemory(); });
+      return;
+    }
+    region_.reset();  // here, on a worker: a last reference punches it out
+    std::string().swap(buffer_);
+    StartRead(&request_);
+  }
+
+  // Reads into the sink, through a buffer of at most 4 MiB, until
+  // kSharedMemoryPieceBytes have moved or the range is done.
+  absl::Status CopyPiece() {
+    constexpr int64_t kBuffer = 4 << 20;
+    if (buffer_.empty()) {
+      buffer_.resize(static_cast<size_t>(std::min(kBuffer, shm_left_)));
+    }
+    int64_t moved = 0;
+    while (shm_left_ > 0 && moved < kSharedMemoryPieceBytes) {
+      const int64_t n =
+          std::min(static_cast<int64_t>(buffer_.size()), shm_left_);
+      if (absl::Status s = region_->Read(shm_at_, buffer_.data(), n); !s.ok()) {
         return s;
       }
-      if (absl::Status s = sink_->Write(absl::string_view(buffer.data(), n));
+      if (absl::Status s = sink_->Write(absl::string_view(buffer_.data(), n));
           !s.ok()) {
         return s;
       }
       service_->metrics().AddPutBytes(n);
-      done += n;
+      shm_at_ += n;
+      shm_left_ -= n;
+      moved += n;
     }
-    from_shared_memory_ = true;
     return absl::OkStatus();
   }
 
@@ -196,6 +251,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   void Done(const absl::Status& status) {
+    region_.reset();
     sink_.reset();  // an unfinished upload's storage goes back now
     slot_.Release();
     LogRpc(service_, "Put", ctx_, status, start_);
@@ -214,6 +270,12 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;
   bool from_shared_memory_ = false;
+  // A shared-memory Put's region, where its next byte is, how many are
+  // left, and the buffer they pass through.
+  std::shared_ptr<const SharedMemoryRegion> region_;
+  int64_t shm_at_ = 0;
+  int64_t shm_left_ = 0;
+  std::string buffer_;
 };
 
 }  // namespace

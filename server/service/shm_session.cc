@@ -1,18 +1,58 @@
 // OpenSharedMemory: the call a same-host client holds open while it lends
 // the server a shared-memory region. It answers with one event naming the
-// region and then stays open; when it ends -- the client closes it or goes
-// away (a cancellation), or the server shuts down (which cancels it) -- the
-// region is forgotten. Sessions are not counted as running streams, so an
-// idle session does not hold up a drain.
+// region (and its challenge) and then stays open; when it ends -- the client
+// closes it or goes away (a cancellation), or the server shuts down (which
+// cancels it) -- the region is forgotten. Sessions are not counted as
+// running streams, so an idle session does not hold up a drain. Only a peer
+// on this host (loopback, a unix socket) may lend memory.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <memory>
+#include <string>
+#include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"
 
 namespace tensorcast {
 namespace {
+
+// Whether a gRPC peer ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000" -- the
+// brackets percent-encoded, or not --, "unix:/path") is on this host: a
+// unix socket, or a loopback address (127/8, ::1, ::ffff:127/104).
+bool OnThisHost(absl::string_view peer) {
+  if (absl::StartsWith(peer, "unix:") ||
+      absl::StartsWith(peer, "unix-abstract:")) {
+    return true;
+  }
+  if (absl::ConsumePrefix(&peer, "ipv4:")) {
+    const std::string host(peer.substr(0, peer.rfind(':')));
+    struct in_addr v4;
+    return inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+           (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  if (absl::ConsumePrefix(&peer, "ipv6:")) {
+    const std::string text = absl::StrReplaceAll(
+        peer, {{"%5B", "["}, {"%5b", "["}, {"%5D", "]"}, {"%5d", "]"}});
+    const size_t end = text.find(']');
+    if (text.empty() || text[0] != '[' || end == std::string::npos) {
+      return false;
+    }
+    std::string host = text.substr(1, end - 1);
+    host = host.substr(0, host.find('%'));  // a zone, "%25eth0"
+    struct in6_addr v6;
+    if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
+    return IN6_IS_ADDR_LOOPBACK(&v6) ||
+           (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  }
+  return false;
+}
 
 class SharedMemorySession final
     : public grpc::ServerWriteReactor<v1::SharedMemoryEvent> {
@@ -32,6 +72,12 @@ class SharedMemorySession final
       End(absl::FailedPreconditionError(kSharedMemoryOff));
       return;
     }
+    if (!OnThisHost(ctx_->peer())) {
+      End(absl::FailedPreconditionError(
+          "shared memory is for clients on the server's host, connected "
+          "over loopback or a unix socket"));
+      return;
+    }
     const bool memfd = request->name().empty() && request->memfd_pid() != 0;
     if (!request->name().empty() &&
         (request->memfd_pid() != 0 || request->memfd_fd() != 0)) {
@@ -43,25 +89,27 @@ class SharedMemorySession final
     const std::string owner = TensorServiceImpl::RegionOwner(ctx_, *caller);
     SharedMemoryRegistry& registry = service_->shared_memory();
     std::string why;  // a refusal's reason: the log's, never the caller's
-    absl::StatusOr<std::string> id =
+    // The tenant's quota is charged the region's data bytes.
+    absl::StatusOr<SharedMemoryGrant> grant =
         memfd ? registry.OpenMemfd(request->memfd_pid(), request->memfd_fd(),
                                    request->size(), request->token(), owner,
-                                   caller->name(), &why)
+                                   caller->tenant, &why)
               : registry.Open(request->name(), request->size(),
-                              request->token(), owner, caller->name(), &why);
-    if (!id.ok()) {
+                              request->token(), owner, caller->tenant, &why);
+    if (!grant.ok()) {
       if (!why.empty()) {
         spdlog::debug("OpenSharedMemory from {} refused: {}", ctx_->peer(),
                       why);
       }
-      End(id.status());
+      End(grant.status());
       return;
     }
-    region_ = *id;
+    region_ = grant->id;
     event_.set_region(region_);
     event_.set_size(request->size());
     event_.set_mapped(memfd);
     event_.set_data_offset(kSharedMemoryHeaderBytes);
+    event_.set_challenge(grant->challenge);
     LogRpc(service_, "OpenSharedMemory", ctx_, absl::OkStatus(), start_);
     StartWrite(&event_);
   }
@@ -76,7 +124,15 @@ class SharedMemorySession final
   }
 
   void OnDone() override {
-    if (!region_.empty()) service_->shared_memory().Close(region_);
+    if (!region_.empty()) {
+      // Let go on the workers: the last reference punches the data out.
+      std::shared_ptr<const SharedMemoryRegion> region =
+          service_->shared_memory().Close(region_);
+      if (region != nullptr) {
+        service_->shm_workers()->Run(
+            [region = std::move(region)]() mutable { region.reset(); });
+      }
+    }
     delete this;
   }
 

@@ -2,9 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -359,6 +362,10 @@ TensorServiceImpl::TensorServiceImpl(TensorStore* store,
       auth_(auth),
       options_(options),
       shared_memory_(options.shared_memory_dir, options.shared_memory_limits),
+      shm_workers_(options.shared_memory
+                       ? std::make_unique<WorkerPool>(std::clamp<int>(
+                             std::thread::hardware_concurrency() / 2, 2, 8))
+                       : nullptr),
       metrics_(MethodNames()) {}
 
 ServiceSnapshot TensorServiceImpl::Snapshot() const {

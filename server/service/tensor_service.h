@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/core/worker_pool.h"
 #include "server/service/auth.h"
 #include "server/service/metrics.h"
 #include "server/store/conversions.h"
@@ -142,6 +143,10 @@ class TensorServiceImpl final : public internal::RawService {
   static std::string RegionOwner(grpc::CallbackServerContext* ctx,
                                  const Caller& caller);
   SharedMemoryRegistry& shared_memory() { return shared_memory_; }
+  // Where shared-memory copies run, in pieces, off gRPC's threads (and
+  // where regions are let go: see SharedMemoryRegion's destructor). Null
+  // without --shared-memory.
+  WorkerPool* shm_workers() { return shm_workers_.get(); }
   void StreamStarted() { active_streams_.fetch_add(1); }
   void StreamEnded() { active_streams_.fetch_sub(1); }
   int64_t active_streams() const { return active_streams_.load(); }
@@ -171,6 +176,8 @@ class TensorServiceImpl final : public internal::RawService {
   const ServiceOptions options_;
 
   SharedMemoryRegistry shared_memory_;
+  // After the registry: stops (running what is queued) before it goes.
+  std::unique_ptr<WorkerPool> shm_workers_;
   Metrics metrics_;
   std::atomic<int64_t> active_streams_{0};
   std::atomic<int64_t> unary_in_flight_{0};

@@ -1,9 +1,12 @@
 #include "server/store/shared_memory.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -51,32 +55,87 @@ bool SameBytes(absl::string_view a, absl::string_view b) {
   return diff == 0;
 }
 
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  const int fd_;
+};
+
 std::string Errno(absl::string_view call) {
   return absl::StrCat(call, ": ", std::strerror(errno));
 }
 
 // Opens `path` (relative to `dir`) for reading and writing if it is a
 // regular file: first as a path only (O_PATH opens nothing -- no device, no
-// FIFO), then, once fstat says regular, again through /proc/self/fd. -1 and
-// `reason` otherwise.
+// FIFO, no file system's open), which `vet` sees before any call that could
+// ask the file's file system about it (fstat: a FUSE one could take forever
+// to answer); then, once fstat says regular, again through
+// /proc/self/fd, without blocking: a file under a lease (F_SETLEASE) fails
+// with EWOULDBLOCK at once rather than after the lease-break time (45 s by
+// default). -1 and `reason` otherwise.
 int OpenRegularFile(int dir, const std::string& path, int flags,
+                    absl::FunctionRef<bool(int, std::string*)> vet,
                     std::string* reason) {
   const int handle = openat(dir, path.c_str(), O_PATH | O_CLOEXEC | flags);
   if (handle < 0) {
     *reason = Errno("open");
     return -1;
   }
+  ScopedFd path_only(handle);
+  if (!vet(handle, reason)) return -1;
   struct stat st;
   if (fstat(handle, &st) != 0 || !S_ISREG(st.st_mode)) {
     *reason = "not a regular file";
-    close(handle);
     return -1;
   }
   const std::string self = absl::StrCat("/proc/self/fd/", handle);
-  const int fd = open(self.c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = open(self.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) *reason = Errno("reopen");
-  close(handle);
   return fd;
+}
+
+// What the magic link `path` (relative to `dir`) points at; readlink asks
+// no file system anything. Empty if it cannot be read.
+std::string LinkTarget(int dir, const std::string& path) {
+  char target[512];
+  const ssize_t n = readlinkat(dir, path.c_str(), target, sizeof(target));
+  return n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+}
+
+// A memfd's link reads "/memfd:NAME (deleted)"; no path can start so
+// unless root made a directory "/memfd:...".
+bool IsMemfdLink(absl::string_view target) {
+  return absl::StartsWith(target, "/memfd:");
+}
+
+// The mount that descriptor `fd` is on, from /proc/self/fdinfo (which asks
+// no file system anything); -1 if unknown.
+int MountIdOf(int fd) {
+  const std::string path = absl::StrCat("/proc/self/fdinfo/", fd);
+  const int info = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (info < 0) return -1;
+  char buffer[1024];
+  ssize_t n = 0;
+  do {
+    n = read(info, buffer, sizeof(buffer) - 1);
+  } while (n < 0 && errno == EINTR);
+  close(info);
+  if (n <= 0) return -1;
+  absl::string_view text(buffer, static_cast<size_t>(n));
+  const size_t at = text.find("mnt_id:");
+  if (at == absl::string_view::npos) return -1;
+  text.remove_prefix(at + 7);
+  text = absl::StripAsciiWhitespace(text.substr(0, text.find('\n')));
+  int id = -1;
+  return absl::SimpleAtoi(text, &id) ? id : -1;
 }
 
 // The thread group (process) of the task whose /proc directory is `dir`;
@@ -101,17 +160,22 @@ int ThreadGroupOf(int dir) {
   return absl::SimpleAtoi(status, &tgid) ? tgid : -1;
 }
 
-// Exactly out->size() bytes at offset 0.
-bool ReadStart(int fd, std::string* out) {
+// Exactly out->size() bytes at `offset`.
+bool ReadAt(int fd, int64_t offset, std::string* out) {
   size_t done = 0;
   while (done < out->size()) {
     ssize_t r = pread(fd, out->data() + done, out->size() - done,
-                      static_cast<off_t>(done));
+                      static_cast<off_t>(offset + static_cast<int64_t>(done)));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     done += static_cast<size_t>(r);
   }
   return true;
+}
+
+// The name a tenant's regions are counted under.
+std::string TenantName(const TenantPtr& tenant) {
+  return tenant == nullptr ? "-" : tenant->name();
 }
 
 // The reason for the log: printable, and short.
@@ -133,25 +197,43 @@ int64_t DerivedMaxTotal() {
                              kMost);
 }
 
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  const int fd_;
-};
-
 }  // namespace
 
+// The regions lent now (device, inode): memory is lent once at a time, and
+// a region leaves only once its data is punched out.
+struct SharedMemoryRegion::Lent {
+  Mutex mu;
+  absl::flat_hash_set<std::pair<dev_t, ino_t>> inodes ABSL_GUARDED_BY(mu);
+};
+
 SharedMemoryRegion::~SharedMemoryRegion() {
+  if (verified()) {
+    // Frees the data's pages, among them any this server touched first
+    // (which the kernel charged to its memory cgroup, not the client's).
+    // Only memory the client has shown it can write; best effort. Before
+    // the unmap: while the server maps a memfd, F_SEAL_WRITE (which would
+    // refuse the punch) cannot be added.
+    (void)fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    kSharedMemoryHeaderBytes, size_ - kSharedMemoryHeaderBytes);
+  }
   if (map_ != nullptr) munmap(map_, static_cast<size_t>(size_));
   close(fd_);
+  if (lent_ != nullptr) {
+    MutexLock lock(&lent_->mu);
+    lent_->inodes.erase(inode_);
+  }
+  // charge_ goes back last, once the pages are.
+}
+
+absl::Status SharedMemoryRegion::Verify() const {
+  if (verified()) return absl::OkStatus();
+  std::string found(static_cast<size_t>(kSharedMemoryChallengeBytes), '\0');
+  if (!ReadAt(fd_, kSharedMemoryChallengeOffset, &found) ||
+      !SameBytes(found, challenge_)) {
+    return absl::NotFoundError(SharedMemoryRegistry::Unusable(size_));
+  }
+  verified_.store(true, std::memory_order_release);
+  return absl::OkStatus();
 }
 
 absl::Status SharedMemoryRegion::CheckRange(int64_t offset,
@@ -242,15 +324,18 @@ std::string SharedMemoryRegistry::Unusable(int64_t size) {
   return absl::StrCat(
       "shared memory region not usable: it must exist, be the caller's own "
       "memory (a sealed memfd of another process, or a tensorcast-* file in "
-      "/dev/shm) of at least ",
-      size, " bytes, and start with the token");
+      "/dev/shm; lent once at a time) of at least ",
+      size,
+      " bytes, start with the token and, from its first transfer on, hold the "
+      "session's challenge");
 }
 
 SharedMemoryRegistry::SharedMemoryRegistry(std::string directory,
                                            SharedMemoryLimits limits)
     : directory_(std::move(directory)),
       limits_(limits),
-      max_total_(limits.max_total > 0 ? limits.max_total : DerivedMaxTotal()) {}
+      max_total_(limits.max_total > 0 ? limits.max_total : DerivedMaxTotal()),
+      lent_(std::make_shared<SharedMemoryRegion::Lent>()) {}
 
 namespace {
 
@@ -304,10 +389,10 @@ absl::Status SharedMemoryRegistry::Reserve(absl::string_view owner,
                      " shared-memory regions open, its limit (per tenant: "
                      "--shared-memory-max-per-tenant)"));
   } else if (total_ >= max_total_) {
+    // Not how many: that would tell about other tenants.
     status = absl::ResourceExhaustedError(
-        absl::StrCat("the server has ", total_,
-                     " shared-memory regions open, its limit (in all: "
-                     "--shared-memory-max-regions)"));
+        "the server's limit of shared-memory regions in all is reached "
+        "(--shared-memory-max-regions)");
   }
   if (!status.ok()) {
     if (mine == 0) per_owner_.erase(owner);
@@ -332,34 +417,65 @@ void SharedMemoryRegistry::Unreserve(absl::string_view owner,
   --total_;
 }
 
-absl::StatusOr<std::string> SharedMemoryRegistry::Open(
+absl::StatusOr<SharedMemoryGrant> SharedMemoryRegistry::Open(
     absl::string_view name, int64_t size, absl::string_view token,
-    absl::string_view owner, absl::string_view tenant, std::string* why) {
+    absl::string_view owner, const TenantPtr& tenant, std::string* why) {
   if (!ValidName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a shared-memory region is a file in ", directory_, " named '", kPrefix,
         "' followed by letters, digits, '_', '.' or '-'"));
   }
   if (absl::Status s = CheckRequest(size, token); !s.ok()) return s;
-  if (absl::Status s = Reserve(owner, tenant); !s.ok()) return s;
-  Reservation reservation(this, owner, tenant);
-  const std::string path = absl::StrCat(directory_, "/", name);
+  const std::string tenant_name = TenantName(tenant);
+  if (absl::Status s = Reserve(owner, tenant_name); !s.ok()) return s;
+  Reservation reservation(this, owner, tenant_name);
+  ByteCharge charge;
+  if (absl::Status s = ByteCharge::Take(tenant, size - kSharedMemoryHeaderBytes,
+                                        "shared-memory regions", &charge);
+      !s.ok()) {
+    return s;
+  }
+  ScopedFd dir(open(directory_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() < 0) {
+    return Refuse(size, why, absl::StrCat(directory_, ": ", Errno("open")));
+  }
+  const int dir_mount = MountIdOf(dir.get());
+  const std::string path(name);
   std::string reason;
-  const int fd = OpenRegularFile(AT_FDCWD, path, O_NOFOLLOW, &reason);
-  if (fd < 0) return Refuse(size, why, absl::StrCat(path, ": ", reason));
-  return Register(fd, /*memfd=*/false, size, token, reservation, why);
+  const int fd = OpenRegularFile(
+      dir.get(), path, O_NOFOLLOW,
+      [&](int handle, std::string* refused) {
+        // Not something mounted over the name (a FUSE file system the
+        // client mounted there could block fstat for good).
+        if (dir_mount >= 0 && MountIdOf(handle) == dir_mount) return true;
+        *refused = "not on the directory's own mount";
+        return false;
+      },
+      &reason);
+  if (fd < 0) {
+    return Refuse(size, why, absl::StrCat(directory_, "/", path, ": ", reason));
+  }
+  return Register(fd, /*memfd=*/false, size, token, std::move(charge),
+                  reservation, why);
 }
 
-absl::StatusOr<std::string> SharedMemoryRegistry::OpenMemfd(
+absl::StatusOr<SharedMemoryGrant> SharedMemoryRegistry::OpenMemfd(
     int pid, int fd, int64_t size, absl::string_view token,
-    absl::string_view owner, absl::string_view tenant, std::string* why) {
+    absl::string_view owner, const TenantPtr& tenant, std::string* why) {
   if (pid <= 0 || fd < 0) {
     return absl::InvalidArgumentError(
         "a memfd region is named by a process id and a descriptor");
   }
   if (absl::Status s = CheckRequest(size, token); !s.ok()) return s;
-  if (absl::Status s = Reserve(owner, tenant); !s.ok()) return s;
-  Reservation reservation(this, owner, tenant);
+  const std::string tenant_name = TenantName(tenant);
+  if (absl::Status s = Reserve(owner, tenant_name); !s.ok()) return s;
+  Reservation reservation(this, owner, tenant_name);
+  ByteCharge charge;
+  if (absl::Status s = ByteCharge::Take(tenant, size - kSharedMemoryHeaderBytes,
+                                        "shared-memory regions", &charge);
+      !s.ok()) {
+    return s;
+  }
   // Built from two numbers: no path of the client's choosing. The /proc
   // directory, once open, stays that task's: a pid reused meanwhile cannot
   // swap another process in between the checks and the open.
@@ -381,20 +497,39 @@ absl::StatusOr<std::string> SharedMemoryRegistry::OpenMemfd(
                                                 : ": a thread of the server"));
     }
   }
-  std::string reason;
-  const int own =
-      OpenRegularFile(dir.get(), absl::StrCat("fd/", fd), 0, &reason);
-  if (own < 0) {
-    return Refuse(size, why, absl::StrCat(proc, "/fd/", fd, ": ", reason));
+  // A memfd by its link, before anything else is done with it: any other
+  // file (one of a FUSE file system above all, whose fstat could block for
+  // good) is refused without its file system being asked anything.
+  const std::string link = absl::StrCat("fd/", fd);
+  if (!IsMemfdLink(LinkTarget(dir.get(), link))) {
+    return Refuse(size, why, absl::StrCat(proc, "/", link, ": not a memfd"));
   }
-  return Register(own, /*memfd=*/true, size, token, reservation, why);
+  std::string reason;
+  const int own = OpenRegularFile(
+      dir.get(), link, 0,
+      [](int handle, std::string* refused) {
+        // The descriptor may have been replaced since: what was opened.
+        if (IsMemfdLink(
+                LinkTarget(AT_FDCWD, absl::StrCat("/proc/self/fd/", handle)))) {
+          return true;
+        }
+        *refused = "not a memfd";
+        return false;
+      },
+      &reason);
+  if (own < 0) {
+    return Refuse(size, why, absl::StrCat(proc, "/", link, ": ", reason));
+  }
+  return Register(own, /*memfd=*/true, size, token, std::move(charge),
+                  reservation, why);
 }
 
-absl::StatusOr<std::string> SharedMemoryRegistry::Register(
+absl::StatusOr<SharedMemoryGrant> SharedMemoryRegistry::Register(
     int fd, bool memfd, int64_t size, absl::string_view token,
-    Reservation& reservation, std::string* why) {
-  // Owns fd from here on.
+    ByteCharge charge, Reservation& reservation, std::string* why) {
+  // Owns fd and the charge from here on.
   std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(fd, size));
+  region->charge_ = std::move(charge);
   struct stat st;
   if (fstat(fd, &st) != 0) return Refuse(size, why, Errno("fstat"));
   if (st.st_size < size) {
@@ -403,16 +538,27 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Register(
                                size, " asked"));
   }
   if (memfd) {
+    // tmpfs only: a hugetlbfs memfd could fail a fault (SIGBUS) when its
+    // pool runs dry.
+    struct statfs fs;
+    if (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+      return Refuse(size, why, "not a memfd on tmpfs");
+    }
+    // F_SEAL_SHRINK: no SIGBUS under the mapping. F_SEAL_SEAL: no seal
+    // added later, F_SEAL_FUTURE_WRITE above all, which would stop the
+    // punch that frees the pages this server touched first.
     const int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    if (seals < 0 || (seals & F_SEAL_SHRINK) == 0 ||
+        (seals & F_SEAL_SEAL) == 0) {
       return Refuse(size, why,
-                    "not a memfd sealed against shrinking (F_SEAL_SHRINK)");
+                    "not a memfd sealed against shrinking and further seals "
+                    "(F_SEAL_SHRINK, F_SEAL_SEAL)");
     }
   }
   // The token, read before anything is mapped: memory that is not the
   // caller's is never mapped, let alone faulted in.
   std::string start(token.size(), '\0');
-  if (!ReadStart(fd, &start) || !SameBytes(start, token)) {
+  if (!ReadAt(fd, 0, &start) || !SameBytes(start, token)) {
     return Refuse(size, why, "does not start with the token sent");
   }
   if (memfd) {
@@ -429,40 +575,53 @@ absl::StatusOr<std::string> SharedMemoryRegistry::Register(
     }
     region->map_ = static_cast<char*>(p);
   }
-  std::string id = RandomHex(16);  // 128 bits: unguessable
-  MutexLock lock(&mu_);
-  for (const auto& [other_id, entry] : regions_) {
-    if (entry.dev == st.st_dev && entry.ino == st.st_ino &&
-        entry.owner != reservation.owner()) {
-      return Refuse(size, why, "another owner has this region open");
+  region->challenge_ = RandomBytes(kSharedMemoryChallengeBytes);
+  region->inode_ = {st.st_dev, st.st_ino};
+  {
+    MutexLock lock(&lent_->mu);
+    if (!lent_->inodes.insert(region->inode_).second) {
+      return Refuse(size, why,
+                    "lent already (now, or by a session still ending)");
     }
   }
-  regions_[id] = Entry{reservation.owner(), reservation.tenant(), st.st_dev,
-                       st.st_ino, std::move(region)};
+  region->lent_ = lent_;
+  SharedMemoryGrant grant{RandomHex(16), region->challenge_};  // 128 bits
+  MutexLock lock(&mu_);
+  regions_[grant.id] =
+      Entry{reservation.owner(), reservation.tenant(), std::move(region)};
   reservation.Commit();
-  return id;
+  return grant;
 }
 
 absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>>
 SharedMemoryRegistry::Find(absl::string_view id,
                            absl::string_view owner) const {
-  MutexLock lock(&mu_);
-  auto it = regions_.find(id);
-  if (it == regions_.end() || it->second.owner != owner) {
-    return absl::NotFoundError(absl::StrCat(
-        "no shared-memory region '", EchoInput(id), "' on this connection"));
+  std::shared_ptr<const SharedMemoryRegion> region;
+  {
+    MutexLock lock(&mu_);
+    auto it = regions_.find(id);
+    if (it == regions_.end() || it->second.owner != owner) {
+      return absl::NotFoundError(absl::StrCat("no shared-memory region '",
+                                              EchoInput(id),
+                                              "' on this connection"));
+    }
+    region = it->second.region;
   }
-  return it->second.region;
+  // Outside the lock: a read of the client's memory.
+  if (absl::Status s = region->Verify(); !s.ok()) return s;
+  return region;
 }
 
-void SharedMemoryRegistry::Close(absl::string_view id) {
-  std::shared_ptr<const SharedMemoryRegion> region;  // closed outside the lock
+std::shared_ptr<const SharedMemoryRegion> SharedMemoryRegistry::Close(
+    absl::string_view id) {
   MutexLock lock(&mu_);
   auto it = regions_.find(id);
-  if (it == regions_.end()) return;
-  region = std::move(it->second.region);
+  if (it == regions_.end()) return nullptr;
+  std::shared_ptr<const SharedMemoryRegion> region =
+      std::move(it->second.region);
   Unreserve(it->second.owner, it->second.tenant);
   regions_.erase(it);
+  return region;
 }
 
 int64_t SharedMemoryRegistry::size() const {

@@ -4,43 +4,68 @@
 // A region is one of two kinds of memory:
 //  - a file the client created under the registry's directory (/dev/shm)
 //    named "tensorcast-" + [A-Za-z0-9_.-]; opened with O_NOFOLLOW, it must
-//    be a regular file of at least the size given. The server reads and
+//    be a regular file of at least the size given, on the directory's own
+//    mount (not something mounted over the name). The server reads and
 //    writes it with pread/pwrite, never through a mapping: a client that
 //    shrinks its file causes a short read or write, which is an error, not
 //    a SIGBUS in the server. (Any language's shm_open works.)
-//  - a memfd the client created and sealed against shrinking (F_SEAL_SHRINK,
-//    Linux memfd_create with MFD_ALLOW_SEALING), named by the client's pid
-//    and descriptor; the server opens it through /proc/PID/fd/FD. Because
-//    the seal makes a SIGBUS impossible, the server maps it (lazily, never
-//    faulting the client's pages in itself): Fetch and Put then cost one
+//  - a memfd the client created and sealed against shrinking and further
+//    seals (F_SEAL_SHRINK and F_SEAL_SEAL; Linux memfd_create with
+//    MFD_ALLOW_SEALING; tmpfs, not hugetlbfs), named by the client's pid
+//    and descriptor; the server opens it through
+//    /proc/PID/fd/FD once the link there names a memfd ("/memfd:..."), so
+//    no other file system is ever asked anything. Because the seal makes a
+//    SIGBUS impossible, the server maps it: Fetch and Put then cost one
 //    memcpy.
+// Every open of the client's memory is non-blocking (O_NONBLOCK): a file
+// under a lease (F_SETLEASE) is refused at once, not waited for.
 //
 // The layout: bytes [0, kSharedMemoryHeaderBytes) are the handshake's. The
-// client writes its token there; the server reads only the token from it
-// and never writes it, so no transfer can change or reveal the token: every
-// Fetch/Put range must lie in [kSharedMemoryHeaderBytes, size). A region
-// must be bigger than the header.
+// client writes its token at [0, token size) before it asks; the server
+// answers with a random challenge, which the client writes at
+// [kSharedMemoryChallengeOffset, +kSharedMemoryChallengeBytes) before its
+// first transfer. The server reads only these from the header and never
+// writes it, so no transfer can change or reveal them: every Fetch/Put
+// range must lie in [kSharedMemoryHeaderBytes, size). A region must be
+// bigger than the header.
 //
 // Safety rules (the server runs with --shared-memory to use them at all):
-//  - The client proves it controls the memory it names: the region must
-//    start with the 16-64 byte token it sends (random: a token of one
+//  - The token proves the client can read the memory it names: the region
+//    must start with the 16-64 byte token it sends (random: a token of one
 //    repeated byte is refused), compared in constant time, read with pread
-//    before anything is mapped. This is what makes a forged name, pid or
-//    descriptor useless.
+//    before anything is mapped. A forged name, pid or descriptor is useless
+//    without reading the memory.
+//  - The challenge proves it can write it: the first Fetch or Put (Find)
+//    reads it back (pread, constant time) and refuses the region with the
+//    open's NOT_FOUND, nothing read or written, until it is there. Memory
+//    the caller can only read (another user's 0644 file, a descriptor
+//    opened read-only, a guessable start such as an ELF header) is never
+//    written nor read out through the server.
 //  - A memfd must belong to another process: the server's own pid, or a
 //    thread of it (whose /proc entry reaches the same descriptors, among
-//    them every region other clients lent), is refused. So is a region
-//    (device and inode) that another owner -- another connection or tenant
-//    -- has open now.
+//    them every region other clients lent), is refused. Memory is lent once
+//    at a time: a region (device and inode) that is lent now -- by anyone,
+//    or by a session still ending -- is refused.
 //  - Every refusal of an open for what the host holds (no such file, pid or
-//    descriptor, not a regular file, not sealed, too small, wrong token,
-//    the server's own process, someone else's region) is one NOT_FOUND
-//    with one text (kUnusable), so the answer reveals nothing about other
-//    processes; the reason goes to `why` for the server's debug log. Input
-//    errors (a bad name, token length, size) are INVALID_ARGUMENT.
+//    descriptor, not a regular file or memfd, not sealed, too small, wrong
+//    token, leased, the server's own process, lent already) is one
+//    NOT_FOUND with one text (Unusable), so the answer reveals nothing about
+//    other processes; the reason goes to `why` for the server's debug log.
+//    Input errors (a bad name, token length, size) are INVALID_ARGUMENT.
 //  - Caps, checked before anything is opened (RESOURCE_EXHAUSTED naming
 //    the cap): region size, regions per owner (connection), per tenant and
-//    in all. Each open region holds one descriptor.
+//    in all. Each open region holds one descriptor. The region's data bytes
+//    (size - header) are charged to the tenant's memory quota (ByteCharge)
+//    from before the open until the region is gone, so a tenant's shared
+//    memory counts against its limits like its tensors.
+//  - Memory cgroups: a page of a sparse region that the server touches
+//    first (a transfer into or out of a hole) is allocated by the kernel
+//    and charged to the server's cgroup, not the client's. The quota bounds
+//    these pages while the region is lent; when the region is gone (its
+//    session ended and no transfer uses it), the server punches its data
+//    out (FALLOC_FL_PUNCH_HOLE) if it ever passed the challenge, which
+//    frees them: a region's data does not outlive its session. Opening
+//    reads only the token's bytes (no MAP_POPULATE, no faulting).
 //  - Ids are 128 random bits, valid only for the owner (the gRPC peer and
 //    tenant) that opened them: any other id or owner is NOT_FOUND, as if it
 //    did not exist.
@@ -55,20 +80,28 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/core/mutex.h"
+#include "server/store/tenant.h"
 
 namespace tensorcast {
 
 // The handshake's bytes at the start of every region: data starts here.
 inline constexpr int64_t kSharedMemoryHeaderBytes = 4096;
+// Where in the header the client writes the server's challenge (after the
+// token's at most 64 bytes), and its size.
+inline constexpr int64_t kSharedMemoryChallengeOffset = 64;
+inline constexpr int64_t kSharedMemoryChallengeBytes = 16;
 
 struct SharedMemoryLimits {
   // The largest region (bytes); 0 = no limit.
@@ -88,6 +121,9 @@ struct SharedMemoryLimits {
 
 class SharedMemoryRegion {
  public:
+  // Punches the data out if the region ever passed its challenge (see the
+  // file comment), then closes it. May take a while for a big region: drop
+  // the last reference off gRPC's threads.
   ~SharedMemoryRegion();
   SharedMemoryRegion(const SharedMemoryRegion&) = delete;
   SharedMemoryRegion& operator=(const SharedMemoryRegion&) = delete;
@@ -95,6 +131,8 @@ class SharedMemoryRegion {
   int64_t size() const { return size_; }
   // True for a sealed memfd, which is mapped.
   bool mapped() const { return map_ != nullptr; }
+  // Whether the client has shown it can write the region (Find checks).
+  bool verified() const { return verified_.load(std::memory_order_acquire); }
   // INVALID_ARGUMENT unless kSharedMemoryHeaderBytes <= offset and
   // offset + length <= size.
   absl::Status CheckRange(int64_t offset, int64_t length) const;
@@ -105,40 +143,65 @@ class SharedMemoryRegion {
 
  private:
   friend class SharedMemoryRegistry;
+  struct Lent;
   SharedMemoryRegion(int fd, int64_t size) : fd_(fd), size_(size) {}
+  // OK once the challenge is in the header (then for good); the open's
+  // NOT_FOUND before.
+  absl::Status Verify() const;
+
   const int fd_;
   const int64_t size_;
   char* map_ = nullptr;  // [0, size_) of the memfd, when mapped
+  std::string challenge_;
+  mutable std::atomic<bool> verified_{false};
+  ByteCharge charge_;  // the tenant's quota, for the data bytes
+  // The lent inodes, which this one leaves once punched and closed.
+  std::shared_ptr<Lent> lent_;
+  std::pair<dev_t, ino_t> inode_{};
+};
+
+// What an open gives the client.
+struct SharedMemoryGrant {
+  std::string id;  // what Fetch and Put name the region by
+  // kSharedMemoryChallengeBytes random bytes for the client to write at
+  // kSharedMemoryChallengeOffset before its first transfer.
+  std::string challenge;
 };
 
 class SharedMemoryRegistry {
  public:
-  // Every refused open's message; `size` is the size asked for.
+  // Every refused open's message (and a region's whose challenge is not
+  // there); `size` is the size asked for.
   static std::string Unusable(int64_t size);
 
   // `directory`: where region files live (/dev/shm; tests may use another).
   explicit SharedMemoryRegistry(std::string directory = "/dev/shm",
                                 SharedMemoryLimits limits = {});
 
-  // Opens a client's /dev/shm region for `owner` (a connection and tenant;
-  // `tenant` names the tenant alone, for its cap); returns its id. On a
-  // refusal, `why` (if given) gets the reason, for the server's log only.
-  absl::StatusOr<std::string> Open(absl::string_view name, int64_t size,
-                                   absl::string_view token,
-                                   absl::string_view owner,
-                                   absl::string_view tenant,
-                                   std::string* why = nullptr);
+  // Opens a client's /dev/shm region for `owner` (a connection and tenant)
+  // of `tenant` (null: the default tenant, which has no quota), whose quota
+  // is charged the data bytes first. On a refusal, `why` (if given) gets
+  // the reason, for the server's log only.
+  absl::StatusOr<SharedMemoryGrant> Open(absl::string_view name, int64_t size,
+                                         absl::string_view token,
+                                         absl::string_view owner,
+                                         const TenantPtr& tenant,
+                                         std::string* why = nullptr);
   // Opens and maps a client's sealed memfd (descriptor `fd` of process
-  // `pid`) for `owner`; returns its id.
-  absl::StatusOr<std::string> OpenMemfd(int pid, int fd, int64_t size,
-                                        absl::string_view token,
-                                        absl::string_view owner,
-                                        absl::string_view tenant,
-                                        std::string* why = nullptr);
-  // The region `id` if `owner` opened it; NOT_FOUND otherwise.
+  // `pid`) for `owner`, likewise.
+  absl::StatusOr<SharedMemoryGrant> OpenMemfd(int pid, int fd, int64_t size,
+                                              absl::string_view token,
+                                              absl::string_view owner,
+                                              const TenantPtr& tenant,
+                                              std::string* why = nullptr);
+  // The region `id` if `owner` opened it (NOT_FOUND otherwise) and its
+  // challenge is in its header (the open's NOT_FOUND otherwise: nothing is
+  // read or written).
   absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> Find(
       absl::string_view id, absl::string_view owner) const;
-  void Close(absl::string_view id);
+  // Forgets the region; returns it, so that the caller can drop what may be
+  // the last reference where the punch does not hold anyone up.
+  std::shared_ptr<const SharedMemoryRegion> Close(absl::string_view id);
   int64_t size() const;
   // The server-wide cap in force (max_total, or the one derived).
   int64_t max_total() const { return max_total_; }
@@ -147,8 +210,6 @@ class SharedMemoryRegistry {
   struct Entry {
     std::string owner;
     std::string tenant;
-    dev_t dev;
-    ino_t ino;
     std::shared_ptr<const SharedMemoryRegion> region;
   };
   class Reservation;
@@ -160,15 +221,18 @@ class SharedMemoryRegistry {
   void Unreserve(absl::string_view owner, absl::string_view tenant)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checks the opened descriptor `fd` (its size, seals, token; the caller
-  // closes it on failure) and registers it; maps it when `memfd`.
-  absl::StatusOr<std::string> Register(int fd, bool memfd, int64_t size,
-                                       absl::string_view token,
-                                       Reservation& reservation,
-                                       std::string* why);
+  // closes it on failure) and registers it with `charge`; maps it when
+  // `memfd`.
+  absl::StatusOr<SharedMemoryGrant> Register(int fd, bool memfd, int64_t size,
+                                             absl::string_view token,
+                                             ByteCharge charge,
+                                             Reservation& reservation,
+                                             std::string* why);
 
   const std::string directory_;
   const SharedMemoryLimits limits_;
   const int64_t max_total_;
+  const std::shared_ptr<SharedMemoryRegion::Lent> lent_;
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> regions_ ABSL_GUARDED_BY(mu_);
   // Regions open or being opened, by owner and by tenant, and in all.

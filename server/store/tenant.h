@@ -12,8 +12,9 @@
 // storage (a view shares its storage's bytes, so only allocations count)
 // and the buffers of its streams -- a Fetch's cast/gather chunk buffers or
 // its GPU reader's pinned slots and device scratch, a GPU Put's host
-// staging (ByteCharge). Going over one is RESOURCE_EXHAUSTED naming the
-// limit; nothing is charged then.
+// staging (ByteCharge) -- and the data bytes of the shared-memory regions
+// it lends (SharedMemoryRegistry). Going over one is RESOURCE_EXHAUSTED naming
+// the limit; nothing is charged then.
 //
 // Thread-safe; the counters are atomics, the limits may change on a token
 // reload.

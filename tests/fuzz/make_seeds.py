@@ -158,10 +158,13 @@ write("rpc", "shm.bin",
       rpc(SHM, pb.OpenSharedMemoryRequest(name="tensorcast-x", size=4096)))
 
 # shm: flags (bit 0 file, bits 1-3 the memfd's seals shrink/grow/write,
-# bit 4 the token at the start), real size, size asked (zigzag), token,
-# bytes at offset 0, then transfers (op byte: even write, odd read; offset,
-# length as zigzag varints). See shm_fuzz.cc.
+# bit 4 the token at the start, bit 5 the challenge left unwritten, bit 6 a
+# 16 KiB quota, bit 7 a memfd without F_SEAL_SEAL), real size, size asked
+# (zigzag), token, bytes at offset 0,
+# then transfers (op byte: even write, odd read; offset, length as zigzag
+# varints). See shm_fuzz.cc.
 SHRINK, GROW, WRITE_SEAL, TOKEN_AT_START = 2, 4, 8, 16
+NO_CHALLENGE, QUOTA, NO_SEAL_SEAL = 32, 64, 128
 TOKEN = bytes(range(1, 33))
 
 
@@ -187,3 +190,13 @@ write("shm", "zero_token.bin",
 write("shm", "too_small.bin", shm(SHRINK | TOKEN_AT_START, 8192, 8193))
 write("shm", "header_only.bin", shm(SHRINK | TOKEN_AT_START, 4096, 4096))
 write("shm", "over_cap.bin", shm(SHRINK | TOKEN_AT_START, 40000, 40000))
+write("shm", "memfd_open_to_seals.bin",
+      shm(SHRINK | GROW | TOKEN_AT_START | NO_SEAL_SEAL, 8192, 8192))
+write("shm", "no_challenge.bin",
+      shm(SHRINK | TOKEN_AT_START | NO_CHALLENGE, 8192, 8192, ops=OPS))
+write("shm", "file_no_challenge.bin",
+      shm(1 | TOKEN_AT_START | NO_CHALLENGE, 8192, 8192, ops=OPS))
+write("shm", "within_quota.bin",
+      shm(SHRINK | TOKEN_AT_START | QUOTA, 8192, 8192, ops=OPS))
+write("shm", "over_quota.bin",
+      shm(SHRINK | TOKEN_AT_START | QUOTA, 30000, 30000))

@@ -5,26 +5,37 @@
 //
 // Input: a flags byte (bit 0: a file, else a memfd; bits 1-3: the memfd's
 // F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE; bit 4: the token is copied to
-// the region's start after the header bytes), the region's real size
-// (varint, taken modulo 64 KiB), the size asked for (zigzag varint), the
-// token (varint length, bytes), the bytes written at offset 0 (varint
-// length, bytes), then transfers: an op byte (even: write, odd: read), an
-// offset and a length (zigzag varints), until the input ends.
+// the region's start after the header bytes; bit 5: the server's challenge
+// is NOT written into the header; bit 6: the tenant has a 16 KiB quota;
+// bit 7: the memfd is NOT sealed against further seals, F_SEAL_SEAL),
+// the region's real size (varint, taken modulo 64 KiB), the size asked for
+// (zigzag varint), the token (varint length, bytes), the bytes written at
+// offset 0 (varint length, bytes), then transfers: an op byte (even:
+// write, odd: read), an offset and a length (zigzag varints), until the
+// input ends.
 //
 // Invariants beyond "no crash, no sanitizer report":
 //  - the open succeeds exactly when the request is well formed and the
 //    memory is usable: a size over the 4096-byte header and within the cap,
-//    a 16-64 byte token that is not one byte repeated, a region at least
-//    that big, a memfd sealed against shrinking (and writable), starting
-//    with the token; malformed requests are INVALID_ARGUMENT (or
-//    RESOURCE_EXHAUSTED for the size cap), and every other refusal is the
-//    one NOT_FOUND text, whatever its reason;
+//    a 16-64 byte token that is not one byte repeated, data bytes within the
+//    tenant's quota, a region at least that big, a memfd sealed against
+//    shrinking and further seals (and writable), starting with the token;
+//    malformed requests are INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for the
+//    size cap and the quota), and every other refusal is the one NOT_FOUND
+//    text, whatever its reason;
+//  - an open region charges its data bytes to the tenant's quota, until it
+//    is gone;
+//  - Find gives the region only once the client has written the challenge
+//    at its offset; before, the open's NOT_FOUND, and nothing changes;
 //  - a transfer succeeds exactly when its range lies in [4096, size); a
 //    write lands where it was asked and nowhere else -- the header above
 //    all never changes -- and a read returns the region's bytes;
-//  - the same region opened by another owner is refused (NOT_FOUND), by
-//    the same one accepted up to the per-owner cap (RESOURCE_EXHAUSTED
-//    past it); another owner's Find is NOT_FOUND;
+//  - memory is lent once at a time: the same region opened again, by
+//    another owner or the same one, is refused (NOT_FOUND); another owner's
+//    Find is NOT_FOUND;
+//  - once the region is gone, a memfd that passed the challenge reads as
+//    zeros past the header (its data punched out), one that did not is
+//    untouched, and it can be lent again;
 //  - a registry that refuses its own process (the default) refuses every
 //    memfd of this process, with the same NOT_FOUND;
 //  - once every region is closed the registry is empty.
@@ -36,12 +47,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "server/store/shared_memory.h"
+#include "server/store/tenant.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_targets.h"
 
@@ -52,6 +65,7 @@ constexpr int64_t kHeader = kSharedMemoryHeaderBytes;
 constexpr int64_t kMaxRegionBytes = 32 << 10;  // the registry's size cap
 constexpr int64_t kMaxFileBytes = 64 << 10;
 constexpr int64_t kMaxTransfer = 128 << 10;  // larger ones are only checked
+constexpr int64_t kQuotaBytes = 16 << 10;    // the tenant's, when it has one
 constexpr char kName[] = "tensorcast-fuzz";
 
 // A directory of this process's own for the file kind, removed at exit
@@ -109,8 +123,11 @@ int FuzzSharedMemory(const uint8_t* data, size_t size) {
   const bool file = (flags & 1) != 0;
   const unsigned seals = (flags & 2 ? F_SEAL_SHRINK : 0) |
                          (flags & 4 ? F_SEAL_GROW : 0) |
-                         (flags & 8 ? F_SEAL_WRITE : 0);
+                         (flags & 8 ? F_SEAL_WRITE : 0) |
+                         (file || (flags & 128) != 0 ? 0 : F_SEAL_SEAL);
   const bool token_at_start = (flags & 16) != 0;
+  const bool answer_challenge = (flags & 32) == 0;
+  const int64_t quota = (flags & 64) != 0 ? kQuotaBytes : 0;
   const int64_t real_size = static_cast<int64_t>(in.Varint() % kMaxFileBytes);
   const int64_t asked = in.Signed();
   const std::string token(in.LengthPrefixed());
@@ -137,11 +154,13 @@ int FuzzSharedMemory(const uint8_t* data, size_t size) {
   limits.max_per_owner = 2;
   limits.allow_own_process = true;  // the memory is this process's
   SharedMemoryRegistry registry(Directory(), limits);
+  const TenantPtr tenant =
+      std::make_shared<Tenant>("t", TenantLimits{quota, 0, 0});
   auto open_as = [&](absl::string_view owner) {
-    return file ? registry.Open(kName, asked, token, owner, "t")
-                : registry.OpenMemfd(getpid(), fd, asked, token, owner, "t");
+    return file ? registry.Open(kName, asked, token, owner, tenant)
+                : registry.OpenMemfd(getpid(), fd, asked, token, owner, tenant);
   };
-  absl::StatusOr<std::string> id = open_as("a");
+  absl::StatusOr<SharedMemoryGrant> grant = open_as("a");
 
   // What the open must say.
   const bool repeated =
@@ -153,26 +172,45 @@ int FuzzSharedMemory(const uint8_t* data, size_t size) {
     expected = absl::StatusCode::kResourceExhausted;
   } else if (token.size() < 16 || token.size() > 64 || repeated) {
     expected = absl::StatusCode::kInvalidArgument;
+  } else if (quota > 0 && asked - kHeader > quota) {
+    expected = absl::StatusCode::kResourceExhausted;
   } else if (real_size < asked ||
              (!file &&
-              ((seals & F_SEAL_SHRINK) == 0 || (seals & F_SEAL_WRITE) != 0)) ||
+              ((seals & F_SEAL_SHRINK) == 0 || (seals & F_SEAL_SEAL) == 0 ||
+               (seals & F_SEAL_WRITE) != 0)) ||
              model.compare(0, token.size(), token) != 0) {
     expected = absl::StatusCode::kNotFound;
   }
-  FUZZ_CHECK(id.status().code() == expected);
-  if (expected == absl::StatusCode::kNotFound)
-    CheckUnusable(id.status(), asked);
+  FUZZ_CHECK(grant.status().code() == expected);
+  if (expected == absl::StatusCode::kNotFound) {
+    CheckUnusable(grant.status(), asked);
+  }
+  FUZZ_CHECK(tenant->bytes() == (grant.ok() ? asked - kHeader : 0));
 
-  if (id.ok()) {
-    absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
-        registry.Find(*id, "a");
-    FUZZ_CHECK(region.ok());
-    FUZZ_CHECK((*region)->size() == asked);
-    FUZZ_CHECK((*region)->mapped() == !file);
-    FUZZ_CHECK(registry.Find(*id, "b").status().code() ==
+  if (grant.ok()) {
+    FUZZ_CHECK(grant->challenge.size() == kSharedMemoryChallengeBytes);
+    FUZZ_CHECK(registry.Find(grant->id, "b").status().code() ==
                absl::StatusCode::kNotFound);
+    if (answer_challenge) {
+      FUZZ_CHECK(PwriteAll(fd, kSharedMemoryChallengeOffset,
+                           grant->challenge.data(),
+                           kSharedMemoryChallengeBytes));
+      model.replace(kSharedMemoryChallengeOffset, kSharedMemoryChallengeBytes,
+                    grant->challenge);
+    }
     const std::string header = model.substr(0, kHeader);
-    while (!in.empty()) {
+    absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
+        registry.Find(grant->id, "a");
+    if (!answer_challenge) {
+      // Not shown writable: not given out, whatever the transfers.
+      CheckUnusable(region.status(), asked);
+    } else {
+      FUZZ_CHECK(region.ok());
+      FUZZ_CHECK((*region)->size() == asked);
+      FUZZ_CHECK((*region)->mapped() == !file);
+      FUZZ_CHECK((*region)->verified());
+    }
+    while (region.ok() && !in.empty()) {
       const bool write = (in.Byte() & 1) == 0;
       const int64_t offset = in.Signed();
       const int64_t length = in.Signed();
@@ -200,23 +238,39 @@ int FuzzSharedMemory(const uint8_t* data, size_t size) {
     FUZZ_CHECK(now == model);
     FUZZ_CHECK(now.compare(0, kHeader, header) == 0);
 
-    // Another owner cannot open it; the same owner can, up to its cap.
+    // Lent once at a time: not again, by another owner or this one.
     CheckUnusable(open_as("b").status(), asked);
-    absl::StatusOr<std::string> again = open_as("a");
+    CheckUnusable(open_as("a").status(), asked);
+    FUZZ_CHECK(tenant->bytes() == asked - kHeader);
+
+    // Gone once closed and let go: a memfd shown writable is punched out
+    // past the header (a file too, where its file system can), one that was
+    // not is left alone; the charge goes back, and it can be lent again.
+    const bool verified = region.ok();
+    region = absl::NotFoundError("let go");
+    FUZZ_CHECK(registry.Close(grant->id) != nullptr);
+    FUZZ_CHECK(tenant->bytes() == 0);
+    FUZZ_CHECK(PreadAll(fd, 0, now.data(), real_size));
+    FUZZ_CHECK(now.compare(0, kHeader, header) == 0);
+    if (!verified) {
+      FUZZ_CHECK(now == model);
+    } else if (!file) {
+      FUZZ_CHECK(now.find_first_not_of('\0', kHeader) == std::string::npos);
+    }
+    absl::StatusOr<SharedMemoryGrant> again = open_as("a");
     FUZZ_CHECK(again.ok());
-    FUZZ_CHECK(open_as("a").status().code() ==
-               absl::StatusCode::kResourceExhausted);
-    registry.Close(*again);
+    registry.Close(again->id);
   }
-  if (id.ok()) registry.Close(*id);
   FUZZ_CHECK(registry.size() == 0);
+  FUZZ_CHECK(tenant->bytes() == 0);
 
   // The server's own process is never a region's owner.
   if (!file && expected == absl::StatusCode::kOk) {
     limits.allow_own_process = false;
     SharedMemoryRegistry strict(Directory(), limits);
     CheckUnusable(
-        strict.OpenMemfd(getpid(), fd, asked, token, "a", "t").status(), asked);
+        strict.OpenMemfd(getpid(), fd, asked, token, "a", nullptr).status(),
+        asked);
   }
   close(fd);
   if (file) unlink(path.c_str());

@@ -10,12 +10,18 @@
 // descriptors; the region caps hold; every range is checked before
 // anything is written; a client that shrinks its file gets an error, not a
 // crashed server; a closed session's region is gone.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -307,8 +314,10 @@ void ExpectUnusable(const grpc::Status& status, int64_t size,
   EXPECT_EQ(status.error_message(),
             "shared memory region not usable: it must exist, be the caller's "
             "own memory (a sealed memfd of another process, or a "
-            "tensorcast-* file in /dev/shm) of at least " +
-                std::to_string(size) + " bytes, and start with the token")
+            "tensorcast-* file in /dev/shm; lent once at a time) of at least " +
+                std::to_string(size) +
+                " bytes, start with the token and, from its first transfer "
+                "on, hold the session's challenge")
       << what;
 }
 
@@ -357,13 +366,20 @@ TEST_F(ShmTest, OpenRefusesForeignOrMalformedRegions) {
 TEST_F(ShmTest, OpenRefusesForeignUnsealedOrMalformedMemfdsAlike) {
   const std::string token = NewToken();
   const int pid = getpid();
-  const int sealed = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_GROW);
+  const int sealed =
+      MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
   const int unsealed = MakeMemfd(8192, token, 0);
   EXPECT_TRUE(RawOpenMemfd(client(), pid, sealed, 8192, token).ok());
   // Whatever the reason, the same code and text: the answers cannot be
   // used to probe which pids and descriptors exist on the host.
   ExpectUnusable(RawOpenMemfd(client(), pid, unsealed, 8192, token), 8192,
                  "unsealed: could shrink under the mapping");
+  // Sealed against shrinking, but open to more seals: F_SEAL_FUTURE_WRITE,
+  // added later, would stop the server punching out the pages it wrote.
+  const int open_to_seals = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_GROW);
+  ExpectUnusable(RawOpenMemfd(client(), pid, open_to_seals, 8192, token), 8192,
+                 "open to further seals");
+  close(open_to_seals);
   ExpectUnusable(RawOpenMemfd(client(), pid, sealed, 8192, NewToken()), 8192,
                  "not this client's");
   ExpectUnusable(RawOpenMemfd(client(), pid, sealed, 8193, token), 8193,
@@ -404,12 +420,14 @@ TEST_F(ShmTest, OpenRefusesForeignUnsealedOrMalformedMemfdsAlike) {
 }
 
 // The token is checked with a read of its bytes before anything is mapped,
-// and the server never faults a client's pages in: a huge sparse memfd
-// costs it nothing, whether the token is right or wrong.
+// and opening faults none of the client's pages in: a huge sparse memfd
+// costs the server nothing until a transfer uses it, whether the token is
+// right or wrong.
 TEST_F(ShmTest, AHugeSparseMemfdIsNeitherMappedNorFaultedIn) {
   constexpr int64_t kSize = int64_t{2} << 30;
   const std::string token = NewToken();
-  const int fd = MakeMemfd(kSize, token, F_SEAL_SHRINK | F_SEAL_GROW);
+  const int fd =
+      MakeMemfd(kSize, token, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
   auto resident = [&] {
     struct stat st;
     EXPECT_EQ(fstat(fd, &st), 0);
@@ -450,14 +468,9 @@ struct HeldSession {
   }
 };
 
-std::unique_ptr<HeldSession> Hold(Client& client, int fd, int64_t size,
-                                  const std::string& token) {
+std::unique_ptr<HeldSession> Hold(Client& client,
+                                  const v1::OpenSharedMemoryRequest& request) {
   auto s = std::make_unique<HeldSession>();
-  v1::OpenSharedMemoryRequest request;
-  request.set_memfd_pid(getpid());
-  request.set_memfd_fd(fd);
-  request.set_size(size);
-  request.set_token(token);
   client.Prepare(&s->ctx, /*with_deadline=*/false);
   s->reader = client.stub()->OpenSharedMemory(&s->ctx, request);
   if (!s->reader->Read(&s->event)) {
@@ -465,6 +478,25 @@ std::unique_ptr<HeldSession> Hold(Client& client, int fd, int64_t size,
     if (s->status.ok()) s->status = grpc::Status(grpc::UNKNOWN, "no event");
   }
   return s;
+}
+
+// A memfd of this process, held open.
+std::unique_ptr<HeldSession> Hold(Client& client, int fd, int64_t size,
+                                  const std::string& token) {
+  v1::OpenSharedMemoryRequest request;
+  request.set_memfd_pid(getpid());
+  request.set_memfd_fd(fd);
+  request.set_size(size);
+  request.set_token(token);
+  return Hold(client, request);
+}
+
+// Writes the session's challenge into the region's header, as a client
+// does before its first transfer.
+void Answer(int fd, const HeldSession& session) {
+  const std::string& challenge = session.event.challenge();
+  EXPECT_EQ(pwrite(fd, challenge.data(), challenge.size(), 64),
+            static_cast<ssize_t>(challenge.size()));
 }
 
 // A client on a connection of its own.
@@ -483,7 +515,7 @@ TEST_F(ShmTest, OneConnectionHoldsAtMostSixtyFourRegions) {
   std::vector<int> fds;
   std::vector<std::unique_ptr<HeldSession>> held;
   for (int i = 0; i < 65; ++i) {
-    fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK));
+    fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL));
     held.push_back(Hold(client(), fds.back(), 8192, token));
   }
   for (int i = 0; i < 64; ++i) EXPECT_TRUE(held[i]->status.ok()) << i;
@@ -505,6 +537,83 @@ TEST_F(ShmTest, OneConnectionHoldsAtMostSixtyFourRegions) {
   EXPECT_TRUE(again.ok()) << again.error_message();
   held.clear();
   for (int fd : fds) close(fd);
+}
+
+// A client that holds a lease (F_SETLEASE) on the memory it names cannot
+// make the server wait for the lease to break (fs.lease-break-time, 45 s by
+// default) on one of gRPC's threads: the open is refused at once, with the
+// answer any unusable region gets, and other calls are served meanwhile.
+TEST_F(ShmTest, ALeasedRegionIsRefusedAtOnce) {
+  // The kernel tells a lease holder with SIGIO that someone wants the file.
+  struct sigaction ignore = {};
+  ignore.sa_handler = SIG_IGN;
+  struct sigaction saved = {};
+  ASSERT_EQ(sigaction(SIGIO, &ignore, &saved), 0);
+  const std::string token = NewToken();
+  // A /dev/shm file and a sealed memfd, each open here read-only only, under
+  // a read lease.
+  const std::string name = "tensorcast-leased-" + std::to_string(getpid());
+  const int rw =
+      shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(rw, 0);
+  ASSERT_EQ(ftruncate(rw, 8192), 0);
+  ASSERT_EQ(pwrite(rw, token.data(), token.size(), 0), 32);
+  close(rw);
+  const int leased_file =
+      open(("/dev/shm/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(leased_file, 0);
+  ASSERT_EQ(fcntl(leased_file, F_SETLEASE, F_RDLCK), 0) << strerror(errno);
+  const int memfd =
+      MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  const int leased_memfd = open(
+      ("/proc/self/fd/" + std::to_string(memfd)).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(leased_memfd, 0);
+  close(memfd);
+  ASSERT_EQ(fcntl(leased_memfd, F_SETLEASE, F_RDLCK), 0) << strerror(errno);
+
+  // Both at once, as two clients on connections of their own.
+  struct Timed {
+    grpc::Status status;
+    double seconds = 0;
+  };
+  auto timed = [](const std::function<grpc::Status()>& call, Timed* out) {
+    const auto start = std::chrono::steady_clock::now();
+    out->status = call();
+    out->seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+  };
+  std::unique_ptr<Client> a = OwnConnection(server_.address(), {});
+  std::unique_ptr<Client> b = OwnConnection(server_.address(), {});
+  Timed file, memfd_open;
+  std::thread file_thread(
+      [&] { timed([&] { return RawOpen(*a, name, 8192, token); }, &file); });
+  std::thread memfd_thread([&] {
+    timed([&] { return RawOpenMemfd(*b, getpid(), leased_memfd, 8192, token); },
+          &memfd_open);
+  });
+  // Meanwhile, another call of the service is served.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Timed stats;
+  timed(
+      [&] {
+        absl::Status s = client().Stats().status();
+        return s.ok() ? grpc::Status::OK
+                      : grpc::Status(grpc::UNKNOWN, std::string(s.message()));
+      },
+      &stats);
+  file_thread.join();
+  memfd_thread.join();
+  EXPECT_TRUE(stats.status.ok()) << stats.status.error_message();
+  EXPECT_LT(stats.seconds, 2.0);
+  ExpectUnusable(file.status, 8192, "a leased file");
+  EXPECT_LT(file.seconds, 2.0);
+  ExpectUnusable(memfd_open.status, 8192, "a leased memfd");
+  EXPECT_LT(memfd_open.seconds, 2.0);
+  close(leased_file);
+  close(leased_memfd);
+  shm_unlink(("/" + name).c_str());
+  sigaction(SIGIO, &saved, nullptr);
 }
 
 TEST(ShmOffTest, ServersRefuseSharedMemoryUnlessAllowed) {
@@ -542,9 +651,10 @@ ClientOptions As(const std::string& token) {
 // client() is alice.
 class ShmTenantTest : public ::testing::Test {
  protected:
-  void Start(std::vector<std::string> flags) {
+  // `bob`: the rest of bob's token line (his limits).
+  void Start(std::vector<std::string> flags, const std::string& bob = "") {
     WriteFile(dir_.File("tokens"),
-              kAliceToken + " alice\n" + kBobToken + " bob\n");
+              kAliceToken + " alice\n" + kBobToken + " bob " + bob + "\n");
     flags.push_back("--auth-tokens=" + dir_.File("tokens"));
     server_ = std::make_unique<ServerProcess>(flags, As(kAliceToken));
   }
@@ -559,7 +669,7 @@ class ShmTenantTest : public ::testing::Test {
 TEST_F(ShmTenantTest, AuthenticationComesBeforeEverything) {
   Start({});  // shared memory off
   const std::string token = NewToken();
-  const int fd = MakeMemfd(8192, token, F_SEAL_SHRINK);
+  const int fd = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL);
   std::unique_ptr<Client> stranger = server_->Connect({});
   EXPECT_EQ(RawOpenMemfd(*stranger, getpid(), fd, 8192, token).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
@@ -691,7 +801,7 @@ TEST_F(ShmTenantTest, ATenantCannotExhaustTheServersDescriptors) {
     if (i % 15 == 0) {
       connections.push_back(OwnConnection(server_->address(), As(kAliceToken)));
     }
-    fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK));
+    fds.push_back(MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL));
     held.push_back(Hold(*connections.back(), fds.back(), 8192, token));
     if (held.back()->status.ok()) {
       ++opened;
@@ -720,12 +830,14 @@ TEST_F(ShmTenantTest, ATenantCannotExhaustTheServersDescriptors) {
   EXPECT_EQ(*bytes, std::string(1024, '\0'));
   // The server's regions are all in use: bob's own is refused, naming the
   // cap, until alice's sessions end.
-  const int bobs = MakeMemfd(8192, token, F_SEAL_SHRINK);
+  const int bobs = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL);
   grpc::Status full = Hold(*bob, bobs, 8192, token)->status;
+  // It names the cap, not how many regions the server has open (which would
+  // tell bob about alice).
   EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(full.error_message().find("--shared-memory-max-"),
-            std::string::npos)
-      << full.error_message();
+  EXPECT_EQ(full.error_message(),
+            "the server's limit of shared-memory regions in all is reached "
+            "(--shared-memory-max-regions)");
   held.clear();
   grpc::Status mine;
   for (int i = 0; i < 100; ++i) {
@@ -736,6 +848,255 @@ TEST_F(ShmTenantTest, ATenantCannotExhaustTheServersDescriptors) {
   EXPECT_TRUE(mine.ok()) << mine.error_message();
   close(bobs);
   for (int fd : fds) close(fd);
+}
+
+// A tenant's lent memory counts against its quota. A page of a sparse
+// region that the server writes first is charged by the kernel to the
+// server (its memory cgroup), so the region's data bytes are charged to the
+// tenant while it is lent (Stats shows them), a region past the quota is
+// refused, naming it, before anything is opened, and when the session ends
+// the charge goes back and the server frees the pages it wrote (it punches
+// the data out).
+TEST_F(ShmTenantTest, LentMemoryCountsAgainstTheTenantsQuota) {
+  Start({"--shared-memory"}, "quota=64MiB");
+  std::unique_ptr<Client> bob = Bob();
+  auto held_bytes = [&]() -> int64_t {
+    absl::StatusOr<v1::StatsResponse> stats = bob->Stats();
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    return stats.ok() ? stats->tenant().bytes() : -1;
+  };
+  constexpr int64_t kHeader = 4096;
+  constexpr int64_t kData = int64_t{32} << 20;
+  const std::string token = NewToken();
+  // Sparse: only the token's page exists.
+  const int fd = MakeMemfd(kHeader + kData, token,
+                           F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  auto resident = [&] {
+    struct stat st;
+    EXPECT_EQ(fstat(fd, &st), 0);
+    return static_cast<int64_t>(st.st_blocks) * 512;
+  };
+  ASSERT_LE(resident(), 64 << 10);
+  {
+    std::unique_ptr<HeldSession> held = Hold(*bob, fd, kHeader + kData, token);
+    ASSERT_TRUE(held->status.ok()) << held->status.error_message();
+    EXPECT_EQ(held_bytes(), kData);
+    // 40 MiB more would pass the 64 MiB quota.
+    const std::string other_token = NewToken();
+    const int more = MakeMemfd(kHeader + (40 << 20), other_token,
+                               F_SEAL_SHRINK | F_SEAL_SEAL);
+    grpc::Status over =
+        Hold(*bob, more, kHeader + (40 << 20), other_token)->status;
+    EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(over.error_message().find("memory quota"), std::string::npos)
+        << over.error_message();
+    close(more);
+    EXPECT_EQ(held_bytes(), kData);
+    // Bob's 16 MiB tensor, fetched into the sparse region: the server is
+    // the first to write those pages.
+    v1::CreateRequest create;
+    create.set_dtype(v1::DTYPE_UINT8);
+    create.add_shape(16 << 20);
+    create.mutable_ones();
+    absl::StatusOr<v1::TensorInfo> t = bob->Create(create);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(held_bytes(), kData + (16 << 20));
+    Answer(fd, *held);
+    FetchOptions f;
+    f.format = v1::FORMAT_RAW;
+    f.shm_region = held->event.region();
+    f.shm_offset = kHeader;
+    ASSERT_TRUE(bob->Fetch(t->handle(), f, NoBytes).ok());
+    EXPECT_GE(resident(), 16 << 20);
+    char byte = 0;
+    ASSERT_EQ(pread(fd, &byte, 1, kHeader + (16 << 20) - 1), 1);
+    EXPECT_EQ(byte, 1);
+  }
+  // The session is over: the charge goes back (the tensor's stays), and the
+  // pages the server wrote are freed.
+  for (int i = 0;
+       i < 200 && (held_bytes() != (16 << 20) || resident() > (64 << 10));
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(held_bytes(), 16 << 20);
+  EXPECT_LE(resident(), 64 << 10);
+  close(fd);
+}
+
+// The token proves only that the caller can read the memory it names.
+// Memory it cannot write -- another user's 0644 file, whose token a process
+// of uid 65534 can read; a memfd whose first bytes are predictable (an ELF
+// header) -- can be named, but no transfer ever touches it: the caller
+// cannot write the session's challenge into the header, and until it is
+// there every Fetch and Put naming the region is refused, with the answer
+// any unusable region gets, and nothing is read or written.
+TEST_F(ShmTenantTest, MemoryTheCallerCannotWriteIsNeverTouched) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root, to make another user's file";
+  Start({"--shared-memory"});
+  constexpr int64_t kSize = 8192;
+  const std::string name = "tensorcast-other-user-" + std::to_string(getpid());
+  const std::string path = "/dev/shm/" + name;
+  std::string contents(kSize, 'o');
+  contents.replace(0, 32, NewToken());
+  int fd = shm_open(("/" + name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, contents.data(), kSize, 0), kSize);
+  ASSERT_EQ(fchown(fd, 1000, 1000), 0);
+  ASSERT_EQ(fchmod(fd, 0644), 0);
+  close(fd);
+  // What bob's process, as uid 65534, can do with it: read, not write.
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  const pid_t child = fork();
+  if (child == 0) {  // system calls only: no gRPC in the child
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    if (open(path.c_str(), O_RDWR) >= 0 || errno != EACCES) _exit(3);
+    char token[32];
+    const int ro = open(path.c_str(), O_RDONLY);
+    if (ro < 0 || pread(ro, token, sizeof(token), 0) != 32) _exit(4);
+    if (write(pipe_fds[1], token, sizeof(token)) != 32) _exit(5);
+    _exit(0);
+  }
+  ASSERT_GT(child, 0);
+  close(pipe_fds[1]);
+  std::string token(32, '\0');
+  EXPECT_EQ(read(pipe_fds[0], token.data(), token.size()), 32);
+  close(pipe_fds[0]);
+  ASSERT_EQ(WaitForExit(child), 0);
+  ASSERT_EQ(token, contents.substr(0, 32));
+
+  // A sealed memfd (here standing for a root process's) that starts like
+  // any x86-64 ELF file: its first 16 bytes are known without reading it.
+  const std::string ident(
+      "\x7f"
+      "ELF\x02\x01\x01" +
+      std::string(9, '\0'));
+  std::string elf(kSize, 'e');
+  elf.replace(0, ident.size(), ident);
+  const int memfd = memfd_create("victim", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(memfd, 0);
+  ASSERT_EQ(pwrite(memfd, elf.data(), kSize, 0), kSize);
+  ASSERT_EQ(
+      fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+
+  std::unique_ptr<Client> bob = Bob();
+  v1::CreateRequest create;
+  create.set_dtype(v1::DTYPE_FLOAT32);
+  create.add_shape(4);
+  create.set_full(2.5);
+  absl::StatusOr<v1::TensorInfo> t = bob->Create(create);
+  ASSERT_TRUE(t.ok()) << t.status();
+  v1::OpenSharedMemoryRequest by_name;
+  by_name.set_name(name);
+  by_name.set_size(kSize);
+  by_name.set_token(token);
+  v1::OpenSharedMemoryRequest by_memfd;
+  by_memfd.set_memfd_pid(getpid());
+  by_memfd.set_memfd_fd(memfd);
+  by_memfd.set_size(kSize);
+  by_memfd.set_token(ident);
+  for (const v1::OpenSharedMemoryRequest& request : {by_name, by_memfd}) {
+    SCOPED_TRACE(request.name().empty() ? "memfd" : "file");
+    // Opening reads the token alone; bob never writes the challenge.
+    std::unique_ptr<HeldSession> held = Hold(*bob, request);
+    ASSERT_TRUE(held->status.ok()) << held->status.error_message();
+    EXPECT_EQ(held->event.challenge().size(), 16u);
+    FetchOptions f;
+    f.format = v1::FORMAT_RAW;
+    f.shm_region = held->event.region();
+    f.shm_offset = 4096;
+    absl::Status fetch = bob->Fetch(t->handle(), f, NoBytes).status();
+    ExpectUnusable(grpc::Status(static_cast<grpc::StatusCode>(fetch.code()),
+                                std::string(fetch.message())),
+                   kSize, "a Fetch into memory bob cannot write");
+    PutOptions p;
+    p.dtype = v1::DTYPE_UINT8;
+    p.shape = {100};
+    p.shm_region = held->event.region();
+    p.shm_offset = 4096;
+    p.shm_bytes = 100;
+    absl::Status put = bob->Put(p, nullptr, 100).status();
+    ExpectUnusable(grpc::Status(static_cast<grpc::StatusCode>(put.code()),
+                                std::string(put.message())),
+                   kSize, "a Put out of memory bob cannot write");
+  }
+  // Neither was written.
+  std::string now(kSize, '\0');
+  fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pread(fd, now.data(), kSize, 0), kSize);
+  close(fd);
+  EXPECT_EQ(now, contents);
+  ASSERT_EQ(pread(memfd, now.data(), kSize, 0), kSize);
+  EXPECT_EQ(now, elf);
+  close(memfd);
+  shm_unlink(("/" + name).c_str());
+}
+
+// This host's first IPv4 address that is not loopback; empty if none.
+std::string NonLoopbackAddress() {
+  struct ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return "";
+  std::string found;
+  for (struct ifaddrs* i = all; i != nullptr && found.empty();
+       i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET ||
+        (i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) {
+      continue;
+    }
+    char text[INET_ADDRSTRLEN] = {0};
+    const auto* in = reinterpret_cast<const struct sockaddr_in*>(i->ifa_addr);
+    if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) {
+      found = text;
+    }
+  }
+  freeifaddrs(all);
+  return found;
+}
+
+// Whether this host has IPv6 loopback (a socket can bind [::1]).
+bool HasIpv6Loopback() {
+  const int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  struct sockaddr_in6 address = {};
+  address.sin6_family = AF_INET6;
+  address.sin6_addr = in6addr_loopback;
+  const bool ok = bind(fd, reinterpret_cast<struct sockaddr*>(&address),
+                       sizeof(address)) == 0;
+  close(fd);
+  return ok;
+}
+
+// Shared memory is same-host only: a client connected over a network
+// address is refused (FAILED_PRECONDITION) before anything is opened, even
+// when it names memory that is really its own; over loopback (IPv4 or
+// IPv6) it is served.
+TEST_F(ShmTenantTest, OnlyClientsOnThisHostMayLendMemory) {
+  const std::string ip = NonLoopbackAddress();
+  if (ip.empty()) GTEST_SKIP() << "no network address but loopback";
+  const bool ipv6 = HasIpv6Loopback();
+  // [::] takes IPv4 connections too.
+  Start({"--shared-memory", ipv6 ? "--listen=[::]:0" : "--listen=0.0.0.0:0"});
+  const std::string& local = server_->address();  // 127.0.0.1:PORT
+  const std::string port = local.substr(local.rfind(':'));
+  std::unique_ptr<Client> remote = Client::Connect(ip + port, As(kBobToken));
+  const std::string token = NewToken();
+  const int fd = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL);
+  const grpc::Status far = RawOpenMemfd(*remote, getpid(), fd, 8192, token);
+  EXPECT_EQ(far.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << far.error_message();
+  EXPECT_NE(far.error_message().find("host"), std::string::npos)
+      << far.error_message();
+  EXPECT_TRUE(remote->Stats().ok());  // other calls are served from there
+  // The same memory, over loopback.
+  EXPECT_TRUE(RawOpenMemfd(*Bob(), getpid(), fd, 8192, token).ok());
+  if (ipv6) {
+    std::unique_ptr<Client> v6 = Client::Connect("[::1]" + port, As(kBobToken));
+    const grpc::Status near = RawOpenMemfd(*v6, getpid(), fd, 8192, token);
+    EXPECT_TRUE(near.ok()) << near.error_message();
+  }
+  close(fd);
 }
 
 }  // namespace

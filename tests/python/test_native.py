@@ -130,10 +130,12 @@ def test_shared_memory_fetch(server) -> None:
         np.testing.assert_array_equal(t.half().numpy(), a.astype(np.float16))
         big = np.arange(3 << 20, dtype=np.int32)  # 12 MiB: the region grows
         np.testing.assert_array_equal(c.from_numpy(big).numpy(), big)
-        # The region's header holds the token alone; transfers never touch it.
+        # The region's header holds the token and, at [64, 80), the server's
+        # challenge, alone; transfers never touch it.
         assert c._shm.data_offset == 4096
         header = bytes(c._shm.map[:4096])
-        assert header[:32] != bytes(32) and header[32:] == bytes(4096 - 32)
+        assert header[:32] != bytes(32) and header[32:64] == bytes(32)
+        assert header[64:80] != bytes(16) and header[80:] == bytes(4096 - 80)
         # Puts go through the region too; odd arrays take the socket.
         b = np.random.default_rng(6).integers(0, 255, 5 << 20, dtype=np.uint8)
         np.testing.assert_array_equal(c.from_numpy(b).numpy(), b)

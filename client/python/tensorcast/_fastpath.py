@@ -103,9 +103,14 @@ class Call:
 # Fetches smaller than this go over the socket even when shared memory is on.
 SHM_MIN_BYTES = 1 << 20
 _SHM_DIR = "/dev/shm"
-# A region's first bytes are its header, where the token goes; the server
-# never reads data from or writes into it (SharedMemoryEvent.data_offset).
+# A region's first bytes are its header, where the token and the server's
+# challenge go; the server never reads data from or writes into it
+# (SharedMemoryEvent.data_offset).
 SHM_HEADER_BYTES = 4096
+# Where the challenge goes (after the token's at most 64 bytes), and its
+# most bytes.
+SHM_CHALLENGE_OFFSET = 64
+_SHM_MAX_CHALLENGE_BYTES = 64
 
 
 def is_local(target: str) -> bool:
@@ -124,10 +129,12 @@ class SharedMemory:
     (``mapped`` is True): its copy runs at memcpy speed. Where the server
     cannot open it (another pid namespace or user) it is a file under
     /dev/shm instead, which the server reads and writes with pread/pwrite.
-    The first ``data_offset`` bytes hold the token (proof this client
-    controls the memory); ``size`` bytes of data follow them, named by
-    shm_offset ``data_offset`` on. It lives while its OpenSharedMemory call
-    stays open; close() ends the call and frees the memory."""
+    The first ``data_offset`` bytes hold the token (proof this client can
+    read the memory) and the challenge the server answers with (proof it
+    can write it, written before any transfer); ``size`` bytes of data
+    follow them, named by shm_offset ``data_offset`` on. It lives while its
+    OpenSharedMemory call stays open; close() ends the call (the server then
+    discards the data) and frees the memory."""
 
     # The server's answers that mean "not a memfd it can open": try a file.
     _FALL_BACK = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
@@ -205,6 +212,15 @@ class SharedMemory:
             raise RuntimeError(
                 f"the server reserves {event.data_offset} bytes of each shared-memory "
                 f"region; this client leaves {self.data_offset}")
+        # The challenge, before any transfer: proof this client can write the
+        # memory it named (a server older than it sends none).
+        challenge = event.challenge
+        if len(challenge) > _SHM_MAX_CHALLENGE_BYTES:
+            self.close()
+            raise RuntimeError(
+                f"the server's shared-memory challenge has {len(challenge)} bytes; "
+                f"this client takes at most {_SHM_MAX_CHALLENGE_BYTES}")
+        self.map[SHM_CHALLENGE_OFFSET:SHM_CHALLENGE_OFFSET + len(challenge)] = challenge
         if self._fd >= 0:
             # The server has its own descriptor now; the map keeps its own.
             os.close(self._fd)

@@ -124,16 +124,18 @@ class OpenSharedMemoryRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ..., memfd_pid: _Optional[int] = ..., memfd_fd: _Optional[int] = ...) -> None: ...
 
 class SharedMemoryEvent(_message.Message):
-    __slots__ = ("region", "size", "mapped", "data_offset")
+    __slots__ = ("region", "size", "mapped", "data_offset", "challenge")
     REGION_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MAPPED_FIELD_NUMBER: _ClassVar[int]
     DATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     region: str
     size: int
     mapped: bool
     data_offset: int
-    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ..., data_offset: _Optional[int] = ...) -> None: ...
+    challenge: bytes
+    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ..., data_offset: _Optional[int] = ..., challenge: _Optional[bytes] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "data")
