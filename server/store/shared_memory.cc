@@ -601,9 +601,8 @@ SharedMemoryRegistry::Find(absl::string_view id,
     MutexLock lock(&mu_);
     auto it = regions_.find(id);
     if (it == regions_.end() || it->second.owner != owner) {
-      return absl::NotFoundError(absl::StrCat("no shared-memory region '",
-                                              EchoInput(id),
-                                              "' on this connection"));
+      return absl::NotFoundError(absl::StrCat(
+          "no shared-memory region '", EchoInput(id), "' on this connection"));
     }
     region = it->second.region;
   }

@@ -1092,9 +1092,13 @@ TEST_F(ShmTenantTest, OnlyClientsOnThisHostMayLendMemory) {
   // The same memory, over loopback.
   EXPECT_TRUE(RawOpenMemfd(*Bob(), getpid(), fd, 8192, token).ok());
   if (ipv6) {
+    // Memory of its own: the region above is lent until the server has
+    // seen that session end, a moment after the call returns.
+    const int fd6 = MakeMemfd(8192, token, F_SEAL_SHRINK | F_SEAL_SEAL);
     std::unique_ptr<Client> v6 = Client::Connect("[::1]" + port, As(kBobToken));
-    const grpc::Status near = RawOpenMemfd(*v6, getpid(), fd, 8192, token);
+    const grpc::Status near = RawOpenMemfd(*v6, getpid(), fd6, 8192, token);
     EXPECT_TRUE(near.ok()) << near.error_message();
+    close(fd6);
   }
   close(fd);
 }
