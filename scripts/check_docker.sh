@@ -35,7 +35,8 @@ run compose "$BIN/python" docker/check_compose.py --schema "$SCHEMA" \
   docker/compose.yaml
 run shellcheck "$BIN/shellcheck" scripts/build.sh scripts/setup.sh \
   scripts/check_docker.sh scripts/check_standalone.sh \
-  scripts/test_container.sh docker/runtime-packages.sh
+  scripts/test_container.sh scripts/debian_base_image.sh \
+  docker/runtime-packages.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint-docker: FAILED: ${failed[*]}" >&2

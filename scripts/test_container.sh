@@ -16,13 +16,13 @@
 #     Docker"): the server up and healthy, then the load run to completion.
 #
 # Podman runs images without a daemon, as root. No image registry need be
-# reachable: the Dockerfile's base, debian:VERSION-slim (VERSION from its
-# `ARG DEBIAN_VERSION`), is made locally with debootstrap from a Debian
-# mirror unless an image of that name exists; the slimmed root filesystem is
-# kept as a tarball in the cache directory for the next run. The build
-# reuses podman's layer cache: with unchanged sources a second run builds
-# nothing. Installs podman, runc, debootstrap and podman-compose (Debian 12)
-# when missing.
+# reachable: the Dockerfile's base is made locally unless an image of that
+# name exists (scripts/debian_base_image.sh: debootstrap from a Debian
+# mirror; its root filesystem cached for the next run). The build reuses
+# podman's layer cache: with unchanged sources a second run compiles
+# nothing. Installs podman, runc and debootstrap (Debian 12) when missing,
+# and podman-compose from PyPI in a venv of its own in the cache directory
+# (scripts/requirements-container.txt).
 #
 # Environment:
 #   BUILD_DIR  the host build with the CLI and the load tool (default build)
@@ -30,10 +30,14 @@
 #   PYTHON     Python with NumPy (default .venv/bin/python)
 #   TENSORCAST_IMAGE            the tag built and run (default tensorcast:cpu,
 #                               which docker/compose.yaml runs)
-#   TENSORCAST_CONTAINER_CACHE  where the base's tarball is kept (default
+#   TENSORCAST_DOCKERFILE       the Dockerfile (default docker/Dockerfile.cpu)
+#   TENSORCAST_BUILD_ARGS       more KEY=VALUE build arguments, space-separated
+#   TENSORCAST_RUN_BASE         the image the run stage starts from, whose
+#                               packages are not listed as added (default: the
+#                               Debian base)
+#   TENSORCAST_CONTAINER_CACHE  the cache directory (default
 #                               ${XDG_CACHE_HOME:-~/.cache}/tensorcast)
-#   TENSORCAST_DEBIAN_MIRROR    debootstrap's mirror (default: the host's
-#                               apt source, else http://deb.debian.org/debian)
+#   TENSORCAST_DEBIAN_MIRROR    debootstrap's mirror (scripts/debian_base_image.sh)
 #   TENSORCAST_TEST_COMPOSE=0   skip the compose part
 # Every step prints its time; a failed step prints what failed, then the
 # containers' logs, and the script exits 1. Its containers, network and
@@ -46,7 +50,9 @@ JOBS=${JOBS:-2}
 PYTHON=${PYTHON:-.venv/bin/python}
 IMAGE=${TENSORCAST_IMAGE:-tensorcast:cpu}
 CACHE=${TENSORCAST_CONTAINER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tensorcast}
-DOCKERFILE=docker/Dockerfile.cpu
+DOCKERFILE=${TENSORCAST_DOCKERFILE:-docker/Dockerfile.cpu}
+BUILD_ARGS=(--build-arg "JOBS=$JOBS")
+for a in ${TENSORCAST_BUILD_ARGS:-}; do BUILD_ARGS+=(--build-arg "$a"); done
 COMPOSE_FILE=docker/compose.yaml
 CLI=$BUILD_DIR/bin/tensorcast
 LOAD=$BUILD_DIR/bin/tensorcast-load
@@ -129,127 +135,14 @@ step "prerequisites"
 for f in "$CLI" "$LOAD" "$PYTHON"; do
   [ -x "$f" ] || die "$f is missing: run make build first"
 done
-missing=()
-for p in podman runc debootstrap; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-fi
-podman --version
 TMP=$(mktemp -d "${TMPDIR:-/var/tmp}/tensorcast-container.XXXXXX")
 
 # --- the base image ------------------------------------------------------
 step "base image"
-DEBIAN_VERSION=$(sed -n 's/^ARG DEBIAN_VERSION=//p' "$DOCKERFILE")
-[ -n "$DEBIAN_VERSION" ] || die "no ARG DEBIAN_VERSION in $DOCKERFILE"
-BASE=docker.io/library/debian:$DEBIAN_VERSION-slim
-case $DEBIAN_VERSION in
-  12 | 12.*) SUITE=bookworm ;;
-  *) die "makes Debian 12 (bookworm) only, not $DEBIAN_VERSION" ;;
-esac
-
-# The mirror the host's apt uses (its deb822 source), else Debian's CDN.
-host_mirror() {
-  if [ -n "${TENSORCAST_DEBIAN_MIRROR:-}" ]; then
-    echo "$TENSORCAST_DEBIAN_MIRROR"
-  elif [ -f /etc/apt/sources.list.d/debian.sources ] &&
-    grep -q "^VERSION_CODENAME=$SUITE$" /etc/os-release; then
-    awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources
-  else
-    echo http://deb.debian.org/debian
-  fi
-}
-
-# debian:VERSION-slim, made as Debian's images are: a minbase debootstrap,
-# apt's sources in deb822 form (the host's, so the mirror it reaches), dpkg
-# told to leave out documentation, manuals and translations (and those the
-# bootstrap installed removed), no package lists or downloaded packages.
-make_rootfs() {
-  local rootfs=$1 mirror
-  mirror=$(host_mirror)
-  say "debootstrap --variant=minbase $SUITE from $mirror"
-  if ! debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror" \
-    >"$TMP/debootstrap.log" 2>&1; then
-    tail -n 40 "$TMP/debootstrap.log" >&2
-    die "debootstrap failed"
-  fi
-  rm -f "$rootfs/etc/apt/sources.list"
-  if [ -z "${TENSORCAST_DEBIAN_MIRROR:-}" ] &&
-    [ -f /etc/apt/sources.list.d/debian.sources ] &&
-    grep -q "^VERSION_CODENAME=$SUITE$" /etc/os-release; then
-    cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/"
-  else
-    cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: $SUITE $SUITE-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: $SUITE-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-  fi
-  cat >"$rootfs/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
-# A slim image: no documentation (but each package's copyright), manuals or
-# translations.
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/groff/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/lintian/*
-path-exclude /usr/share/linda/*
-path-exclude /usr/share/locale/*
-path-include /usr/share/locale/locale.alias
-EOF
-  cat >"$rootfs/etc/apt/apt.conf.d/slim" <<'EOF'
-// A container image's apt: no translated descriptions, no binary caches,
-// downloaded packages deleted once installed.
-Acquire::Languages "none";
-Dir::Cache::pkgcache "";
-Dir::Cache::srcpkgcache "";
-DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb || true"; };
-EOF
-  find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
-  find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
-  rm -rf "$rootfs"/usr/share/{man,groff,info,lintian,linda}/*
-  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias \
-    -exec rm -rf {} +
-  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
-    "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/log/bootstrap.log
-  mkdir -p "$rootfs/var/lib/apt/lists/partial"
-}
-
-if podman image exists "$BASE"; then
-  say "$BASE exists (podman rmi it to make it again)"
-else
-  ARCH=$(dpkg --print-architecture)
-  TARBALL=$CACHE/debian-$SUITE-slim-$ARCH.tar
-  if [ -s "$TARBALL" ]; then
-    say "from the cached $TARBALL"
-  else
-    make_rootfs "$TMP/rootfs"
-    mkdir -p "$CACHE"
-    tar -C "$TMP/rootfs" --numeric-owner -cf "$TARBALL.part" .
-    mv "$TARBALL.part" "$TARBALL"
-    rm -rf "$TMP/rootfs"
-  fi
-  podman import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' \
-    --message "debootstrap --variant=minbase $SUITE (scripts/test_container.sh)" \
-    "$TARBALL" "$BASE" >/dev/null
-  made=$(quiet "${PODMAN[@]}" run --rm "${ULIMITS[@]}" "$BASE" cat /etc/debian_version)
-  say "$BASE made: Debian $made"
-fi
+BASE=$(./scripts/debian_base_image.sh)
+podman --version
+RUN_BASE=${TENSORCAST_RUN_BASE:-$BASE}
+podman image exists "$RUN_BASE" || die "no image $RUN_BASE (TENSORCAST_RUN_BASE)"
 
 # --- the image -----------------------------------------------------------
 # As a user builds it, but in Docker's image format: podman's default, OCI,
@@ -258,7 +151,7 @@ fi
 step "build $IMAGE"
 build_t0=$(date +%s)
 if ! "${PODMAN[@]}" build --format docker -f "$DOCKERFILE" -t "$IMAGE" \
-  --build-arg JOBS="$JOBS" . >"$TMP/build.log" 2>&1; then
+  "${BUILD_ARGS[@]}" . >"$TMP/build.log" 2>&1; then
   tail -n 150 "$TMP/build.log" >&2
   die "podman build failed (the last 150 lines above)"
 fi
@@ -283,15 +176,15 @@ pkgs() {
   quiet "${PODMAN[@]}" run --rm "${ULIMITS[@]}" --entrypoint dpkg-query "$1" \
     -W -f '${Package} ${Version}\n' | sort
 }
-pkgs "$BASE" >"$TMP/base.pkgs"
+pkgs "$RUN_BASE" >"$TMP/base.pkgs"
 pkgs "$IMAGE" >"$TMP/image.pkgs"
 comm -13 "$TMP/base.pkgs" "$TMP/image.pkgs" >"$TMP/added.pkgs"
 say "$(wc -l <"$TMP/image.pkgs") packages, $(wc -l <"$TMP/added.pkgs") added to the base:"
 sed 's/^/    /' "$TMP/added.pkgs"
 mib() { echo $(($1 / 1048576)); }
 image_size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-base_size=$(podman image inspect --format '{{.Size}}' "$BASE")
-say "size: $(mib "$image_size") MiB ($(mib "$base_size") MiB of it the base $BASE)"
+base_size=$(podman image inspect --format '{{.Size}}' "$RUN_BASE")
+say "size: $(mib "$image_size") MiB ($(mib "$base_size") MiB of it the base $RUN_BASE)"
 
 # --- the server ----------------------------------------------------------
 step "run and become healthy"
