@@ -18,7 +18,7 @@ CMAKE_FLAGS ?=
 # scripts/constraints.txt (README.md, "Pinned versions").
 UPGRADE    ?= 0
 
-.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker test-container check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker test-container test-container-cuda check-standalone fuzz bench format clean
 
 all: build
 
@@ -134,6 +134,15 @@ lint-docker: setup
 # docker/README.md, "Without Docker".
 test-container: build
 	BUILD_DIR=$(BUILD_DIR) JOBS=$(JOBS) PYTHON=$(PYTHON) ./scripts/test_container.sh
+
+# The CUDA image (docker/Dockerfile) as far as a machine without NVIDIA's
+# images can take it (scripts/test_container_cuda.sh): built unchanged on a
+# stand-in pair of bases made from the Debian base and this machine's CUDA
+# toolkit (CUDA_HOME, default /usr/local/cuda), run as test-container runs
+# the CPU image (on the CPU), and its nvcc flags, device code and CUDA
+# runtime library checked. docker/README.md says what it cannot check.
+test-container-cuda: build
+	BUILD_DIR=$(BUILD_DIR) JOBS=$(JOBS) PYTHON=$(PYTHON) ./scripts/test_container_cuda.sh
 
 # make test works from a plain clone: no tracked file may name the directory
 # some checkouts have beside them (scripts/check_standalone.sh says which).
