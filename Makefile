@@ -18,7 +18,7 @@ CMAKE_FLAGS ?=
 # scripts/constraints.txt (README.md, "Pinned versions").
 UPGRADE    ?= 0
 
-.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker test-container test-container-cuda check-standalone fuzz bench format clean
 
 all: build
 
@@ -124,6 +124,25 @@ test-asan: setup
 # (shellcheck): what can be checked here, where no Docker engine runs.
 lint-docker: setup
 	./scripts/check_docker.sh
+
+# The CPU image for real (scripts/test_container.sh): built with podman from
+# docker/Dockerfile.cpu as `docker build` would, run, and used from the host
+# with this build's CLI and load tool; then docker/compose.yaml's cpu and
+# load profiles. Needs root and a Debian mirror; installs podman, runc and
+# debootstrap when missing and makes the Debian base image locally (no
+# registry needed). Not part of make test (CI runs it as its own step):
+# docker/README.md, "Without Docker".
+test-container: build
+	BUILD_DIR=$(BUILD_DIR) JOBS=$(JOBS) PYTHON=$(PYTHON) ./scripts/test_container.sh
+
+# The CUDA image (docker/Dockerfile) as far as a machine without NVIDIA's
+# images can take it (scripts/test_container_cuda.sh): built unchanged on a
+# stand-in pair of bases made from the Debian base and this machine's CUDA
+# toolkit (CUDA_HOME, default /usr/local/cuda), run as test-container runs
+# the CPU image (on the CPU), and its nvcc flags, device code and CUDA
+# runtime library checked. docker/README.md says what it cannot check.
+test-container-cuda: build
+	BUILD_DIR=$(BUILD_DIR) JOBS=$(JOBS) PYTHON=$(PYTHON) ./scripts/test_container_cuda.sh
 
 # make test works from a plain clone: no tracked file may name the directory
 # some checkouts have beside them (scripts/check_standalone.sh says which).

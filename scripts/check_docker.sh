@@ -9,7 +9,8 @@
 #     (a copy in docker/schema/compose-spec.json; COMPOSE_SCHEMA overrides)
 #     and the references the schema cannot follow (docker/check_compose.py);
 #   - shellcheck on the scripts the images and this check run, and on
-#     scripts/check_standalone.sh.
+#     scripts/check_standalone.sh and the scripts of make test-container and
+#     make test-container-cuda, which build and run the images with podman.
 # Runs every check, then exits 1 if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,8 @@ run compose "$BIN/python" docker/check_compose.py --schema "$SCHEMA" \
   docker/compose.yaml
 run shellcheck "$BIN/shellcheck" scripts/build.sh scripts/setup.sh \
   scripts/check_docker.sh scripts/check_standalone.sh \
-  docker/runtime-packages.sh
+  scripts/test_container.sh scripts/test_container_cuda.sh \
+  scripts/debian_base_image.sh docker/runtime-packages.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint-docker: FAILED: ${failed[*]}" >&2

@@ -2,15 +2,20 @@
 # Installs what tensorcast needs to build and test, and nothing twice:
 # Debian packages (only those missing) and a project-local Python venv from
 # PyPI, at the versions scripts/constraints.txt pins. Safe to run again. Also
-# the install step of the Docker images (docker/), which set
-# TENSORCAST_SETUP_PYTHON=0: they build the C++ binaries alone, so Python
-# (every python3* package) and the venv are left out.
+# the install step of the Docker images (docker/), which build the three
+# binaries alone and set two switches (both default 1, as `make setup` runs):
+#   TENSORCAST_SETUP_PYTHON=0  no Python (every python3* package), no venv;
+#   TENSORCAST_SETUP_TESTS=0   no test and development tool chain: clang and
+#       libclang-rt (the fuzzers, the thread-safety build), GoogleTest/GMock
+#       (the tests, which such a build turns off: -DTENSORCAST_BUILD_TESTS=OFF),
+#       clang-format and git (make lint, make format).
 # TENSORCAST_UPGRADE=1 (make setup UPGRADE=1) installs the newest releases
 # requirements-dev.txt allows instead, ignoring the pins: the step before
 # moving them (README.md, "Pinned versions").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETUP_PYTHON=${TENSORCAST_SETUP_PYTHON:-1}
+SETUP_TESTS=${TENSORCAST_SETUP_TESTS:-1}
 
 PACKAGES=(
   build-essential cmake pkg-config git
@@ -19,13 +24,16 @@ PACKAGES=(
   python3 python3-venv python3-dev
   clang libclang-rt-14-dev clang-format
 )
-if [ "$SETUP_PYTHON" = 0 ]; then
-  cpp_only=()
-  for p in "${PACKAGES[@]}"; do
-    case $p in python3*) ;; *) cpp_only+=("$p") ;; esac
-  done
-  PACKAGES=("${cpp_only[@]}")
-fi
+TEST_PACKAGES=(git libgtest-dev libgmock-dev clang libclang-rt-14-dev clang-format)
+kept=()
+for p in "${PACKAGES[@]}"; do
+  if [ "$SETUP_PYTHON" = 0 ] && [[ $p == python3* ]]; then continue; fi
+  if [ "$SETUP_TESTS" = 0 ] && [[ " ${TEST_PACKAGES[*]} " == *" $p "* ]]; then
+    continue
+  fi
+  kept+=("$p")
+done
+PACKAGES=("${kept[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
