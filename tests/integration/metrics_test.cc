@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <regex>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -399,6 +398,31 @@ print(len(events))
   EXPECT_EQ(check.exit_code, 0) << check.err << "\n" << server.Stdout();
 }
 
+// "... rpc=Info peer=P code=NOT_FOUND ms=T message="M"" to the end of the
+// line, where M is escaped: no bare quote, every backslash escapes one
+// character. (By hand: GCC 12 warns inside <regex> under ASan.)
+bool IsNotFoundInfoLine(absl::string_view line) {
+  const size_t at = line.find(" rpc=Info peer=");
+  if (at == absl::string_view::npos) return false;
+  line.remove_prefix(at + 15);
+  const size_t space = line.find(' ');
+  if (space == 0 || space == absl::string_view::npos) return false;
+  line.remove_prefix(space);
+  if (!absl::ConsumePrefix(&line, " code=NOT_FOUND ms=")) return false;
+  const size_t digits = line.find_first_not_of("0123456789.");
+  if (digits == 0 || digits == absl::string_view::npos) return false;
+  line.remove_prefix(digits);
+  if (!absl::ConsumePrefix(&line, " message=\"")) return false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    if (line[i] == '\\') {
+      ++i;  // the escaped character, whatever it is
+    } else if (line[i] == '"') {
+      return i + 1 == line.size();
+    }
+  }
+  return false;
+}
+
 TEST(LogFormatTest, TextLinesAreOneEventEach) {
   ServerProcess server;
   EXPECT_EQ(server.client().Info("two\nlines").status().code(),
@@ -415,8 +439,6 @@ TEST(LogFormatTest, TextLinesAreOneEventEach) {
   EXPECT_NE(out.find("message=\"no tensor 'two\\\\nlines'\""),
             std::string::npos)
       << out;
-  const std::regex rpc_line(R"(.* rpc=Info peer=\S+ code=NOT_FOUND ms=[0-9.]+ )"
-                            R"(message="(?:[^"\\]|\\.)*")");
   int rpc_lines = 0;
   for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
     // Each starts with its timestamp: 2026-11-26T14:11:33.062+00:00.
@@ -426,7 +448,7 @@ TEST(LogFormatTest, TextLinesAreOneEventEach) {
     EXPECT_LT(line.size(), 1500u) << line.substr(0, 200);
     if (absl::StrContains(line, "rpc=Info")) {
       ++rpc_lines;
-      EXPECT_TRUE(std::regex_match(std::string(line), rpc_line)) << line;
+      EXPECT_TRUE(IsNotFoundInfoLine(line)) << line;
       EXPECT_EQ(line.find("code="), line.rfind(" code=NOT_FOUND") + 1) << line;
     }
   }
