@@ -116,32 +116,11 @@ bool IsMemfdLink(absl::string_view target) {
   return absl::StartsWith(target, "/memfd:");
 }
 
-// The mount that descriptor `fd` is on, from /proc/self/fdinfo (which asks
-// no file system anything); -1 if unknown.
-int MountIdOf(int fd) {
-  const std::string path = absl::StrCat("/proc/self/fdinfo/", fd);
-  const int info = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (info < 0) return -1;
-  char buffer[1024];
-  ssize_t n = 0;
-  do {
-    n = read(info, buffer, sizeof(buffer) - 1);
-  } while (n < 0 && errno == EINTR);
-  close(info);
-  if (n <= 0) return -1;
-  absl::string_view text(buffer, static_cast<size_t>(n));
-  const size_t at = text.find("mnt_id:");
-  if (at == absl::string_view::npos) return -1;
-  text.remove_prefix(at + 7);
-  text = absl::StripAsciiWhitespace(text.substr(0, text.find('\n')));
-  int id = -1;
-  return absl::SimpleAtoi(text, &id) ? id : -1;
-}
-
-// The thread group (process) of the task whose /proc directory is `dir`;
-// -1 if it cannot be read.
-int ThreadGroupOf(int dir) {
-  const int fd = openat(dir, "status", O_RDONLY | O_CLOEXEC);
+// The integer after `key` (e.g. "mnt_id:") at the start of a line of the
+// small /proc file `path` (relative to the directory `dir`, or absolute with
+// AT_FDCWD); -1 if it cannot be read.
+int ProcFileInt(int dir, const std::string& path, absl::string_view key) {
+  const int fd = openat(dir, path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   char buffer[4096];
   ssize_t n = 0;
@@ -150,15 +129,27 @@ int ThreadGroupOf(int dir) {
   } while (n < 0 && errno == EINTR);
   close(fd);
   if (n <= 0) return -1;
-  absl::string_view status(buffer, static_cast<size_t>(n));
-  const size_t at = status.find("\nTgid:");
+  absl::string_view text(buffer, static_cast<size_t>(n));
+  size_t at =
+      absl::StartsWith(text, key) ? 0 : text.find(absl::StrCat("\n", key));
   if (at == absl::string_view::npos) return -1;
-  status.remove_prefix(at + 6);
-  const size_t end = status.find('\n');
-  status = absl::StripAsciiWhitespace(status.substr(0, end));
-  int tgid = -1;
-  return absl::SimpleAtoi(status, &tgid) ? tgid : -1;
+  if (at != 0) ++at;  // past the newline
+  text.remove_prefix(at + key.size());
+  text = absl::StripAsciiWhitespace(text.substr(0, text.find('\n')));
+  int value = -1;
+  return absl::SimpleAtoi(text, &value) ? value : -1;
 }
+
+// The mount that descriptor `fd` is on, from /proc/self/fdinfo (which asks
+// no file system anything); -1 if unknown.
+int MountIdOf(int fd) {
+  return ProcFileInt(AT_FDCWD, absl::StrCat("/proc/self/fdinfo/", fd),
+                     "mnt_id:");
+}
+
+// The thread group (process) of the task whose /proc directory is `dir`;
+// -1 if it cannot be read.
+int ThreadGroupOf(int dir) { return ProcFileInt(dir, "status", "Tgid:"); }
 
 // Exactly out->size() bytes at `offset`.
 bool ReadAt(int fd, int64_t offset, std::string* out) {
