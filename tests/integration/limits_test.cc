@@ -40,6 +40,16 @@ const std::string kTokens =
 
 constexpr int64_t kMiB = 1 << 20;
 
+// The peak RSS growth these attacks may cost: the server before the limits
+// grew 871 MiB on the 28 MiB Delete alone, and a release build now grows
+// about 29 MiB over the whole test. Under AddressSanitizer the allocator's
+// redzones and quarantine of freed memory add their own (71 MiB seen).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int64_t kRssGrowthBound = 256 << 20;
+#else
+constexpr int64_t kRssGrowthBound = 64 << 20;
+#endif
+
 ClientOptions WithToken(const std::string& token) {
   ClientOptions o;
   o.token = token;
@@ -222,7 +232,7 @@ TEST_F(LimitsTest, OversizedAndFieldHeavyRequestsCostNoMemory) {
 
   const int64_t growth = PeakRss(server_->pid()) - before;
   RecordProperty("peak_rss_growth_kib", static_cast<int>(growth >> 10));
-  EXPECT_LT(growth, 64 * kMiB)
+  EXPECT_LT(growth, kRssGrowthBound)
       << "peak RSS grew by " << growth / kMiB << " MiB";
   EXPECT_TRUE(server_->client().Stats().ok());
 }
