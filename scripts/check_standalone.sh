@@ -2,8 +2,8 @@
 # make test (first): the repository must build and test from a plain clone
 # with nothing beside it. Fails if a tracked file refers to the sibling
 # directory NAME (below), which some development checkouts have next to
-# them: a build, test or
-# script that read it would pass there and fail everywhere else. (Keep what
+# them: a build, test or script that read it would pass there and fail
+# everywhere else. (Keep what
 # is needed in the repository instead, as docker/schema/ does.) This file
 # names the pattern, so it is left out.
 set -euo pipefail
