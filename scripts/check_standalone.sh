@@ -3,9 +3,8 @@
 # with nothing beside it. Fails if a tracked file refers to the sibling
 # directory NAME (below), which some development checkouts have next to
 # them: a build, test or script that read it would pass there and fail
-# everywhere else. (Keep what
-# is needed in the repository instead, as docker/schema/ does.) This file
-# names the pattern, so it is left out.
+# everywhere else. (Keep what is needed in the repository instead, as
+# docker/schema/ does.) This file is left out of the search.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SELF=scripts/check_standalone.sh
