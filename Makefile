@@ -18,7 +18,7 @@ CMAKE_FLAGS ?=
 # scripts/constraints.txt (README.md, "Pinned versions").
 UPGRADE    ?= 0
 
-.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker test-container test-container-cuda check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker lint-deploy test-container test-container-cuda check-standalone fuzz bench format clean
 
 all: build
 
@@ -79,11 +79,13 @@ test-unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600 -L unit
 
 # The checks that need no build, in seconds: that nothing reads outside the
-# repository, clang-format, ruff, mypy and shellcheck (scripts/lint.sh), and
-# the Docker files' (make lint-docker).
+# repository, clang-format, ruff, mypy and shellcheck (scripts/lint.sh), the
+# Docker files' (make lint-docker) and the Kubernetes manifests' (make
+# lint-deploy).
 lint: check-standalone setup
 	./scripts/lint.sh
 	./scripts/check_docker.sh
+	./scripts/check_deploy.sh
 
 # Clang's thread-safety analysis, an error on our targets
 # (cmake/tensorcast.cmake): the server's and the clients' code must hold the
@@ -124,6 +126,14 @@ test-asan: setup
 # (shellcheck): what can be checked here, where no Docker engine runs.
 lint-docker: setup
 	./scripts/check_docker.sh
+
+# deploy/kubernetes (scripts/check_deploy.sh, docs/cluster.md): each overlay
+# rendered with `kubectl kustomize` (kubectl must be on PATH: the check fails
+# without it), every object validated with kubernetes-validate --strict for
+# Kubernetes 1.30-1.37 (offline), the checks schemas cannot make, and broken
+# copies that must fail.
+lint-deploy: setup
+	./scripts/check_deploy.sh
 
 # The CPU image for real (scripts/test_container.sh): built with podman from
 # docker/Dockerfile.cpu as `docker build` would, run, and used from the host
