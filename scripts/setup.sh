@@ -8,7 +8,8 @@
 #   TENSORCAST_SETUP_TESTS=0   no test and development tool chain: clang and
 #       libclang-rt (the fuzzers, the thread-safety build), GoogleTest/GMock
 #       (the tests, which such a build turns off: -DTENSORCAST_BUILD_TESTS=OFF),
-#       clang-format and git (make lint, make format).
+#       clang-format and git (make lint, make format), curl and chromium
+#       (the HTTP tests).
 # TENSORCAST_UPGRADE=1 (make setup UPGRADE=1) installs the newest releases
 # requirements-dev.txt allows instead, ignoring the pins: the step before
 # moving them (README.md, "Pinned versions").
@@ -23,8 +24,12 @@ PACKAGES=(
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv python3-dev
   clang libclang-rt-14-dev clang-format
+  curl chromium
 )
-TEST_PACKAGES=(git libgtest-dev libgmock-dev clang libclang-rt-14-dev clang-format)
+# curl and chromium: the HTTP data plane's tests (tests/python/test_http.py
+# drives curl and a headless browser).
+TEST_PACKAGES=(git libgtest-dev libgmock-dev clang libclang-rt-14-dev clang-format
+               curl chromium)
 kept=()
 for p in "${PACKAGES[@]}"; do
   if [ "$SETUP_PYTHON" = 0 ] && [[ $p == python3* ]]; then continue; fi
