@@ -179,6 +179,14 @@ def test_curl_download_resume_upload_delete(web: Http, tmp_path: pathlib.Path) -
     assert out.read_bytes() == data
     r = curl("-f", "-I", f"{web.base}/v1/tensors/curl.a")
     assert r.returncode == 0 and f"content-length: {len(data)}" in r.stdout.lower()
+    # From a pipe: a chunked body of unknown length.
+    with open(src, "rb") as f:
+        r = subprocess.run(["curl", "-sS", "-f", "-T", "-",
+                            f"{web.base}/v1/tensors?name=curl.chunked"],
+                           stdin=f, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    status, _, body = web.request("GET", "/v1/tensors/curl.chunked")
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), a)
     r = curl("-f", "-X", "DELETE", f"{web.base}/v1/tensors/curl.a")
     assert r.returncode == 0 and json.loads(r.stdout) == {"deleted": 1}
     r = curl("-o", "/dev/null", "-w", "%{http_code}", f"{web.base}/v1/tensors/curl.a")
@@ -300,7 +308,7 @@ def test_tls_with_the_grpc_certificates(tmp_path: pathlib.Path) -> None:
         status, _, body = h.request("GET", "/v1/tensors/t", context=ctx)
         np.testing.assert_array_equal(np.load(io.BytesIO(body)), a)
         # Plain HTTP to the TLS port gets nothing.
-        with pytest.raises(Exception):
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(f"http://127.0.0.1:{h.port}/v1/tensors", timeout=5)
     finally:
         h.close()
@@ -331,11 +339,9 @@ def chromium() -> str:
                 "(scripts/setup.sh does)")
 
 
-def test_browser_fetch(web: Http, tmp_path: pathlib.Path) -> None:
+def browser_result(web: Http, tmp_path: pathlib.Path) -> str:
+    """What the page shows after fetch()ing tensor 'browser' from `web`."""
     browser = chromium()
-    a = np.arange(1000, dtype=np.float32)
-    status, _ = web.put(a, "?name=browser")
-    assert status == 201
     (tmp_path / "index.html").write_text(PAGE % {"url": web.base})
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -357,5 +363,24 @@ def test_browser_fetch(web: Http, tmp_path: pathlib.Path) -> None:
         finally:
             page.shutdown()
     assert "RESULT" in r.stdout, r.stdout + r.stderr
-    result = r.stdout.split("RESULT ", 1)[1].split("<", 1)[0].strip()
+    return r.stdout.split("RESULT ", 1)[1].split("<", 1)[0].strip()
+
+
+def test_browser_fetch(web: Http, tmp_path: pathlib.Path) -> None:
+    a = np.arange(1000, dtype=np.float32)
+    status, _ = web.put(a, "?name=browser")
+    assert status == 201
+    result = browser_result(web, tmp_path)
     assert result == f"200 1000 1000 {int(a.sum())}", result
+
+
+def test_browser_refused_without_cors(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "server").mkdir()
+    h = Http(tmp_path / "server")
+    try:
+        status, _ = h.put(np.arange(1000, dtype=np.float32), "?name=browser")
+        assert status == 201
+        result = browser_result(h, tmp_path)
+        assert result.startswith("error"), result
+    finally:
+        h.close()
