@@ -171,7 +171,7 @@ check-standalone:
 # libFuzzer (clang, ASan + UBSan): builds only the fuzzers, then runs each
 # for FUZZ_SECONDS on a fresh copy of its seeds in tests/fuzz/corpus; fails
 # if any finds a crash (tests/fuzz/README.md says what to do then).
-FUZZ_TARGETS := npy put_header rpc shm
+FUZZ_TARGETS := npy put_header rpc shm http
 fuzz: setup
 	cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_CXX_COMPILER=clang++ -DTENSORCAST_FUZZ=ON \

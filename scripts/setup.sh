@@ -8,10 +8,11 @@
 #   TENSORCAST_SETUP_TESTS=0   no test and development tool chain: clang and
 #       libclang-rt (the fuzzers, the thread-safety build), GoogleTest/GMock
 #       (the tests, which such a build turns off: -DTENSORCAST_BUILD_TESTS=OFF),
-#       clang-format and git (make lint, make format), and the Go client's
-#       toolchain (make test-go: Go, Debian's Go gRPC and protobuf sources,
-#       protoc-gen-go, the APIv2 plugin, which replaces the older
-#       golang-goprotobuf-dev's, and protoc-gen-go-grpc).
+#       clang-format and git (make lint, make format), curl and chromium
+#       (the HTTP tests: tests/python/test_http.py drives curl and a headless
+#       browser), and the Go client's toolchain (make test-go: Go, Debian's Go
+#       gRPC and protobuf sources, protoc-gen-go, the APIv2 plugin, which
+#       replaces the older golang-goprotobuf-dev's, and protoc-gen-go-grpc).
 # TENSORCAST_UPGRADE=1 (make setup UPGRADE=1) installs the newest releases
 # requirements-dev.txt allows instead, ignoring the pins: the step before
 # moving them (README.md, "Pinned versions").
@@ -28,10 +29,11 @@ PACKAGES=(
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv python3-dev
   clang libclang-rt-14-dev clang-format
+  curl chromium
   "${GO_PACKAGES[@]}"
 )
 TEST_PACKAGES=(git libgtest-dev libgmock-dev clang libclang-rt-14-dev clang-format
-  "${GO_PACKAGES[@]}")
+  curl chromium "${GO_PACKAGES[@]}")
 kept=()
 for p in "${PACKAGES[@]}"; do
   if [ "$SETUP_PYTHON" = 0 ] && [[ $p == python3* ]]; then continue; fi

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/core/flags.h"
 #include "server/core/size.h"
+#include "server/http/http_endpoint.h"
 #include "server/service/logging.h"
 #include "server/service/server.h"
 
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
   std::string log_format = "text";
   std::string port_file;
   std::string metrics_port_file;
+  tensorcast::HttpOptions http;
+  std::string http_port_file;
   double shutdown_grace = 10;
 
   tensorcast::FlagSet flags(
@@ -96,6 +99,16 @@ int main(int argc, char** argv) {
   flags.String("metrics-port-file", &metrics_port_file,
                "write the metrics port to this file once serving (for "
                "--metrics-listen=HOST:0)");
+  flags.String("http-listen", &http.listen,
+               "HOST:PORT to serve the HTTP data plane on (GET/PUT "
+               "/v1/tensors..., docs/http.md); port 0 picks a free port; "
+               "empty = off");
+  flags.String("http-port-file", &http_port_file,
+               "write the HTTP port to this file once serving (for "
+               "--http-listen=HOST:0)");
+  flags.String("http-cors-origin", &http.cors_origin,
+               "the one origin (https://app.example, or *) whose pages may "
+               "call the HTTP data plane; empty = no CORS");
   flags.String("tls-cert", &options.tls_cert,
                "PEM certificate chain: serve TLS (with --tls-key)");
   flags.String("tls-key", &options.tls_key, "PEM private key for --tls-cert");
@@ -137,6 +150,12 @@ int main(int argc, char** argv) {
   if (!metrics_port_file.empty() && options.metrics_listen.empty()) {
     return Fail("--metrics-port-file needs --metrics-listen");
   }
+  if (!http_port_file.empty() && http.listen.empty()) {
+    return Fail("--http-port-file needs --http-listen");
+  }
+  if (!http.cors_origin.empty() && http.listen.empty()) {
+    return Fail("--http-cors-origin needs --http-listen");
+  }
   if (options.default_ttl_seconds < 0 || shutdown_grace < 0) {
     return Fail("--default-ttl and --shutdown-grace must not be negative");
   }
@@ -170,6 +189,23 @@ int main(int argc, char** argv) {
   if (!server.ok()) return Fail(server.status().message());
   spdlog::info("tensorcast-server {} listening on {} (port {})",
                TENSORCAST_VERSION, options.listen, (*server)->port());
+  // The HTTP data plane: the same store, tokens and certificates.
+  std::unique_ptr<tensorcast::HttpEndpoint> http_endpoint;
+  if (!http.listen.empty()) {
+    http.tls_cert = options.tls_cert;
+    http.tls_key = options.tls_key;
+    http.tls_client_ca = options.tls_client_ca;
+    http.allow_insecure_remote = options.allow_insecure_remote;
+    absl::StatusOr<std::unique_ptr<tensorcast::HttpEndpoint>> endpoint =
+        tensorcast::HttpEndpoint::Start(http, (*server)->service(),
+                                        (*server)->authenticator());
+    if (!endpoint.ok()) return Fail(endpoint.status().message());
+    http_endpoint = *std::move(endpoint);
+    spdlog::info("HTTP data plane on {}://{}:{}/v1/tensors",
+                 options.tls_cert.empty() ? "http" : "https",
+                 http.listen.substr(0, http.listen.rfind(':')),
+                 http_endpoint->port());
+  }
   for (const std::string& name : flags.env_flags()) {
     spdlog::info("--{} from ${}", name, flags.EnvName(name));
   }
@@ -177,6 +213,10 @@ int main(int argc, char** argv) {
   if (!metrics_port_file.empty() &&
       !WritePortFile(metrics_port_file, (*server)->metrics_port())) {
     return Fail(absl::StrCat("cannot write ", metrics_port_file));
+  }
+  if (http_endpoint != nullptr && !http_port_file.empty() &&
+      !WritePortFile(http_port_file, http_endpoint->port())) {
+    return Fail(absl::StrCat("cannot write ", http_port_file));
   }
   if (!port_file.empty() && !WritePortFile(port_file, (*server)->port())) {
     return Fail(absl::StrCat("cannot write ", port_file));
@@ -200,6 +240,9 @@ int main(int argc, char** argv) {
   spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
   (*server)->Shutdown(
       std::chrono::milliseconds(static_cast<int64_t>(shutdown_grace * 1000)));
+  // Its downloads counted among the calls drained above; new ones were
+  // refused (503) meanwhile.
+  http_endpoint.reset();
   spdlog::info("stopped");
 #if !defined(__SANITIZE_ADDRESS__)
   // Everything is drained and answered. A normal exit would now run gRPC's

@@ -69,6 +69,10 @@ class TensorcastServer {
   // The metrics endpoint's port; 0 when it is off.
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   const DeviceRegistry& devices() const { return *devices_; }
+  // For the HTTP data plane (server/http), which serves the same tensors
+  // under the same tokens.
+  TensorServiceImpl* service() const { return service_.get(); }
+  const Authenticator* authenticator() const { return auth_.get(); }
 
   // Health goes NOT_SERVING, new calls are refused, and running calls get
   // until `grace` to finish before they are cancelled. Idempotent.

@@ -653,52 +653,57 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
       call, raw_request, raw_response, kSmallLimits);
   v1::StatsResponse* response = &ctx.response;
   return Reply(this, "Stats", ctx, [&](const Caller& caller) -> absl::Status {
-    auto fill_tenant = [](const Tenant& t, v1::TenantStats* out) {
-      const TenantLimits limits = t.limits();
-      out->set_tenant(t.name());
-      out->set_bytes(t.bytes());
-      out->set_tensors(t.tensors());
-      out->set_active_streams(t.streams());
-      out->set_quota_bytes(limits.max_bytes);
-      out->set_max_tensors(limits.max_tensors);
-      out->set_max_streams(limits.max_streams);
-    };
-    if (caller.tenant != nullptr)
-      fill_tenant(*caller.tenant, response->mutable_tenant());
-    response->set_version(TENSORCAST_VERSION);
-    if (!caller.admin) {
-      // One's own figures only: the server's are admin's.
-      response->set_tensors(caller.tenant->tensors());
-      response->set_active_streams(caller.tenant->streams());
-      return absl::OkStatus();
-    }
-    for (const TenantPtr& t : auth_->Tenants()) {
-      fill_tenant(*t, response->add_tenants());
-    }
-    const ServiceSnapshot snapshot = Snapshot();
-    for (const DeviceSnapshot& device : snapshot.devices) {
-      const PoolStats& s = device.pool;
-      v1::DeviceStats* d = response->add_devices();
-      d->set_device(device.name);
-      d->set_description(device.description);
-      d->set_allocated_bytes(s.allocated_bytes);
-      d->set_reserved_bytes(s.reserved_bytes);
-      d->set_peak_allocated_bytes(s.peak_allocated_bytes);
-      d->set_peak_reserved_bytes(s.peak_reserved_bytes);
-      d->set_limit_bytes(s.limit_bytes);
-      d->set_alloc_count(s.alloc_count);
-      d->set_free_count(s.free_count);
-      d->set_cache_hits(s.cache_hits);
-      d->set_cache_misses(s.cache_misses);
-      d->set_segment_count(s.segment_count);
-      d->set_tensors(device.tensors);
-    }
-    response->set_tensors(snapshot.tensors);
-    response->set_active_streams(snapshot.active_streams);
-    response->set_cuda_available(ctx_.devices->cuda_available());
-    response->set_cuda_status(ctx_.devices->cuda_status());
+    FillStats(caller, response);
     return absl::OkStatus();
   });
+}
+
+void TensorServiceImpl::FillStats(const Caller& caller,
+                                  v1::StatsResponse* response) const {
+  auto fill_tenant = [](const Tenant& t, v1::TenantStats* out) {
+    const TenantLimits limits = t.limits();
+    out->set_tenant(t.name());
+    out->set_bytes(t.bytes());
+    out->set_tensors(t.tensors());
+    out->set_active_streams(t.streams());
+    out->set_quota_bytes(limits.max_bytes);
+    out->set_max_tensors(limits.max_tensors);
+    out->set_max_streams(limits.max_streams);
+  };
+  if (caller.tenant != nullptr)
+    fill_tenant(*caller.tenant, response->mutable_tenant());
+  response->set_version(TENSORCAST_VERSION);
+  if (!caller.admin) {
+    // One's own figures only: the server's are admin's.
+    response->set_tensors(caller.tenant->tensors());
+    response->set_active_streams(caller.tenant->streams());
+    return;
+  }
+  for (const TenantPtr& t : auth_->Tenants()) {
+    fill_tenant(*t, response->add_tenants());
+  }
+  const ServiceSnapshot snapshot = Snapshot();
+  for (const DeviceSnapshot& device : snapshot.devices) {
+    const PoolStats& s = device.pool;
+    v1::DeviceStats* d = response->add_devices();
+    d->set_device(device.name);
+    d->set_description(device.description);
+    d->set_allocated_bytes(s.allocated_bytes);
+    d->set_reserved_bytes(s.reserved_bytes);
+    d->set_peak_allocated_bytes(s.peak_allocated_bytes);
+    d->set_peak_reserved_bytes(s.peak_reserved_bytes);
+    d->set_limit_bytes(s.limit_bytes);
+    d->set_alloc_count(s.alloc_count);
+    d->set_free_count(s.free_count);
+    d->set_cache_hits(s.cache_hits);
+    d->set_cache_misses(s.cache_misses);
+    d->set_segment_count(s.segment_count);
+    d->set_tensors(device.tensors);
+  }
+  response->set_tensors(snapshot.tensors);
+  response->set_active_streams(snapshot.active_streams);
+  response->set_cuda_available(ctx_.devices->cuda_available());
+  response->set_cuda_status(ctx_.devices->cuda_status());
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::EmptyCache(

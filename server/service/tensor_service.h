@@ -131,6 +131,10 @@ class TensorServiceImpl final : public internal::RawService {
   // The log keeps the original.
   static absl::Status ForCaller(const absl::Status& status,
                                 const Caller& caller);
+  // What Stats answers this caller: its tenant's figures, and for admins
+  // the server's (every tenant, the devices' pools). The HTTP data plane's
+  // GET /v1/stats returns the same.
+  void FillStats(const Caller& caller, v1::StatsResponse* response) const;
   const ServiceOptions& options() const { return options_; }
   TensorStore* store() const { return ctx_.store; }
   // The region `id` for this connection and tenant: FAILED_PRECONDITION

@@ -27,6 +27,9 @@ void ShutdownRpcFuzzer();
 // memfd or file of this process with fuzz-chosen contents, token, size,
 // seals and offsets.
 int FuzzSharedMemory(const uint8_t* data, size_t size);
+// The HTTP data plane's request target, query and Range parsing
+// (server/http/http_parse.h) on fuzz-chosen strings and sizes.
+int FuzzHttpRequest(const uint8_t* data, size_t size);
 
 }  // namespace tensorcast::fuzz
 

@@ -9,6 +9,7 @@ others (e.g. ones a fuzzer found worth keeping) are left alone.
 """
 import io
 import os
+import struct
 import sys
 
 import numpy as np
@@ -200,3 +201,24 @@ write("shm", "within_quota.bin",
       shm(SHRINK | TOKEN_AT_START | QUOTA, 8192, 8192, ops=OPS))
 write("shm", "over_quota.bin",
       shm(SHRINK | TOKEN_AT_START | QUOTA, 30000, 30000))
+
+# http: the representation's size (8 bytes, little-endian; an odd first
+# byte keeps it under 1 MiB), then a request target and, after a newline,
+# a Range header. See http_fuzz.cc.
+def http(total, target, range_header=None):
+    out = struct.pack("<q", total) + target
+    return out if range_header is None else out + b"\n" + range_header
+
+
+write("http", "download.bin",
+      http(1000, b"/v1/tensors/w%2F1?dtype=float64&format=raw&cpu=1", b"bytes=100-199"))
+write("http", "suffix.bin", http(1000, b"/v1/tensors/abc/info", b"bytes=-10"))
+write("http", "open_end.bin", http(1000, b"/v1/tensors/abc?force", b"bytes=999-"))
+write("http", "past_end.bin", http(1000, b"/v1/tensors/abc", b"bytes=1000-"))
+write("http", "several.bin", http(1000, b"/v1/tensors/abc", b"bytes=0-1,5-6"))
+write("http", "upload.bin",
+      http(0, b"/v1/tensors?name=w&device=cpu&requires_grad=true&ttl=60"))
+write("http", "stats.bin", http(0, b"/v1/stats"))
+write("http", "bad_escape.bin", http(7, b"/v1/tensors/%zz%", b"bytes=x-"))
+write("http", "huge.bin",
+      http(2**62, b"/v1/tensors/x?a=1&a=2", b"bytes=99999999999999999999999-"))

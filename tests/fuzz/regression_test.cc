@@ -25,10 +25,8 @@ struct Target {
 };
 
 const Target kTargets[] = {
-    {"npy", FuzzNpy},
-    {"put_header", FuzzPutHeader},
-    {"rpc", FuzzRpc},
-    {"shm", FuzzSharedMemory},
+    {"npy", FuzzNpy},          {"put_header", FuzzPutHeader}, {"rpc", FuzzRpc},
+    {"shm", FuzzSharedMemory}, {"http", FuzzHttpRequest},
 };
 
 // The files in TENSORCAST_FUZZ_DIR/<kind>/<target>, sorted; none if the
