@@ -17,10 +17,12 @@ from tensorcast import _core
 from tensorcast._errors import from_status
 from tensorcast.v1 import tensor_service_pb2 as pb
 
-# Whether the native path prefaults a fresh array it fetches into (huge
-# pages, then every page populated in one madvise, before the data comes):
-# $TENSORCAST_PREFAULT=0 turns it off.
-PREFAULT = os.environ.get("TENSORCAST_PREFAULT", "1") != "0"
+# Whether the native path prefaults a fresh array of 16 MiB or more it
+# fetches into (MADV_HUGEPAGE, then MADV_POPULATE_WRITE, before the data
+# comes): $TENSORCAST_PREFAULT=1. Off by default: on the 2-core test
+# machine it did not help (256 MiB, medians of 5: 1.56 GB/s with it, 1.75
+# without, 1.81 into numpy(out=); noisy, docs/python.md).
+PREFAULT = os.environ.get("TENSORCAST_PREFAULT", "0") == "1"
 
 # grpc.StatusCode by number, for the extension's errors.
 _STATUS_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
