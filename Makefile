@@ -18,7 +18,7 @@ CMAKE_FLAGS ?=
 # scripts/constraints.txt (README.md, "Pinned versions").
 UPGRADE    ?= 0
 
-.PHONY: all setup constraints build run test test-unit test-go test-asan test-tsan test-thread-safety lint lint-docker lint-deploy test-container test-container-cuda check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-go test-asan test-tsan test-thread-safety lint lint-docker lint-deploy test-container test-container-cuda test-wheel wheel check-standalone fuzz bench format clean
 
 all: build
 
@@ -71,6 +71,7 @@ test: lint
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600 -LE unit
 	$(MAKE) test-python
 	$(MAKE) test-go
+	$(MAKE) test-wheel
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -100,7 +101,7 @@ test-thread-safety: setup
 
 # The Python client: install the package as a user would (not editable), then
 # run its tests against the server just built. It is built with the venv's
-# setuptools and pybind11 (pinned, no download), and the native extension
+# setuptools (pinned, no download), and the native extension
 # must build: TENSORCAST_REQUIRE_NATIVE=1 makes a failure stop the install
 # with the compiler's error rather than leave the pure-Python client.
 .PHONY: test-python
@@ -118,6 +119,28 @@ test-python: build
 # make setup could not install a Go toolchain.
 test-go: build
 	BUILD_DIR=$(BUILD_DIR) PYTHON=$(PYTHON) ./scripts/test_go.sh
+
+# The Python client as a binary wheel in dist/: tensorcast._native (one
+# abi3 build for CPython 3.11 and later) with every shared library it needs
+# bundled by auditwheel (gRPC, abseil, OpenSSL...), so `pip install` of it
+# gets the native path on a machine with no compiler and no gRPC C++
+# library. Tagged with the glibc this machine's libraries need
+# (manylinux_2_35 on Debian 12). docs/python.md, "The wheel".
+wheel: setup
+	rm -rf dist/tmp && mkdir -p dist/tmp
+	TENSORCAST_REQUIRE_NATIVE=1 $(VENV)/bin/pip wheel -q \
+	  --disable-pip-version-check --no-deps --no-build-isolation \
+	  -w dist/tmp ./client/python
+	rm -f dist/tensorcast-*.whl
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/auditwheel repair \
+	  -w dist dist/tmp/tensorcast-*.whl
+	rm -rf dist/tmp
+
+# The wheel installed in a Debian 12 container with python3 alone (no
+# compiler, no gRPC C++ library, no network) and used against this build's
+# server: scripts/test_wheel.sh. Needs root (podman).
+test-wheel: build wheel
+	BUILD_DIR=$(BUILD_DIR) PYTHON=$(PYTHON) ./scripts/test_wheel.sh
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over the same suites.
 test-asan: setup

@@ -1,7 +1,6 @@
 #include "client/cpp/client.h"
 
 #include <grpcpp/create_channel.h>
-#include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/sync_stream.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/fetch_decoder.h"
+#include "client/cpp/generic_call.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace tensorcast {
@@ -22,9 +22,6 @@ namespace tensorcast {
 namespace {
 // Large enough for the biggest Fetch chunk a server sends (64 MiB).
 constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
-// The most data a Put message carries: the server refuses any message over
-// 1 MiB + 64 KiB.
-constexpr int64_t kMaxPutChunkBytes = 1 << 20;
 // The generated stub's name for Fetch, called here with raw responses.
 constexpr char kFetchMethod[] = "/tensorcast.v1.TensorService/Fetch";
 }  // namespace
@@ -161,8 +158,8 @@ absl::StatusOr<v1::TensorInfo> Client::Put(const PutOptions& options,
   if (!options.shm_region.empty()) open = false;  // the server reads the data
   absl::Status source_status;
   std::string* data = request.mutable_data();
-  const size_t chunk = static_cast<size_t>(
-      std::clamp<int64_t>(options_.put_chunk_bytes, 1, kMaxPutChunkBytes));
+  const size_t chunk = static_cast<size_t>(std::clamp<int64_t>(
+      options_.put_chunk_bytes, 1, codec::kMaxPutChunkBytes));
   while (open) {
     data->resize(chunk);
     absl::StatusOr<size_t> n = source(data->data(), chunk);
@@ -224,6 +221,13 @@ absl::StatusOr<v1::TensorInfo> Client::PutNpyFile(const std::string& path,
 absl::StatusOr<v1::FetchHeader> Client::Fetch(absl::string_view ref,
                                               const FetchOptions& options,
                                               const ByteSink& sink) {
+  return FetchChecked(ref, options, nullptr, sink);
+}
+
+absl::StatusOr<v1::FetchHeader> Client::FetchChecked(
+    absl::string_view ref, const FetchOptions& options,
+    const std::function<absl::Status(const v1::FetchHeader&)>& check,
+    const ByteSink& sink) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::FetchRequest request;
@@ -240,31 +244,32 @@ absl::StatusOr<v1::FetchHeader> Client::Fetch(absl::string_view ref,
   request.set_shm_offset(options.shm_offset);
   // The responses are read as raw ByteBuffers and decoded in place, so
   // the sink sees views of gRPC's receive buffers (fetch_decoder.h).
-  const grpc::internal::RpcMethod method(
-      kFetchMethod, grpc::internal::RpcMethod::SERVER_STREAMING, channel_);
-  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
-      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
-          channel_.get(), method, &ctx, request));
+  std::string request_bytes;
+  if (!request.SerializeToString(&request_bytes)) {
+    return absl::InternalError("cannot serialize the FetchRequest");
+  }
+  grpc::Slice request_slice(request_bytes);
+  GenericCall call(channel_, kFetchMethod, &ctx);
+  if (call.Write(grpc::ByteBuffer(&request_slice, 1))) call.WritesDone();
   grpc::ByteBuffer response;
-  DecodedFetchResponse decoded;
-  v1::FetchHeader header;
+  FetchStreamDecoder decoder;
+  decoder.set_header_check(check);
   absl::Status sink_status;
-  int64_t received = 0;
-  while (reader->Read(&response)) {
-    sink_status = DecodeFetchResponse(response, sink, &decoded);
-    received += decoded.data_bytes;
-    if (decoded.has_header) header = std::move(decoded.header);
+  while (call.Read(&response)) {
+    sink_status = decoder.Next(response, sink);
     if (!sink_status.ok()) {
       ctx.TryCancel();
       break;
     }
   }
-  grpc::Status status = reader->Finish();
+  grpc::Status status = call.Finish();
   if (!sink_status.ok()) return sink_status;
   if (!status.ok()) return FromGrpcStatus(status);
-  if (options.shm_region.empty() && received != header.length()) {
-    return absl::DataLossError(absl::StrCat("the stream ended after ", received,
-                                            " of ", header.length(), " bytes"));
+  const v1::FetchHeader& header = decoder.header();
+  if (options.shm_region.empty() && decoder.data_bytes() != header.length()) {
+    return absl::DataLossError(absl::StrCat("the stream ended after ",
+                                            decoder.data_bytes(), " of ",
+                                            header.length(), " bytes"));
   }
   return header;
 }
@@ -295,6 +300,31 @@ absl::StatusOr<v1::FetchHeader> Client::FetchInto(absl::string_view ref,
     pos += bytes.size();
     return absl::OkStatus();
   });
+}
+
+absl::StatusOr<v1::FetchHeader> Client::FetchInto(absl::string_view ref,
+                                                  const FetchOptions& options,
+                                                  absl::Span<char> out) {
+  size_t pos = 0;
+  return FetchChecked(
+      ref, options,
+      [&](const v1::FetchHeader& header) -> absl::Status {
+        if (header.length() != static_cast<int64_t>(out.size())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("the fetched tensor has ", header.length(),
+                           " bytes; the destination has ", out.size()));
+        }
+        return absl::OkStatus();
+      },
+      [&](absl::string_view bytes) -> absl::Status {
+        if (bytes.size() > out.size() - pos) {
+          return absl::DataLossError(
+              "the Fetch stream sent more bytes than its header announced");
+        }
+        std::memcpy(out.data() + pos, bytes.data(), bytes.size());
+        pos += bytes.size();
+        return absl::OkStatus();
+      });
 }
 
 absl::StatusOr<v1::FetchHeader> Client::FetchToFile(absl::string_view ref,

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
 
 namespace tensorcast {
@@ -113,6 +114,12 @@ class Client {
   absl::StatusOr<v1::FetchHeader> FetchInto(absl::string_view ref,
                                             const FetchOptions& options,
                                             char* buffer, size_t capacity);
+  // The same into a span the caller owns, which must be exactly the
+  // output's size: INVALID_ARGUMENT, before any data is written, when the
+  // stream's header announces another length.
+  absl::StatusOr<v1::FetchHeader> FetchInto(absl::string_view ref,
+                                            const FetchOptions& options,
+                                            absl::Span<char> out);
   absl::StatusOr<v1::FetchHeader> FetchToFile(absl::string_view ref,
                                               const FetchOptions& options,
                                               const std::string& path);
@@ -137,6 +144,12 @@ class Client {
   void Prepare(grpc::ClientContext* ctx, bool with_deadline = true) const;
 
  private:
+  // Fetch, with `check` (when set) run on the header before any data.
+  absl::StatusOr<v1::FetchHeader> FetchChecked(
+      absl::string_view ref, const FetchOptions& options,
+      const std::function<absl::Status(const v1::FetchHeader&)>& check,
+      const ByteSink& sink);
+
   // One unary call with the client's deadline.
   absl::Status Call(
       const std::function<grpc::Status(grpc::ClientContext*)>& rpc) const;

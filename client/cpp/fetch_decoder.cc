@@ -1,54 +1,48 @@
 #include "client/cpp/fetch_decoder.h"
 
-#include <string>
+#include <grpcpp/support/slice.h>
 
-#include "proto/wire.h"
+#include <string>
+#include <string_view>
+#include <vector>
 
 namespace tensorcast {
-namespace {
 
-absl::Status Malformed(const char* what) {
-  return absl::DataLossError(
-      std::string("malformed FetchResponse from the server: ") + what);
-}
-
-// v1.FetchResponse's fields.
-constexpr uint64_t kDataField = 1;
-constexpr uint64_t kHeaderField = 2;
-
-}  // namespace
-
-absl::Status DecodeFetchResponse(
+absl::Status FetchStreamDecoder::Next(
     const grpc::ByteBuffer& buffer,
-    absl::FunctionRef<absl::Status(absl::string_view)> sink,
-    DecodedFetchResponse* out) {
-  *out = DecodedFetchResponse();
-  wire::SliceReader in(buffer);
-  absl::Status sink_status;
-  while (!in.done()) {
-    uint64_t field, wire_type, n;
-    if (!in.NextField(&field, &wire_type, &n)) {
-      return Malformed("truncated or unknown field encoding");
-    }
-    if (wire_type != wire::kLengthDelimited) continue;
-    if (field == kDataField) {
-      const bool ok = in.Take(n, [&](absl::string_view piece) {
-        sink_status = sink(piece);
-        out->data_bytes += static_cast<int64_t>(piece.size());
+    absl::FunctionRef<absl::Status(absl::string_view)> sink) {
+  // Dump takes references to the slices, not copies of their bytes.
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) slices.clear();
+  std::vector<std::string_view> pieces;
+  pieces.reserve(slices.size());
+  for (const grpc::Slice& s : slices) {
+    pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  bool bad_header = false;
+  absl::Status sink_status;  // the sink's or the header check's
+  const codec::FetchError e = codec_.Next(
+      pieces.data(), pieces.size(),
+      [&](std::string_view bytes) {
+        bad_header = !header_.ParseFromArray(bytes.data(),
+                                             static_cast<int>(bytes.size()));
+        if (bad_header) return false;
+        if (check_) sink_status = check_(header_);
+        return sink_status.ok();
+      },
+      [&](std::string_view piece) {
+        sink_status = sink(absl::string_view(piece.data(), piece.size()));
         return sink_status.ok();
       });
-      if (!sink_status.ok()) return sink_status;
-      if (!ok) return Malformed("truncated data");
-    } else if (field == kHeaderField) {
-      std::string bytes;
-      if (!in.Copy(n, &bytes)) return Malformed("truncated header");
-      if (!out->header.ParseFromString(bytes)) return Malformed("bad header");
-      out->has_header = true;
-    } else if (!in.Skip(n)) {
-      return Malformed("truncated field");
+  if (e == codec::FetchError::kNone) return absl::OkStatus();
+  if (e == codec::FetchError::kStopped) {
+    if (bad_header) {
+      return absl::DataLossError(
+          "malformed FetchResponse from the server: bad header");
     }
+    return sink_status;
   }
-  return absl::OkStatus();
+  return absl::DataLossError(codec::Describe(e));
 }
 
 }  // namespace tensorcast

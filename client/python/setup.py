@@ -1,16 +1,22 @@
 """The optional native extension, tensorcast._native (everything else is in
-pyproject.toml). It is built when pybind11 (a build requirement) and the
-gRPC C++ library (pkg-config grpc++) are found and the repository's
-proto/wire.h is beside this package; a build that fails leaves the
+pyproject.toml). It is built when the gRPC C++ library (pkg-config grpc++)
+is found and the repository's client/cpp (the shared wire codec) is beside
+this package; a build that fails leaves the
 pure-grpcio client, which works the same, only slower. Set
 TENSORCAST_NO_NATIVE=1 to skip it, or TENSORCAST_REQUIRE_NATIVE=1 (as
 `make test-python` does) to make the install fail, saying why, when the
 extension cannot be built: a missing prerequisite, or the compiler's error
-(no Python.h without python3-dev, for one)."""
+(no Python.h without python3-dev, for one).
+
+On CPython 3.11 and later the extension is built against the limited C API
+(Py_LIMITED_API 3.11, where the buffer protocol joined it): one abi3 build,
+tagged cp311-abi3, serves every later CPython (`make wheel` bundles it with
+the libraries it needs). Older CPythons get a build for their version."""
 
 import os
 import shlex
 import subprocess
+import sys
 
 from setuptools import Extension, setup
 
@@ -45,20 +51,20 @@ def native_extensions() -> list[Extension]:
     if cflags is None or libs is None:
         return skip_native("pkg-config finds no grpc++ (the gRPC C++ "
                            "library: libgrpc++-dev and pkg-config on Debian)")
-    if not os.path.exists(os.path.join(ROOT, "proto", "wire.h")):
-        return skip_native(f"no proto/wire.h in {ROOT} (the package is "
+    headers = [os.path.join(ROOT, "client", "cpp", h)
+               for h in ("codec.h", "generic_call.h")]
+    if not all(os.path.exists(h) for h in headers):
+        return skip_native(f"no client/cpp/codec.h in {ROOT} (the package is "
                            "built outside the tensorcast repository)")
-    try:
-        import pybind11
-    except ImportError:
-        return skip_native("pybind11 cannot be imported")
     return [Extension(
         "tensorcast._native",
         sources=["tensorcast/_native.cc"],
-        # Rebuilt when either changes (pip builds in client/python/build,
+        # Rebuilt when these change (pip builds in client/python/build,
         # which outlives an install).
-        depends=[os.path.join(ROOT, "proto", "wire.h")],
-        include_dirs=[pybind11.get_include(), ROOT],
+        depends=headers,
+        include_dirs=[ROOT],
+        define_macros=[("Py_LIMITED_API", "0x030B0000")] if LIMITED else [],
+        py_limited_api=LIMITED,
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", *cflags],
         extra_link_args=libs,
         language="c++",
@@ -67,4 +73,7 @@ def native_extensions() -> list[Extension]:
     )]
 
 
-setup(ext_modules=native_extensions())
+# The limited API has the buffer protocol from 3.11.
+LIMITED = sys.implementation.name == "cpython" and sys.version_info >= (3, 11)
+setup(ext_modules=native_extensions(),
+      options={"bdist_wheel": {"py_limited_api": "cp311"}} if LIMITED else {})

@@ -414,6 +414,23 @@ TEST_F(RpcTest, RoundTrip64MiBAndByteRanges) {
                 .status()
                 .code(),
             absl::StatusCode::kOutOfRange);
+  // Into a span: it must be the output's size, checked on the header
+  // before any byte is written.
+  std::fill(buffer.begin(), buffer.end(), '\x5a');
+  into = client().FetchInto(t->handle(), raw, absl::MakeSpan(buffer));
+  ASSERT_TRUE(into.ok()) << into.status();
+  EXPECT_TRUE(std::equal(buffer.begin(), buffer.end(), bytes.begin()));
+  for (size_t n : {buffer.size() - 1, buffer.size() + 8}) {
+    std::vector<char> other(n, '\x5a');
+    absl::StatusOr<v1::FetchHeader> wrong =
+        client().FetchInto(t->handle(), raw, absl::MakeSpan(other));
+    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument)
+        << wrong.status();
+    EXPECT_NE(wrong.status().message().find("bytes; the destination has"),
+              absl::string_view::npos);
+    EXPECT_TRUE(std::all_of(other.begin(), other.end(),
+                            [](char c) { return c == '\x5a'; }));
+  }
 }
 
 TEST_F(RpcTest, DeleteWhileFetchingCompletesTheStream) {

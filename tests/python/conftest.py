@@ -124,7 +124,7 @@ def client(server: Server, request: pytest.FixtureRequest) -> Iterator[tc.Client
     """The default client, connected to the session's server, on one path."""
     native = request.param == "native"
     if native and not native_built():
-        pytest.skip("tensorcast._native was not built (no pybind11 or gRPC C++ "
+        pytest.skip("tensorcast._native was not built (no gRPC C++ "
                     "library when the package was installed)")
     shared_memory = "auto" if request.param == "shm" else False
     saved = os.environ.get("TENSORCAST_NATIVE")

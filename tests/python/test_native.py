@@ -111,9 +111,13 @@ def test_native_fetch_keeps_the_callers_exception(fake_fetch_server) -> None:
     channel = _native.Channel(fake_fetch_server, 1 << 20)
     with pytest.raises(Refused, match="no room"):
         channel.fetch(request=b"", metadata=[], timeout=10.0, on_header=on_header)
-    with pytest.raises(_native.RpcError):  # not a buffer: an error, not a crash
+    # Not a writable buffer: Python's own error, not a crash.
+    with pytest.raises(TypeError, match="bytes-like"):
         channel.fetch(request=b"", metadata=[], timeout=10.0,
                       on_header=lambda raw: 42)
+    with pytest.raises(BufferError, match="not writable"):
+        channel.fetch(request=b"", metadata=[], timeout=10.0,
+                      on_header=lambda raw: b"read-only")
 
 
 def test_shared_memory_fetch(server) -> None:

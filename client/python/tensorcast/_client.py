@@ -369,7 +369,8 @@ class Client:
             self._delete_quietly(list(op[1]))
             return None
         if kind == "fetch":
-            return self._fetch(op[1], progress=op[2], bits=op[3], nbytes=op[4])
+            return self._fetch(op[1], progress=op[2], bits=op[3], nbytes=op[4],
+                               out=op[5])
         raise ValueError(f"unknown op {kind}")  # pragma: no cover
 
     def _to_meta(self, ref: str, device: Optional[str], dt: Optional[dtype],
@@ -414,7 +415,8 @@ class Client:
         return self._shm
 
     def _fetch_shared(self, req: pb.FetchRequest, bits: bool,
-                      region: _fastpath.SharedMemory) -> np.ndarray:
+                      region: _fastpath.SharedMemory,
+                      out: Optional[np.ndarray] = None) -> np.ndarray:
         req.shm_region = region.region
         req.shm_offset = region.data_offset
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
@@ -424,14 +426,15 @@ class Client:
             raise from_rpc_error(e, self.target) from None
         if not messages or messages[0].header is None:
             raise RuntimeError("the Fetch stream did not start with its header")
-        sink = _core.FetchSink(messages[0].header, bits=bits)
+        sink = _core.FetchSink(messages[0].header, bits=bits, out=out)
         n = sink.expected
         sink.writable()[:n] = region.data(n)
         sink.received = n
         return sink.result()
 
     def _fetch(self, req: pb.FetchRequest, *, progress: bool = False,
-               bits: bool = False, nbytes: Optional[int] = None) -> np.ndarray:
+               bits: bool = False, nbytes: Optional[int] = None,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
         if self._closed:
@@ -441,9 +444,9 @@ class Client:
             with self._shm_lock:  # one region: one shared-memory fetch at a time
                 region = self._region(nbytes)
                 if region is not None:
-                    return self._fetch_shared(req, bits, region)
+                    return self._fetch_shared(req, bits, region, out)
         if self._native is not None and not progress:
-            return self._native.fetch(req, bits, self.stream_timeout)
+            return self._native.fetch(req, bits, self.stream_timeout, out)
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
         bar: Optional[Progress] = None
         try:
@@ -453,7 +456,8 @@ class Client:
             if header is None:
                 raise RuntimeError("the Fetch stream did not start with its header")
             bar = Progress(progress, int(header.total_bytes), "fetch")
-            sink = _core.FetchSink(header, progress=bar if bar else None, bits=bits)
+            sink = _core.FetchSink(header, progress=bar if bar else None, bits=bits,
+                                   out=out)
             sink.write(first.data)
             del first
             for msg in it:
@@ -623,6 +627,13 @@ class Client:
         own it: dropping it leaves the tensor on the server."""
         resp = self._call(self._stub.Info, pb.InfoRequest(ref=ref))
         return self._wrap(meta_from_info(resp.tensor), owned=False)
+
+    def fetch_into(self, ref: Any, out: Any, *, force: bool = False) -> np.ndarray:
+        """Fetch the tensor ``ref`` (handle, name or RemoteTensor) into
+        ``out``, an array the caller owns, and return it: as
+        ``get(ref).numpy(force=force, out=out)`` (its checks and errors)."""
+        t = ref if isinstance(ref, RemoteTensor) else self.get(ref)
+        return t.numpy(force=force, out=out)
 
     def list(self, name_prefix: str = "") -> list["RemoteTensor"]:
         """Every tensor on the server (all pages), as non-owning proxies."""
@@ -805,16 +816,25 @@ class RemoteTensor(TensorBase):
 
     # -- data -----------------------------------------------------------------
 
-    def numpy(self, force: bool = False, *, progress: bool = False) -> np.ndarray:
+    def numpy(self, force: bool = False, *, progress: bool = False,
+              out: Optional[np.ndarray] = None) -> np.ndarray:
         """The values as a new NumPy array (one Fetch stream).
 
         As ``torch.Tensor.numpy``: a tensor that requires grad raises
         RuntimeError, one on a GPU TypeError (PyTorch's texts);
         ``force=True`` detaches and copies to the host in the stream.
         bfloat16 arrays use ``ml_dtypes.bfloat16``.
+
+        ``out``: fill this array instead and return it -- for loops that
+        fetch the same shapes again and again, into memory already touched.
+        It must have the tensor's dtype and shape, be C-contiguous and
+        writable (TypeError for a wrong dtype, ValueError otherwise, before
+        anything is fetched); a bytearray or memoryview of exactly the
+        tensor's bytes works too. A failed fetch may leave it partly written.
         """
         _core.check_fetchable(self._meta.dtype)
-        return self._client._run(self._fetch_plan(force=force, progress=progress))
+        return self._client._run(self._fetch_plan(force=force, progress=progress,
+                                                  out=out))
 
     def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
         a = self.numpy()

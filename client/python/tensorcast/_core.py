@@ -172,7 +172,7 @@ class FetchSink:
     message."""
 
     def __init__(self, header: pb.FetchHeader, *, progress: Any = None,
-                 bits: bool = False) -> None:
+                 bits: bool = False, out: Optional[np.ndarray] = None) -> None:
         info = header.tensor
         self.dtype = _dtypes.from_proto(info.dtype)
         self.shape = tuple(int(s) for s in info.shape)
@@ -180,7 +180,12 @@ class FetchSink:
             np_dtype = np.dtype("<u2")  # the raw bits, for torch
         else:
             np_dtype = _little_endian(self.dtype.numpy_dtype)
-        self.array = np.empty(self.shape, dtype=np_dtype)
+        if out is not None:
+            # The caller's array (checked before the call, again here
+            # against what the stream says it holds).
+            self.array = check_out(out, self.dtype, self.shape)
+        else:
+            self.array = np.empty(self.shape, dtype=np_dtype)
         self.expected = int(self.array.nbytes)
         if header.format != pb.FORMAT_RAW or header.total_bytes != self.expected:
             raise RuntimeError(
@@ -217,6 +222,42 @@ class FetchSink:
         if sys.byteorder == "big" and a.dtype.byteorder == "<":  # pragma: no cover
             a = a.astype(a.dtype.newbyteorder("="))
         return a
+
+
+def check_out(out: Any, dt: dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` as the array a fetch of ``shape`` ``dt`` values writes into:
+    a NumPy array of that dtype (little-endian or native) and shape, or any
+    other writable buffer (bytearray, memoryview) of exactly that many
+    bytes; it must be C-contiguous and writable. TypeError for a wrong type
+    or dtype, ValueError for the rest, each saying what was expected."""
+    want = _little_endian(dt.numpy_dtype)
+    nbytes = math.prod(shape) * want.itemsize
+    if not isinstance(out, np.ndarray):
+        try:
+            view = memoryview(out)
+        except TypeError:
+            raise TypeError(f"out must be a NumPy array or a writable buffer, "
+                            f"not {type(out).__name__}") from None
+        if view.readonly:
+            raise ValueError("out is read-only")
+        if not view.c_contiguous:
+            raise ValueError("out is not C-contiguous")
+        if view.nbytes != nbytes:
+            raise ValueError(f"out has {view.nbytes} bytes; the tensor "
+                             f"({shape} {dt.name}) has {nbytes}")
+        return np.frombuffer(view.cast("B"), dtype=want).reshape(shape)
+    if _little_endian(out.dtype) != want or out.dtype.byteorder == ">":
+        raise TypeError(f"out has dtype {out.dtype}; the tensor is {dt.name} "
+                        f"(an array of dtype {want.newbyteorder('=')})")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}; the tensor has shape "
+                         f"{tuple(shape)}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not out.flags.c_contiguous:
+        raise ValueError("out is not C-contiguous (np.ascontiguousarray makes a "
+                         "copy that is)")
+    return out
 
 
 def check_fetchable(out: dtype) -> None:

@@ -17,6 +17,13 @@ from tensorcast import _core
 from tensorcast._errors import from_status
 from tensorcast.v1 import tensor_service_pb2 as pb
 
+# Whether the native path prefaults a fresh array of 16 MiB or more it
+# fetches into (MADV_HUGEPAGE, then MADV_POPULATE_WRITE, before the data
+# comes): $TENSORCAST_PREFAULT=1. Off by default: on the 2-core test
+# machine it did not help (256 MiB, medians of 5: 1.56 GB/s with it, 1.75
+# without, 1.81 into numpy(out=); noisy, docs/python.md).
+PREFAULT = os.environ.get("TENSORCAST_PREFAULT", "0") == "1"
+
 # grpc.StatusCode by number, for the extension's errors.
 _STATUS_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
 
@@ -43,9 +50,9 @@ def open_channel(target: str, native: Optional[bool], *, tls: bool) -> Any:
     except ImportError:
         if required:
             raise ImportError(
-                "native=True, but tensorcast._native was not built (it needs "
-                "pybind11 and the gRPC C++ library when the package is "
-                "installed)") from None
+                "native=True, but tensorcast._native was not built (install "
+                "the binary wheel, `make wheel`, or have the gRPC C++ library "
+                "when the package is built)") from None
         return None
     return _native.Channel(target, _core.MAX_CHUNK_BYTES + (1 << 20))
 
@@ -76,17 +83,32 @@ class Call:
             raise from_status(_STATUS_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN),
                               details, self._target) from None
 
-    def fetch(self, req: pb.FetchRequest, bits: bool,
-              timeout: Optional[float]) -> np.ndarray:
-        """Fetch into one new array, as FetchSink does on the grpcio path."""
+    def fetch(self, req: pb.FetchRequest, bits: bool, timeout: Optional[float],
+              out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Fetch into one new array, or into ``out`` (checked by the plan),
+        as FetchSink does on the grpcio path."""
         sinks: list[_core.FetchSink] = []
 
         def on_header(raw: bytes) -> memoryview:
             sinks.append(_core.FetchSink(pb.FetchHeader.FromString(raw), bits=bits))
             return sinks[-1].writable()
 
-        written = self._run(self._channel.fetch, timeout,
-                            request=req.SerializeToString(), on_header=on_header)
+        def on_header_into(raw: bytes) -> int:
+            sinks.append(_core.FetchSink(pb.FetchHeader.FromString(raw), bits=bits,
+                                         out=out))
+            return sinks[-1].expected
+
+        if out is None:
+            written = self._run(self._channel.fetch, timeout,
+                                request=req.SerializeToString(), on_header=on_header,
+                                prefault=PREFAULT)
+        else:
+            # The native side writes the bytes; a uint8 view of the same
+            # memory (dtypes such as bfloat16 export no buffer format).
+            written = self._run(self._channel.fetch_into, timeout,
+                                request=req.SerializeToString(),
+                                out=out.reshape(-1).view(np.uint8),
+                                on_header=on_header_into)
         if not sinks:
             raise RuntimeError("the Fetch stream did not start with its header")
         sinks[-1].received = int(written)

@@ -2,45 +2,54 @@
 //
 // Fetch and Put run here, on a channel of the C++ gRPC library, with the
 // GIL released: a Fetch's data fields are decoded from the slices gRPC
-// received them in (proto/wire.h) and copied once, straight into the NumPy
-// array's buffer; a Put sends the array's memory as slices of its own
-// (no copy into protobuf messages). Requests, headers and replies cross as
-// serialized protobuf bytes, which the Python side builds and parses, so
-// this module knows no message type. Built by the package's setup.py when
-// pybind11 and the gRPC C++ library are there; without it the package uses
-// its pure-grpcio path.
+// received them in (the shared codec, client/cpp/codec.h) and copied once,
+// straight into the destination's buffer (a fresh NumPy array, or the
+// caller's own with fetch_into); a Put sends the array's memory as slices
+// of its own (no copy into protobuf messages). Requests, headers and
+// replies cross as serialized protobuf bytes, which the Python side builds
+// and parses, so this module knows no message type. The calls run on
+// grpc::GenericStub (client/cpp/generic_call.h), public gRPC API only.
+//
+// Written against Python's limited C API (3.11 and up: the buffer
+// protocol), so one build serves every later CPython (an abi3 wheel);
+// built without Py_LIMITED_API for older ones.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <grpcpp/create_channel.h>
-#include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/slice.h>
-#include <grpcpp/support/sync_stream.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
-#include "proto/wire.h"
-
-namespace py = pybind11;
+#include "client/cpp/codec.h"
+#include "client/cpp/generic_call.h"
 
 namespace {
 
 constexpr char kFetchMethod[] = "/tensorcast.v1.TensorService/Fetch";
 constexpr char kPutMethod[] = "/tensorcast.v1.TensorService/Put";
-// v1.FetchResponse: data = 1, header = 2. v1.PutRequest: data = 2.
-constexpr uint64_t kFetchData = 1;
-constexpr uint64_t kFetchHeader = 2;
-constexpr int kPutData = 2;
+// Fresh destinations this large are prefaulted (when asked) before data
+// comes: transparent huge pages where the kernel allows, then every page
+// populated in one call instead of one fault per 4 KiB page mid-copy.
+constexpr int64_t kPrefaultMinBytes = int64_t{16} << 20;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL
+#endif
 
 // Raised as tensorcast._native.RpcError(code, details).
 PyObject* rpc_error = nullptr;
@@ -50,13 +59,39 @@ struct Failure {
   std::string details;
 };
 
-[[noreturn]] void Raise(const Failure& f) {
-  PyErr_SetObject(rpc_error, py::make_tuple(f.code, f.details).ptr());
-  throw py::error_already_set();
+using Metadata = std::vector<std::pair<std::string, std::string>>;
+
+// Py_buffer released on scope exit (the GIL must be held then).
+struct BufferView {
+  Py_buffer view{};
+  bool held = false;
+  ~BufferView() {
+    if (held) PyBuffer_Release(&view);
+  }
+};
+
+// metadata: an iterable of (str, str) pairs. False with an exception set.
+bool ParseMetadata(PyObject* obj, Metadata* out) {
+  PyObject* it = PyObject_GetIter(obj);
+  if (it == nullptr) return false;
+  PyObject* item;
+  while ((item = PyIter_Next(it)) != nullptr) {
+    const char *k, *v;
+    Py_ssize_t kn, vn;
+    const bool ok = PyArg_ParseTuple(item, "s#s#", &k, &kn, &v, &vn) != 0;
+    Py_DECREF(item);
+    if (!ok) {
+      Py_DECREF(it);
+      return false;
+    }
+    out->emplace_back(std::string(k, static_cast<size_t>(kn)),
+                      std::string(v, static_cast<size_t>(vn)));
+  }
+  Py_DECREF(it);
+  return PyErr_Occurred() == nullptr;
 }
 
-void Prepare(grpc::ClientContext* ctx,
-             const std::vector<std::pair<std::string, std::string>>& metadata,
+void Prepare(grpc::ClientContext* ctx, const Metadata& metadata,
              double timeout) {
   for (const auto& [key, value] : metadata) ctx->AddMetadata(key, value);
   if (timeout > 0) {
@@ -64,6 +99,30 @@ void Prepare(grpc::ClientContext* ctx,
         std::chrono::system_clock::now() +
         std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
   }
+}
+
+// Sets RpcError(code, details); returns nullptr.
+PyObject* RaiseFailure(const Failure& f) {
+  PyObject* args = Py_BuildValue("(is#)", f.code, f.details.data(),
+                                 static_cast<Py_ssize_t>(f.details.size()));
+  if (args != nullptr) {
+    PyErr_SetObject(rpc_error, args);
+    Py_DECREF(args);
+  }
+  return nullptr;
+}
+
+// Faults in `n` bytes at p (whole pages inside the range only), asking for
+// huge pages first. Best effort: a kernel that has neither says EINVAL.
+void Prefault(char* p, int64_t n) {
+  const uintptr_t page = 4096;
+  const uintptr_t begin =
+      (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (end <= begin) return;
+  void* at = reinterpret_cast<void*>(begin);
+  madvise(at, end - begin, MADV_HUGEPAGE);
+  madvise(at, end - begin, MADV_POPULATE_WRITE);
 }
 
 // Counts the slices of a caller's memory that gRPC still holds.
@@ -95,218 +154,395 @@ class InFlight : public std::enable_shared_from_this<InFlight> {
   int64_t count_ = 0;
 };
 
-class Channel {
- public:
-  Channel(const std::string& target, int max_message_bytes) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(max_message_bytes);
-    args.SetMaxSendMessageSize(max_message_bytes);
-    channel_ = grpc::CreateCustomChannel(
-        target, grpc::InsecureChannelCredentials(), args);
-  }
+struct ChannelObject {
+  PyObject_HEAD std::shared_ptr<grpc::Channel>* channel;
+};
 
-  // Runs Fetch(request). On the header, calls on_header(header_bytes) with
-  // the GIL held; it returns a writable buffer (the array's bytes) that the
-  // data is then copied into, GIL released. Returns the bytes written.
-  int64_t Fetch(
-      const py::bytes& request,
-      const std::vector<std::pair<std::string, std::string>>& metadata,
-      double timeout, const py::function& on_header) {
-    const std::string request_bytes = request;
+// Where a Fetch's data goes. Fresh: on_header(header_bytes) returns the
+// object whose writable buffer is filled. Into: `out`'s buffer, taken and
+// checked before the call; on_header(header_bytes) returns the byte count
+// the header announces, which must be out's size.
+struct Destination {
+  PyObject* on_header = nullptr;
+  bool into = false;
+  bool prefault = false;
+  BufferView buffer;
+  char* dst = nullptr;
+  int64_t capacity = -1;  // -1 until the header has come
+  int64_t written = 0;
+};
+
+// Runs with the GIL held. A Python exception stays set for the caller.
+Failure OnHeader(Destination* d, std::string_view header) {
+  const Failure python{static_cast<int>(grpc::StatusCode::INTERNAL),
+                       "the Fetch destination"};
+  PyObject* result =
+      PyObject_CallFunction(d->on_header, "y#", header.data(),
+                            static_cast<Py_ssize_t>(header.size()));
+  if (result == nullptr) return python;
+  if (d->into) {
+    const long long n = PyLong_AsLongLong(result);
+    Py_DECREF(result);
+    if (n == -1 && PyErr_Occurred() != nullptr) return python;
+    if (n != static_cast<long long>(d->buffer.view.len)) {
+      PyErr_Format(PyExc_ValueError,
+                   "the fetched tensor has %lld bytes; out has %zd", n,
+                   d->buffer.view.len);
+      return python;
+    }
+  } else {
+    const int got = PyObject_GetBuffer(result, &d->buffer.view,
+                                       PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
+    Py_DECREF(result);
+    if (got != 0) return python;
+    d->buffer.held = true;
+  }
+  d->dst = static_cast<char*>(d->buffer.view.buf);
+  d->capacity = static_cast<int64_t>(d->buffer.view.len);
+  return {};
+}
+
+// Runs Fetch(request) into d. Returns nullptr with an exception set, or the
+// bytes written.
+PyObject* RunFetch(ChannelObject* self, const std::string& request,
+                   const Metadata& metadata, double timeout, Destination* d) {
+  Failure failure;
+  PyThreadState* saved = PyEval_SaveThread();
+  try {
     grpc::ClientContext ctx;
     Prepare(&ctx, metadata, timeout);
-    Failure failure;
-    int64_t written = 0;
-    {
-      py::gil_scoped_release unlocked;
-      const grpc::internal::RpcMethod method(
-          kFetchMethod, grpc::internal::RpcMethod::SERVER_STREAMING, channel_);
-      grpc::Slice slice(request_bytes);
-      grpc::ByteBuffer request_buffer(&slice, 1);
-      std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
-          grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
-              channel_.get(), method, &ctx, request_buffer));
-      char* dst = nullptr;
-      int64_t capacity = -1;  // -1 until the header has come
-      grpc::ByteBuffer message;
-      int64_t messages = 0;
-      while (failure.code == 0 && reader->Read(&message)) {
-        failure = Consume(message, on_header, &dst, &capacity, &written);
-        // Let Ctrl-C through every few messages.
-        if (failure.code == 0 && ++messages % 16 == 0) {
-          py::gil_scoped_acquire locked;
-          if (PyErr_CheckSignals() != 0) {
-            PyErr_Clear();
-            failure = {static_cast<int>(grpc::StatusCode::CANCELLED),
-                       "interrupted"};
-            PyErr_SetInterrupt();  // re-raised as KeyboardInterrupt later
-          }
+    tensorcast::GenericCall call(*self->channel, kFetchMethod, &ctx);
+    grpc::Slice slice(request);
+    if (call.Write(grpc::ByteBuffer(&slice, 1))) call.WritesDone();
+    tensorcast::codec::FetchDecoder decoder;
+    grpc::ByteBuffer message;
+    std::vector<grpc::Slice> slices;
+    std::vector<std::string_view> pieces;
+    int64_t messages = 0;
+    while (failure.code == 0 && call.Read(&message)) {
+      slices.clear();
+      pieces.clear();
+      if (!message.Dump(&slices).ok()) slices.clear();
+      for (const grpc::Slice& s : slices) {
+        pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+      const tensorcast::codec::FetchError e = decoder.Next(
+          pieces.data(), pieces.size(),
+          [&](std::string_view header) {
+            PyEval_RestoreThread(saved);
+            failure = OnHeader(d, header);
+            saved = PyEval_SaveThread();
+            if (failure.code == 0 && d->prefault && !d->into &&
+                d->capacity >= kPrefaultMinBytes) {
+              Prefault(d->dst, d->capacity);
+            }
+            return failure.code == 0;
+          },
+          [&](std::string_view piece) {
+            if (static_cast<uint64_t>(d->capacity - d->written) <
+                piece.size()) {
+              failure = {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                         "the Fetch stream sent more bytes than it announced"};
+              return false;
+            }
+            std::memcpy(d->dst + d->written, piece.data(), piece.size());
+            d->written += static_cast<int64_t>(piece.size());
+            return true;
+          });
+      if (e != tensorcast::codec::FetchError::kNone && failure.code == 0) {
+        failure = {static_cast<int>(grpc::StatusCode::DATA_LOSS),
+                   tensorcast::codec::Describe(e)};
+      }
+      // Let Ctrl-C through every few messages.
+      if (failure.code == 0 && ++messages % 16 == 0) {
+        PyEval_RestoreThread(saved);
+        if (PyErr_CheckSignals() != 0) {
+          PyErr_Clear();
+          failure = {static_cast<int>(grpc::StatusCode::CANCELLED),
+                     "interrupted"};
+          PyErr_SetInterrupt();  // re-raised as KeyboardInterrupt below
         }
-      }
-      if (failure.code != 0) ctx.TryCancel();
-      grpc::Status status = reader->Finish();
-      if (failure.code == 0 && !status.ok()) {
-        failure = {static_cast<int>(status.error_code()),
-                   status.error_message()};
+        saved = PyEval_SaveThread();
       }
     }
-    if (failure.code != 0) {
-      // The caller's own exception (from on_header), or Ctrl-C, first.
-      if (PyErr_Occurred() != nullptr) throw py::error_already_set();
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-      Raise(failure);
+    if (failure.code != 0) ctx.TryCancel();
+    grpc::Status status = call.Finish();
+    if (failure.code == 0 && !status.ok()) {
+      failure = {static_cast<int>(status.error_code()), status.error_message()};
     }
-    return written;
+  } catch (const std::exception& e) {
+    failure = {static_cast<int>(grpc::StatusCode::INTERNAL), e.what()};
   }
+  PyEval_RestoreThread(saved);
+  if (failure.code != 0) {
+    // The caller's own exception (from on_header), or Ctrl-C, first.
+    if (PyErr_Occurred() != nullptr) return nullptr;
+    if (PyErr_CheckSignals() != 0) return nullptr;
+    return RaiseFailure(failure);
+  }
+  return PyLong_FromLongLong(d->written);
+}
 
-  // Runs Put: `header` (a serialized PutRequest holding the header), then
-  // `data` (a buffer: the array's bytes) in chunks of chunk_bytes, each a
-  // PutRequest whose data field is a slice of that memory. Returns the
-  // serialized PutResponse.
-  py::bytes Put(
-      const py::bytes& header, const py::buffer& data, int64_t chunk_bytes,
-      const std::vector<std::pair<std::string, std::string>>& metadata,
-      double timeout) {
-    const std::string header_bytes = header;
-    py::buffer_info info = data.request();
-    const char* bytes = static_cast<const char*>(info.ptr);
-    const int64_t n = info.size * info.itemsize;
-    // The server refuses messages over 1 MiB + 64 KiB.
-    chunk_bytes = std::clamp<int64_t>(chunk_bytes, 1, int64_t{1} << 20);
-    grpc::ByteBuffer response;
-    grpc::Status status;
+const char* fetch_keywords[] = {"request",   "metadata", "timeout",
+                                "on_header", "prefault", nullptr};
+
+PyObject* Fetch(PyObject* self, PyObject* args, PyObject* kwargs) {
+  const char* request;
+  Py_ssize_t request_len;
+  PyObject* metadata_obj;
+  double timeout;
+  Destination d;
+  int prefault = 0;
+  if (!PyArg_ParseTupleAndKeywords(
+          args, kwargs, "y#OdO|p", const_cast<char**>(fetch_keywords), &request,
+          &request_len, &metadata_obj, &timeout, &d.on_header, &prefault)) {
+    return nullptr;
+  }
+  d.prefault = prefault != 0;
+  Metadata metadata;
+  if (!ParseMetadata(metadata_obj, &metadata)) return nullptr;
+  return RunFetch(reinterpret_cast<ChannelObject*>(self),
+                  std::string(request, static_cast<size_t>(request_len)),
+                  metadata, timeout, &d);
+}
+
+const char* fetch_into_keywords[] = {"request", "metadata",  "timeout",
+                                     "out",     "on_header", nullptr};
+
+PyObject* FetchInto(PyObject* self, PyObject* args, PyObject* kwargs) {
+  const char* request;
+  Py_ssize_t request_len;
+  PyObject* metadata_obj;
+  PyObject* out;
+  double timeout;
+  Destination d;
+  d.into = true;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#OdOO",
+                                   const_cast<char**>(fetch_into_keywords),
+                                   &request, &request_len, &metadata_obj,
+                                   &timeout, &out, &d.on_header)) {
+    return nullptr;
+  }
+  // out: any buffer, checked here before the call, each way it can fail
+  // said in words.
+  if (PyObject_GetBuffer(out, &d.buffer.view, PyBUF_FULL_RO) != 0) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError,
+                 "out must be a writable buffer (a NumPy array, bytearray, "
+                 "memoryview), not %R",
+                 reinterpret_cast<PyObject*>(Py_TYPE(out)));
+    return nullptr;
+  }
+  d.buffer.held = true;
+  if (d.buffer.view.readonly) {
+    PyErr_SetString(PyExc_ValueError, "out is read-only");
+    return nullptr;
+  }
+  if (!PyBuffer_IsContiguous(&d.buffer.view, 'C')) {
+    PyErr_SetString(PyExc_ValueError, "out is not C-contiguous");
+    return nullptr;
+  }
+  Metadata metadata;
+  if (!ParseMetadata(metadata_obj, &metadata)) return nullptr;
+  return RunFetch(reinterpret_cast<ChannelObject*>(self),
+                  std::string(request, static_cast<size_t>(request_len)),
+                  metadata, timeout, &d);
+}
+
+const char* put_keywords[] = {"header",   "data",    "chunk_bytes",
+                              "metadata", "timeout", nullptr};
+
+// Runs Put: `header` (a serialized PutRequest holding the header), then
+// `data` (a buffer: the array's bytes) in chunks of chunk_bytes, each a
+// PutRequest whose data field is a slice of that memory. Returns the
+// serialized PutResponse.
+PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+  auto* self = reinterpret_cast<ChannelObject*>(self_obj);
+  const char* header;
+  Py_ssize_t header_len;
+  PyObject* data;
+  long long chunk_bytes;
+  PyObject* metadata_obj;
+  double timeout;
+  if (!PyArg_ParseTupleAndKeywords(
+          args, kwargs, "y#OLOd", const_cast<char**>(put_keywords), &header,
+          &header_len, &data, &chunk_bytes, &metadata_obj, &timeout)) {
+    return nullptr;
+  }
+  BufferView buffer;
+  if (PyObject_GetBuffer(data, &buffer.view, PyBUF_C_CONTIGUOUS) != 0) {
+    return nullptr;
+  }
+  buffer.held = true;
+  Metadata metadata;
+  if (!ParseMetadata(metadata_obj, &metadata)) return nullptr;
+  const std::string header_bytes(header, static_cast<size_t>(header_len));
+  const char* bytes = static_cast<const char*>(buffer.view.buf);
+  const int64_t n = static_cast<int64_t>(buffer.view.len);
+  const int64_t chunk =
+      std::clamp<int64_t>(chunk_bytes, 1, tensorcast::codec::kMaxPutChunkBytes);
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  bool got_response = false;
+  Failure failure;
+  PyThreadState* saved = PyEval_SaveThread();
+  try {
     // The data slices reference the array: count them out, and return only
-    // when gRPC has released every one (the call, held by its context, may
-    // keep a failed write's slices until the context goes), so the caller
-    // may free the array.
+    // when gRPC has released every one (the call may keep a failed write's
+    // slices until it is destroyed), so the caller may free the array.
     auto in_flight = std::make_shared<InFlight>();
     {
-      py::gil_scoped_release unlocked;
-      {
-        grpc::ClientContext ctx;
-        Prepare(&ctx, metadata, timeout);
-        const grpc::internal::RpcMethod method(
-            kPutMethod, grpc::internal::RpcMethod::CLIENT_STREAMING, channel_);
-        std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
-            grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
-                channel_.get(), method, &ctx, &response));
-        grpc::Slice first(header_bytes);
-        bool ok = writer->Write(grpc::ByteBuffer(&first, 1));
-        for (int64_t at = 0; ok && at < n; at += chunk_bytes) {
-          const int64_t len = std::min(chunk_bytes, n - at);
-          std::string prefix(1, tensorcast::wire::LengthDelimitedTag(kPutData));
-          tensorcast::wire::AppendVarint(&prefix, static_cast<uint64_t>(len));
-          grpc::Slice slices[2] = {
-              grpc::Slice(prefix),
-              grpc::Slice(const_cast<char*>(bytes + at),
-                          static_cast<size_t>(len), &InFlight::Release,
-                          in_flight->Hold())};
-          ok = writer->Write(grpc::ByteBuffer(slices, 2));
-        }
-        if (ok) writer->WritesDone();
-        status = writer->Finish();
+      grpc::ClientContext ctx;
+      Prepare(&ctx, metadata, timeout);
+      tensorcast::GenericCall call(*self->channel, kPutMethod, &ctx);
+      grpc::Slice first(header_bytes);
+      bool ok = call.Write(grpc::ByteBuffer(&first, 1));
+      for (int64_t at = 0; ok && at < n; at += chunk) {
+        const int64_t len = std::min(chunk, n - at);
+        char prefix[tensorcast::codec::kMaxPutDataPrefixBytes];
+        const size_t k = tensorcast::codec::PutDataPrefix(
+            static_cast<uint64_t>(len), prefix);
+        grpc::Slice slices[2] = {
+            grpc::Slice(prefix, k),
+            grpc::Slice(const_cast<char*>(bytes + at), static_cast<size_t>(len),
+                        &InFlight::Release, in_flight->Hold())};
+        ok = call.Write(grpc::ByteBuffer(slices, 2));
       }
-      in_flight->WaitForNone();
+      if (ok) call.WritesDone();
+      got_response = call.Read(&response);
+      status = call.Finish();
     }
-    if (!status.ok()) {
-      Raise({static_cast<int>(status.error_code()), status.error_message()});
-    }
-    std::vector<grpc::Slice> slices;
-    std::string out;
-    if (response.Dump(&slices).ok()) {
-      for (const grpc::Slice& s : slices) {
-        out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-    }
-    return py::bytes(out);
+    in_flight->WaitForNone();
+  } catch (const std::exception& e) {
+    failure = {static_cast<int>(grpc::StatusCode::INTERNAL), e.what()};
   }
-
- private:
-  // One FetchResponse: its header first (the fields may come in any order;
-  // on the header Python gives the destination), then its data, copied in.
-  static Failure Consume(const grpc::ByteBuffer& message,
-                         const py::function& on_header, char** dst,
-                         int64_t* capacity, int64_t* written) {
-    const Failure malformed{static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                            "malformed FetchResponse from the server"};
-    for (int pass = 0; pass < 2; ++pass) {
-      tensorcast::wire::SliceReader in(message);
-      while (!in.done()) {
-        uint64_t field, wire_type, n;
-        if (!in.NextField(&field, &wire_type, &n)) return malformed;
-        if (wire_type != tensorcast::wire::kLengthDelimited) continue;
-        if (pass == 0 && field == kFetchHeader) {
-          std::string header;
-          if (!in.Copy(n, &header)) return malformed;
-          if (*capacity >= 0) {
-            return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                    "the Fetch stream sent a second header"};
-          }
-          if (Failure f = Destination(on_header, header, dst, capacity);
-              f.code != 0) {
-            return f;
-          }
-        } else if (pass == 1 && field == kFetchData) {
-          if (*capacity < 0) {
-            return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                    "the Fetch stream sent data before its header"};
-          }
-          if (static_cast<uint64_t>(*capacity - *written) < n) {
-            return {static_cast<int>(grpc::StatusCode::DATA_LOSS),
-                    "the Fetch stream sent more bytes than it announced"};
-          }
-          if (!in.Take(n, [&](absl::string_view piece) {
-                std::memcpy(*dst + *written, piece.data(), piece.size());
-                *written += static_cast<int64_t>(piece.size());
-                return true;
-              })) {
-            return malformed;
-          }
-        } else if (!in.Skip(n)) {
-          return malformed;
-        }
-      }
-    }
-    return {};
+  PyEval_RestoreThread(saved);
+  if (failure.code == 0 && !status.ok()) {
+    failure = {static_cast<int>(status.error_code()), status.error_message()};
   }
-
-  // Asks Python (on_header) for the destination of the data. A Python
-  // exception stays set for the caller to raise.
-  static Failure Destination(const py::function& on_header,
-                             const std::string& header, char** dst,
-                             int64_t* capacity) {
-    py::gil_scoped_acquire locked;
-    try {
-      py::object target = on_header(py::bytes(header));
-      py::buffer_info info = py::buffer(target).request(true);
-      *dst = static_cast<char*>(info.ptr);
-      *capacity = info.size * info.itemsize;
-      return {};
-    } catch (py::error_already_set& e) {
-      Failure f{static_cast<int>(grpc::StatusCode::INTERNAL), e.what()};
-      e.restore();
-      return f;
-    } catch (const std::exception& e) {
-      return {static_cast<int>(grpc::StatusCode::INTERNAL),
-              std::string("the Fetch destination: ") + e.what()};
+  if (failure.code == 0 && !got_response) {
+    failure = {static_cast<int>(grpc::StatusCode::INTERNAL),
+               "the Put call ended without a response"};
+  }
+  if (failure.code != 0) return RaiseFailure(failure);
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (response.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      out.append(reinterpret_cast<const char*>(s.begin()), s.size());
     }
   }
+  return PyBytes_FromStringAndSize(out.data(),
+                                   static_cast<Py_ssize_t>(out.size()));
+}
 
-  std::shared_ptr<grpc::Channel> channel_;
-};
+const char* init_keywords[] = {"target", "max_message_bytes", nullptr};
+
+int ChannelInit(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+  auto* self = reinterpret_cast<ChannelObject*>(self_obj);
+  const char* target;
+  int max_message_bytes;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "si",
+                                   const_cast<char**>(init_keywords), &target,
+                                   &max_message_bytes)) {
+    return -1;
+  }
+  try {
+    grpc::ChannelArguments channel_args;
+    channel_args.SetMaxReceiveMessageSize(max_message_bytes);
+    channel_args.SetMaxSendMessageSize(max_message_bytes);
+    auto channel = grpc::CreateCustomChannel(
+        target, grpc::InsecureChannelCredentials(), channel_args);
+    delete self->channel;
+    self->channel = new std::shared_ptr<grpc::Channel>(std::move(channel));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return -1;
+  }
+  return 0;
+}
+
+void ChannelDealloc(PyObject* self_obj) {
+  auto* self = reinterpret_cast<ChannelObject*>(self_obj);
+  delete self->channel;
+  self->channel = nullptr;
+  PyTypeObject* type = Py_TYPE(self_obj);
+  auto free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+  free_fn(self_obj);
+  Py_DECREF(type);
+}
+
+// The channel must have been initialised (Channel.__init__ ran).
+template <PyObject* (*F)(PyObject*, PyObject*, PyObject*)>
+PyObject* Guarded(PyObject* self, PyObject* args, PyObject* kwargs) {
+  if (reinterpret_cast<ChannelObject*>(self)->channel == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "the channel is not initialised");
+    return nullptr;
+  }
+  try {
+    return F(self, args, kwargs);
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
+PyMethodDef channel_methods[] = {
+    {"fetch", reinterpret_cast<PyCFunction>(Guarded<Fetch>),
+     METH_VARARGS | METH_KEYWORDS,
+     "fetch(request, metadata, timeout, on_header, prefault=False) -> int\n"
+     "Fetch into a fresh buffer: on_header(header_bytes) returns it."},
+    {"fetch_into", reinterpret_cast<PyCFunction>(Guarded<FetchInto>),
+     METH_VARARGS | METH_KEYWORDS,
+     "fetch_into(request, metadata, timeout, out, on_header) -> int\n"
+     "Fetch into out (writable, C-contiguous): on_header(header_bytes)\n"
+     "returns the byte count the header announces, which must be out's."},
+    {"put", reinterpret_cast<PyCFunction>(Guarded<Put>),
+     METH_VARARGS | METH_KEYWORDS,
+     "put(header, data, chunk_bytes, metadata, timeout) -> bytes"},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyType_Slot channel_slots[] = {
+    {Py_tp_doc, const_cast<char*>("Channel(target, max_message_bytes)")},
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_init, reinterpret_cast<void*>(ChannelInit)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(ChannelDealloc)},
+    {Py_tp_methods, channel_methods},
+    {0, nullptr}};
+
+PyType_Spec channel_spec = {"tensorcast._native.Channel", sizeof(ChannelObject),
+                            0, Py_TPFLAGS_DEFAULT, channel_slots};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "_native",
+    "tensorcast's native Fetch/Put path (gRPC C++, GIL released)",
+    -1,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr};
 
 }  // namespace
 
-PYBIND11_MODULE(_native, m) {
-  m.doc() = "tensorcast's native Fetch/Put path (gRPC C++, GIL released)";
+PyMODINIT_FUNC PyInit__native() {
+  PyObject* m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
   rpc_error = PyErr_NewException("tensorcast._native.RpcError",
                                  PyExc_RuntimeError, nullptr);
-  m.attr("RpcError") = py::handle(rpc_error);
-  py::class_<Channel>(m, "Channel")
-      .def(py::init<const std::string&, int>(), py::arg("target"),
-           py::arg("max_message_bytes"))
-      .def("fetch", &Channel::Fetch, py::arg("request"), py::arg("metadata"),
-           py::arg("timeout"), py::arg("on_header"))
-      .def("put", &Channel::Put, py::arg("header"), py::arg("data"),
-           py::arg("chunk_bytes"), py::arg("metadata"), py::arg("timeout"));
+  PyObject* type = PyType_FromSpec(&channel_spec);
+  if (rpc_error == nullptr || type == nullptr ||
+      PyModule_AddObjectRef(m, "RpcError", rpc_error) != 0 ||
+      PyModule_AddObjectRef(m, "Channel", type) != 0 ||
+      PyModule_AddIntConstant(m, "PREFAULT_MIN_BYTES", kPrefaultMinBytes) !=
+          0) {
+    Py_XDECREF(type);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  Py_DECREF(type);
+  return m;
 }

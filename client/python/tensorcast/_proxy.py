@@ -22,15 +22,16 @@ import dataclasses
 import math
 from typing import Any, Generator, Optional, TypeVar
 
-from tensorcast import _dtypes
+from tensorcast import _core, _dtypes
 from tensorcast._core import Meta
 from tensorcast._dtypes import dtype
 from tensorcast.v1 import tensor_service_pb2 as pb
 
 # An RPC step: ("to", ref, device or None, dtype or None, copy) -> Meta;
 # ("detach", ref) -> Meta; ("delete", [refs]) -> None;
-# ("fetch", FetchRequest, progress: bool, bits: bool) -> ndarray (bits:
-# bfloat16 as its raw uint16 bits).
+# ("fetch", FetchRequest, progress: bool, bits: bool, nbytes: int, out) ->
+# ndarray (bits: bfloat16 as its raw uint16 bits; out: the caller's array
+# to fill, checked by _core.check_out, or None for a new one).
 Op = tuple[Any, ...]
 Plan = Generator[Op, Any, Any]
 
@@ -116,11 +117,16 @@ def plan_materialize(source: Meta, p: Pending, device: Optional[str] = None,
 
 
 def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
-               progress: bool, lazy: bool, bits: bool = False) -> Plan:
+               progress: bool, lazy: bool, bits: bool = False,
+               out: Any = None) -> Plan:
     """Fetch ``source`` + ``p`` as an array: every cast but the last becomes
     a temporary server tensor (only when casts cannot be folded); the last
-    cast, detach and cpu travel in the FetchRequest."""
+    cast, detach and cpu travel in the FetchRequest. ``out``: the caller's
+    array to fill (checked before any call), returned."""
     p = p or Pending()
+    if out is not None:
+        out = _core.check_out(out, p.casts[-1] if p.casts else source.dtype,
+                              source.shape)
     casts = p.casts
     cur = source
     temps: list[str] = []
@@ -132,13 +138,13 @@ def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
             cur = new
         if cur.handle != source.handle:
             temps.append(cur.handle)  # type: ignore[arg-type]
-        out = casts[-1] if casts else cur.dtype
+        dt = casts[-1] if casts else cur.dtype
         wants_grad = pending_meta(source, p).requires_grad if lazy else source.requires_grad
         req = pb.FetchRequest(
             ref=cur.handle, format=pb.FORMAT_RAW,
-            dtype=out.proto if out is not cur.dtype else pb.DTYPE_UNSPECIFIED,
+            dtype=dt.proto if dt is not cur.dtype else pb.DTYPE_UNSPECIFIED,
             detach=lazy and not wants_grad, cpu=p.cpu, force=force)
-        array = yield ("fetch", req, progress, bits, cur.numel * out.itemsize)
+        array = yield ("fetch", req, progress, bits, cur.numel * dt.itemsize, out)
     finally:
         if temps:
             yield ("delete", temps)
@@ -365,14 +371,14 @@ class TensorBase:
 
     def _fetch_plan(self, *, force: builtins.bool, progress: builtins.bool,
                     cast: Optional[_dtypes.dtype] = None,
-                    bits: builtins.bool = False) -> Plan:
+                    bits: builtins.bool = False, out: Any = None) -> Plan:
         self._check_alive()
         source, p = self._parts()
         if cast is not None:
             p = p.then_cast(source._meta.dtype, cast)
         lazy = source is not self
         return plan_fetch(source._meta, p, force=force, progress=progress, lazy=lazy,
-                          bits=bits)
+                          bits=bits, out=out)
 
     def _scalar_cast(self) -> Optional[_dtypes.dtype]:
         """For tolist()/item(): bfloat16 comes back as float32 (exact) when

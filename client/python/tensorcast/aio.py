@@ -261,18 +261,18 @@ class Client:
             await self._delete_quietly([*op[1]])
             return None
         if kind == "fetch":
-            return await self._fetch(op[1], progress=op[2], bits=op[3])
+            return await self._fetch(op[1], progress=op[2], bits=op[3], out=op[5])
         raise ValueError(f"unknown op {kind}")  # pragma: no cover
 
     async def _fetch(self, req: pb.FetchRequest, *, progress: bool = False,
-                     bits: bool = False) -> np.ndarray:
+                     bits: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
         if self._native is not None and not progress:
             return await asyncio.to_thread(self._native.fetch, req, bits,
-                                           self.stream_timeout)
+                                           self.stream_timeout, out)
         call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
         bar: Optional[Progress] = None
         try:
@@ -280,7 +280,8 @@ class Client:
             if first is grpc.aio.EOF or first.header is None:
                 raise RuntimeError("the Fetch stream did not start with its header")
             bar = Progress(progress, int(first.header.total_bytes), "fetch")
-            sink = _core.FetchSink(first.header, progress=bar if bar else None, bits=bits)
+            sink = _core.FetchSink(first.header, progress=bar if bar else None, bits=bits,
+                                   out=out)
             sink.write(first.data)
             del first
             while True:
@@ -444,6 +445,11 @@ class Client:
         resp = await self._call(self._stub.Info, pb.InfoRequest(ref=ref))
         return self._wrap(meta_from_info(resp.tensor), owned=False)
 
+    async def fetch_into(self, ref: Any, out: Any, *, force: bool = False) -> np.ndarray:
+        """As :meth:`tensorcast.Client.fetch_into`."""
+        t = ref if isinstance(ref, RemoteTensor) else await self.get(ref)
+        return await t.numpy(force=force, out=out)
+
     async def list(self, name_prefix: str = "") -> "List[RemoteTensor]":
         """Every tensor on the server, as non-owning proxies."""
         await self._flush()
@@ -531,10 +537,12 @@ class RemoteTensor(TensorBase):
                 self._client._own(self)
         return self
 
-    async def numpy(self, force: bool = False, *, progress: bool = False) -> np.ndarray:
-        """As :meth:`tensorcast.RemoteTensor.numpy`."""
+    async def numpy(self, force: bool = False, *, progress: bool = False,
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
+        """As :meth:`tensorcast.RemoteTensor.numpy` (``out`` included)."""
         _core.check_fetchable(self._meta.dtype)
-        return await self._client._run(self._fetch_plan(force=force, progress=progress))
+        return await self._client._run(self._fetch_plan(force=force, progress=progress,
+                                                        out=out))
 
     def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
         raise TypeError("an asyncio RemoteTensor cannot be converted synchronously: "
