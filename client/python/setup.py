@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -73,7 +74,27 @@ def native_extensions() -> list[Extension]:
     )]
 
 
+class BuildExt(build_ext):
+    """Removes, before building, any other build of tensorcast._native that
+    client/python/build still holds (the build directory outlives an
+    install: an older per-version _native.cpython-3XX-*.so would otherwise
+    be installed beside the abi3 one, and Python prefers it)."""
+
+    def run(self) -> None:
+        for ext in self.extensions:
+            fresh = os.path.basename(self.get_ext_filename(ext.name))
+            stem = fresh.split(".", 1)[0]
+            where = os.path.dirname(self.get_ext_fullpath(ext.name))
+            if os.path.isdir(where):
+                for f in os.listdir(where):
+                    if f.startswith(stem + ".") and f.endswith(".so") and \
+                            f != fresh:
+                        os.remove(os.path.join(where, f))
+        super().run()
+
+
 # The limited API has the buffer protocol from 3.11.
 LIMITED = sys.implementation.name == "cpython" and sys.version_info >= (3, 11)
 setup(ext_modules=native_extensions(),
+      cmdclass={"build_ext": BuildExt},
       options={"bdist_wheel": {"py_limited_api": "cp311"}} if LIMITED else {})
