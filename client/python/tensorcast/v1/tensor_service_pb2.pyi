@@ -52,7 +52,7 @@ FORMAT_NPY: Format
 FORMAT_RAW: Format
 
 class TensorInfo(_message.Message):
-    __slots__ = ("handle", "name", "dtype", "shape", "strides", "storage_offset", "device", "requires_grad", "nbytes", "numel", "is_contiguous", "storage_bytes", "expires_at_unix_s", "created_at_unix_s")
+    __slots__ = ("handle", "name", "dtype", "shape", "strides", "storage_offset", "device", "requires_grad", "nbytes", "numel", "is_contiguous", "storage_bytes", "expires_at_unix_s", "created_at_unix_s", "node")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class TensorInfo(_message.Message):
     STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     handle: str
     name: str
     dtype: DType
@@ -81,7 +82,8 @@ class TensorInfo(_message.Message):
     storage_bytes: int
     expires_at_unix_s: int
     created_at_unix_s: int
-    def __init__(self, handle: _Optional[str] = ..., name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., storage_offset: _Optional[int] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., nbytes: _Optional[int] = ..., numel: _Optional[int] = ..., is_contiguous: _Optional[bool] = ..., storage_bytes: _Optional[int] = ..., expires_at_unix_s: _Optional[int] = ..., created_at_unix_s: _Optional[int] = ...) -> None: ...
+    node: str
+    def __init__(self, handle: _Optional[str] = ..., name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., strides: _Optional[_Iterable[int]] = ..., storage_offset: _Optional[int] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., nbytes: _Optional[int] = ..., numel: _Optional[int] = ..., is_contiguous: _Optional[bool] = ..., storage_bytes: _Optional[int] = ..., expires_at_unix_s: _Optional[int] = ..., created_at_unix_s: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
 
 class PutHeader(_message.Message):
     __slots__ = ("dtype", "shape", "device", "requires_grad", "name", "ttl_seconds", "format", "total_bytes", "shm_region", "shm_offset", "shm_bytes")
@@ -342,7 +344,7 @@ class FetchResponse(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., header: _Optional[_Union[FetchHeader, _Mapping]] = ...) -> None: ...
 
 class DeviceStats(_message.Message):
-    __slots__ = ("device", "allocated_bytes", "reserved_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "limit_bytes", "alloc_count", "free_count", "cache_hits", "cache_misses", "segment_count", "tensors", "description")
+    __slots__ = ("device", "allocated_bytes", "reserved_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "limit_bytes", "alloc_count", "free_count", "cache_hits", "cache_misses", "segment_count", "tensors", "description", "free_bytes")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATED_BYTES_FIELD_NUMBER: _ClassVar[int]
     RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +358,7 @@ class DeviceStats(_message.Message):
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     device: str
     allocated_bytes: int
     reserved_bytes: int
@@ -369,7 +372,8 @@ class DeviceStats(_message.Message):
     segment_count: int
     tensors: int
     description: str
-    def __init__(self, device: _Optional[str] = ..., allocated_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., peak_allocated_bytes: _Optional[int] = ..., peak_reserved_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ..., alloc_count: _Optional[int] = ..., free_count: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., segment_count: _Optional[int] = ..., tensors: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    free_bytes: int
+    def __init__(self, device: _Optional[str] = ..., allocated_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., peak_allocated_bytes: _Optional[int] = ..., peak_reserved_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ..., alloc_count: _Optional[int] = ..., free_count: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., segment_count: _Optional[int] = ..., tensors: _Optional[int] = ..., description: _Optional[str] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()
@@ -424,3 +428,57 @@ class EmptyCacheResponse(_message.Message):
     RELEASED_BYTES_FIELD_NUMBER: _ClassVar[int]
     released_bytes: int
     def __init__(self, released_bytes: _Optional[int] = ...) -> None: ...
+
+class ClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterMember(_message.Message):
+    __slots__ = ("node_id", "address", "devices", "healthy", "error", "last_seen_unix_ms", "version", "self")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SELF_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceStats]
+    healthy: bool
+    error: str
+    last_seen_unix_ms: int
+    version: str
+    self: bool
+    def __init__(self_, node_id: _Optional[str] = ..., address: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[DeviceStats, _Mapping]]] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., last_seen_unix_ms: _Optional[int] = ..., version: _Optional[str] = ..., self: _Optional[bool] = ...) -> None: ...
+
+class ClusterResponse(_message.Message):
+    __slots__ = ("node_id", "members")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    members: _containers.RepeatedCompositeFieldContainer[ClusterMember]
+    def __init__(self, node_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[ClusterMember, _Mapping]]] = ...) -> None: ...
+
+class CopyRequest(_message.Message):
+    __slots__ = ("ref", "node", "name", "ttl_seconds", "device", "dtype")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    node: str
+    name: str
+    ttl_seconds: int
+    device: str
+    dtype: DType
+    def __init__(self, ref: _Optional[str] = ..., node: _Optional[str] = ..., name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
+
+class CopyResponse(_message.Message):
+    __slots__ = ("tensor",)
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    tensor: TensorInfo
+    def __init__(self, tensor: _Optional[_Union[TensorInfo, _Mapping]] = ...) -> None: ...

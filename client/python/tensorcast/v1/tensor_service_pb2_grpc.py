@@ -89,6 +89,16 @@ class TensorServiceStub:
                 request_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.OpenSharedMemoryRequest.SerializeToString,
                 response_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.SharedMemoryEvent.FromString,
                 _registered_method=True)
+        self.Cluster = channel.unary_unary(
+                '/tensorcast.v1.TensorService/Cluster',
+                request_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.ClusterRequest.SerializeToString,
+                response_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.ClusterResponse.FromString,
+                _registered_method=True)
+        self.Copy = channel.unary_unary(
+                '/tensorcast.v1.TensorService/Copy',
+                request_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.CopyRequest.SerializeToString,
+                response_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.CopyResponse.FromString,
+                _registered_method=True)
 
 
 class TensorServiceServicer:
@@ -169,6 +179,20 @@ class TensorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cluster(self, request, context):
+        """The members this node knows: ids, addresses, devices, health.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Copy(self, request, context):
+        """Server-to-server copy of a tensor to another node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TensorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +250,16 @@ def add_TensorServiceServicer_to_server(servicer, server):
                     servicer.OpenSharedMemory,
                     request_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.OpenSharedMemoryRequest.FromString,
                     response_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.SharedMemoryEvent.SerializeToString,
+            ),
+            'Cluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cluster,
+                    request_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.ClusterRequest.FromString,
+                    response_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.ClusterResponse.SerializeToString,
+            ),
+            'Copy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Copy,
+                    request_deserializer=tensorcast_dot_v1_dot_tensor__service__pb2.CopyRequest.FromString,
+                    response_serializer=tensorcast_dot_v1_dot_tensor__service__pb2.CopyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -525,6 +559,60 @@ class TensorService:
             '/tensorcast.v1.TensorService/OpenSharedMemory',
             tensorcast_dot_v1_dot_tensor__service__pb2.OpenSharedMemoryRequest.SerializeToString,
             tensorcast_dot_v1_dot_tensor__service__pb2.SharedMemoryEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorcast.v1.TensorService/Cluster',
+            tensorcast_dot_v1_dot_tensor__service__pb2.ClusterRequest.SerializeToString,
+            tensorcast_dot_v1_dot_tensor__service__pb2.ClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Copy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorcast.v1.TensorService/Copy',
+            tensorcast_dot_v1_dot_tensor__service__pb2.CopyRequest.SerializeToString,
+            tensorcast_dot_v1_dot_tensor__service__pb2.CopyResponse.FromString,
             options,
             channel_credentials,
             insecure,
