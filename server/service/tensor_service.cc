@@ -12,11 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/echo.h"
+#include "common/size.h"
 #include "google/protobuf/descriptor.h"
 #include "proto/wire.h"
 #include "server/core/caller_message.h"
-#include "server/core/echo.h"
-#include "server/core/size.h"
 #include "server/service/logging.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
