@@ -8,7 +8,9 @@
 #   - ruff (ruff.toml) on every Python file but the generated stubs;
 #   - mypy on the Python client's package, strict
 #     (client/python/pyproject.toml, [tool.mypy]);
-#   - shellcheck on every shell script.
+#   - shellcheck on every shell script;
+#   - the #include boundaries between common/, the server's layers and
+#     the clients (scripts/check_includes.sh).
 # Runs every check, then exits 1 if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,9 +52,10 @@ run ruff "$BIN/ruff" check --no-fix .
 run mypy "$BIN/mypy" --config-file client/python/pyproject.toml \
   client/python/tensorcast
 run shellcheck "$BIN/shellcheck" "${shell[@]}"
+run includes ./scripts/check_includes.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint: FAILED: ${failed[*]} (make format fixes clang-format's)" >&2
   exit 1
 fi
-echo "lint: clang-format, ruff, mypy and shellcheck passed"
+echo "lint: clang-format, ruff, mypy, shellcheck and includes passed"
