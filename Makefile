@@ -91,7 +91,7 @@ lint: check-standalone setup
 
 # Clang's thread-safety analysis, an error on our targets
 # (cmake/tensorcast.cmake): the server's and the clients' code must hold the
-# lock each ABSL_GUARDED_BY names (server/core/mutex.h). A compile without
+# lock each ABSL_GUARDED_BY names (common/mutex.h). A compile without
 # tests, optimisation or debug info: only the compiler's checks matter.
 test-thread-safety: setup
 	cmake -S . -B $(TSA_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG= \

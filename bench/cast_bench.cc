@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/shape.h"
 #include "server/ops/cast.h"
 #include "server/ops/cast_internal.h"

@@ -17,7 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/memory/cuda_check.h"
 #include "server/memory/cuda_memory_resource.h"
 #include "server/ops/cast_cuda.h"

@@ -45,7 +45,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "client/cpp/client.h"
-#include "server/core/size.h"
+#include "common/size.h"
 
 namespace tensorcast {
 namespace {

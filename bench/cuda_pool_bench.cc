@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "server/core/size.h"
+#include "common/size.h"
 #include "server/memory/caching_pool.h"
 #include "server/memory/cuda_memory_resource.h"
 
@@ -72,7 +72,7 @@ int Run() {
     return 0;
   }
   // As tensorcast-server does (server/main.cc). The pool's own lock is
-  // server/core/mutex.h's, which the check does not see (pool_bench.cc), so
+  // common/mutex.h's, which the check does not see (pool_bench.cc), so
   // this only keeps the process as the server runs it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CudaDeviceMemoryResource device(0);

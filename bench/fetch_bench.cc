@@ -37,7 +37,7 @@
 #include "bench/bench_util.h"
 #include "client/cpp/client.h"
 #include "client/cpp/shared_memory.h"
-#include "server/core/size.h"
+#include "common/size.h"
 
 namespace tensorcast {
 namespace {

@@ -3,7 +3,7 @@
 // (the pool's upstream) called directly, measured in the same run, with the
 // ratios. Memory is not touched: this times the allocators, not page faults.
 //
-// The pool's lock is server/core/mutex.h's (std::shared_mutex), which
+// The pool's lock is common/mutex.h's (std::shared_mutex), which
 // Debian abseil's absl::Mutex deadlock detection (on by default there,
 // ~20-40 ns per pair when the pool's lock was an absl::Mutex) does not
 // check.
@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "server/core/size.h"
+#include "common/size.h"
 #include "server/memory/caching_pool.h"
 #include "server/memory/host_memory_resource.h"
 

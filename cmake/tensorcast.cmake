@@ -11,7 +11,7 @@ function(tensorcast_target_defaults target)
   # Put/Fetch methods override.
   # Clang also checks the locks: ABSL_GUARDED_BY, ABSL_LOCKS_EXCLUDED and
   # the rest of absl/base/thread_annotations.h on our Mutex
-  # (server/core/mutex.h). `make test-thread-safety` is the build for it.
+  # (common/mutex.h). `make test-thread-safety` is the build for it.
   if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
     target_compile_options(${target} PRIVATE -Wno-overloaded-virtual
                                              -Wthread-safety)
@@ -75,4 +75,26 @@ function(tensorcast_grpc_library target)
   add_library(${target} ${gen_srcs})
   target_include_directories(${target} PUBLIC ${gen_dir})
   target_link_libraries(${target} PUBLIC protobuf::libprotobuf gRPC::grpc++)
+endfunction()
+
+# tensorcast_headers(TARGET PUBLIC|PRIVATE DIR): TARGET includes the headers
+# of DIR, a folder relative to the project root (server/core), by their
+# root-relative path ("server/core/npy.h"), and with PUBLIC so does whatever
+# links TARGET. No target has the project root itself on its include path:
+# the include directory is a folder of the build tree, one per DIR, holding
+# a single link, DIR -> the source folder. So a target sees the headers of
+# the folders it names here and of the libraries it links, and no others --
+# a client that includes "server/core/npy.h" does not compile ("No such file
+# or directory") rather than quietly depending on the server.
+# scripts/check_includes.sh (make lint) checks the same boundaries by the
+# text of the #include lines.
+function(tensorcast_headers target scope dir)
+  string(REPLACE "/" "_" name ${dir})
+  set(root ${PROJECT_BINARY_DIR}/include/${name})
+  get_filename_component(parent ${root}/${dir} DIRECTORY)
+  file(MAKE_DIRECTORY ${parent})
+  # Replaces the link if it is there (a build folder moved to another
+  # checkout).
+  file(CREATE_LINK ${PROJECT_SOURCE_DIR}/${dir} ${root}/${dir} SYMBOLIC)
+  target_include_directories(${target} ${scope} ${root})
 endfunction()

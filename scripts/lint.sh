@@ -12,6 +12,8 @@
 #   - gofmt on the Go client (client/go), where a Go toolchain is installed
 #     (make setup installs one; make test-go checks it again, and fails
 #     without one).
+#   - the #include boundaries between common/, the server's layers and
+#     the clients (scripts/check_includes.sh).
 # Runs every check, then exits 1 if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,9 +70,10 @@ else
   echo "== gofmt: no Go toolchain here (make setup installs golang-go);" \
     "make test-go fails without one"
 fi
+run includes ./scripts/check_includes.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint: FAILED: ${failed[*]} (make format fixes clang-format's)" >&2
   exit 1
 fi
-echo "lint: clang-format, ruff, mypy, shellcheck and gofmt passed"
+echo "lint: clang-format, ruff, mypy, shellcheck, gofmt and includes passed"

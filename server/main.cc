@@ -13,8 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "server/core/flags.h"
-#include "server/core/size.h"
+#include "common/flags.h"
+#include "common/size.h"
 #include "server/http/http_endpoint.h"
 #include "server/service/logging.h"
 #include "server/service/server.h"
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
   }
   // Debian's abseil is built without NDEBUG, so absl::Mutex checks every
   // acquisition for lock-order cycles and aborts the process on one it
-  // suspects. The server's own locks are server/core/mutex.h's, which it
+  // suspects. The server's own locks are common/mutex.h's, which it
   // does not check, but gRPC's are absl::Mutex (GPR_ABSEIL_SYNC): off here,
   // so each call's locks cost no graph update and a suspected cycle inside
   // gRPC cannot abort the server. The checks belong in tests.

@@ -16,10 +16,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cpp/client.h"
-#include "client/cpp/proto_json.h"
-#include "server/core/dtype.h"
-#include "server/core/flags.h"
-#include "server/core/size.h"
+#include "common/dtype.h"
+#include "common/flags.h"
+#include "common/size.h"
+#include "proto/proto_json.h"
 
 namespace tensorcast {
 namespace {

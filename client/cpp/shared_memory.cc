@@ -9,7 +9,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/secure_random.h"
+#include "common/secure_random.h"
 
 namespace tensorcast {
 namespace {

@@ -8,8 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "server/core/dtype.h"
-#include "server/core/flags.h"
+#include "common/dtype.h"
+#include "common/flags.h"
 
 namespace tensorcast::load {
 

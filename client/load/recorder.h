@@ -19,7 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "client/load/histogram.h"
 #include "client/load/options.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 
 namespace tensorcast::load {
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 namespace tensorcast::load {
 

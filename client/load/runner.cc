@@ -14,7 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 
 namespace tensorcast::load {
 

@@ -7,8 +7,8 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/dtype.h"
-#include "server/core/size.h"
+#include "common/dtype.h"
+#include "common/size.h"
 
 namespace tensorcast::load {
 

@@ -19,10 +19,10 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/echo.h"
 #include "proto/wire.h"
 #include "server/cluster/cluster_node.h"
 #include "server/cluster/forward.h"
-#include "server/core/echo.h"
 #include "server/service/proto_convert.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"

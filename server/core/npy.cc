@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/core/echo.h"
+#include "common/echo.h"
 #include "server/core/py_literal.h"
 
 namespace tensorcast {

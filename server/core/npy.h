@@ -23,7 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/shape.h"
 
 namespace tensorcast {

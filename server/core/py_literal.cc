@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/echo.h"
+#include "common/echo.h"
 
 namespace tensorcast {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 namespace tensorcast {
 

@@ -14,7 +14,7 @@
 //   DELETE /v1/tensors/{ref}
 //   GET  /v1/stats
 //
-// JSON bodies are the CLI's --json (client/cpp/proto_json.h) of the gRPC
+// JSON bodies are the CLI's --json (proto/proto_json.h) of the gRPC
 // responses. Errors are {"code":"NOT_FOUND","message":"..."} with the HTTP
 // status of http::HttpStatus (http_parse.h). Tokens (Authorization: Bearer),
 // tenants, quotas, streams per tenant, the .numpy() refusals, TLS with the

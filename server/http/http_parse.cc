@@ -7,8 +7,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/core/dtype.h"
-#include "server/core/echo.h"
+#include "common/dtype.h"
+#include "common/echo.h"
 
 namespace tensorcast::http {
 namespace {

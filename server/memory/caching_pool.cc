@@ -8,8 +8,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/size.h"
 #include "server/core/caller_message.h"
-#include "server/core/size.h"
 
 namespace tensorcast {
 namespace {

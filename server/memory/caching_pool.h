@@ -56,7 +56,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 #include "server/memory/fence.h"
 #include "server/memory/memory_resource.h"
 

@@ -13,7 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 #include "server/memory/host_memory_resource.h"
 #include "server/memory/memory_resource.h"
 

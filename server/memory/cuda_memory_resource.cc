@@ -9,7 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/size.h"
+#include "common/size.h"
 #include "server/memory/cuda_check.h"
 
 namespace tensorcast {

@@ -17,9 +17,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/size.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/core/size.h"
 #include "server/memory/caching_pool.h"
 #include "server/memory/cuda_check.h"
 #include "server/memory/fence.h"

@@ -37,7 +37,7 @@
 
 #include <cstdint>
 
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 namespace tensorcast {
 

@@ -19,8 +19,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/dtype.h"
 #include "gtest/gtest.h"
-#include "server/core/dtype.h"
 #include "server/ops/cast_internal.h"
 #include "server/ops/convert.h"
 #include "tests/support/test_support.h"

@@ -11,7 +11,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 #if defined(__CUDACC__)
 #define TC_HOST_DEVICE __host__ __device__

@@ -18,7 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/core/size.h"
+#include "common/size.h"
 #include "server/memory/cuda_check.h"
 #include "server/memory/cuda_memory_resource.h"
 #include "server/memory/pinned_memory_resource.h"

@@ -21,7 +21,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/shape.h"
 
 namespace tensorcast {

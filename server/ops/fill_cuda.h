@@ -26,7 +26,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 namespace tensorcast {
 

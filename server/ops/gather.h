@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/shape.h"
 
 namespace tensorcast {

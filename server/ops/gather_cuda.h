@@ -30,7 +30,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/shape.h"
 
 namespace tensorcast {

@@ -19,8 +19,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "gtest/gtest.h"
-#include "server/core/dtype.h"
 #include "server/core/shape.h"
 #include "server/memory/cuda_check.h"
 #include "server/memory/cuda_memory_resource.h"

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "server/core/size.h"
+#include "common/size.h"
 
 namespace tensorcast {
 namespace {

@@ -43,7 +43,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 #include "server/store/tenant.h"
 
 namespace tensorcast {

@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/store/fetch_source.h"
 #include "server/store/put_sink.h"
 #include "server/store/tensor_store.h"

@@ -11,8 +11,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/size.h"
 #include "server/cluster/cluster_node.h"
-#include "server/core/size.h"
 #include "server/store/handle.h"
 
 namespace tensorcast {

@@ -16,7 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 #include "server/service/auth.h"
 #include "server/service/metrics.h"
 #include "server/service/tensor_service.h"

@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/size.h"
+#include "common/size.h"
 #include "server/ops/cast.h"
 #include "server/ops/fill.h"
 #include "server/store/transfer.h"

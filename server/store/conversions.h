@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/shape.h"
 #include "server/store/device.h"
 #include "server/store/tensor_store.h"

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "server/core/echo.h"
+#include "common/echo.h"
 #include "server/memory/host_memory_resource.h"
 #include "server/ops/cuda_backend.h"
 

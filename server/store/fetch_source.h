@@ -14,7 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/store/tensor_store.h"
 
 namespace tensorcast {

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 
 namespace tensorcast {
 

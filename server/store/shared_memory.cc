@@ -20,8 +20,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/echo.h"
-#include "server/core/secure_random.h"
+#include "common/echo.h"
+#include "common/secure_random.h"
 
 namespace tensorcast {
 namespace {

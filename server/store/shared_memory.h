@@ -91,7 +91,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 #include "server/store/tenant.h"
 
 namespace tensorcast {

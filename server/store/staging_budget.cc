@@ -3,8 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/size.h"
 #include "server/core/caller_message.h"
-#include "server/core/size.h"
 
 namespace tensorcast {
 

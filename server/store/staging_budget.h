@@ -15,7 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "server/core/mutex.h"
+#include "common/mutex.h"
 
 namespace tensorcast {
 

@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/size.h"
+#include "common/size.h"
 
 namespace tensorcast {
 

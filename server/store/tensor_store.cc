@@ -11,8 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/echo.h"
-#include "server/core/secure_random.h"
+#include "common/echo.h"
+#include "common/secure_random.h"
 #include "server/store/handle.h"
 
 namespace tensorcast {

@@ -15,7 +15,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/ops/engine.h"
 #include "server/store/device.h"
 #include "server/store/tensor_store.h"

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "server/core/npy.h"
 #include "tests/integration/harness.h"
 

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 #include "tests/integration/harness.h"
 
 namespace tensorcast::testing {

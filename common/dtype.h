@@ -1,7 +1,7 @@
 // The 15 element types tensorcast stores, and what is known about each:
 // name, item size, NumPy `.npy` descriptor and kind. Pure data, thread-safe.
-#ifndef TENSORCAST_SERVER_CORE_DTYPE_H_
-#define TENSORCAST_SERVER_CORE_DTYPE_H_
+#ifndef TENSORCAST_COMMON_DTYPE_H_
+#define TENSORCAST_COMMON_DTYPE_H_
 
 #include <array>
 #include <cstddef>
@@ -61,4 +61,4 @@ absl::StatusOr<DType> ParseDType(absl::string_view name);
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_CORE_DTYPE_H_
+#endif  // TENSORCAST_COMMON_DTYPE_H_

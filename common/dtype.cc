@@ -1,11 +1,11 @@
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/core/echo.h"
+#include "common/echo.h"
 
 namespace tensorcast {
 namespace {

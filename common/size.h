@@ -1,7 +1,7 @@
 // Parsing and printing byte sizes as flags take them: "1048576", "64MiB",
 // "1.5GiB", "512k". Pure functions, thread-safe.
-#ifndef TENSORCAST_SERVER_CORE_SIZE_H_
-#define TENSORCAST_SERVER_CORE_SIZE_H_
+#ifndef TENSORCAST_COMMON_SIZE_H_
+#define TENSORCAST_COMMON_SIZE_H_
 
 #include <cstdint>
 #include <string>
@@ -20,4 +20,4 @@ std::string FormatSize(int64_t bytes);
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_CORE_SIZE_H_
+#endif  // TENSORCAST_COMMON_SIZE_H_

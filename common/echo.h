@@ -1,8 +1,8 @@
 // Client-supplied text (a ref, a name, a page token, a device string, a
 // .npy header's bytes) as it may be quoted in a status message or a log
 // line: short, on one line, and unable to close the quotes around it.
-#ifndef TENSORCAST_SERVER_CORE_ECHO_H_
-#define TENSORCAST_SERVER_CORE_ECHO_H_
+#ifndef TENSORCAST_COMMON_ECHO_H_
+#define TENSORCAST_COMMON_ECHO_H_
 
 #include <cstddef>
 #include <string>
@@ -23,4 +23,4 @@ std::string EchoInput(absl::string_view text, size_t max_chars = kMaxEchoChars);
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_CORE_ECHO_H_
+#endif  // TENSORCAST_COMMON_ECHO_H_

@@ -1,11 +1,11 @@
-#include "server/core/flags.h"
+#include "common/flags.h"
 
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/size.h"
+#include "common/size.h"
 
 namespace tensorcast {
 

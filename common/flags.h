@@ -4,8 +4,8 @@
 // come from an environment variable (set_env_prefix). Errors come back as a
 // Status (the binaries print them on one line and exit 2). Not thread-safe;
 // used once at start-up.
-#ifndef TENSORCAST_SERVER_CORE_FLAGS_H_
-#define TENSORCAST_SERVER_CORE_FLAGS_H_
+#ifndef TENSORCAST_COMMON_FLAGS_H_
+#define TENSORCAST_COMMON_FLAGS_H_
 
 #include <cstdint>
 #include <string>
@@ -80,4 +80,4 @@ class FlagSet {
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_CORE_FLAGS_H_
+#endif  // TENSORCAST_COMMON_FLAGS_H_

@@ -1,4 +1,4 @@
-#include "server/core/size.h"
+#include "common/size.h"
 
 #include <cstdint>
 #include <string>

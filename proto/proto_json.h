@@ -9,8 +9,8 @@
 // 64-bit integers (Python's json, jq 1.7) reads them exactly. Bools are
 // true/false. Well-known types (Timestamp, Struct...) get no special form:
 // the CLI's messages have none. Thread-safe (a pure function).
-#ifndef TENSORCAST_CLIENT_CPP_PROTO_JSON_H_
-#define TENSORCAST_CLIENT_CPP_PROTO_JSON_H_
+#ifndef TENSORCAST_PROTO_PROTO_JSON_H_
+#define TENSORCAST_PROTO_PROTO_JSON_H_
 
 #include <string>
 
@@ -23,4 +23,4 @@ std::string ProtoJson(const google::protobuf::Message& message);
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_CLIENT_CPP_PROTO_JSON_H_
+#endif  // TENSORCAST_PROTO_PROTO_JSON_H_

@@ -1,5 +1,5 @@
 // The dtype table against NumPy (and ml_dtypes for bfloat16), and ParseDType.
-#include "server/core/dtype.h"
+#include "common/dtype.h"
 
 #include <map>
 #include <string>

@@ -1,4 +1,4 @@
-#include "client/cpp/proto_json.h"
+#include "proto/proto_json.h"
 
 #include <gtest/gtest.h>
 
@@ -53,7 +53,8 @@ TEST(ProtoJsonTest, IntegersAreNumbersAndEveryScalarIsPrinted) {
             "  \"is_contiguous\": true,\n"
             "  \"storage_bytes\": 0,\n"
             "  \"expires_at_unix_s\": 0,\n"
-            "  \"created_at_unix_s\": 0\n"
+            "  \"created_at_unix_s\": 0,\n"
+            "  \"node\": \"\"\n"
             "}\n");
   ExpectRoundTrip(t);
 }

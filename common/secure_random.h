@@ -1,7 +1,7 @@
 // Unguessable identifiers: bytes from the kernel's CSPRNG (getrandom),
 // for tensor handles and shared-memory region ids.
-#ifndef TENSORCAST_SERVER_CORE_SECURE_RANDOM_H_
-#define TENSORCAST_SERVER_CORE_SECURE_RANDOM_H_
+#ifndef TENSORCAST_COMMON_SECURE_RANDOM_H_
+#define TENSORCAST_COMMON_SECURE_RANDOM_H_
 
 #include <cstddef>
 #include <string>
@@ -15,4 +15,4 @@ std::string RandomHex(size_t n);
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_CORE_SECURE_RANDOM_H_
+#endif  // TENSORCAST_COMMON_SECURE_RANDOM_H_

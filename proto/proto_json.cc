@@ -1,4 +1,4 @@
-#include "client/cpp/proto_json.h"
+#include "proto/proto_json.h"
 
 #include <cmath>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-#include "server/core/flags.h"
+#include "common/flags.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>

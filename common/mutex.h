@@ -11,8 +11,8 @@
 // `make test-tsan` checks the store, pool and streaming code for real.
 //
 // Thread-safe.
-#ifndef TENSORCAST_SERVER_CORE_MUTEX_H_
-#define TENSORCAST_SERVER_CORE_MUTEX_H_
+#ifndef TENSORCAST_COMMON_MUTEX_H_
+#define TENSORCAST_COMMON_MUTEX_H_
 
 #include <atomic>
 #include <condition_variable>
@@ -94,4 +94,4 @@ class ABSL_SCOPED_LOCKABLE ReaderMutexLock {
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_SERVER_CORE_MUTEX_H_
+#endif  // TENSORCAST_COMMON_MUTEX_H_

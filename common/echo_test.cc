@@ -1,4 +1,4 @@
-#include "server/core/echo.h"
+#include "common/echo.h"
 
 #include <string>
 

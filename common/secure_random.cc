@@ -1,4 +1,4 @@
-#include "server/core/secure_random.h"
+#include "common/secure_random.h"
 
 #include <sys/random.h>
 
