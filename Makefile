@@ -18,7 +18,7 @@ CMAKE_FLAGS ?=
 # scripts/constraints.txt (README.md, "Pinned versions").
 UPGRADE    ?= 0
 
-.PHONY: all setup constraints build run test test-unit test-asan test-tsan test-thread-safety lint lint-docker test-container test-container-cuda check-standalone fuzz bench format clean
+.PHONY: all setup constraints build run test test-unit test-go test-asan test-tsan test-thread-safety lint lint-docker lint-deploy test-container test-container-cuda check-standalone fuzz bench format clean
 
 all: build
 
@@ -63,13 +63,14 @@ test-tsan: setup
 # Everything, the fast tier first so that drift or a broken unit fails in
 # minutes: the checks that need no build (make lint), the unit tests, the
 # thread-safety build; then the integration tests (ctest's other labels:
-# integration, and gpu, which skip without a GPU), the Python client's, the
-# sanitizer passes, and each fuzzer for a minute.
+# integration, and gpu, which skip without a GPU), the Python client's and
+# the Go client's, the sanitizer passes, and each fuzzer for a minute.
 test: lint
 	$(MAKE) test-unit
 	$(MAKE) test-thread-safety
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600 -LE unit
 	$(MAKE) test-python
+	$(MAKE) test-go
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
 	$(MAKE) fuzz FUZZ_SECONDS=60
@@ -79,11 +80,13 @@ test-unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) --timeout 600 -L unit
 
 # The checks that need no build, in seconds: that nothing reads outside the
-# repository, clang-format, ruff, mypy and shellcheck (scripts/lint.sh), and
-# the Docker files' (make lint-docker).
+# repository, clang-format, ruff, mypy and shellcheck (scripts/lint.sh), the
+# Docker files' (make lint-docker) and the Kubernetes manifests' (make
+# lint-deploy).
 lint: check-standalone setup
 	./scripts/lint.sh
 	./scripts/check_docker.sh
+	./scripts/check_deploy.sh
 
 # Clang's thread-safety analysis, an error on our targets
 # (cmake/tensorcast.cmake): the server's and the clients' code must hold the
@@ -108,6 +111,14 @@ test-python: build
 	TENSORCAST_SERVER_BIN=$(abspath $(BUILD_DIR))/bin/tensorcast-server \
 	  TENSORCAST_REQUIRE_NATIVE=1 $(PYTHON) -m pytest -q tests/python
 
+# The Go client (client/go, docs/go.md): gofmt, stubs generated from proto/
+# with Debian's protoc-gen-go and protoc-gen-go-grpc into $(BUILD_DIR)/go,
+# go vet, and go test against the server just built, offline over Debian's
+# Go packages (scripts/test_go.sh). Fails, saying what to install, where
+# make setup could not install a Go toolchain.
+test-go: build
+	BUILD_DIR=$(BUILD_DIR) PYTHON=$(PYTHON) ./scripts/test_go.sh
+
 # AddressSanitizer + UndefinedBehaviorSanitizer over the same suites.
 test-asan: setup
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -124,6 +135,14 @@ test-asan: setup
 # (shellcheck): what can be checked here, where no Docker engine runs.
 lint-docker: setup
 	./scripts/check_docker.sh
+
+# deploy/kubernetes (scripts/check_deploy.sh, docs/cluster.md): each overlay
+# rendered with `kubectl kustomize` (kubectl must be on PATH: the check fails
+# without it), every object validated with kubernetes-validate --strict for
+# Kubernetes 1.30-1.37 (offline), the checks schemas cannot make, and broken
+# copies that must fail.
+lint-deploy: setup
+	./scripts/check_deploy.sh
 
 # The CPU image for real (scripts/test_container.sh): built with podman from
 # docker/Dockerfile.cpu as `docker build` would, run, and used from the host

@@ -8,7 +8,10 @@
 #   - ruff (ruff.toml) on every Python file but the generated stubs;
 #   - mypy on the Python client's package, strict
 #     (client/python/pyproject.toml, [tool.mypy]);
-#   - shellcheck on every shell script.
+#   - shellcheck on every shell script;
+#   - gofmt on the Go client (client/go), where a Go toolchain is installed
+#     (make setup installs one; make test-go checks it again, and fails
+#     without one).
 # Runs every check, then exits 1 if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,9 +53,24 @@ run ruff "$BIN/ruff" check --no-fix .
 run mypy "$BIN/mypy" --config-file client/python/pyproject.toml \
   client/python/tensorcast
 run shellcheck "$BIN/shellcheck" "${shell[@]}"
+gofmt_clean() {
+  local out
+  [ $# -gt 0 ] || return 0
+  out=$(gofmt -l "$@") || return 1
+  [ -z "$out" ] && return 0
+  echo "gofmt would change: $out (gofmt -w client/go fixes it)"
+  return 1
+}
+mapfile -t gofiles < <(files '*.go')
+if command -v gofmt >/dev/null; then
+  run gofmt gofmt_clean "${gofiles[@]}"
+else
+  echo "== gofmt: no Go toolchain here (make setup installs golang-go);" \
+    "make test-go fails without one"
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "lint: FAILED: ${failed[*]} (make format fixes clang-format's)" >&2
   exit 1
 fi
-echo "lint: clang-format, ruff, mypy and shellcheck passed"
+echo "lint: clang-format, ruff, mypy, shellcheck and gofmt passed"

@@ -8,7 +8,10 @@
 #   TENSORCAST_SETUP_TESTS=0   no test and development tool chain: clang and
 #       libclang-rt (the fuzzers, the thread-safety build), GoogleTest/GMock
 #       (the tests, which such a build turns off: -DTENSORCAST_BUILD_TESTS=OFF),
-#       clang-format and git (make lint, make format).
+#       clang-format and git (make lint, make format), and the Go client's
+#       toolchain (make test-go: Go, Debian's Go gRPC and protobuf sources,
+#       protoc-gen-go, the APIv2 plugin, which replaces the older
+#       golang-goprotobuf-dev's, and protoc-gen-go-grpc).
 # TENSORCAST_UPGRADE=1 (make setup UPGRADE=1) installs the newest releases
 # requirements-dev.txt allows instead, ignoring the pins: the step before
 # moving them (README.md, "Pinned versions").
@@ -17,14 +20,18 @@ cd "$(dirname "$0")/.."
 SETUP_PYTHON=${TENSORCAST_SETUP_PYTHON:-1}
 SETUP_TESTS=${TENSORCAST_SETUP_TESTS:-1}
 
+GO_PACKAGES=(golang-go golang-google-grpc-dev golang-google-protobuf-dev
+  golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc)
 PACKAGES=(
   build-essential cmake pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libabsl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   python3 python3-venv python3-dev
   clang libclang-rt-14-dev clang-format
+  "${GO_PACKAGES[@]}"
 )
-TEST_PACKAGES=(git libgtest-dev libgmock-dev clang libclang-rt-14-dev clang-format)
+TEST_PACKAGES=(git libgtest-dev libgmock-dev clang libclang-rt-14-dev clang-format
+  "${GO_PACKAGES[@]}")
 kept=()
 for p in "${PACKAGES[@]}"; do
   if [ "$SETUP_PYTHON" = 0 ] && [[ $p == python3* ]]; then continue; fi
