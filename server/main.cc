@@ -4,6 +4,7 @@
 // streams get --shutdown-grace seconds to finish and are then cancelled.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "server/core/size.h"
 #include "server/service/logging.h"
 #include "server/service/server.h"
+#include "server/store/handle.h"
 
 namespace {
 
@@ -120,6 +122,27 @@ int main(int argc, char** argv) {
              "SIZE of pinned host memory the GPUs stage through, at most; "
              "GPU Fetch streams reserve theirs from 7/8 of it and wait "
              "briefly, then fail, when it is taken (0 = none)");
+  flags.String("node-id", &options.node_id,
+               "this node's id in a cluster, a DNS label carried in every "
+               "handle (<32 hex>.<node-id>); default with --cluster: the "
+               "hostname, made a DNS label; without: none (plain handles)");
+  flags.String("cluster", &options.cluster,
+               "the cluster's members: dns:///HOST:PORT (resolved every few "
+               "seconds; a headless Service gives one address per pod) or "
+               "HOST:PORT,HOST:PORT; empty = a single node");
+  flags.String("advertise", &options.advertise,
+               "HOST:PORT other nodes and clients reach this node at "
+               "(default: --listen, with this host's name for 0.0.0.0)");
+  flags.String("cluster-token-file", &options.cluster_token_file,
+               "FILE holding a bearer token the members accept: probes "
+               "carry it, so Cluster lists the other members' devices");
+  flags.String("cluster-ca", &options.cluster_ca,
+               "PEM roots the members' TLS certificates are checked against "
+               "(with --tls-cert; default: the system's)");
+  int64_t cluster_probe_ms = 2000;
+  flags.Int("cluster-probe-ms", &cluster_probe_ms,
+            "milliseconds between resolving --cluster and probing each "
+            "member");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (absl::Status s = flags.Parse(args); !s.ok()) return Fail(s.message());
   if (flags.help_requested()) {
@@ -143,6 +166,13 @@ int main(int argc, char** argv) {
   if (shm.max_region_bytes < 0 || shm.max_per_owner < 0 ||
       shm.max_per_tenant < 0 || shm.max_total < 0) {
     return Fail("the --shared-memory-max-* limits must not be negative");
+  }
+  if (cluster_probe_ms < 100) return Fail("--cluster-probe-ms is at least 100");
+  options.cluster_probe_interval = std::chrono::milliseconds(cluster_probe_ms);
+  if (options.node_id.empty() && !options.cluster.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    options.node_id = tensorcast::SanitizeNodeId(host);
   }
   if (absl::Status s = tensorcast::ConfigureLogging(log_format); !s.ok()) {
     return Fail(s.message());

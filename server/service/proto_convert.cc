@@ -1,6 +1,7 @@
 #include "server/service/proto_convert.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/store/handle.h"
 
 namespace tensorcast {
 
@@ -53,6 +54,7 @@ absl::StatusOr<PutSpec> PutSpecFromProto(const v1::PutHeader& header) {
 
 void FillTensorInfo(const Tensor& t, v1::TensorInfo* info) {
   info->set_handle(t.handle);
+  info->set_node(std::string(RefNode(t.handle)));
   info->set_name(t.name);
   info->set_dtype(ToProto(t.dtype));
   for (int64_t d : t.layout.shape) info->add_shape(d);

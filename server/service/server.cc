@@ -4,13 +4,16 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/cluster/cluster_node.h"
 #include "server/core/size.h"
+#include "server/store/handle.h"
 
 namespace tensorcast {
 namespace {
@@ -66,6 +69,64 @@ bool IsLoopback(absl::string_view listen) {
          host == "[::1]" || host == "::1";
 }
 
+// The cluster part of the options, checked.
+absl::StatusOr<std::unique_ptr<ClusterNode>> MakeCluster(
+    const ServerOptions& options) {
+  ClusterOptions c;
+  c.node_id = options.node_id;
+  c.target = options.cluster;
+  c.probe_interval = options.cluster_probe_interval;
+  if (!c.target.empty() && c.node_id.empty()) {
+    return absl::InvalidArgumentError("--cluster needs a --node-id");
+  }
+  if (!c.node_id.empty() && !IsNodeId(c.node_id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--node-id '", c.node_id,
+        "' is not a DNS label (1 to 63 of a-z, 0-9 and '-', starting and "
+        "ending with a letter or digit)"));
+  }
+  c.advertise = options.advertise;
+  if (c.advertise.empty()) {
+    // The listen address, with this host's name for a wildcard host.
+    std::string host = options.listen.substr(0, options.listen.rfind(':'));
+    std::string port = options.listen.substr(options.listen.rfind(':') + 1);
+    if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
+      char name[256] = {};
+      gethostname(name, sizeof(name) - 1);
+      host = name;
+    }
+    c.advertise = absl::StrCat(host, ":", port);
+  }
+  if (!options.cluster_token_file.empty()) {
+    std::ifstream in(options.cluster_token_file);
+    if (!in || !(in >> c.token)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cluster-token-file: cannot read a token from ",
+                       options.cluster_token_file));
+    }
+  }
+  if (!options.tls_cert.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.cluster_ca.empty()) {
+      absl::StatusOr<std::string> ca =
+          ReadPem(options.cluster_ca, "cluster-ca");
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    if (!options.tls_client_ca.empty()) {
+      // Peers require client certificates too: present this node's own.
+      absl::StatusOr<std::string> cert = ReadPem(options.tls_cert, "tls-cert");
+      absl::StatusOr<std::string> key = ReadPem(options.tls_key, "tls-key");
+      if (!cert.ok()) return cert.status();
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    c.credentials = grpc::SslCredentials(ssl);
+  }
+  return std::make_unique<ClusterNode>(std::move(c));
+}
+
 }  // namespace
 
 // Sent: bigger than the largest Fetch chunk a client may ask for.
@@ -110,9 +171,14 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
         "--chunk-bytes must be between ", FormatSize(kMinChunkBytes), " and ",
         FormatSize(kMaxChunkBytes)));
   }
-  s->store_ = std::make_unique<TensorStore>(options.default_ttl_seconds);
+  s->store_ = std::make_unique<TensorStore>(options.default_ttl_seconds,
+                                            nullptr, options.node_id);
   s->service_ = std::make_unique<TensorServiceImpl>(
       s->store_.get(), s->devices_.get(), s->auth_.get(), options.service);
+  absl::StatusOr<std::unique_ptr<ClusterNode>> cluster = MakeCluster(options);
+  if (!cluster.ok()) return cluster.status();
+  s->cluster_ = *std::move(cluster);
+  s->service_->set_cluster(s->cluster_.get());
 
   // The metrics endpoint first: if its address is bad, nothing has
   // started.
@@ -120,7 +186,8 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
     TensorServiceImpl* service = s->service_.get();
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
         MetricsEndpoint::Start(options.metrics_listen, [service] {
-          return service->metrics().Render(service->Snapshot());
+          return service->metrics().Render(service->Snapshot()) +
+                 service->cluster()->RenderMetrics();
         });
     if (!metrics.ok()) return metrics.status();
     s->metrics_ = *std::move(metrics);
@@ -167,6 +234,11 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
         "shared memory allowed: same-host clients may lend files {}/"
         "tensorcast-*",
         options.service.shared_memory_dir);
+  }
+  if (s->cluster_->clustered()) {
+    s->cluster_->Start();
+    spdlog::info("node {} of cluster {}, advertised as {}", options.node_id,
+                 options.cluster, s->cluster_->options().advertise);
   }
   s->server_->GetHealthCheckService()->SetServingStatus(true);
   return s;
@@ -223,6 +295,7 @@ TensorcastServer::~TensorcastServer() {
   // gRPC releases them, which can be a moment after the server is gone; the
   // storage must go back to its pool before the pools go.
   server_.reset();
+  cluster_.reset();
   service_.reset();
   store_.reset();
   // Start() may have failed before making the devices (bad flags).

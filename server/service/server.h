@@ -25,6 +25,8 @@
 
 namespace tensorcast {
 
+class ClusterNode;
+
 // --tenant-max-streams's default: enough for a client's pipelines, few
 // enough that one tenant's open calls (and the buffers they hold) stay
 // bounded without an explicit limit.
@@ -51,6 +53,20 @@ struct ServerOptions {
   bool allow_insecure_remote = false;
   // Limits for tenants whose token line does not give its own (0 = none).
   TenantLimits tenant_defaults = {0, 0, kDefaultTenantMaxStreams};
+
+  // Cluster (docs/cluster-internals.md). node_id: carried in every handle
+  // when non-empty. cluster: the members' target ("dns:///HOST:PORT" or
+  // "HOST:PORT,..."); empty = a single node. advertise: HOST:PORT others
+  // reach this node at. cluster_token_file: a token (from the
+  // --auth-tokens files of the members) that probes carry. cluster_ca: PEM
+  // roots that peers' TLS certificates are checked against (empty: the
+  // system's), for a server with TLS.
+  std::string node_id;
+  std::string cluster;
+  std::string advertise;
+  std::string cluster_token_file;
+  std::string cluster_ca;
+  std::chrono::milliseconds cluster_probe_interval{2000};
 };
 
 class TensorcastServer {
@@ -84,6 +100,8 @@ class TensorcastServer {
   std::unique_ptr<TensorServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsEndpoint> metrics_;
+  // Reset after server_ (its calls use it), before service_.
+  std::unique_ptr<ClusterNode> cluster_;
   int port_ = 0;
 
   Mutex mu_;

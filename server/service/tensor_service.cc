@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/descriptor.h"
 #include "proto/wire.h"
+#include "server/cluster/forward.h"
 #include "server/core/caller_message.h"
 #include "server/core/echo.h"
 #include "server/core/size.h"
@@ -465,6 +466,7 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* TensorServiceImpl::Put(
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* TensorServiceImpl::Fetch(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  if (auto* r = MaybeForwardFetch(this, ctx, request)) return r;
   return NewFetchReactor(this, ctx, request);
 }
 
@@ -548,6 +550,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Create(
 grpc::ServerUnaryReactor* TensorServiceImpl::Info(
     grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
+  if (auto* r =
+          MaybeForwardUnary(this, "Info", call, raw_request, raw_response)) {
+    return r;
+  }
   UnaryCall<v1::InfoRequest, v1::InfoResponse> ctx(call, raw_request,
                                                    raw_response, kSmallLimits);
   const v1::InfoRequest* request = &ctx.request;
@@ -584,6 +590,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::List(
 grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
     grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
+  if (auto* r =
+          MaybeForwardUnary(this, "Delete", call, raw_request, raw_response)) {
+    return r;
+  }
   UnaryCall<v1::DeleteRequest, v1::DeleteResponse> ctx(
       call, raw_request, raw_response, kDeleteLimits);
   const v1::DeleteRequest* request = &ctx.request;
@@ -604,6 +614,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Delete(
 grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
     grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
+  if (auto* r =
+          MaybeForwardUnary(this, "Detach", call, raw_request, raw_response)) {
+    return r;
+  }
   UnaryCall<v1::DetachRequest, v1::DetachResponse> ctx(
       call, raw_request, raw_response, kSmallLimits);
   const v1::DetachRequest* request = &ctx.request;
@@ -623,6 +637,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Detach(
 grpc::ServerUnaryReactor* TensorServiceImpl::To(
     grpc::CallbackServerContext* call, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
+  if (auto* r =
+          MaybeForwardUnary(this, "To", call, raw_request, raw_response)) {
+    return r;
+  }
   UnaryCall<v1::ToRequest, v1::ToResponse> ctx(call, raw_request, raw_response,
                                                kSmallLimits);
   const v1::ToRequest* request = &ctx.request;
@@ -692,6 +710,7 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Stats(
       d->set_cache_misses(s.cache_misses);
       d->set_segment_count(s.segment_count);
       d->set_tensors(device.tensors);
+      d->set_free_bytes(FreeBytes(device));
     }
     response->set_tensors(snapshot.tensors);
     response->set_active_streams(snapshot.active_streams);

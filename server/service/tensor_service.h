@@ -27,6 +27,8 @@
 
 namespace tensorcast {
 
+class ClusterNode;  // server/cluster/cluster_node.h
+
 struct ServiceOptions {
   int64_t max_tensor_bytes = 0;   // 0 = no limit
   int64_t chunk_bytes = 1 << 20;  // Fetch's default data per message
@@ -66,7 +68,8 @@ using RawService = V1::WithRawCallbackMethod_Put<
             V1::WithRawCallbackMethod_Delete<V1::WithRawCallbackMethod_Detach<
                 V1::WithRawCallbackMethod_To<V1::WithRawCallbackMethod_Stats<
                     V1::WithRawCallbackMethod_EmptyCache<
-                        V1::CallbackService>>>>>>>>>>;
+                        V1::WithRawCallbackMethod_Copy<
+                            V1::CallbackService>>>>>>>>>>>;
 }  // namespace internal
 
 class TensorServiceImpl final : public internal::RawService {
@@ -109,6 +112,17 @@ class TensorServiceImpl final : public internal::RawService {
   grpc::ServerWriteReactor<v1::SharedMemoryEvent>* OpenSharedMemory(
       grpc::CallbackServerContext* ctx,
       const v1::OpenSharedMemoryRequest* request) override;
+  // server/cluster/cluster_rpcs.cc.
+  grpc::ServerUnaryReactor* Cluster(grpc::CallbackServerContext* ctx,
+                                    const v1::ClusterRequest* request,
+                                    v1::ClusterResponse* response) override;
+  grpc::ServerUnaryReactor* Copy(grpc::CallbackServerContext* ctx,
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
+  // The cluster this node belongs to (forwarding, Cluster, Copy); null on a
+  // server built without one. Set before serving; must outlive the calls.
+  void set_cluster(ClusterNode* cluster) { cluster_ = cluster; }
+  ClusterNode* cluster() const { return cluster_; }
 
   // For the stream reactors.
   // A call may start: the server is not draining (UNAVAILABLE) and the
@@ -182,6 +196,7 @@ class TensorServiceImpl final : public internal::RawService {
   std::atomic<int64_t> active_streams_{0};
   std::atomic<int64_t> unary_in_flight_{0};
   std::atomic<bool> draining_{false};
+  ClusterNode* cluster_ = nullptr;
 };
 
 // A streaming method's request message (Fetch's FetchRequest, Put's

@@ -13,22 +13,19 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/echo.h"
 #include "server/core/secure_random.h"
+#include "server/store/handle.h"
 
 namespace tensorcast {
 namespace {
 
-constexpr size_t kHandleHexDigits = 32;
 constexpr size_t kMaxNameBytes = 256;
 
-// 128 bits from the kernel's CSPRNG: handles must be unguessable.
-std::string NewHandle() { return RandomHex(kHandleHexDigits / 2); }
-
-bool LooksLikeHandle(absl::string_view s) {
-  if (s.size() != kHandleHexDigits) return false;
-  for (char c : s) {
-    if (!absl::ascii_isxdigit(c)) return false;
-  }
-  return true;
+// 128 bits from the kernel's CSPRNG: handles must be unguessable. On a node
+// with an id, the id follows a "." (server/store/handle.h).
+std::string NewHandle(const std::string& node_id) {
+  std::string handle = RandomHex(kHandleHexDigits / 2);
+  if (!node_id.empty()) absl::StrAppend(&handle, ".", node_id);
+  return handle;
 }
 
 // Names are unique per tenant: the key carries the tenant's name (tenant
@@ -70,9 +67,11 @@ absl::Status CheckRequiresGrad(DType dtype, bool requires_grad) {
   return absl::OkStatus();
 }
 
-TensorStore::TensorStore(int64_t default_ttl_seconds, Clock clock)
+TensorStore::TensorStore(int64_t default_ttl_seconds, Clock clock,
+                         std::string node_id)
     : default_ttl_seconds_(default_ttl_seconds),
-      clock_(clock != nullptr ? std::move(clock) : Clock(&NowUnixSeconds)) {}
+      clock_(clock != nullptr ? std::move(clock) : Clock(&NowUnixSeconds)),
+      node_id_(std::move(node_id)) {}
 
 int64_t TensorStore::NowUnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -87,10 +86,11 @@ absl::Status TensorStore::CheckNameLocked(absl::string_view name,
     return absl::InvalidArgumentError(
         absl::StrCat("name is longer than ", kMaxNameBytes, " bytes"));
   }
-  if (LooksLikeHandle(name)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("name '", EchoInput(name),
-                     "' looks like a handle (32 hex digits); choose another"));
+  if (NameLooksLikeHandle(name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "name '", EchoInput(name),
+        "' looks like a handle (32 hex digits, alone or before a '.'); "
+        "choose another"));
   }
   for (char c : name) {
     if (!absl::ascii_isgraph(c)) {
@@ -131,7 +131,7 @@ absl::StatusOr<TensorPtr> TensorStore::Add(NewTensor t) {
     return absl::InvalidArgumentError("ttl_seconds must not be negative");
   }
   auto tensor = std::make_shared<Tensor>();
-  tensor->handle = NewHandle();
+  tensor->handle = NewHandle(node_id_);
   tensor->name = std::move(t.name);
   tensor->dtype = t.dtype;
   tensor->layout = std::move(t.layout);

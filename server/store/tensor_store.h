@@ -108,8 +108,10 @@ class TensorStore {
 
   // default_ttl_seconds: applied when a tensor gives none; 0 = never expire.
   // clock: null is the system clock (NowUnixSeconds); tests pass a fake one
-  // to expire tensors without waiting.
-  explicit TensorStore(int64_t default_ttl_seconds = 0, Clock clock = nullptr);
+  // to expire tensors without waiting. node_id: non-empty on a node of a
+  // cluster, whose handles then end in ".NODE_ID" (server/store/handle.h).
+  explicit TensorStore(int64_t default_ttl_seconds = 0, Clock clock = nullptr,
+                       std::string node_id = "");
   TensorStore(const TensorStore&) = delete;
   TensorStore& operator=(const TensorStore&) = delete;
 
@@ -159,6 +161,8 @@ class TensorStore {
   static int64_t NowUnixSeconds();
   // The store's clock.
   int64_t Now() const { return clock_(); }
+  // The node id handles carry ("" for none).
+  const std::string& node_id() const { return node_id_; }
 
  private:
   struct Entry {
@@ -182,6 +186,7 @@ class TensorStore {
   // Constant after construction.
   const int64_t default_ttl_seconds_;
   const Clock clock_;
+  const std::string node_id_;
 
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> by_handle_ ABSL_GUARDED_BY(mu_);

@@ -1,0 +1,387 @@
+#include "server/cluster/forward.h"
+
+#include <grpcpp/generic/generic_stub.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "proto/wire.h"
+#include "server/service/status.h"
+#include "server/service/tensor_service.h"
+#include "server/store/handle.h"
+#include "tensorcast/v1/tensor_service.grpc.pb.h"
+
+namespace tensorcast {
+namespace {
+
+constexpr char kMethodPrefix[] = "/tensorcast.v1.TensorService/";
+
+bool ReadVarint(absl::string_view* in, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    const uint8_t b = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// Field 1 (every request's `ref`, Delete's `refs`) of an encoded request;
+// false when the bytes are not a message (the local path says so).
+bool Refs(const grpc::ByteBuffer& raw, std::vector<std::string>* refs) {
+  std::vector<grpc::Slice> slices;
+  if (raw.Length() > static_cast<size_t>(kMaxReceiveMessageBytes) ||
+      !raw.Dump(&slices).ok()) {
+    return false;
+  }
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  absl::string_view in = bytes;
+  while (!in.empty()) {
+    uint64_t tag, n;
+    if (!ReadVarint(&in, &tag)) return false;
+    switch (tag & 7) {
+      case wire::kVarint:
+        if (!ReadVarint(&in, &n)) return false;
+        break;
+      case wire::kFixed64:
+      case wire::kFixed32: {
+        const size_t w = (tag & 7) == wire::kFixed64 ? 8 : 4;
+        if (in.size() < w) return false;
+        in.remove_prefix(w);
+        break;
+      }
+      case wire::kLengthDelimited:
+        if (!ReadVarint(&in, &n) || n > in.size()) return false;
+        if ((tag >> 3) == 1) {
+          if (refs->size() > static_cast<size_t>(kMaxDeleteRefs)) return false;
+          refs->emplace_back(in.substr(0, n));
+        }
+        in.remove_prefix(n);
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+bool LocalOnly(grpc::CallbackServerContext* ctx) {
+  return ctx->client_metadata().count(kLocalOnlyKey) > 0;
+}
+
+// Where a call goes: null peer = serve it here; else the status to fail
+// with, or the peer.
+struct Route {
+  bool local = true;
+  absl::Status status;
+  Peer peer;
+};
+
+Route RouteFor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+               const grpc::ByteBuffer& request, bool single_ref) {
+  Route route;
+  ClusterNode* cluster = service->cluster();
+  if (cluster == nullptr || !cluster->clustered() || LocalOnly(ctx)) {
+    return route;
+  }
+  std::vector<std::string> refs;
+  if (!Refs(request, &refs) || refs.empty()) return route;
+  std::set<std::string> owners;
+  bool here = false;
+  for (const std::string& ref : refs) {
+    std::string owner = cluster->RemoteOwner(ref);
+    if (owner.empty()) {
+      here = true;
+    } else {
+      owners.insert(std::move(owner));
+    }
+  }
+  absl::StatusOr<Caller> caller = service->Admit(ctx);
+  if (!caller.ok()) return route;  // the local path refuses it the same way
+  route.local = false;
+  if (owners.size() > 1 || (here && !owners.empty())) {
+    std::vector<std::string> nodes(owners.begin(), owners.end());
+    if (here) nodes.push_back(cluster->node_id());
+    route.status = absl::FailedPreconditionError(absl::StrCat(
+        "these refs are held on several nodes (", absl::StrJoin(nodes, ", "),
+        "); all or nothing holds on one node only: send one Delete per node"));
+    return route;
+  }
+  if (!owners.empty()) {
+    absl::StatusOr<Peer> peer = cluster->PeerFor(*owners.begin());
+    if (!peer.ok()) {
+      route.status = peer.status();
+    } else {
+      route.peer = *std::move(peer);
+    }
+    return route;
+  }
+  // Refs of this node's own: a handle, or a name held here, is served here;
+  // a single name not held here is looked up on the other members.
+  if (!single_ref || refs.size() != 1 || ParseHandle(refs[0]).has_value() ||
+      service->store()->Get(refs[0], caller->tenant.get()).ok()) {
+    route.local = true;
+    return route;
+  }
+  absl::StatusOr<Peer> peer = LookUpName(cluster, ctx, refs[0]);
+  if (absl::IsNotFound(peer.status())) {
+    route.local = true;  // NOT_FOUND from here, as on a single node
+  } else if (!peer.ok()) {
+    route.status = peer.status();
+  } else {
+    route.peer = *std::move(peer);
+  }
+  return route;
+}
+
+// A forwarded unary call: the request bytes to the owner, its reply (or
+// status) back as it came.
+struct UnaryForward {
+  TensorServiceImpl* service;
+  grpc::CallbackServerContext* ctx;
+  std::string method;
+  Peer peer;
+  std::unique_ptr<grpc::ClientContext> client;
+  std::unique_ptr<grpc::GenericStub> stub;
+  std::chrono::steady_clock::time_point start;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::ClientContext> ContextFor(
+    grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap) {
+  std::unique_ptr<grpc::ClientContext> client =
+      grpc::ClientContext::FromCallbackServerContext(*ctx);
+  if (cap.count() > 0) {
+    auto deadline = std::chrono::system_clock::now() + cap;
+    if (ctx->deadline() < deadline) deadline = ctx->deadline();
+    client->set_deadline(deadline);
+  }
+  auto token = ctx->client_metadata().find("authorization");
+  if (token != ctx->client_metadata().end()) {
+    client->AddMetadata("authorization", std::string(token->second.data(),
+                                                     token->second.size()));
+  }
+  client->AddMetadata(kLocalOnlyKey, "1");
+  return client;
+}
+
+absl::StatusOr<Peer> LookUpName(ClusterNode* cluster,
+                                grpc::CallbackServerContext* ctx,
+                                absl::string_view ref) {
+  std::vector<Peer> peers = cluster->HealthyPeers();
+  struct Ask {
+    std::unique_ptr<grpc::ClientContext> client;
+    v1::InfoRequest request;
+    v1::InfoResponse response;
+    grpc::Status status;
+  };
+  std::vector<Ask> asks(peers.size());
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t pending = peers.size();
+  for (size_t i = 0; i < peers.size(); ++i) {
+    Ask& a = asks[i];
+    a.client = ContextFor(ctx, kNameLookupTimeout);
+    a.request.set_ref(std::string(ref));
+    v1::TensorService::Stub stub(peers[i].channel);
+    stub.async()->Info(a.client.get(), &a.request, &a.response,
+                       [&a, &mu, &cv, &pending](grpc::Status s) {
+                         std::lock_guard<std::mutex> lock(mu);
+                         a.status = std::move(s);
+                         if (--pending == 0) cv.notify_all();
+                       });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+  }
+  std::vector<size_t> found;
+  for (size_t i = 0; i < asks.size(); ++i) {
+    if (asks[i].status.ok()) found.push_back(i);
+  }
+  if (found.empty()) return absl::NotFoundError("no member holds it");
+  if (found.size() > 1) {
+    std::vector<std::string> nodes;
+    for (size_t i : found) nodes.push_back(peers[i].node_id);
+    return absl::FailedPreconditionError(
+        absl::StrCat("the name is held on several nodes (",
+                     absl::StrJoin(nodes, ", "), "): use the handle"));
+  }
+  return peers[found[0]];
+}
+
+grpc::ServerUnaryReactor* MaybeForwardUnary(TensorServiceImpl* service,
+                                            const char* method,
+                                            grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* response) {
+  const auto start = std::chrono::steady_clock::now();
+  Route route = RouteFor(service, ctx, *request,
+                         /*single_ref=*/std::string(method) != "Delete");
+  if (route.local) return nullptr;
+  service->UnaryStarted();
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (!route.status.ok()) {
+    LogRpc(service, method, ctx, route.status, start);
+    reactor->Finish(ToGrpcStatus(route.status));
+    service->UnaryEnded();
+    return reactor;
+  }
+  auto* call = new UnaryForward{
+      service,
+      ctx,
+      method,
+      route.peer,
+      ContextFor(ctx, service->cluster()->options().forward_timeout),
+      std::make_unique<grpc::GenericStub>(route.peer.channel),
+      start};
+  call->stub->UnaryCall(
+      call->client.get(), absl::StrCat(kMethodPrefix, method),
+      grpc::StubOptions(), request, response,
+      [call, reactor](grpc::Status status) {
+        status = ClusterNode::FromPeer(call->peer, status);
+        call->service->cluster()->CountForward(call->peer.node_id, call->method,
+                                               status.error_code());
+        LogRpc(call->service, call->method.c_str(), call->ctx,
+               absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                            status.error_message()),
+               call->start);
+        TensorServiceImpl* service = call->service;
+        delete call;
+        reactor->Finish(status);
+        service->UnaryEnded();
+      });
+  return reactor;
+}
+
+namespace {
+
+// A forwarded Fetch: the owner's stream relayed message by message. One
+// message is in flight at a time (read from the owner, then written to the
+// caller, then the next read), so a slow caller paces the owner and the
+// proxy holds one message at most. The caller going away cancels the
+// owner's call; the owner's status ends the caller's.
+class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  FetchProxy(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+             const grpc::ByteBuffer& request, Peer peer)
+      : service_(service),
+        ctx_(ctx),
+        peer_(std::move(peer)),
+        client_(this),
+        start_(std::chrono::steady_clock::now()) {
+    service_->StreamStarted();
+    request_ = request;
+    context_ = ContextFor(ctx, std::chrono::milliseconds(0));
+    stub_ = std::make_unique<grpc::GenericStub>(peer_.channel);
+    stub_->PrepareBidiStreamingCall(context_.get(),
+                                    absl::StrCat(kMethodPrefix, "Fetch"),
+                                    grpc::StubOptions(), &client_);
+    client_.StartWriteLast(&request_, grpc::WriteOptions());
+    client_.StartRead(&in_);
+    client_.StartCall();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      context_->TryCancel();
+      return;
+    }
+    client_.StartRead(&in_);
+  }
+  void OnCancel() override { context_->TryCancel(); }
+  void OnDone() override { Release(); }
+
+ private:
+  class Client final
+      : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    explicit Client(FetchProxy* proxy) : proxy_(proxy) {}
+    void OnReadDone(bool ok) override {
+      if (!ok) return;  // OnDone brings the status
+      proxy_->out_ = std::move(proxy_->in_);
+      proxy_->in_.Clear();
+      proxy_->StartWrite(&proxy_->out_);
+    }
+    void OnDone(const grpc::Status& status) override {
+      grpc::Status s = ClusterNode::FromPeer(proxy_->peer_, status);
+      proxy_->service_->cluster()->CountForward(proxy_->peer_.node_id, "Fetch",
+                                                s.error_code());
+      LogRpc(proxy_->service_, "Fetch", proxy_->ctx_,
+             absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                          s.error_message()),
+             proxy_->start_);
+      proxy_->Finish(s);
+      proxy_->Release();
+    }
+
+   private:
+    FetchProxy* const proxy_;
+  };
+
+  // Both sides done: the server's OnDone and the client's.
+  void Release() {
+    if (refs_.fetch_sub(1) == 1) {
+      TensorServiceImpl* service = service_;
+      delete this;
+      service->StreamEnded();
+    }
+  }
+
+  TensorServiceImpl* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const Peer peer_;
+  Client client_;
+  const std::chrono::steady_clock::time_point start_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::GenericStub> stub_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer in_;
+  grpc::ByteBuffer out_;
+  std::atomic<int> refs_{2};
+};
+
+class FailedFetch final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  FailedFetch(TensorServiceImpl* service, const grpc::Status& status)
+      : service_(service) {
+    service_->StreamStarted();
+    Finish(status);
+  }
+  void OnDone() override {
+    TensorServiceImpl* service = service_;
+    delete this;
+    service->StreamEnded();
+  }
+
+ private:
+  TensorServiceImpl* const service_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
+    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    const grpc::ByteBuffer* request) {
+  const auto start = std::chrono::steady_clock::now();
+  Route route = RouteFor(service, ctx, *request, /*single_ref=*/true);
+  if (route.local) return nullptr;
+  if (!route.status.ok()) {
+    LogRpc(service, "Fetch", ctx, route.status, start);
+    return new FailedFetch(service, ToGrpcStatus(route.status));
+  }
+  return new FetchProxy(service, ctx, *request, route.peer);
+}
+
+}  // namespace tensorcast

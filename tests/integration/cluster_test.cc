@@ -1,0 +1,357 @@
+// A cluster of three real servers on loopback (--node-id, --cluster listing
+// the three, bearer tokens on all), driven by the plain generated gRPC stub:
+// no client-side routing, so every call on a handle of another node goes
+// through the node asked (forwarding).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tensorcast/v1/tensor_service.grpc.pb.h"
+#include "tests/integration/harness.h"
+
+namespace tensorcast::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kTokenA[] = "tenant-a-token-0123456789abcdef";
+constexpr char kTokenA2[] = "tenant-a-second-token-0123456789";
+constexpr char kTokenB[] = "tenant-b-token-0123456789abcdef";
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  static constexpr int kNodes = 3;
+
+  void SetUp() override {
+    WriteFile(dir_.File("tokens"),
+              absl::StrCat(kTokenA, " a\n", kTokenA2, " a\n", kTokenB, " b\n"));
+    WriteFile(dir_.File("cluster-token"), absl::StrCat(kTokenA2, "\n"));
+    std::vector<std::string> addresses;
+    for (int i = 0; i < kNodes; ++i) {
+      ports_.push_back(FreePort());
+      addresses.push_back(absl::StrCat("127.0.0.1:", ports_.back()));
+    }
+    for (int i = 0; i < kNodes; ++i) {
+      const std::string metrics_file = dir_.File(absl::StrCat("metrics", i));
+      servers_.push_back(std::make_unique<ServerProcess>(
+          std::vector<std::string>{
+              absl::StrCat("--listen=", addresses[i]),
+              absl::StrCat("--node-id=n", i),
+              absl::StrCat("--cluster=", absl::StrJoin(addresses, ",")),
+              "--cluster-probe-ms=200", "--auth-tokens=" + dir_.File("tokens"),
+              "--cluster-token-file=" + dir_.File("cluster-token"),
+              "--metrics-listen=127.0.0.1:0",
+              "--metrics-port-file=" + metrics_file},
+          ClientOptions{}));
+      metrics_ports_.push_back(std::stoi(ReadFile(metrics_file).value_or("0")));
+      stubs_.push_back(v1::TensorService::NewStub(grpc::CreateChannel(
+          addresses[i], grpc::InsecureChannelCredentials())));
+    }
+    // Every node sees every other one healthy, with its id.
+    const auto deadline = Clock::now() + std::chrono::seconds(15);
+    for (int i = 0; i < kNodes; ++i) {
+      while (HealthyMembers(i) < kNodes && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      ASSERT_EQ(HealthyMembers(i), kNodes) << servers_[i]->Log();
+    }
+  }
+
+  int HealthyMembers(int node) {
+    v1::ClusterResponse r;
+    if (!Cluster(node, &r, kTokenA).ok()) return 0;
+    int n = 0;
+    for (const auto& m : r.members()) n += m.healthy() && !m.node_id().empty();
+    return n;
+  }
+
+  std::unique_ptr<grpc::ClientContext> Ctx(const char* token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::seconds(20));
+    if (token != nullptr) {
+      ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    }
+    return ctx;
+  }
+
+  grpc::Status Cluster(int node, v1::ClusterResponse* r, const char* token) {
+    v1::ClusterRequest req;
+    return stubs_[node]->Cluster(Ctx(token).get(), req, r);
+  }
+
+  // A float32 tensor of `n` elements i * 0.5 put on `node`.
+  v1::TensorInfo Put(int node, int n, const char* token,
+                     const std::string& name = "") {
+    auto ctx = Ctx(token);
+    v1::PutResponse response;
+    auto writer = stubs_[node]->Put(ctx.get(), &response);
+    v1::PutRequest header;
+    header.mutable_header()->set_dtype(v1::DTYPE_FLOAT32);
+    header.mutable_header()->add_shape(n);
+    header.mutable_header()->set_format(v1::FORMAT_RAW);
+    header.mutable_header()->set_name(name);
+    EXPECT_TRUE(writer->Write(header));
+    const std::string bytes = Bytes(n);
+    for (size_t at = 0; at < bytes.size(); at += 1 << 20) {
+      v1::PutRequest data;
+      data.set_data(bytes.substr(at, 1 << 20));
+      EXPECT_TRUE(writer->Write(data));
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response.tensor();
+  }
+
+  static std::string Bytes(int n) {
+    std::string out(static_cast<size_t>(n) * 4, '\0');
+    for (int i = 0; i < n; ++i) {
+      float v = static_cast<float>(i) * 0.5f;
+      std::memcpy(&out[static_cast<size_t>(i) * 4], &v, 4);
+    }
+    return out;
+  }
+
+  grpc::Status Fetch(int node, const std::string& ref, std::string* out,
+                     const char* token = kTokenA) {
+    auto ctx = Ctx(token);
+    v1::FetchRequest req;
+    req.set_ref(ref);
+    req.set_format(v1::FORMAT_RAW);
+    req.set_chunk_bytes(4096);
+    auto reader = stubs_[node]->Fetch(ctx.get(), req);
+    v1::FetchResponse msg;
+    out->clear();
+    while (reader->Read(&msg)) *out += msg.data();
+    return reader->Finish();
+  }
+
+  grpc::Status Info(int node, const std::string& ref, v1::InfoResponse* r,
+                    const char* token = kTokenA) {
+    v1::InfoRequest req;
+    req.set_ref(ref);
+    return stubs_[node]->Info(Ctx(token).get(), req, r);
+  }
+
+  std::string Scrape(int node) {
+    httplib::Client http("127.0.0.1", metrics_ports_[node]);
+    httplib::Result res = http.Get("/metrics");
+    return res ? res->body : std::string();
+  }
+
+  TempDir dir_;
+  std::vector<int> ports_;
+  std::vector<int> metrics_ports_;
+  std::vector<std::unique_ptr<ServerProcess>> servers_;
+  std::vector<std::unique_ptr<v1::TensorService::Stub>> stubs_;
+};
+
+TEST_F(ClusterTest, ClusterListsEveryMemberWithDevices) {
+  for (int i = 0; i < kNodes; ++i) {
+    v1::ClusterResponse r;
+    ASSERT_TRUE(Cluster(i, &r, kTokenB).ok());
+    EXPECT_EQ(r.node_id(), absl::StrCat("n", i));
+    ASSERT_EQ(r.members_size(), kNodes);
+    int selves = 0;
+    for (const auto& m : r.members()) {
+      EXPECT_TRUE(m.healthy()) << m.node_id() << ": " << m.error();
+      selves += m.self();
+      if (m.self()) {
+        EXPECT_EQ(m.node_id(), r.node_id());
+      }
+      ASSERT_FALSE(m.devices().empty()) << m.node_id();
+      EXPECT_EQ(m.devices(0).device(), "cpu");
+      EXPECT_GT(m.devices(0).free_bytes(), 0);
+      EXPECT_FALSE(m.version().empty());
+    }
+    EXPECT_EQ(selves, 1);
+  }
+  // Without a token: the node's identity alone.
+  v1::ClusterResponse anon;
+  ASSERT_TRUE(Cluster(1, &anon, nullptr).ok());
+  ASSERT_EQ(anon.members_size(), 1);
+  EXPECT_EQ(anon.members(0).node_id(), "n1");
+  EXPECT_TRUE(anon.members(0).devices().empty());
+}
+
+TEST_F(ClusterTest, PlainClientThroughANonOwnerGetsTheSameAnswers) {
+  v1::TensorInfo t = Put(0, 1000, kTokenA, "weights");
+  EXPECT_TRUE(absl::EndsWith(t.handle(), ".n0")) << t.handle();
+  EXPECT_EQ(t.node(), "n0");
+
+  v1::InfoResponse here, there;
+  ASSERT_TRUE(Info(0, t.handle(), &here).ok());
+  grpc::Status s = Info(1, t.handle(), &there);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(here.SerializeAsString(), there.SerializeAsString());
+
+  std::string bytes;
+  s = Fetch(2, t.handle(), &bytes);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(bytes, Bytes(1000));
+
+  // A name held on another node is found there.
+  v1::InfoResponse by_name;
+  s = Info(2, "weights", &by_name);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(by_name.tensor().handle(), t.handle());
+
+  v1::ToRequest to;
+  to.set_ref(t.handle());
+  to.set_dtype(v1::DTYPE_FLOAT64);
+  v1::ToResponse cast;
+  s = stubs_[1]->To(Ctx(kTokenA).get(), to, &cast);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(cast.tensor().node(), "n0");
+  EXPECT_EQ(cast.tensor().dtype(), v1::DTYPE_FLOAT64);
+
+  v1::DetachRequest detach;
+  detach.set_ref(t.handle());
+  v1::DetachResponse detached;
+  s = stubs_[2]->Detach(Ctx(kTokenA).get(), detach, &detached);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(absl::EndsWith(detached.tensor().handle(), ".n0"));
+
+  // The forwarder counts what it forwarded, per peer; the owner served it.
+  const std::string m1 = Scrape(1);
+  EXPECT_TRUE(absl::StrContains(
+      m1,
+      "tensorcast_cluster_forwarded_total{peer=\"n0\",method=\"Info\","
+      "code=\"OK\"} 1"))
+      << m1;
+  EXPECT_TRUE(
+      absl::StrContains(Scrape(2),
+                        "tensorcast_cluster_forwarded_total{peer=\"n0\",method="
+                        "\"Fetch\",code=\"OK\"} 1"));
+
+  // Delete: refs on one other node go there; refs on two are refused.
+  v1::DeleteRequest mixed;
+  mixed.add_refs(cast.tensor().handle());
+  mixed.add_refs(Put(1, 4, kTokenA).handle());
+  v1::DeleteResponse deleted;
+  s = stubs_[2]->Delete(Ctx(kTokenA).get(), mixed, &deleted);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  v1::DeleteRequest del;
+  del.add_refs(t.handle());
+  del.add_refs(cast.tensor().handle());
+  s = stubs_[1]->Delete(Ctx(kTokenA).get(), del, &deleted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(deleted.deleted(), 2);
+  EXPECT_EQ(Info(0, t.handle(), &here).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ClusterTest, CopyIsByteExactAndChargesTheTargetTenant) {
+  v1::TensorInfo t = Put(0, 300000, kTokenA);  // 1.2 MB: two chunks
+  v1::CopyRequest copy;
+  copy.set_ref(t.handle());
+  copy.set_node("n2");
+  copy.set_name("copied");
+  v1::CopyResponse copied;
+  // Asked of n1, which holds nothing: forwarded to n0, which sends to n2.
+  grpc::Status s = stubs_[1]->Copy(Ctx(kTokenA).get(), copy, &copied);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(absl::EndsWith(copied.tensor().handle(), ".n2"));
+  EXPECT_EQ(copied.tensor().name(), "copied");
+  std::string bytes;
+  ASSERT_TRUE(Fetch(2, copied.tensor().handle(), &bytes).ok());
+  EXPECT_EQ(bytes, Bytes(300000));
+
+  v1::StatsResponse stats;
+  ASSERT_TRUE(
+      stubs_[2]->Stats(Ctx(kTokenA).get(), v1::StatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.tenant().tenant(), "a");
+  EXPECT_EQ(stats.tenant().bytes(), 1200000);
+  EXPECT_TRUE(absl::StrContains(
+      Scrape(0), "tensorcast_cluster_copy_bytes_total{peer=\"n2\"} 1200000"));
+
+  // Another tenant cannot copy it (NOT_FOUND, as locally).
+  s = stubs_[1]->Copy(Ctx(kTokenB).get(), copy, &copied);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ClusterTest, TenantsHoldAcrossNodes) {
+  v1::TensorInfo t = Put(0, 10, kTokenA);
+  v1::InfoResponse r;
+  grpc::Status local = Info(0, t.handle(), &r, kTokenB);
+  grpc::Status forwarded = Info(1, t.handle(), &r, kTokenB);
+  EXPECT_EQ(local.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(forwarded.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(forwarded.error_message(), local.error_message());
+  std::string bytes;
+  EXPECT_EQ(Fetch(1, t.handle(), &bytes, kTokenB).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(bytes.empty());
+  // No token: refused by the node asked.
+  EXPECT_EQ(Info(1, t.handle(), &r, nullptr).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(ClusterTest, AKilledNodesHandlesFailFastAndTheOthersServe) {
+  v1::TensorInfo on0 = Put(0, 100, kTokenA);
+  v1::TensorInfo on2 = Put(2, 100, kTokenA);
+  kill(servers_[2]->pid(), SIGKILL);
+  int status;
+  waitpid(servers_[2]->pid(), &status, 0);
+  servers_[2]->Forget();
+
+  // Right away (before any probe noticed) and after the probes did.
+  for (int round = 0; round < 2; ++round) {
+    v1::InfoResponse r;
+    auto start = Clock::now();
+    grpc::Status s = Info(1, on2.handle(), &r);
+    EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "'n2'"))
+        << s.error_message();
+    std::string bytes;
+    start = Clock::now();
+    s = Fetch(0, on2.handle(), &bytes);
+    EXPECT_LT(Clock::now() - start, std::chrono::seconds(2));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "'n2'"));
+    // The others keep serving, through each other too.
+    ASSERT_TRUE(Fetch(1, on0.handle(), &bytes).ok());
+    EXPECT_EQ(bytes, Bytes(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  }
+  v1::ClusterResponse c;
+  ASSERT_TRUE(Cluster(0, &c, kTokenA).ok());
+  for (const auto& m : c.members()) {
+    if (m.node_id() == "n2") {
+      EXPECT_FALSE(m.healthy());
+      EXPECT_FALSE(m.error().empty());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tensorcast::testing
