@@ -30,9 +30,9 @@ constexpr char kUsage[] =
 Usage: tensorcast [--server=HOST:PORT] COMMAND [ARGS] [FLAGS]
 
 Commands (REF is a handle or a name):
-  put FILE.npy [--device=D] [--requires-grad] [--name=N] [--ttl=S]
+  put FILE.npy [--device=D] [--requires-grad] [--name=N] [--ttl=S] [--node=ID]
   create --dtype=T --shape=3,4 (--zeros|--ones|--fill=V|--arange|--eye|--rand=SEED)
-         [--device=D] [--requires-grad] [--name=N] [--ttl=S]
+         [--device=D] [--requires-grad] [--name=N] [--ttl=S] [--node=ID]
   get REF -o OUT.npy [--dtype=T] [--force] [--raw]    (-o - writes to stdout)
   to REF [--device=D] [--dtype=T]
   detach REF
@@ -40,11 +40,17 @@ Commands (REF is a handle or a name):
   ls [--json]
   stats [--json]
   rm REF...
+  cluster [--json]       the cluster's members: id, address, health, free memory
+  cp REF NODE [--device=D] [--dtype=T] [--name=N] [--ttl=S]
+                         copy to another node, server to server
   health                 exit 0 when the server is SERVING, 1 otherwise
   empty-cache [--device=D]
 
 Connection (any command):
-  --server=HOST:PORT     default $TENSORCAST_SERVER or 127.0.0.1:50051
+  --server=HOST:PORT     default $TENSORCAST_SERVER or 127.0.0.1:50051; a
+                         cluster: HOST:PORT,HOST:PORT,... or dns:///NAME:PORT
+                         (new tensors are placed by free memory, or on
+                         --node; calls on a handle go to the node it names)
   --timeout=S            seconds per call (0 = none)
   --token=T              bearer token for a server run with --auth-tokens
                          (default $TENSORCAST_TOKEN)
@@ -59,7 +65,7 @@ struct Args {
   double timeout = 0;
   std::string token, tls_ca, tls_cert, tls_key;
   bool tls = false;
-  std::string device, name, dtype, shape, output, fill;
+  std::string device, name, dtype, shape, output, fill, node;
   int64_t ttl = 0, rand_seed = 0;
   bool requires_grad = false, zeros = false, ones = false, arange = false,
        eye = false, force = false, raw = false, json = false, rand = false;
@@ -74,10 +80,12 @@ bool IsConnectionFlag(const std::string& f) {
 // Which flags each command accepts (besides the connection flags).
 const std::map<std::string, std::set<std::string>>& CommandFlags() {
   static const auto* table = new std::map<std::string, std::set<std::string>>{
-      {"put", {"device", "requires-grad", "name", "ttl"}},
+      {"put", {"device", "requires-grad", "name", "ttl", "node"}},
       {"create",
        {"dtype", "shape", "zeros", "ones", "fill", "arange", "eye", "rand",
-        "device", "requires-grad", "name", "ttl"}},
+        "device", "requires-grad", "name", "ttl", "node"}},
+      {"cluster", {"json"}},
+      {"cp", {"device", "dtype", "name", "ttl"}},
       {"get", {"output", "dtype", "force", "raw"}},
       {"to", {"device", "dtype", "name", "ttl"}},
       {"detach", {"name", "ttl"}},
@@ -149,6 +157,7 @@ int Run(Client& client, const std::string& command,
     options.requires_grad = a.requires_grad;
     options.name = a.name;
     options.ttl_seconds = a.ttl;
+    options.node = a.node;
     return PrintHandle(client.PutNpyFile(operands[0], options));
   }
   if (command == "create") {
@@ -190,7 +199,7 @@ int Run(Client& client, const std::string& command,
     request.set_requires_grad(a.requires_grad);
     request.set_name(a.name);
     request.set_ttl_seconds(a.ttl);
-    return PrintHandle(client.Create(request));
+    return PrintHandle(client.Create(request, a.node));
   }
   if (command == "get") {
     if (!need(1)) return UsageError("get takes one REF");
@@ -321,6 +330,48 @@ int Run(Client& client, const std::string& command,
     }
     return 0;
   }
+  if (command == "cluster") {
+    if (!need(0)) return UsageError("cluster takes no operands");
+    absl::StatusOr<v1::ClusterResponse> cluster = client.Cluster();
+    if (!cluster.ok()) return Fail(cluster.status());
+    if (a.json) {
+      std::printf("%s", ProtoJson(*cluster).c_str());
+      return 0;
+    }
+    std::printf("%-20s  %-24s  %-7s  %-8s  %12s  %s\n", "NODE", "ADDRESS",
+                "HEALTHY", "DEVICE", "FREE", "ERROR");
+    for (const v1::ClusterMember& m : cluster->members()) {
+      std::string id = m.node_id().empty() ? "-" : m.node_id();
+      if (m.self()) id += " *";
+      if (m.devices().empty()) {
+        std::printf("%-20s  %-24s  %-7s  %-8s  %12s  %s\n", id.c_str(),
+                    m.address().c_str(), m.healthy() ? "yes" : "no", "-", "-",
+                    m.error().c_str());
+      }
+      for (const v1::DeviceStats& d : m.devices()) {
+        std::printf("%-20s  %-24s  %-7s  %-8s  %12s  %s\n", id.c_str(),
+                    m.address().c_str(), m.healthy() ? "yes" : "no",
+                    d.device().c_str(), FormatSize(d.free_bytes()).c_str(),
+                    m.error().c_str());
+      }
+    }
+    return 0;
+  }
+  if (command == "cp") {
+    if (!need(2)) return UsageError("cp takes a REF and a NODE");
+    v1::CopyRequest request;
+    request.set_ref(operands[0]);
+    request.set_node(operands[1]);
+    request.set_device(a.device);
+    request.set_name(a.name);
+    request.set_ttl_seconds(a.ttl);
+    if (!a.dtype.empty()) {
+      absl::StatusOr<v1::DType> dtype = ParseProtoDType(a.dtype);
+      if (!dtype.ok()) return UsageError(dtype.status().message());
+      request.set_dtype(*dtype);
+    }
+    return PrintHandle(client.Copy(request));
+  }
   if (command == "rm") {
     if (operands.empty()) return UsageError("rm takes one or more REFs");
     absl::StatusOr<int> n = client.Delete(operands);
@@ -359,7 +410,9 @@ int Main(int argc, char** argv) {
   a.server = env != nullptr && *env != '\0' ? env : "127.0.0.1:50051";
   std::string rand_text;
   FlagSet flags(kUsage);
-  flags.String("server", &a.server, "HOST:PORT of the server");
+  flags.String("server", &a.server,
+               "HOST:PORT of the server, a list, or dns:///NAME:PORT");
+  flags.String("node", &a.node, "the cluster node to put the tensor on");
   flags.Double("timeout", &a.timeout, "seconds per call (0 = none)");
   flags.String("token", &a.token, "bearer token (default $TENSORCAST_TOKEN)");
   flags.Bool("tls", &a.tls, "TLS with the system's root CAs");

@@ -1,7 +1,16 @@
 // tensorcast::Client: the C++ client library for tensorcast.v1. Each method
 // is one RPC (Put and Fetch stream); errors come back as absl::Status with
-// the server's code and message. A Client is thread-safe: its gRPC channel
+// the server's code and message. A Client is thread-safe: its gRPC channels
 // may carry calls from many threads at once.
+//
+// Clusters (docs/cluster.md#clients): a Client made by Connect learns the
+// members with the Cluster RPC (at its first call, then every few seconds,
+// and at once after a node fails a call), keeps one channel per member,
+// places new tensors (Put, Create) on the healthy node with the most free
+// memory on the device (PutOptions::node pins one) and sends every call on
+// a handle to the node the handle names. A call to a node that is down
+// fails at once with UNAVAILABLE "node ID (ADDRESS) is unavailable: ...".
+// Against a plain server (no node id) it behaves as a one-server client.
 #ifndef TENSORCAST_CLIENT_CPP_CLIENT_H_
 #define TENSORCAST_CLIENT_CPP_CLIENT_H_
 
@@ -41,6 +50,8 @@ struct ClientOptions {
   std::string tls_root_certs;
   std::string tls_cert_chain;
   std::string tls_private_key;
+  // Cluster: seconds between member-list refreshes.
+  std::chrono::milliseconds cluster_refresh{5000};
 };
 
 struct PutOptions {
@@ -56,6 +67,8 @@ struct PutOptions {
   std::string shm_region;
   int64_t shm_offset = 0;
   int64_t shm_bytes = 0;
+  // Cluster: the node to put it on ("" = placement chooses).
+  std::string node;
 };
 
 struct FetchOptions {
@@ -80,14 +93,20 @@ using ByteSink = std::function<absl::Status(absl::string_view bytes)>;
 using ByteSource =
     std::function<absl::StatusOr<size_t>(char* buffer, size_t size)>;
 
+struct ClusterState;
+
 class Client {
  public:
-  // "HOST:PORT". The channel connects lazily; the first call reports
-  // UNAVAILABLE if no server answers.
+  // "HOST:PORT", a list "HOST:PORT,HOST:PORT,..." (members of one cluster,
+  // tried in turn for the member list) or a gRPC target such as
+  // "dns:///NAME:PORT". The channels connect lazily; the first call
+  // reports UNAVAILABLE if no server answers.
   static std::unique_ptr<Client> Connect(const std::string& target,
                                          ClientOptions options = {});
+  // One channel, one server: no cluster routing.
   explicit Client(std::shared_ptr<grpc::Channel> channel,
                   ClientOptions options = {});
+  ~Client();
 
   // Put from a source of bytes (RAW elements, or a whole .npy file).
   absl::StatusOr<v1::TensorInfo> Put(const PutOptions& options,
@@ -124,20 +143,36 @@ class Client {
                                               const FetchOptions& options,
                                               const std::string& path);
 
-  absl::StatusOr<v1::TensorInfo> Create(const v1::CreateRequest& request);
+  // `node` pins the node in a cluster ("" = placement chooses).
+  absl::StatusOr<v1::TensorInfo> Create(const v1::CreateRequest& request,
+                                        const std::string& node = "");
   absl::StatusOr<v1::TensorInfo> Info(absl::string_view ref);
-  // Every page, in creation order.
+  // Every page, in creation order; in a cluster, every healthy node's
+  // tensors, node after node.
   absl::StatusOr<std::vector<v1::TensorInfo>> List(
       absl::string_view name_prefix = "");
+  // In a cluster, one Delete per node that holds some of `refs` (all or
+  // nothing per node, not across nodes).
   absl::StatusOr<int> Delete(const std::vector<std::string>& refs);
   absl::StatusOr<v1::TensorInfo> Detach(absl::string_view ref);
   absl::StatusOr<v1::TensorInfo> To(const v1::ToRequest& request);
-  absl::StatusOr<v1::StatsResponse> Stats();
+  // One node's own figures: `node`, or ("") the node first asked.
+  absl::StatusOr<v1::StatsResponse> Stats(const std::string& node = "");
+  // The members as a node knows them (a fresh Cluster call; the client's
+  // table is refreshed from it).
+  absl::StatusOr<v1::ClusterResponse> Cluster();
+  // Server-to-server copy of `request.ref` to node `request.node`, sent to
+  // the node that holds the tensor.
+  absl::StatusOr<v1::TensorInfo> Copy(const v1::CopyRequest& request);
+  // The node ids of the healthy members after a refresh ({} when the
+  // server is not a cluster).
+  std::vector<std::string> HealthyNodes();
   absl::StatusOr<int64_t> EmptyCache(absl::string_view device = "");
   // grpc.health.v1 Check of the whole server: OK when SERVING, UNAVAILABLE
   // with the status otherwise.
   absl::Status Health();
 
+  // The first server's stub (one server: the only one).
   v1::TensorService::Stub* stub() { return stub_.get(); }
   // The client's deadline (unless with_deadline is false: a session that
   // lasts) and token on a call's context, for calls made through stub().
@@ -150,13 +185,34 @@ class Client {
       const std::function<absl::Status(const v1::FetchHeader&)>& check,
       const ByteSink& sink);
 
+  // Where a call goes: a channel and stub, and the node ("" = not a
+  // cluster) for errors.
+  struct Route {
+    std::shared_ptr<grpc::Channel> channel;
+    v1::TensorService::Stub* stub = nullptr;
+    std::string node;
+    std::string address;
+  };
+  // By the node a ref's handle names; names (and plain handles) to any
+  // healthy node.
+  absl::StatusOr<Route> RouteRef(absl::string_view ref);
+  // A new tensor: the pinned node, or placement's choice.
+  absl::StatusOr<Route> RouteNew(const std::string& node,
+                                 absl::string_view device, int64_t bytes);
+  absl::StatusOr<Route> RouteNode(const std::string& node);
+  // Refreshes the member list when due (or `force`).
+  void MaybeRefresh(bool force);
+  // A call's status; UNAVAILABLE from a node marks it down and names it.
+  absl::Status Finish(const Route& route, absl::Status status);
   // One unary call with the client's deadline.
-  absl::Status Call(
-      const std::function<grpc::Status(grpc::ClientContext*)>& rpc) const;
+  absl::Status Call(const Route& route,
+                    const std::function<grpc::Status(
+                        v1::TensorService::Stub*, grpc::ClientContext*)>& rpc);
 
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TensorService::Stub> stub_;
+  std::unique_ptr<ClusterState> cluster_;  // null: one fixed channel
 };
 
 // The channel arguments every tensorcast client needs (message sizes large

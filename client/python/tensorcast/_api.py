@@ -12,7 +12,7 @@ from tensorcast._client import Client, RemoteTensor
 from tensorcast._dtypes import DTypeLike
 
 
-def connect(target: Optional[str] = None, token: Optional[str] = None, *,
+def connect(target: Any = None, token: Optional[str] = None, *,
             timeout: float = 30.0, connect_timeout: float = 5.0,
             default: bool = True, **kwargs: Any) -> Client:
     """Connect to a tensorcast server and make it the default for the

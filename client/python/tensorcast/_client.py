@@ -17,17 +17,23 @@ import os
 import queue
 import random
 import threading
+import time
 import weakref
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import grpc
 import grpc.experimental
 import numpy as np
 
-from tensorcast import _core, _default, _dtypes, _fastpath
+from tensorcast import _cluster, _core, _default, _dtypes, _fastpath
 from tensorcast._core import Meta, Progress, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
-from tensorcast._errors import NotFoundError, UnavailableError, from_rpc_error
+from tensorcast._errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+    from_rpc_error,
+)
 from tensorcast._proxy import Op, Pending, Plan, TensorBase, plan_materialize
 from tensorcast.v1 import tensor_service_pb2 as pb
 from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
@@ -91,15 +97,28 @@ def channel_credentials(tls: bool, root_certificates: Pem = None,
                                         certificate_chain=chain)
 
 
+class _Conn(NamedTuple):
+    """One server's channel and the calls made on it."""
+    channel: Any
+    stub: Any
+    put_call: Any
+    fetch_call: Any
+    native: Any
+
+
 class Client:
-    """A connection to one tensorcast server.
+    """A connection to one tensorcast server, or to a cluster of them.
 
     Prefer :func:`tensorcast.connect`, which also makes the client the
     default used by the module-level functions (``tc.tensor`` ...).
 
     Args:
         target: ``host:port``; default ``$TENSORCAST_SERVER`` or
-            127.0.0.1:50051.
+            127.0.0.1:50051. A cluster: a list of addresses (or
+            ``"a:1,b:2"``) or ``"dns:///NAME:PORT"``; the client learns
+            the members, places new tensors on the node with the most free
+            memory on the device (``node=`` pins one) and sends every call
+            on a handle to the node it names (docs/cluster.md#clients).
         token: bearer token sent in the ``authorization`` metadata (default
             ``$TENSORCAST_TOKEN``).
         timeout: seconds allowed for each unary call (Create, Info, To...).
@@ -135,7 +154,7 @@ class Client:
             a fetch returns, or from the array into the region for a put.
     """
 
-    def __init__(self, target: Optional[str] = None, token: Optional[str] = None, *,
+    def __init__(self, target: Any = None, token: Optional[str] = None, *,
                  timeout: float = 30.0, stream_timeout: Optional[float] = None,
                  connect_timeout: float = 5.0, chunk_bytes: int = 4 << 20,
                  put_chunk_bytes: int = _core.DEFAULT_PUT_CHUNK_BYTES,
@@ -144,7 +163,10 @@ class Client:
                  options: Optional[Sequence[tuple[str, Any]]] = None,
                  native: Optional[bool] = None,
                  shared_memory: Any = False) -> None:
-        self.target = target or default_target()
+        self._seeds = _cluster.split_targets(target or default_target())
+        if not self._seeds:
+            raise ValueError("no server address given")
+        self.target = ",".join(self._seeds)
         if shared_memory not in (False, True, "auto"):
             raise ValueError('shared_memory is False, True or "auto"')
         if shared_memory is True and not _fastpath.is_local(self.target):
@@ -165,14 +187,26 @@ class Client:
         creds = channel_credentials(tls or secure, root_certificates, certificate_chain,
                                     private_key)
         self.tls = creds is not None
+        self._creds, self._opts, self._native_mode = creds, opts, native
         if creds is not None:
-            self._channel = grpc.secure_channel(self.target, creds, options=opts)
+            self._channel = grpc.secure_channel(self._seeds[0], creds, options=opts)
         else:
-            self._channel = grpc.insecure_channel(self.target, options=opts)
+            self._channel = grpc.insecure_channel(self._seeds[0], options=opts)
         self._stub = pb_grpc.TensorServiceStub(self._channel)
         self._put_call, self._fetch_call = _core.bulk_calls(self._channel)
-        self._native = _fastpath.open_call(self.target, native, tls=self.tls,
+        self._native = _fastpath.open_call(self._seeds[0], native, tls=self.tls,
                                            metadata=self._metadata)
+        # Cluster (see _cluster.py): one connection per member address.
+        self._seed_conn = _Conn(self._channel, self._stub, self._put_call,
+                                self._fetch_call, self._native)
+        self._conns: dict[str, _Conn] = {self._seeds[0]: self._seed_conn}
+        self._members = _cluster.MemberTable()
+        self._clustered: Optional[bool] = None  # None: not known yet
+        self._first_node = ""
+        self._last_refresh = 0.0
+        self._refresh_due = True
+        self._cluster_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._closed = False
         # Ownership: handles owned by live proxies; handles of collected
         # proxies go through the queue to the reaper thread.
@@ -194,6 +228,7 @@ class Client:
                     f"could not connect to the tensorcast server at {self.target} "
                     f"within {connect_timeout:g} s: is it running? (start it "
                     f"with `make run` or build/bin/tensorcast-server){why}") from None
+        self._refresh()
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- lifecycle ------------------------------------------------------------
@@ -228,7 +263,8 @@ class Client:
                 if self._shm is not None:
                     self._shm.close()
                     self._shm = None
-            self._channel.close()
+            for conn in self._conns.values():
+                conn.channel.close()
             _default.forget(self)
 
     # -- RPC plumbing --------------------------------------------------------
@@ -244,6 +280,145 @@ class Client:
             return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e, self.target) from None
+
+    # -- cluster routing (docs/cluster.md#clients) -----------------------------
+
+    def _conn_for(self, address: str) -> "_Conn":
+        conn = self._conns.get(address)
+        if conn is None:
+            if self._creds is not None:
+                channel = grpc.secure_channel(address, self._creds, options=self._opts)
+            else:
+                channel = grpc.insecure_channel(address, options=self._opts)
+            put_call, fetch_call = _core.bulk_calls(channel)
+            native = _fastpath.open_call(address, self._native_mode, tls=self.tls,
+                                         metadata=self._metadata)
+            conn = _Conn(channel, pb_grpc.TensorServiceStub(channel), put_call,
+                         fetch_call, native)
+            self._conns[address] = conn
+        return conn
+
+    def _refresh(self, force: bool = False) -> None:
+        """Ask a member (or a seed) for the member list when it is due."""
+        now = time.monotonic()
+        with self._cluster_lock:
+            if self._clustered is False:
+                return
+            if not (force or self._refresh_due or self._clustered is None
+                    or now - self._last_refresh >= _cluster.REFRESH_S):
+                return
+            if not self._refresh_lock.acquire(blocking=self._clustered is None):
+                return  # another thread refreshes; go on with this table
+            healthy = self._members.healthy()
+            first = [self._members.members[n].address for n in healthy
+                     if n == self._first_node]
+            addresses = list(dict.fromkeys(
+                first + [self._members.members[n].address for n in healthy]
+                + self._seeds))
+            stubs = [(a, self._conn_for(a).stub) for a in addresses]
+        try:
+            for _address, stub in stubs:
+                try:
+                    resp = stub.Cluster(pb.ClusterRequest(), metadata=self._metadata,
+                                        timeout=_cluster.REFRESH_DEADLINE_S)
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.UNIMPLEMENTED and self._clustered is None:
+                        self._clustered = False  # a server from before clusters
+                        return
+                    continue
+                with self._cluster_lock:
+                    self._last_refresh, self._refresh_due = time.monotonic(), False
+                    if not self._members.update(resp):
+                        if self._clustered is None:
+                            self._clustered = False
+                        return
+                    self._clustered = True
+                    self._first_node = self._first_node or resp.node_id
+                    if self._shm_mode:
+                        self._shm_mode = False  # shared memory: one server only
+                return
+            with self._cluster_lock:
+                self._last_refresh = time.monotonic()
+        finally:
+            self._refresh_lock.release()
+
+    def _route(self, node: str) -> "tuple[_Conn, str, str]":
+        with self._cluster_lock:
+            if not self._clustered:
+                return self._seed_conn, "", ""
+            m = self._members.route(node)
+            return self._conn_for(m.address), node, m.address
+
+    def _route_ref(self, ref: str) -> "tuple[_Conn, str, str]":
+        """The connection for a call on ``ref``: the node its handle names;
+        any healthy node for a name."""
+        self._refresh()
+        node = _cluster.handle_node(ref)
+        with self._cluster_lock:
+            if not self._clustered:
+                return self._seed_conn, "", ""
+            if not node:
+                node = self._members.any_healthy(self._first_node)
+            elif node not in self._members.members:
+                self._refresh_due = True  # a node this client has not seen yet
+        self._refresh()
+        return self._route(node)
+
+    def _route_new(self, device: Any, nbytes: int, node: Optional[str]) -> "tuple[_Conn, str, str]":
+        self._refresh()
+        with self._cluster_lock:
+            if not self._clustered:
+                if node:
+                    raise InvalidArgumentError(
+                        f"node {node!r} was asked for, but the server is not a cluster")
+                return self._seed_conn, "", ""
+            chosen = node or self._members.place(device, nbytes)
+        return self._route(chosen)
+
+    def _failed(self, node: str, address: str, error: grpc.RpcError) -> BaseException:
+        """A call's error; a node's own UNAVAILABLE marks it down and names it."""
+        code, details = error.code(), error.details() or ""
+        if node and _cluster.is_node_failure(code, details):
+            with self._cluster_lock:
+                self._members.mark_down(node, details)
+                self._refresh_due = True
+            return _cluster.node_unavailable(node, address, details)
+        return from_rpc_error(error, self.target)
+
+    def _rcall(self, ref: str, name: str, request: Any) -> Any:
+        """A unary call on ``ref``, sent to the node that holds it."""
+        conn, node, address = self._route_ref(ref)
+        if self._closed:
+            raise UnavailableError(f"the client for {self.target} is closed")
+        try:
+            return getattr(conn.stub, name)(request, timeout=self.timeout,
+                                            metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise self._failed(node, address, e) from None
+
+    def cluster(self) -> dict[str, Any]:
+        """The cluster's members as a node knows them: ``{"node_id": ...,
+        "members": [{"node_id", "address", "healthy", "error", "self",
+        "devices": {device: free_bytes}}]}``; a plain server lists itself
+        with an empty node id."""
+        conn, node, address = self._route_ref("")
+        try:
+            resp = conn.stub.Cluster(pb.ClusterRequest(), timeout=self.timeout,
+                                     metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise self._failed(node, address, e) from None
+        return {"node_id": resp.node_id, "members": [
+            {"node_id": m.node_id, "address": m.address, "healthy": m.healthy,
+             "error": m.error, "self": m.self,
+             "devices": {d.device: int(d.free_bytes) for d in m.devices}}
+            for m in resp.members]}
+
+    def nodes(self) -> list[str]:
+        """The healthy members' node ids after a refresh ([] for a plain
+        server)."""
+        self._refresh(force=True)
+        with self._cluster_lock:
+            return self._members.healthy() if self._clustered else []
 
     def _wrap(self, meta: Meta, *, owned: bool) -> "RemoteTensor":
         t = RemoteTensor(self, meta)
@@ -314,8 +489,15 @@ class Client:
             for at in range(0, len(handles), _core.MAX_DELETE_REFS):
                 self._delete_quietly(handles[at:at + _core.MAX_DELETE_REFS], timeout)
             return
+        nodes = {_cluster.handle_node(h) for h in handles}
+        if len(nodes) > 1:  # one Delete per node
+            for n in nodes:
+                self._delete_quietly([h for h in handles if _cluster.handle_node(h) == n],
+                                     timeout)
+            return
         try:
-            self._stub.Delete(pb.DeleteRequest(refs=handles), metadata=self._metadata,
+            stub = self._route_ref(handles[0])[0].stub
+            stub.Delete(pb.DeleteRequest(refs=handles), metadata=self._metadata,
                               timeout=timeout or self.timeout)
             return
         except grpc.RpcError as e:
@@ -363,7 +545,7 @@ class Client:
             _, ref, device, dt, copy = op
             return self._to_meta(ref, device, dt, copy)
         if kind == "detach":
-            resp = self._call(self._stub.Detach, pb.DetachRequest(ref=op[1]))
+            resp = self._rcall(op[1], "Detach", pb.DetachRequest(ref=op[1]))
             return meta_from_info(resp.tensor)
         if kind == "delete":
             self._delete_quietly(list(op[1]))
@@ -377,7 +559,7 @@ class Client:
                  copy: bool) -> Meta:
         req = pb.ToRequest(ref=ref, device=device or "", copy=copy,
                            dtype=dt.proto if dt is not None else pb.DTYPE_UNSPECIFIED)
-        return meta_from_info(self._call(self._stub.To, req).tensor)
+        return meta_from_info(self._rcall(ref, "To", req).tensor)
 
     @property
     def native(self) -> bool:
@@ -439,15 +621,30 @@ class Client:
             req.chunk_bytes = self.chunk_bytes
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
+        conn, node, address = self._route_ref(req.ref)
+        try:
+            return self._fetch_on(conn, req, progress=progress, bits=bits, nbytes=nbytes,
+                                  out=out)
+        except UnavailableError as e:
+            if node and _cluster.is_node_failure("UNAVAILABLE", str(e)):
+                with self._cluster_lock:
+                    self._members.mark_down(node, str(e))
+                    self._refresh_due = True
+                raise _cluster.node_unavailable(node, address, str(e)) from None
+            raise
+
+    def _fetch_on(self, conn: "_Conn", req: pb.FetchRequest, *, progress: bool,
+                  bits: bool, nbytes: Optional[int],
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
         if (self._shm_mode and not progress and nbytes is not None
                 and nbytes >= _fastpath.SHM_MIN_BYTES):
             with self._shm_lock:  # one region: one shared-memory fetch at a time
                 region = self._region(nbytes)
                 if region is not None:
                     return self._fetch_shared(req, bits, region, out)
-        if self._native is not None and not progress:
-            return self._native.fetch(req, bits, self.stream_timeout, out)
-        call = self._fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
+        if conn.native is not None and not progress:
+            return conn.native.fetch(req, bits, self.stream_timeout, out)
+        call = conn.fetch_call(req, timeout=self.stream_timeout, metadata=self._metadata)
         bar: Optional[Progress] = None
         try:
             it = iter(call)
@@ -474,9 +671,23 @@ class Client:
 
     def _put(self, array: np.ndarray, *, device: Any, requires_grad: bool,
              name: Optional[str], ttl: Optional[float], progress: bool,
-             wire_dtype: Optional[dtype] = None) -> "RemoteTensor":
+             wire_dtype: Optional[dtype] = None, node: Optional[str] = None) -> "RemoteTensor":
         header = _core.put_header(array, device=device, requires_grad=requires_grad,
                                   name=name, ttl=ttl, wire_dtype=wire_dtype)
+        conn, at, address = self._route_new(header.header.device,
+                                            int(header.header.total_bytes), node)
+        try:
+            return self._put_on(conn, array, header, progress)
+        except UnavailableError as e:
+            if at and _cluster.is_node_failure("UNAVAILABLE", str(e)):
+                with self._cluster_lock:
+                    self._members.mark_down(at, str(e))
+                    self._refresh_due = True
+                raise _cluster.node_unavailable(at, address, str(e)) from None
+            raise
+
+    def _put_on(self, conn: _Conn, array: np.ndarray, header: Any,
+                progress: bool) -> "RemoteTensor":
         if self._shm_mode and not progress:
             flat = _core.wire_bytes(array)
             if flat is not None and flat.nbytes >= _fastpath.SHM_MIN_BYTES:
@@ -492,12 +703,12 @@ class Client:
                         resp = self._call(self._put_call, iter([header]),
                                           timeout=self.stream_timeout)
                         return self._wrap(meta_from_info(resp.tensor), owned=True)
-        flat = _core.wire_bytes(array) if self._native is not None and not progress else None
-        if flat is not None and self._native is not None:
+        flat = _core.wire_bytes(array) if conn.native is not None and not progress else None
+        if flat is not None and conn.native is not None:
             if self._closed:
                 raise UnavailableError(f"the client for {self.target} is closed")
 
-            resp = self._native.put(header, flat, self.put_chunk_bytes, self.stream_timeout)
+            resp = conn.native.put(header, flat, self.put_chunk_bytes, self.stream_timeout)
             return self._wrap(meta_from_info(resp.tensor), owned=True)
         bar = Progress(progress, int(header.header.total_bytes), "put")
         chunk = self.put_chunk_bytes
@@ -509,24 +720,39 @@ class Client:
                 bar.update(n)
 
         try:
-            resp = self._call(self._put_call, requests(), timeout=self.stream_timeout)
+            resp = self._call(conn.put_call, requests(), timeout=self.stream_timeout)
         finally:
             bar.close()
         return self._wrap(meta_from_info(resp.tensor), owned=True)
 
-    def _create(self, **kwargs: Any) -> "RemoteTensor":
-        resp = self._call(self._stub.Create, _core.create_request(**kwargs))
+    def _create_on(self, req: pb.CreateRequest, node: Optional[str] = None) -> "RemoteTensor":
+        conn, at, address = self._route_new(req.device, 0, node)
+        try:
+            resp = self._call(conn.stub.Create, req)
+        except UnavailableError as e:
+            if at and _cluster.is_node_failure("UNAVAILABLE", str(e)):
+                with self._cluster_lock:
+                    self._members.mark_down(at, str(e))
+                    self._refresh_due = True
+                raise _cluster.node_unavailable(at, address, str(e)) from None
+            raise
         return self._wrap(meta_from_info(resp.tensor), owned=True)
+
+    def _create(self, **kwargs: Any) -> "RemoteTensor":
+        node = kwargs.pop("node", None)
+        return self._create_on(_core.create_request(**kwargs), node)
 
     # -- making tensors -------------------------------------------------------
 
     def tensor(self, data: Any, dtype: Optional[DTypeLike] = None, device: Any = "cpu",
                requires_grad: bool = False, *, name: Optional[str] = None,
-               ttl: Optional[float] = None, progress: bool = False) -> "RemoteTensor":
+               ttl: Optional[float] = None, progress: bool = False,
+               node: Optional[str] = None) -> "RemoteTensor":
         """A new server tensor from data, as ``torch.tensor``: nested lists of
         Python numbers (floats infer float32, ints int64, bools bool, complex
         complex64), NumPy arrays and scalars (their dtype), or torch tensors.
-        Small literals travel in one Create call, large ones by Put."""
+        Small literals travel in one Create call, large ones by Put.
+        ``node`` pins the cluster node (default: placement chooses)."""
         dt = _dtypes.as_dtype(dtype) if dtype is not None else None
         if isinstance(data, TensorBase):
             if not isinstance(data, RemoteTensor):
@@ -535,20 +761,21 @@ class Client:
         src = _core.tensor_source(data, dt, device=device, requires_grad=requires_grad,
                                   name=name, ttl=ttl)
         if src.request is not None:
-            resp = self._call(self._stub.Create, src.request)
-            return self._wrap(meta_from_info(resp.tensor), owned=True)
+            return self._create_on(src.request, node)
         assert src.array is not None
         return self._put(src.array, device=device, requires_grad=requires_grad, name=name,
-                         ttl=ttl, progress=progress, wire_dtype=src.wire_dtype)
+                         ttl=ttl, progress=progress, wire_dtype=src.wire_dtype, node=node)
 
     def from_numpy(self, array: np.ndarray, device: Any = "cpu", *,
                    requires_grad: bool = False, name: Optional[str] = None,
-                   ttl: Optional[float] = None, progress: bool = False) -> "RemoteTensor":
+                   ttl: Optional[float] = None, progress: bool = False,
+                   node: Optional[str] = None) -> "RemoteTensor":
         """Upload a NumPy array (any strides, order or byte order; 0-d and
-        empty too) as a new server tensor of the same dtype and shape."""
+        empty too) as a new server tensor of the same dtype and shape;
+        ``node`` pins the cluster node."""
         a = _core.as_upload_array(array)
         return self._put(a, device=device, requires_grad=requires_grad, name=name,
-                         ttl=ttl, progress=progress)
+                         ttl=ttl, progress=progress, node=node)
 
     def from_torch(self, x: Any, device: Any = None, *, name: Optional[str] = None,
                    ttl: Optional[float] = None, progress: bool = False) -> "RemoteTensor":
@@ -625,7 +852,7 @@ class Client:
     def get(self, ref: str) -> "RemoteTensor":
         """A proxy for an existing tensor (by handle or name) that does not
         own it: dropping it leaves the tensor on the server."""
-        resp = self._call(self._stub.Info, pb.InfoRequest(ref=ref))
+        resp = self._rcall(ref, "Info", pb.InfoRequest(ref=ref))
         return self._wrap(meta_from_info(resp.tensor), owned=False)
 
     def fetch_into(self, ref: Any, out: Any, *, force: bool = False) -> np.ndarray:
@@ -636,21 +863,26 @@ class Client:
         return t.numpy(force=force, out=out)
 
     def list(self, name_prefix: str = "") -> list["RemoteTensor"]:
-        """Every tensor on the server (all pages), as non-owning proxies."""
+        """Every tensor on the server (all pages), as non-owning proxies; in
+        a cluster, every healthy node's, node after node."""
         self._flush()
         out: list[RemoteTensor] = []
-        token = ""
-        while True:
-            resp = self._call(self._stub.List, pb.ListRequest(
-                page_size=1000, page_token=token, name_prefix=name_prefix))
-            out.extend(self._wrap(meta_from_info(i), owned=False) for i in resp.tensors)
-            token = resp.next_page_token
-            if not token:
-                return out
+        stubs = [self._route(n)[0].stub for n in self.nodes()] or [self._stub]
+        for stub in stubs:
+            token = ""
+            while True:
+                resp = self._call(stub.List, pb.ListRequest(
+                    page_size=1000, page_token=token, name_prefix=name_prefix))
+                out.extend(self._wrap(meta_from_info(i), owned=False) for i in resp.tensors)
+                token = resp.next_page_token
+                if not token:
+                    break
+        return out
 
     def delete(self, *refs: Any) -> int:
-        """Delete tensors by handle, name or proxy (all or nothing);
-        returns how many were deleted."""
+        """Delete tensors by handle, name or proxy (all or nothing; in a
+        cluster, one Delete per node, all or nothing per node); returns how
+        many were deleted."""
         names: list[str] = []
         for r in refs:
             if isinstance(r, RemoteTensor):
@@ -661,19 +893,37 @@ class Client:
         names = [n for n in names if n]
         if not names:
             return 0
-        return int(self._call(self._stub.Delete, pb.DeleteRequest(refs=names)).deleted)
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            groups.setdefault(_cluster.handle_node(n), []).append(n)
+        return sum(int(self._rcall(group[0], "Delete", pb.DeleteRequest(refs=group)).deleted)
+                   for group in groups.values())
+
+    def copy(self, ref: Any, node: str, *, device: Any = None,
+             dtype: Optional[DTypeLike] = None, name: Optional[str] = None,
+             ttl: Optional[float] = None) -> "RemoteTensor":
+        """Copy a tensor (handle, name or proxy) to cluster node ``node``,
+        server to server; the new tensor is owned by the returned proxy.
+        Same as ``t.copy_to(node, ...)``."""
+        r = ref.handle if isinstance(ref, RemoteTensor) else str(ref)
+        dt = _dtypes.as_dtype(dtype) if dtype is not None else None
+        req = pb.CopyRequest(ref=r, node=node, name=name or "",
+                             ttl_seconds=int(ttl or 0),
+                             device=_core.normalize_device(device) if device else "",
+                             dtype=dt.proto if dt is not None else pb.DTYPE_UNSPECIFIED)
+        return self._wrap(meta_from_info(self._rcall(r, "Copy", req).tensor), owned=True)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Pool figures per device, named as PyTorch's memory stats:
         ``stats()["cpu"]["allocated_bytes"]``. Tensors dropped before the
         call are deleted first, so the figures reflect them."""
         self._flush()
-        resp = self._call(self._stub.Stats, pb.StatsRequest())
+        resp = self._rcall("", "Stats", pb.StatsRequest())
         return _stats_dict(resp)
 
     def server_info(self) -> dict[str, Any]:
         """The server's version, CUDA availability and totals."""
-        resp = self._call(self._stub.Stats, pb.StatsRequest())
+        resp = self._rcall("", "Stats", pb.StatsRequest())
         return _server_info(resp)
 
     def cuda_is_available(self) -> bool:
@@ -685,7 +935,7 @@ class Client:
         returns the bytes released."""
         self._flush()
         req = pb.EmptyCacheRequest(device=_core.normalize_device(device) if device else "")
-        return int(self._call(self._stub.EmptyCache, req).released_bytes)
+        return int(self._rcall("", "EmptyCache", req).released_bytes)
 
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -920,6 +1170,13 @@ class RemoteTensor(TensorBase):
         self._client._disown(self._meta.handle)
         return self._meta.handle
 
+    def copy_to(self, node: str, *, device: Any = None, dtype: Optional[DTypeLike] = None,
+                name: Optional[str] = None, ttl: Optional[float] = None) -> "RemoteTensor":
+        """A copy of this tensor on cluster node ``node`` (optionally on
+        another device or cast), sent server to server: the bytes never
+        pass through this client. The new tensor's handle names ``node``."""
+        return self._client.copy(self, node, device=device, dtype=dtype, name=name, ttl=ttl)
+
     def delete(self) -> None:
         """Delete the server tensor now (whether or not this proxy owns it;
         a lazy proxy just drops its pending conversions). Further use of the
@@ -928,7 +1185,7 @@ class RemoteTensor(TensorBase):
         if not handle:
             return
         try:
-            self._client._call(self._client._stub.Delete, pb.DeleteRequest(refs=[handle]))
+            self._client._rcall(handle, "Delete", pb.DeleteRequest(refs=[handle]))
         except NotFoundError:
             pass  # already gone (expired, or deleted by name)
 
