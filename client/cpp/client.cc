@@ -678,7 +678,9 @@ absl::StatusOr<int> Client::Delete(const std::vector<std::string>& refs) {
                         v1::DeleteRequest());
   }
   int deleted = 0;
-  for (const auto& [route, request] : groups) {
+  for (const auto& group : groups) {
+    const Route& route = group.first;
+    const v1::DeleteRequest& request = group.second;
     v1::DeleteResponse response;
     if (absl::Status s =
             Call(route,
