@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
     http.tls_client_ca = options.tls_client_ca;
     http.allow_insecure_remote = options.allow_insecure_remote;
     absl::StatusOr<std::unique_ptr<tensorcast::HttpEndpoint>> endpoint =
-        tensorcast::HttpEndpoint::Start(http, (*server)->service(),
+        tensorcast::HttpEndpoint::Start(http, &(*server)->service()->context(),
                                         (*server)->authenticator());
     if (!endpoint.ok()) return Fail(endpoint.status().message());
     http_endpoint = *std::move(endpoint);

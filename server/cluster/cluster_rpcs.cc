@@ -24,6 +24,7 @@
 #include "server/cluster/cluster_node.h"
 #include "server/cluster/forward.h"
 #include "server/service/proto_convert.h"
+#include "server/service/request_limits.h"
 #include "server/service/status.h"
 #include "server/service/tensor_service.h"
 #include "server/store/fetch_source.h"
@@ -53,7 +54,7 @@ void ReleaseChunk(void* keepalive) {
 
 // The state of one Copy while its put runs.
 struct CopyCall {
-  TensorServiceImpl* service;
+  ServiceContext* service;
   grpc::CallbackServerContext* ctx;
   grpc::ServerUnaryReactor* reactor;
   grpc::ByteBuffer* raw_response;
@@ -151,10 +152,10 @@ absl::StatusOr<v1::TensorInfo> PutOnPeer(CopyCall* call, int64_t* sent) {
 
 void FinishCopy(CopyCall* call, const absl::Status& status) {
   LogRpc(call->service, "Copy", call->ctx, status, call->start);
-  TensorServiceImpl* service = call->service;
+  ServiceContext* service = call->service;
   grpc::ServerUnaryReactor* reactor = call->reactor;
   grpc::Status out =
-      ToGrpcStatus(TensorServiceImpl::ForCaller(status, call->caller));
+      ToGrpcStatus(ServiceContext::ForCaller(status, call->caller));
   delete call;
   reactor->Finish(out);
   service->UnaryEnded();
@@ -194,14 +195,15 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Cluster(
     grpc::CallbackServerContext* ctx, const v1::ClusterRequest* /*request*/,
     v1::ClusterResponse* response) {
   const auto start = std::chrono::steady_clock::now();
-  UnaryStarted();
+  ClusterNode* const cluster = context_.cluster();
+  context_.UnaryStarted();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  absl::StatusOr<Caller> caller = Admit(ctx);
+  absl::StatusOr<Caller> caller = context_.Admit(ctx);
   absl::Status status;
-  const std::string node_id = cluster_ != nullptr ? cluster_->node_id() : "";
+  const std::string node_id = cluster != nullptr ? cluster->node_id() : "";
   v1::ClusterMember self;
   self.set_node_id(node_id);
-  self.set_address(cluster_ != nullptr ? cluster_->options().advertise : "");
+  self.set_address(cluster != nullptr ? cluster->options().advertise : "");
   self.set_healthy(true);
   self.set_self(true);
   self.set_last_seen_unix_ms(
@@ -217,37 +219,38 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Cluster(
     status = caller.status();
   } else {
     self.set_version(TENSORCAST_VERSION);
-    for (const DeviceSnapshot& d : Snapshot().devices) {
+    for (const DeviceSnapshot& d : context_.Snapshot().devices) {
       FillDeviceStats(d, self.add_devices());
     }
-    if (cluster_ != nullptr) {
-      cluster_->Describe(self, response);
+    if (cluster != nullptr) {
+      cluster->Describe(self, response);
     } else {
       response->set_node_id(node_id);
       *response->add_members() = self;
     }
   }
-  LogRpc(this, "Cluster", ctx, status, start);
+  LogRpc(&context_, "Cluster", ctx, status, start);
   reactor->Finish(ToGrpcStatus(status));
-  UnaryEnded();
+  context_.UnaryEnded();
   return reactor;
 }
 
 grpc::ServerUnaryReactor* TensorServiceImpl::Copy(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw_request,
     grpc::ByteBuffer* raw_response) {
-  if (grpc::ServerUnaryReactor* r =
-          MaybeForwardUnary(this, "Copy", ctx, raw_request, raw_response)) {
+  if (grpc::ServerUnaryReactor* r = MaybeForwardUnary(
+          &context_, "Copy", ctx, raw_request, raw_response)) {
     return r;
   }
-  UnaryStarted();
+  context_.UnaryStarted();
+  ClusterNode* const cluster = context_.cluster();
   auto* call = new CopyCall{};
-  call->service = this;
+  call->service = &context_;
   call->ctx = ctx;
   call->reactor = ctx->DefaultReactor();
   call->raw_response = raw_response;
   call->start = std::chrono::steady_clock::now();
-  absl::StatusOr<Caller> caller = Admit(ctx, &call->slot);
+  absl::StatusOr<Caller> caller = context_.Admit(ctx, &call->slot);
   if (!caller.ok()) {
     FinishCopy(call, caller.status());
     return call->reactor;
@@ -269,10 +272,10 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Copy(
                      EchoInput(request.node()), "'")));
   }
   absl::StatusOr<TensorPtr> src =
-      store()->Get(request.ref(), call->caller.tenant.get());
+      context_.store()->Get(request.ref(), call->caller.tenant.get());
   if (!src.ok()) return fail(src.status());
   call->src = *std::move(src);
-  const std::string self = cluster_ != nullptr ? cluster_->node_id() : "";
+  const std::string self = cluster != nullptr ? cluster->node_id() : "";
   if (request.node() == self) {
     // A copy onto this node: To with copy=true.
     absl::StatusOr<std::optional<DType>> dtype = FromProto(request.dtype());
@@ -284,7 +287,7 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Copy(
     spec.name = request.name();
     spec.ttl_seconds = request.ttl_seconds();
     absl::StatusOr<TensorPtr> t =
-        ToTensor(ContextFor(call->caller), call->src, spec);
+        ToTensor(context_.ContextFor(call->caller), call->src, spec);
     if (!t.ok()) return fail(t.status());
     v1::CopyResponse response;
     FillTensorInfo(**t, response.mutable_tensor());
@@ -296,16 +299,16 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Copy(
     }
     return fail(absl::OkStatus());
   }
-  if (cluster_ == nullptr || !cluster_->clustered()) {
+  if (cluster == nullptr || !cluster->clustered()) {
     return fail(absl::UnavailableError(
         absl::StrCat("node '", request.node(),
                      "' is not a member this node knows: it is "
                      "not in a cluster (--cluster)")));
   }
-  absl::StatusOr<Peer> peer = cluster_->PeerFor(request.node());
+  absl::StatusOr<Peer> peer = cluster->PeerFor(request.node());
   if (!peer.ok()) return fail(peer.status());
   call->peer = *std::move(peer);
-  cluster_->copy_workers().Run([call] {
+  cluster->copy_workers().Run([call] {
     int64_t sent = 0;
     absl::StatusOr<v1::TensorInfo> info = PutOnPeer(call, &sent);
     call->service->cluster()->CountCopy(

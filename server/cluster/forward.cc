@@ -12,8 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "proto/wire.h"
+#include "server/service/request_limits.h"
+#include "server/service/service_context.h"
 #include "server/service/status.h"
-#include "server/service/tensor_service.h"
 #include "server/store/handle.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
 
@@ -87,7 +88,7 @@ struct Route {
   Peer peer;
 };
 
-Route RouteFor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+Route RouteFor(ServiceContext* service, grpc::CallbackServerContext* ctx,
                const grpc::ByteBuffer& request, bool single_ref) {
   Route route;
   ClusterNode* cluster = service->cluster();
@@ -147,7 +148,7 @@ Route RouteFor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
 // A forwarded unary call: the request bytes to the owner, its reply (or
 // status) back as it came.
 struct UnaryForward {
-  TensorServiceImpl* service;
+  ServiceContext* service;
   grpc::CallbackServerContext* ctx;
   std::string method;
   Peer peer;
@@ -221,7 +222,7 @@ absl::StatusOr<Peer> LookUpName(ClusterNode* cluster,
   return peers[found[0]];
 }
 
-grpc::ServerUnaryReactor* MaybeForwardUnary(TensorServiceImpl* service,
+grpc::ServerUnaryReactor* MaybeForwardUnary(ServiceContext* service,
                                             const char* method,
                                             grpc::CallbackServerContext* ctx,
                                             const grpc::ByteBuffer* request,
@@ -257,7 +258,7 @@ grpc::ServerUnaryReactor* MaybeForwardUnary(TensorServiceImpl* service,
                absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                             status.error_message()),
                call->start);
-        TensorServiceImpl* service = call->service;
+        ServiceContext* service = call->service;
         delete call;
         reactor->Finish(status);
         service->UnaryEnded();
@@ -274,7 +275,7 @@ namespace {
 // owner's call; the owner's status ends the caller's.
 class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  FetchProxy(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+  FetchProxy(ServiceContext* service, grpc::CallbackServerContext* ctx,
              const grpc::ByteBuffer& request, Peer peer)
       : service_(service),
         ctx_(ctx),
@@ -333,13 +334,13 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // Both sides done: the server's OnDone and the client's.
   void Release() {
     if (refs_.fetch_sub(1) == 1) {
-      TensorServiceImpl* service = service_;
+      ServiceContext* service = service_;
       delete this;
       service->StreamEnded();
     }
   }
 
-  TensorServiceImpl* const service_;
+  ServiceContext* const service_;
   grpc::CallbackServerContext* const ctx_;
   const Peer peer_;
   Client client_;
@@ -354,25 +355,25 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
 class FailedFetch final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  FailedFetch(TensorServiceImpl* service, const grpc::Status& status)
+  FailedFetch(ServiceContext* service, const grpc::Status& status)
       : service_(service) {
     service_->StreamStarted();
     Finish(status);
   }
   void OnDone() override {
-    TensorServiceImpl* service = service_;
+    ServiceContext* service = service_;
     delete this;
     service->StreamEnded();
   }
 
  private:
-  TensorServiceImpl* const service_;
+  ServiceContext* const service_;
 };
 
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
-    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    ServiceContext* service, grpc::CallbackServerContext* ctx,
     const grpc::ByteBuffer* request) {
   const auto start = std::chrono::steady_clock::now();
   Route route = RouteFor(service, ctx, *request, /*single_ref=*/true);

@@ -29,20 +29,20 @@
 
 namespace tensorcast {
 
-class TensorServiceImpl;
+class ServiceContext;  // server/service/service_context.h
 
 // Set on every call a node makes to another on a caller's behalf: the node
 // receiving it serves it locally (no forwarding, no name lookup).
 inline constexpr char kLocalOnlyKey[] = "x-tensorcast-local-only";
 inline constexpr std::chrono::milliseconds kNameLookupTimeout{1000};
 
-grpc::ServerUnaryReactor* MaybeForwardUnary(TensorServiceImpl* service,
+grpc::ServerUnaryReactor* MaybeForwardUnary(ServiceContext* service,
                                             const char* method,
                                             grpc::CallbackServerContext* ctx,
                                             const grpc::ByteBuffer* request,
                                             grpc::ByteBuffer* response);
 grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
-    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    ServiceContext* service, grpc::CallbackServerContext* ctx,
     const grpc::ByteBuffer* request);
 
 // The peer that holds the name `ref` for the caller (whose metadata `ctx`

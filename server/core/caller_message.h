@@ -3,7 +3,8 @@
 // open) are for the operator and admins. Such a status carries, as a
 // payload, the message any other caller sees instead: the same error in
 // terms of its own request. The service swaps it in for tenants without
-// admin rights (TensorServiceImpl::ForCaller); the log keeps the original.
+// admin rights (ServiceContext::ForCaller,
+// server/service/service_context.h); the log keeps the original.
 #ifndef TENSORCAST_SERVER_CORE_CALLER_MESSAGE_H_
 #define TENSORCAST_SERVER_CORE_CALLER_MESSAGE_H_
 

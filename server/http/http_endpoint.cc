@@ -67,7 +67,7 @@ bool HasBody(const httplib::Request& req) {
 
 class HttpEndpoint::Api {
  public:
-  Api(const HttpOptions& options, TensorServiceImpl* service,
+  Api(const HttpOptions& options, ServiceContext* service,
       const Authenticator* auth)
       : options_(options), service_(service), auth_(auth) {}
 
@@ -210,8 +210,7 @@ class HttpEndpoint::Api {
             const absl::Status& error, const Caller* caller,
             Clock::time_point start, int status_override = 0) const {
     const absl::Status shown =
-        caller != nullptr ? TensorServiceImpl::ForCaller(error, *caller)
-                          : error;
+        caller != nullptr ? ServiceContext::ForCaller(error, *caller) : error;
     res.status =
         status_override > 0 ? status_override : http::HttpStatus(shown);
     if (shown.code() == absl::StatusCode::kUnauthenticated) {
@@ -328,14 +327,14 @@ class HttpEndpoint::Api {
   // One download in flight: what the content provider needs after the
   // handler has returned, alive until httplib lets the response go.
   struct Transfer {
-    explicit Transfer(TensorServiceImpl* s) : service(s) {
+    explicit Transfer(ServiceContext* s) : service(s) {
       service->StreamStarted();  // the drain waits for it
     }
     ~Transfer() {
       live.End();
       service->StreamEnded();
     }
-    TensorServiceImpl* const service;
+    ServiceContext* const service;
     std::atomic<bool> revoked{false};  // before `live`: outlives its cancel
     Caller caller;
     StreamSlot slot;
@@ -436,7 +435,7 @@ class HttpEndpoint::Api {
                           service_->BudgetFor(t->caller));
     if (!stream.ok()) return Fail(req, res, stream.status(), &t->caller, start);
     t->stream = *std::move(stream);
-    TensorServiceImpl* service = service_;
+    ServiceContext* service = service_;
     // One chunk per call, written straight to the socket and released
     // before the next is made: a slow reader holds one chunk (httplib's
     // write blocks, up to the write timeout).
@@ -552,12 +551,12 @@ class HttpEndpoint::Api {
   }
 
   const HttpOptions options_;
-  TensorServiceImpl* const service_;
+  ServiceContext* const service_;
   const Authenticator* const auth_;
 };
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
-    const HttpOptions& options, TensorServiceImpl* service,
+    const HttpOptions& options, ServiceContext* service,
     const Authenticator* auth) {
   absl::StatusOr<std::pair<std::string, int>> address =
       http::SplitHostPort(options.listen);

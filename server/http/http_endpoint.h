@@ -31,7 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/service/auth.h"
-#include "server/service/tensor_service.h"
+#include "server/service/service_context.h"
 
 namespace httplib {
 class Server;
@@ -65,7 +65,7 @@ class HttpEndpoint {
   // bad address or TLS files, FAILED_PRECONDITION for a remote address
   // without tokens, UNAVAILABLE when it cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(
-      const HttpOptions& options, TensorServiceImpl* service,
+      const HttpOptions& options, ServiceContext* service,
       const Authenticator* auth);
   // Stops listening and waits for the connections' workers.
   ~HttpEndpoint();

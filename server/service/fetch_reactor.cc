@@ -22,30 +22,14 @@
 
 #include "proto/wire.h"
 #include "server/service/proto_convert.h"
-#include "server/service/status.h"
-#include "server/service/tensor_service.h"
+#include "server/service/reactors.h"
+#include "server/service/request_limits.h"
+#include "server/service/stream_call.h"
 #include "server/store/fetch_source.h"
 #include "server/store/fetch_stream.h"
 
 namespace tensorcast {
 namespace {
-
-absl::StatusOr<FetchSpec> SpecFromProto(const v1::FetchRequest& request) {
-  FetchSpec spec;
-  absl::StatusOr<WireFormat> format =
-      FromProto(request.format(), WireFormat::kNpy);
-  if (!format.ok()) return format.status();
-  absl::StatusOr<std::optional<DType>> dtype = FromProto(request.dtype());
-  if (!dtype.ok()) return dtype.status();
-  spec.format = *format;
-  spec.dtype = *dtype;
-  spec.detach = request.detach();
-  spec.cpu = request.cpu();
-  spec.force = request.force();
-  spec.offset = request.offset();
-  spec.length = request.length();
-  return spec;
-}
 
 // FetchResponse.data's field number.
 constexpr int kDataField = 1;
@@ -87,16 +71,13 @@ grpc::ByteBuffer EncodeResponse(const v1::FetchHeader* header,
 
 class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  FetchReactor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+  FetchReactor(ServiceContext* service, grpc::CallbackServerContext* ctx,
                const grpc::ByteBuffer* raw_request)
       : service_(service), ctx_(ctx) {
-    service_->StreamStarted();
-    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_, &live_);
-    if (!caller.ok()) {
-      Done(caller.status());
+    if (absl::Status s = call_.Admit(); !s.ok()) {
+      Done(s);
       return;
     }
-    caller_ = *std::move(caller);
     v1::FetchRequest parsed;
     if (absl::Status s = ParseStreamRequest(*raw_request, "Fetch", &parsed);
         !s.ok()) {
@@ -116,35 +97,13 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     // stream's pinned slots reserved) here, before any work.
     absl::StatusOr<std::unique_ptr<FetchStream>> stream = FetchStream::Open(
         *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes),
-        service_->BudgetFor(caller_));
+        service_->BudgetFor(call_.caller()));
     if (!stream.ok()) {
       Done(stream.status());
       return;
     }
     stream_ = *std::move(stream);
-    const FetchSource* out = &stream_->source();
-
-    v1::FetchHeader* header = &header_;
-    FillTensorInfo(*out->tensor(), header->mutable_tensor());
-    // Describe the tensor as it arrives: cast, contiguous, on the host,
-    // detached (what .numpy() returns); handle and name stay the source's.
-    v1::TensorInfo* info = header->mutable_tensor();
-    info->set_dtype(ToProto(out->out_dtype()));
-    info->clear_strides();
-    for (int64_t s : ContiguousStrides(out->tensor()->layout.shape)) {
-      info->add_strides(s);
-    }
-    info->set_storage_offset(0);
-    info->set_is_contiguous(true);
-    info->set_requires_grad(false);
-    info->set_device("cpu");
-    info->set_nbytes(out->tensor()->numel * ItemSize(out->out_dtype()));
-    info->set_storage_bytes(info->nbytes());
-    header->set_format(request->format() == v1::FORMAT_RAW ? v1::FORMAT_RAW
-                                                           : v1::FORMAT_NPY);
-    header->set_total_bytes(out->total_bytes());
-    header->set_offset(out->begin());
-    header->set_length(out->end() - out->begin());
+    FillFetchHeader(stream_->source(), request->format(), &header_);
     if (!request->shm_region().empty()) {
       // Shared memory: every byte into the client's region, in pieces on
       // the service's workers (not here, on gRPC's thread), then one
@@ -161,9 +120,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Done(live_.revoked()
-               ? RevokedError("the stream was cancelled")
-               : absl::CancelledError("the client went away mid-stream"));
+      Done(call_.Interrupted());
       return;
     }
     if (stream_->done()) {
@@ -174,17 +131,16 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void OnDone() override {
-    live_.End();
-    service_->StreamEnded();
+    call_.End();
     delete this;
   }
 
  private:
   absl::StatusOr<FetchSource> Open(const v1::FetchRequest& request) {
-    absl::StatusOr<FetchSpec> spec = SpecFromProto(request);
+    absl::StatusOr<FetchSpec> spec = FetchSpecFromProto(request);
     if (!spec.ok()) return spec.status();
     absl::StatusOr<TensorPtr> tensor =
-        service_->store()->Get(request.ref(), caller_.tenant.get());
+        service_->store()->Get(request.ref(), call_.caller().tenant.get());
     if (!tensor.ok()) return tensor.status();
     return FetchSource::Open(*std::move(tensor), *spec);
   }
@@ -193,7 +149,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // before anything is written.
   absl::Status StartSharedMemory(const v1::FetchRequest& request) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
-        service_->FindRegion(ctx_, caller_, request.shm_region());
+        service_->FindRegion(ctx_, call_.caller(), request.shm_region());
     if (!region.ok()) return region.status();
     const FetchSource& out = stream_->source();
     if (absl::Status s = (*region)->CheckRange(request.shm_offset(),
@@ -212,9 +168,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void CopyToSharedMemory() {
     absl::Status status;
     if (ctx_->IsCancelled()) {
-      status = live_.revoked()
-                   ? RevokedError("the stream was cancelled")
-                   : absl::CancelledError("the client went away mid-stream");
+      status = call_.Interrupted();
     } else {
       status = CopyPiece();
     }
@@ -273,21 +227,15 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void Done(const absl::Status& status) {
-    LogRpc(service_, "Fetch", ctx_, status, start_);
     region_.reset();
     stream_.reset();  // drop the tensor reference before the call winds down
-    slot_.Release();
-    Finish(ToGrpcStatus(TensorServiceImpl::ForCaller(status, caller_)));
+    Finish(call_.Finish(status));
   }
 
-  TensorServiceImpl* const service_;
+  ServiceContext* const service_;
   grpc::CallbackServerContext* const ctx_;
-  const std::chrono::steady_clock::time_point start_ =
-      std::chrono::steady_clock::now();
-
-  Caller caller_;
-  LiveCall live_;    // cancels the call if its token is revoked
-  StreamSlot slot_;  // one of the tenant's concurrent streams
+  StreamCall call_{service_, ctx_, "Fetch", "the stream was cancelled",
+                   "the client went away mid-stream"};
   std::unique_ptr<FetchStream> stream_;
   // A shared-memory Fetch's region, and where its next byte goes.
   std::shared_ptr<const SharedMemoryRegion> region_;
@@ -300,7 +248,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* NewFetchReactor(
-    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    ServiceContext* service, grpc::CallbackServerContext* ctx,
     const grpc::ByteBuffer* request) {
   return new FetchReactor(service, ctx, request);
 }

@@ -46,7 +46,7 @@ struct DeviceSnapshot {
   int64_t tensor_bytes = 0;  // their bytes (a view counts its own)
 };
 
-// The service's figures at a point in time (TensorServiceImpl::Snapshot).
+// The service's figures at a point in time (ServiceContext::Snapshot).
 struct ServiceSnapshot {
   std::vector<DeviceSnapshot> devices;
   int64_t tensors = 0;

@@ -20,8 +20,9 @@
 
 #include "proto/wire.h"
 #include "server/service/proto_convert.h"
-#include "server/service/status.h"
-#include "server/service/tensor_service.h"
+#include "server/service/reactors.h"
+#include "server/service/request_limits.h"
+#include "server/service/stream_call.h"
 #include "server/store/put_sink.h"
 
 namespace tensorcast {
@@ -37,28 +38,21 @@ constexpr int64_t kSharedMemoryPieceBytes = 16 << 20;
 
 class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  PutReactor(TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+  PutReactor(ServiceContext* service, grpc::CallbackServerContext* ctx,
              grpc::ByteBuffer* response)
       : service_(service), ctx_(ctx), response_(response) {
-    service_->StreamStarted();
-    absl::StatusOr<Caller> caller = service_->Admit(ctx_, &slot_, &live_);
-    if (!caller.ok()) {
-      Done(caller.status());
+    if (absl::Status s = call_.Admit(); !s.ok()) {
+      Done(s);
       return;
     }
-    caller_ = *std::move(caller);
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
       // End of the client's stream: a normal half-close, or a cancellation.
-      if (live_.revoked()) {
-        Done(RevokedError("nothing was stored"));
-      } else if (ctx_->IsCancelled()) {
-        Done(
-            absl::CancelledError("the client cancelled the upload; nothing "
-                                 "was stored"));
+      if (call_.live().revoked() || ctx_->IsCancelled()) {
+        Done(call_.Interrupted());
       } else {
         Done(Complete());
       }
@@ -79,8 +73,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   void OnDone() override {
-    live_.End();
-    service_->StreamEnded();
+    call_.End();
     delete this;
   }
 
@@ -140,7 +133,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     absl::StatusOr<PutSpec> spec = PutSpecFromProto(header);
     if (!spec.ok()) return spec.status();
     absl::StatusOr<std::unique_ptr<PutSink>> sink =
-        PutSink::Start(service_->ContextFor(caller_), *std::move(spec));
+        PutSink::Start(service_->ContextFor(call_.caller()), *std::move(spec));
     if (!sink.ok()) return sink.status();
     sink_ = *std::move(sink);
     if (!header.shm_region().empty()) {
@@ -154,7 +147,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   // messages may follow.
   absl::Status StartSharedMemory(const v1::PutHeader& header) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
-        service_->FindRegion(ctx_, caller_, header.shm_region());
+        service_->FindRegion(ctx_, call_.caller(), header.shm_region());
     if (!region.ok()) return region.status();
     if (absl::Status s =
             (*region)->CheckRange(header.shm_offset(), header.shm_bytes());
@@ -176,11 +169,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   void CopyFromSharedMemory() {
     absl::Status status;
     if (ctx_->IsCancelled()) {
-      status = live_.revoked()
-                   ? RevokedError("nothing was stored")
-                   : absl::CancelledError(
-                         "the client cancelled the upload; nothing was "
-                         "stored");
+      status = call_.Interrupted();
     } else {
       status = CopyPiece();
     }
@@ -232,7 +221,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     // (nothing is stored) or waits until the tensor is in (and then leaves
     // this call be).
     absl::StatusOr<TensorPtr> tensor;
-    if (absl::Status s = live_.Commit([&] {
+    if (absl::Status s = call_.live().Commit([&] {
           tensor = sink_->Finish();
           return tensor.status();
         });
@@ -253,20 +242,14 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   void Done(const absl::Status& status) {
     region_.reset();
     sink_.reset();  // an unfinished upload's storage goes back now
-    slot_.Release();
-    LogRpc(service_, "Put", ctx_, status, start_);
-    Finish(ToGrpcStatus(TensorServiceImpl::ForCaller(status, caller_)));
+    Finish(call_.Finish(status));
   }
 
-  TensorServiceImpl* const service_;
+  ServiceContext* const service_;
   grpc::CallbackServerContext* const ctx_;
   grpc::ByteBuffer* const response_;
-  const std::chrono::steady_clock::time_point start_ =
-      std::chrono::steady_clock::now();
-
-  Caller caller_;
-  LiveCall live_;    // cancels the call if its token is revoked
-  StreamSlot slot_;  // one of the tenant's concurrent streams
+  StreamCall call_{service_, ctx_, "Put", "nothing was stored",
+                   "the client cancelled the upload; nothing was stored"};
   grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;
   bool from_shared_memory_ = false;
@@ -281,7 +264,7 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
 }  // namespace
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* NewPutReactor(
-    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    ServiceContext* service, grpc::CallbackServerContext* ctx,
     grpc::ByteBuffer* response) {
   return new PutReactor(service, ctx, response);
 }

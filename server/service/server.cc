@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/size.h"
 #include "server/cluster/cluster_node.h"
+#include "server/service/request_limits.h"
 #include "server/store/handle.h"
 
 namespace tensorcast {
@@ -178,12 +179,12 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   absl::StatusOr<std::unique_ptr<ClusterNode>> cluster = MakeCluster(options);
   if (!cluster.ok()) return cluster.status();
   s->cluster_ = *std::move(cluster);
-  s->service_->set_cluster(s->cluster_.get());
+  s->service_->context().set_cluster(s->cluster_.get());
 
   // The metrics endpoint first: if its address is bad, nothing has
   // started.
   if (!options.metrics_listen.empty()) {
-    TensorServiceImpl* service = s->service_.get();
+    ServiceContext* service = &s->service_->context();
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
         MetricsEndpoint::Start(options.metrics_listen, [service] {
           return service->metrics().Render(service->Snapshot()) +
@@ -271,15 +272,15 @@ void TensorcastServer::Shutdown(std::chrono::milliseconds grace) {
   // out the whole deadline while any idle client stays connected, so wait
   // for our calls ourselves and then shut down at once.
   server_->GetHealthCheckService()->SetServingStatus(false);
-  service_->StartDraining();
+  service_->context().StartDraining();
   auto deadline = std::chrono::steady_clock::now() + grace;
   spdlog::info("draining: {} call(s) running, {} ms to finish",
-               service_->calls_in_flight(), grace.count());
-  while (service_->calls_in_flight() > 0 &&
+               service_->context().calls_in_flight(), grace.count());
+  while (service_->context().calls_in_flight() > 0 &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  if (int64_t left = service_->calls_in_flight(); left > 0) {
+  if (int64_t left = service_->context().calls_in_flight(); left > 0) {
     spdlog::warn("cancelling {} call(s) still running after the grace period",
                  left);
   }

@@ -17,8 +17,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "server/service/reactors.h"
 #include "server/service/status.h"
-#include "server/service/tensor_service.h"
 
 namespace tensorcast {
 namespace {
@@ -57,8 +57,7 @@ bool OnThisHost(absl::string_view peer) {
 class SharedMemorySession final
     : public grpc::ServerWriteReactor<v1::SharedMemoryEvent> {
  public:
-  SharedMemorySession(TensorServiceImpl* service,
-                      grpc::CallbackServerContext* ctx,
+  SharedMemorySession(ServiceContext* service, grpc::CallbackServerContext* ctx,
                       const v1::OpenSharedMemoryRequest* request)
       : service_(service), ctx_(ctx) {
     // Who is calling comes first: a caller without a good token learns
@@ -86,7 +85,7 @@ class SharedMemorySession final
       return;
     }
     // Regions belong to this connection and this tenant.
-    const std::string owner = TensorServiceImpl::RegionOwner(ctx_, *caller);
+    const std::string owner = ServiceContext::RegionOwner(ctx_, *caller);
     SharedMemoryRegistry& registry = service_->shared_memory();
     std::string why;  // a refusal's reason: the log's, never the caller's
     // The tenant's quota is charged the region's data bytes.
@@ -146,7 +145,7 @@ class SharedMemorySession final
     Finish(ToGrpcStatus(status));
   }
 
-  TensorServiceImpl* const service_;
+  ServiceContext* const service_;
   grpc::CallbackServerContext* const ctx_;
   const std::chrono::steady_clock::time_point start_ =
       std::chrono::steady_clock::now();
@@ -160,7 +159,7 @@ class SharedMemorySession final
 }  // namespace
 
 grpc::ServerWriteReactor<v1::SharedMemoryEvent>* NewSharedMemorySession(
-    TensorServiceImpl* service, grpc::CallbackServerContext* ctx,
+    ServiceContext* service, grpc::CallbackServerContext* ctx,
     const v1::OpenSharedMemoryRequest* request) {
   return new SharedMemorySession(service, ctx, request);
 }
