@@ -166,12 +166,8 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // queues behind the other transfers' pieces, or, the range written, the
   // header goes out.
   void CopyToSharedMemory() {
-    absl::Status status;
-    if (ctx_->IsCancelled()) {
-      status = call_.Interrupted();
-    } else {
-      status = CopyPiece();
-    }
+    const absl::Status status =
+        ctx_->IsCancelled() ? call_.Interrupted() : CopyPiece();
     if (!status.ok()) {
       Done(status);
       return;

@@ -167,12 +167,8 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   // queues behind the other transfers' pieces, or, the range read, the
   // next message is awaited.
   void CopyFromSharedMemory() {
-    absl::Status status;
-    if (ctx_->IsCancelled()) {
-      status = call_.Interrupted();
-    } else {
-      status = CopyPiece();
-    }
+    const absl::Status status =
+        ctx_->IsCancelled() ? call_.Interrupted() : CopyPiece();
     if (!status.ok()) {
       Done(status);
       return;
