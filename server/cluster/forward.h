@@ -59,9 +59,10 @@ absl::StatusOr<Peer> LookUpName(ClusterNode* cluster,
 std::unique_ptr<grpc::ClientContext> ContextFor(
     grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap);
 
-// What placement compares (DeviceStats.free_bytes): the pool's limit minus
-// what is allocated; without a limit, the host's available memory plus the
-// pool's cached bytes for "cpu", and 0 (unknown) for a GPU.
+// What placement compares (DeviceStats.free_bytes): PoolStats::free_bytes,
+// the pool's cached bytes plus what its memory has free (the host's
+// MemAvailable for "cpu", cudaMemGetInfo's free for a GPU), bounded by the
+// limit minus what is allocated.
 int64_t FreeBytes(const DeviceSnapshot& device);
 void FillDeviceStats(const DeviceSnapshot& device, v1::DeviceStats* out);
 
