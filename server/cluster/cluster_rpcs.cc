@@ -182,7 +182,7 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Cluster(
   const std::string node_id = cluster_ != nullptr ? cluster_->node_id() : "";
   v1::ClusterMember self;
   self.set_node_id(node_id);
-  self.set_address(cluster_ != nullptr ? cluster_->options().advertise : "");
+  self.set_address(cluster_ != nullptr ? cluster_->advertise() : "");
   self.set_healthy(true);
   self.set_self(true);
   self.set_last_seen_unix_ms(
