@@ -331,20 +331,19 @@ grpc::ServerUnaryReactor* MaybeForwardUnary(TensorServiceImpl* service,
   }
   // The callback thread returns now; the last peer's answer goes on.
   const std::string name = route.name;
-  LookUpName(cluster, ctx, name,
-             [service, method, ctx, request, response, reactor, start, tenant,
-              route = std::move(route)](absl::StatusOr<Peer> found) {
-               service->cluster()->EndNameLookup(tenant);
-               absl::StatusOr<Peer> peer =
-                   LookupOutcome(route, std::move(found));
-               if (!peer.ok()) {
-                 FinishUnary(service, method, ctx, reactor, peer.status(),
-                             start);
-               } else {
-                 ForwardUnary(service, method, ctx, request, response,
-                              reactor, *std::move(peer), start);
-               }
-             });
+  LookUpName(
+      cluster, ctx, name,
+      [service, method, ctx, request, response, reactor, start, tenant,
+       route = std::move(route)](absl::StatusOr<Peer> found) {
+        service->cluster()->EndNameLookup(tenant);
+        absl::StatusOr<Peer> peer = LookupOutcome(route, std::move(found));
+        if (!peer.ok()) {
+          FinishUnary(service, method, ctx, reactor, peer.status(), start);
+        } else {
+          ForwardUnary(service, method, ctx, request, response, reactor,
+                       *std::move(peer), start);
+        }
+      });
   return reactor;
 }
 

@@ -53,9 +53,7 @@ class MemoryResource {
   // can tell (the host's MemAvailable, a device's cudaMemGetInfo free), or
   // nullopt when it cannot (the default). A snapshot: other processes
   // change it at any moment. Never blocks for long; thread-safe.
-  virtual std::optional<int64_t> AvailableBytes() const {
-    return std::nullopt;
-  }
+  virtual std::optional<int64_t> AvailableBytes() const { return std::nullopt; }
 
  private:
   virtual absl::StatusOr<void*> DoAllocate(size_t bytes) = 0;

@@ -42,15 +42,15 @@ TEST(HandleTest, ParseSplitsAtTheDot) {
 TEST(HandleTest, MalformedRefsAreNotHandles) {
   for (const std::string ref : {
            std::string(),
-           kHex.substr(0, 31),             // too short
-           kHex.substr(0, 31) + "g",       // not hex
-           kHex + "0",                     // 33 digits, no dot
-           kHex + ".",                     // empty node id
-           kHex + ".-n0",                  // node id starts with '-'
-           kHex + ".n0-",                  // ...or ends with it
-           kHex + ".N0",                   // upper case node id
-           kHex + ".n_0",                  // '_' is not in a DNS label
-           kHex + ".a.b",                  // a '.' in the node id
+           kHex.substr(0, 31),                 // too short
+           kHex.substr(0, 31) + "g",           // not hex
+           kHex + "0",                         // 33 digits, no dot
+           kHex + ".",                         // empty node id
+           kHex + ".-n0",                      // node id starts with '-'
+           kHex + ".n0-",                      // ...or ends with it
+           kHex + ".N0",                       // upper case node id
+           kHex + ".n_0",                      // '_' is not in a DNS label
+           kHex + ".a.b",                      // a '.' in the node id
            kHex + "." + std::string(64, 'x'),  // node id over 63 bytes
            "." + kHex,
        }) {
@@ -143,7 +143,8 @@ TEST_F(HandleStoreTest, FormatAndParseRoundTrip) {
 
 TEST_F(HandleStoreTest, HandleShapedNamesAreInvalidArgument) {
   TensorStore store(0, nullptr, "n0");
-  for (const std::string name : {kHex, kHex + ".n0", kHex + ".n1", kHex + "."}) {
+  for (const std::string name :
+       {kHex, kHex + ".n0", kHex + ".n1", kHex + "."}) {
     SCOPED_TRACE(name);
     absl::StatusOr<TensorPtr> t = store.Add(One(name));
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);

@@ -14,8 +14,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -374,8 +374,8 @@ TEST(ClusterAdvertiseTest, AListenPortOfZeroAdvertisesTheBoundPort) {
   ServerProcess server({"--node-id=solo",
                         absl::StrCat("--cluster=127.0.0.1:", FreePort()),
                         "--cluster-probe-ms=200"});
-  auto stub = v1::TensorService::NewStub(
-      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  auto stub = v1::TensorService::NewStub(grpc::CreateChannel(
+      server.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   v1::ClusterResponse r;
   ASSERT_TRUE(stub->Cluster(&ctx, v1::ClusterRequest(), &r).ok());
@@ -419,8 +419,9 @@ class SlowMember final : public v1::TensorService::Service {
       const int now = ++running_[token];
       max_[token] = std::max(max_[token], now);
     }
-    const auto until = std::min(
-        ctx->deadline(), std::chrono::system_clock::now() + std::chrono::seconds(5));
+    const auto until =
+        std::min(ctx->deadline(),
+                 std::chrono::system_clock::now() + std::chrono::seconds(5));
     while (std::chrono::system_clock::now() < until && !ctx->IsCancelled()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -441,7 +442,8 @@ class SlowMember final : public v1::TensorService::Service {
   std::map<std::string, int> max_;
 };
 
-TEST(ClusterNameLookupTest, ATenantHammeringMissingNamesIsCappedAndOthersServe) {
+TEST(ClusterNameLookupTest,
+     ATenantHammeringMissingNamesIsCappedAndOthersServe) {
   SlowMember slow;
   grpc::ServerBuilder builder;
   int slow_port = 0;
@@ -453,12 +455,10 @@ TEST(ClusterNameLookupTest, ATenantHammeringMissingNamesIsCappedAndOthersServe) 
   ASSERT_NE(slow_port, 0);
 
   TempDir dir;
-  WriteFile(dir.File("tokens"),
-            absl::StrCat(kTokenA, " a\n", kTokenB, " b\n"));
-  ServerProcess node({"--node-id=n0",
-                      absl::StrCat("--cluster=127.0.0.1:", slow_port),
-                      "--cluster-probe-ms=200",
-                      "--auth-tokens=" + dir.File("tokens")});
+  WriteFile(dir.File("tokens"), absl::StrCat(kTokenA, " a\n", kTokenB, " b\n"));
+  ServerProcess node(
+      {"--node-id=n0", absl::StrCat("--cluster=127.0.0.1:", slow_port),
+       "--cluster-probe-ms=200", "--auth-tokens=" + dir.File("tokens")});
   auto stub = v1::TensorService::NewStub(
       grpc::CreateChannel(node.address(), grpc::InsecureChannelCredentials()));
   auto ctx_for = [](const char* token) {
@@ -474,7 +474,8 @@ TEST(ClusterNameLookupTest, ATenantHammeringMissingNamesIsCappedAndOthersServe) 
   while (!healthy && Clock::now() < deadline) {
     v1::ClusterResponse r;
     if (stub->Cluster(ctx_for(kTokenA).get(), v1::ClusterRequest(), &r).ok()) {
-      for (const auto& m : r.members()) healthy |= m.node_id() == "slow" && m.healthy();
+      for (const auto& m : r.members())
+        healthy |= m.node_id() == "slow" && m.healthy();
     }
     if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
