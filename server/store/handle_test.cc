@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/store/store_test_util.h"
@@ -40,7 +41,7 @@ TEST(HandleTest, ParseSplitsAtTheDot) {
 }
 
 TEST(HandleTest, MalformedRefsAreNotHandles) {
-  for (const std::string ref : {
+  for (const std::string& ref : std::vector<std::string>{
            std::string(),
            kHex.substr(0, 31),                 // too short
            kHex.substr(0, 31) + "g",           // not hex
@@ -61,13 +62,13 @@ TEST(HandleTest, MalformedRefsAreNotHandles) {
 }
 
 TEST(HandleTest, NodeIdIsADnsLabel) {
-  for (const std::string id :
-       {"a", "0", "n0", "tensorcast-1", "a-b-c", std::string(63, 'z')}) {
+  for (const std::string& id : std::vector<std::string>{
+           "a", "0", "n0", "tensorcast-1", "a-b-c", std::string(63, 'z')}) {
     EXPECT_TRUE(IsNodeId(id)) << id;
   }
-  for (const std::string id :
-       {std::string(), std::string(64, 'z'), "-a", "a-", "A", "a.b", "a_b",
-        "a b", "é", std::string("a\0b", 3)}) {
+  for (const std::string& id : std::vector<std::string>{
+           std::string(), std::string(64, 'z'), "-a", "a-", "A", "a.b", "a_b",
+           "a b", "é", std::string("a\0b", 3)}) {
     EXPECT_FALSE(IsNodeId(id)) << id;
   }
   EXPECT_EQ(kMaxNodeIdBytes, 63u);
@@ -80,21 +81,22 @@ TEST(HandleTest, SanitizeNodeIdMakesALabelOfAHostname) {
   EXPECT_EQ(SanitizeNodeId(""), "node");
   EXPECT_EQ(SanitizeNodeId("___"), "node");
   EXPECT_EQ(SanitizeNodeId(std::string(100, 'h')), std::string(63, 'h'));
-  for (const std::string host : {"a.b", "UPPER", "x y", std::string(80, '-')}) {
+  for (const std::string& host :
+       std::vector<std::string>{"a.b", "UPPER", "x y", std::string(80, '-')}) {
     EXPECT_TRUE(IsNodeId(SanitizeNodeId(host))) << host;
   }
 }
 
 TEST(HandleTest, NamesThatReadAsHandlesAreRefused) {
   // 32 hex digits, alone or before a '.', whatever follows.
-  for (const std::string name :
-       {kHex, kHex + ".", kHex + ".n0", kHex + ".not a node id",
-        std::string("0123456789ABCDEF0123456789ABCDEF")}) {
+  for (const std::string& name : std::vector<std::string>{
+           kHex, kHex + ".", kHex + ".n0", kHex + ".not a node id",
+           std::string("0123456789ABCDEF0123456789ABCDEF")}) {
     EXPECT_TRUE(NameLooksLikeHandle(name)) << name;
   }
-  for (const std::string name :
-       {std::string("weights"), kHex.substr(0, 31), kHex + "0", kHex + "-n0",
-        "x" + kHex, kHex.substr(0, 31) + "g.n0"}) {
+  for (const std::string& name : std::vector<std::string>{
+           std::string("weights"), kHex.substr(0, 31), kHex + "0", kHex + "-n0",
+           "x" + kHex, kHex.substr(0, 31) + "g.n0"}) {
     EXPECT_FALSE(NameLooksLikeHandle(name)) << name;
   }
 }
@@ -116,7 +118,8 @@ class HandleStoreTest : public testing::HostStoreTest {
 
 TEST_F(HandleStoreTest, FormatAndParseRoundTrip) {
   // The store's handles parse back into the node that made them.
-  for (const std::string node : {"n0", "tensorcast-2", std::string(63, 'x')}) {
+  for (const std::string& node :
+       std::vector<std::string>{"n0", "tensorcast-2", std::string(63, 'x')}) {
     SCOPED_TRACE(node);
     TensorStore store(0, nullptr, node);
     absl::StatusOr<TensorPtr> added = store.Add(One());
@@ -143,8 +146,8 @@ TEST_F(HandleStoreTest, FormatAndParseRoundTrip) {
 
 TEST_F(HandleStoreTest, HandleShapedNamesAreInvalidArgument) {
   TensorStore store(0, nullptr, "n0");
-  for (const std::string name :
-       {kHex, kHex + ".n0", kHex + ".n1", kHex + "."}) {
+  for (const std::string& name :
+       std::vector<std::string>{kHex, kHex + ".n0", kHex + ".n1", kHex + "."}) {
     SCOPED_TRACE(name);
     absl::StatusOr<TensorPtr> t = store.Add(One(name));
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
@@ -166,9 +169,9 @@ TEST_F(HandleStoreTest, MalformedAndForeignHandlesAreNotFound) {
   ASSERT_EQ(handle, random + ".n0");
   // The same random digits under another node, with no node, with a bad
   // node id, truncated or extended: none is this tensor.
-  for (const std::string ref :
-       {random + ".n1", random, random + ".", random + ".N0",
-        handle.substr(0, handle.size() - 1), handle + "x", handle + ".n0"}) {
+  for (const std::string& ref : std::vector<std::string>{
+           random + ".n1", random, random + ".", random + ".N0",
+           handle.substr(0, handle.size() - 1), handle + "x", handle + ".n0"}) {
     SCOPED_TRACE(ref);
     absl::StatusOr<TensorPtr> got = store.Get(ref);
     EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
