@@ -145,7 +145,8 @@ int main(int argc, char** argv) {
                "HOST:PORT,HOST:PORT; empty = a single node");
   flags.String("advertise", &options.advertise,
                "HOST:PORT other nodes and clients reach this node at "
-               "(default: --listen, with this host's name for 0.0.0.0)");
+               "(default: --listen, with this host's name for 0.0.0.0 and "
+               "the bound port for port 0)");
   flags.String("cluster-token-file", &options.cluster_token_file,
                "FILE holding a bearer token the members accept: probes "
                "carry it, so Cluster lists the other members' devices");

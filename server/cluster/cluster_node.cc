@@ -53,9 +53,28 @@ std::string EscapeLabel(absl::string_view v) {
 
 }  // namespace
 
+std::string WithBoundPort(absl::string_view address, int port) {
+  const size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || address.substr(colon + 1) != "0") {
+    return std::string(address);
+  }
+  return absl::StrCat(address.substr(0, colon + 1), port);
+}
+
 ClusterNode::ClusterNode(ClusterOptions options)
     : options_(std::move(options)),
+      advertise_(options_.advertise),
       copy_workers_(std::make_unique<WorkerPool>(kCopyThreads)) {}
+
+std::string ClusterNode::advertise() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return advertise_;
+}
+
+void ClusterNode::SetBoundPort(int port) {
+  std::lock_guard<std::mutex> lock(mu_);
+  advertise_ = WithBoundPort(advertise_, port);
+}
 
 ClusterNode::~ClusterNode() {
   {
@@ -262,7 +281,7 @@ void ClusterNode::Describe(const v1::ClusterMember& self,
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [address, m] : members_) {
-      if (m.self || address == options_.advertise) continue;
+      if (m.self || address == advertise_) continue;
       v1::ClusterMember& cm = out.emplace_back();
       cm.set_node_id(m.node_id);
       cm.set_address(m.address);
@@ -278,6 +297,38 @@ void ClusterNode::Describe(const v1::ClusterMember& self,
               return a.address() < b.address();
             });
   for (v1::ClusterMember& m : out) *response->add_members() = std::move(m);
+}
+
+absl::Status ClusterNode::BeginNameLookup(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(lookups_mu_);
+  int& mine = lookups_[tenant];
+  if (mine >= options_.name_lookups_per_tenant) {
+    ++lookups_refused_;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this tenant already has ", mine,
+        " name lookups running across the cluster (the most at once); a "
+        "name not held on the node asked is looked up on every member: "
+        "use the handle, or ask the node that holds it"));
+  }
+  if (lookups_total_ >= options_.name_lookups) {
+    ++lookups_refused_;
+    if (mine == 0) lookups_.erase(tenant);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "node '", options_.node_id, "' already has ", lookups_total_,
+        " name lookups running across the cluster (the most at once); use "
+        "the handle, or ask the node that holds the name"));
+  }
+  ++mine;
+  ++lookups_total_;
+  return absl::OkStatus();
+}
+
+void ClusterNode::EndNameLookup(const std::string& tenant) {
+  std::lock_guard<std::mutex> lock(lookups_mu_);
+  auto it = lookups_.find(tenant);
+  if (it == lookups_.end()) return;
+  if (--it->second <= 0) lookups_.erase(it);
+  --lookups_total_;
 }
 
 void ClusterNode::CountForward(absl::string_view peer, absl::string_view method,
@@ -298,6 +349,22 @@ std::string ClusterNode::RenderMetrics() const {
   auto code_name = [](int code) {
     return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   };
+  {
+    std::lock_guard<std::mutex> lock(lookups_mu_);
+    absl::StrAppend(
+        &out,
+        "# HELP tensorcast_cluster_name_lookups Name lookups on the other "
+        "members running now.\n"
+        "# TYPE tensorcast_cluster_name_lookups gauge\n"
+        "tensorcast_cluster_name_lookups ",
+        lookups_total_,
+        "\n"
+        "# HELP tensorcast_cluster_name_lookups_refused_total Name lookups "
+        "refused (RESOURCE_EXHAUSTED) for too many running.\n"
+        "# TYPE tensorcast_cluster_name_lookups_refused_total counter\n"
+        "tensorcast_cluster_name_lookups_refused_total ",
+        lookups_refused_, "\n");
+  }
   std::lock_guard<std::mutex> lock(metrics_mu_);
   out +=
       "# HELP tensorcast_cluster_forwarded_total Calls this node forwarded "

@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/core/worker_pool.h"
@@ -46,7 +47,8 @@ struct ClusterOptions {
   // The members: "dns:///HOST:PORT" or "HOST:PORT,HOST:PORT"; empty = a
   // single node.
   std::string target;
-  // HOST:PORT others reach this node at.
+  // HOST:PORT others reach this node at. Port 0 (from --listen=HOST:0)
+  // stands for the port the server binds: SetBoundPort fills it in.
   std::string advertise;
   // A bearer token for probes (the contents of --cluster-token-file).
   std::string token;
@@ -57,6 +59,11 @@ struct ClusterOptions {
   // The longest a forwarded unary call may take (the caller's deadline, if
   // sooner, wins).
   std::chrono::milliseconds forward_timeout{30000};
+  // Name lookups (forward.h) in flight at once: for one tenant, and on
+  // this node in all. Beyond either, a call on a name not held here is
+  // refused (RESOURCE_EXHAUSTED) before any peer is asked.
+  int name_lookups_per_tenant = 8;
+  int name_lookups = 64;
 };
 
 // A member another node may be reached at.
@@ -65,6 +72,10 @@ struct Peer {
   std::string address;
   std::shared_ptr<grpc::Channel> channel;
 };
+
+// `address` ("HOST:PORT") with a port of 0 replaced by `port`; any other
+// address as given.
+std::string WithBoundPort(absl::string_view address, int port);
 
 class ClusterNode {
  public:
@@ -78,6 +89,12 @@ class ClusterNode {
   void Start();
 
   const ClusterOptions& options() const { return options_; }
+  // The address others reach this node at: options().advertise, its port
+  // 0 replaced by the bound one once SetBoundPort has run.
+  std::string advertise() const;
+  // Once the server has bound its port: an advertised port 0 becomes
+  // `port`. Before Start.
+  void SetBoundPort(int port);
   const std::string& node_id() const { return options_.node_id; }
   bool clustered() const { return !options_.target.empty(); }
 
@@ -94,6 +111,12 @@ class ClusterNode {
   // address.
   void Describe(const v1::ClusterMember& self,
                 v1::ClusterResponse* response) const;
+
+  // A slot for one name lookup by `tenant`: RESOURCE_EXHAUSTED (saying
+  // which bound) when the tenant has name_lookups_per_tenant in flight or
+  // the node name_lookups. Every OK is paired with one EndNameLookup.
+  absl::Status BeginNameLookup(const std::string& tenant);
+  void EndNameLookup(const std::string& tenant);
 
   // Counters for /metrics: calls forwarded to a peer (per method and
   // code), copies sent to a peer (per code) and their bytes.
@@ -133,9 +156,15 @@ class ClusterNode {
 
   mutable std::mutex mu_;
   std::map<std::string, Member> members_;  // by address; guarded by mu_
+  std::string advertise_;                  // guarded by mu_
   bool stopping_ = false;                  // guarded by mu_
   std::condition_variable wake_;
   std::thread thread_;
+
+  mutable std::mutex lookups_mu_;
+  std::map<std::string, int> lookups_;  // by tenant; guarded by lookups_mu_
+  int lookups_total_ = 0;               // guarded by lookups_mu_
+  uint64_t lookups_refused_ = 0;        // guarded by lookups_mu_
 
   mutable std::mutex metrics_mu_;
   // (peer, method, code) -> calls; (peer, code) -> copies; peer -> bytes.

@@ -14,7 +14,6 @@
 #include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/sync_stream.h>
 
-#include <fstream>
 #include <memory>
 #include <string>
 
@@ -35,18 +34,6 @@ namespace tensorcast {
 namespace {
 
 constexpr int kPutDataField = 2;  // PutRequest.data
-
-// The host's available memory (/proc/meminfo's MemAvailable); 0 unknown.
-int64_t HostAvailableBytes() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  int64_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
-}
 
 void ReleaseChunk(void* keepalive) {
   delete static_cast<std::shared_ptr<const void>*>(keepalive);
@@ -164,13 +151,7 @@ void FinishCopy(CopyCall* call, const absl::Status& status) {
 }  // namespace
 
 int64_t FreeBytes(const DeviceSnapshot& device) {
-  const PoolStats& s = device.pool;
-  if (s.limit_bytes > 0)
-    return std::max<int64_t>(0, s.limit_bytes - s.allocated_bytes);
-  if (device.name == "cpu") {
-    return HostAvailableBytes() + (s.reserved_bytes - s.allocated_bytes);
-  }
-  return 0;  // a GPU without --memory-limit: unknown here
+  return device.pool.free_bytes;
 }
 
 void FillDeviceStats(const DeviceSnapshot& device, v1::DeviceStats* d) {
@@ -203,7 +184,7 @@ grpc::ServerUnaryReactor* TensorServiceImpl::Cluster(
   const std::string node_id = cluster != nullptr ? cluster->node_id() : "";
   v1::ClusterMember self;
   self.set_node_id(node_id);
-  self.set_address(cluster != nullptr ? cluster->options().advertise : "");
+  self.set_address(cluster != nullptr ? cluster->advertise() : "");
   self.set_healthy(true);
   self.set_self(true);
   self.set_last_seen_unix_ms(

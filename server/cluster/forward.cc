@@ -3,7 +3,7 @@
 #include <grpcpp/generic/generic_stub.h>
 
 #include <atomic>
-#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -86,6 +86,13 @@ struct Route {
   bool local = true;
   absl::Status status;
   Peer peer;
+  // A single name not held here: look it up on the other members (`peer`
+  // unset). `missing` is this node's own answer (NOT_FOUND), given when no
+  // member holds it either.
+  bool lookup = false;
+  std::string name;
+  Caller caller;
+  absl::Status missing;
 };
 
 Route RouteFor(ServiceContext* service, grpc::CallbackServerContext* ctx,
@@ -129,20 +136,29 @@ Route RouteFor(ServiceContext* service, grpc::CallbackServerContext* ctx,
   }
   // Refs of this node's own: a handle, or a name held here, is served here;
   // a single name not held here is looked up on the other members.
-  if (!single_ref || refs.size() != 1 || ParseHandle(refs[0]).has_value() ||
-      service->store()->Get(refs[0], caller->tenant.get()).ok()) {
+  if (!single_ref || refs.size() != 1 || ParseHandle(refs[0]).has_value()) {
     route.local = true;
     return route;
   }
-  absl::StatusOr<Peer> peer = LookUpName(cluster, ctx, refs[0]);
-  if (absl::IsNotFound(peer.status())) {
-    route.local = true;  // NOT_FOUND from here, as on a single node
-  } else if (!peer.ok()) {
-    route.status = peer.status();
-  } else {
-    route.peer = *std::move(peer);
+  absl::StatusOr<TensorPtr> held =
+      service->store()->Get(refs[0], caller->tenant.get());
+  if (held.ok() || !absl::IsNotFound(held.status())) {
+    route.local = true;
+    return route;
   }
+  route.lookup = true;
+  route.name = refs[0];
+  route.missing = ServiceContext::ForCaller(held.status(), *caller);
+  route.caller = *std::move(caller);
   return route;
+}
+
+// The end of a name lookup for `route`: the peer to forward to, or the
+// status to finish with (this node's NOT_FOUND when no member holds it).
+absl::StatusOr<Peer> LookupOutcome(const Route& route,
+                                   absl::StatusOr<Peer> found) {
+  if (absl::IsNotFound(found.status())) return route.missing;
+  return found;
 }
 
 // A forwarded unary call: the request bytes to the owner, its reply (or
@@ -177,75 +193,87 @@ std::unique_ptr<grpc::ClientContext> ContextFor(
   return client;
 }
 
-absl::StatusOr<Peer> LookUpName(ClusterNode* cluster,
-                                grpc::CallbackServerContext* ctx,
-                                absl::string_view ref) {
-  std::vector<Peer> peers = cluster->HealthyPeers();
+namespace {
+
+// One lookup's state: an Info per peer, answered in any order; the last
+// answer decides and calls `done`.
+struct NameLookup {
   struct Ask {
     std::unique_ptr<grpc::ClientContext> client;
+    std::unique_ptr<v1::TensorService::Stub> stub;
     v1::InfoRequest request;
     v1::InfoResponse response;
     grpc::Status status;
   };
-  std::vector<Ask> asks(peers.size());
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t pending = peers.size();
-  for (size_t i = 0; i < peers.size(); ++i) {
-    Ask& a = asks[i];
+  std::vector<Peer> peers;
+  std::vector<Ask> asks;
+  // One per ask, plus one held while the asks are being started.
+  std::atomic<size_t> pending{0};
+  std::function<void(absl::StatusOr<Peer>)> done;
+
+  void Answered() {
+    if (pending.fetch_sub(1) != 1) return;
+    std::vector<size_t> found;
+    for (size_t i = 0; i < asks.size(); ++i) {
+      if (asks[i].status.ok()) found.push_back(i);
+    }
+    absl::StatusOr<Peer> result = absl::NotFoundError("no member holds it");
+    if (found.size() > 1) {
+      std::vector<std::string> nodes;
+      for (size_t i : found) nodes.push_back(peers[i].node_id);
+      result = absl::FailedPreconditionError(
+          absl::StrCat("the name is held on several nodes (",
+                       absl::StrJoin(nodes, ", "), "): use the handle"));
+    } else if (found.size() == 1) {
+      result = peers[found[0]];
+    }
+    auto callback = std::move(done);
+    delete this;
+    callback(std::move(result));
+  }
+};
+
+}  // namespace
+
+void LookUpName(ClusterNode* cluster, grpc::CallbackServerContext* ctx,
+                absl::string_view ref,
+                std::function<void(absl::StatusOr<Peer>)> done) {
+  auto* lookup = new NameLookup;
+  lookup->peers = cluster->HealthyPeers();
+  lookup->done = std::move(done);
+  const size_t n = lookup->peers.size();
+  lookup->asks.resize(n);
+  lookup->pending = n + 1;
+  for (size_t i = 0; i < n; ++i) {
+    NameLookup::Ask& a = lookup->asks[i];
     a.client = ContextFor(ctx, kNameLookupTimeout);
     a.request.set_ref(std::string(ref));
-    v1::TensorService::Stub stub(peers[i].channel);
-    stub.async()->Info(a.client.get(), &a.request, &a.response,
-                       [&a, &mu, &cv, &pending](grpc::Status s) {
-                         std::lock_guard<std::mutex> lock(mu);
-                         a.status = std::move(s);
-                         if (--pending == 0) cv.notify_all();
-                       });
+    a.stub = v1::TensorService::NewStub(lookup->peers[i].channel);
+    a.stub->async()->Info(a.client.get(), &a.request, &a.response,
+                          [lookup, &a](grpc::Status s) {
+                            a.status = std::move(s);
+                            lookup->Answered();
+                          });
   }
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return pending == 0; });
-  }
-  std::vector<size_t> found;
-  for (size_t i = 0; i < asks.size(); ++i) {
-    if (asks[i].status.ok()) found.push_back(i);
-  }
-  if (found.empty()) return absl::NotFoundError("no member holds it");
-  if (found.size() > 1) {
-    std::vector<std::string> nodes;
-    for (size_t i : found) nodes.push_back(peers[i].node_id);
-    return absl::FailedPreconditionError(
-        absl::StrCat("the name is held on several nodes (",
-                     absl::StrJoin(nodes, ", "), "): use the handle"));
-  }
-  return peers[found[0]];
+  lookup->Answered();  // the hold: all asks are started
 }
 
-grpc::ServerUnaryReactor* MaybeForwardUnary(ServiceContext* service,
-                                            const char* method,
-                                            grpc::CallbackServerContext* ctx,
-                                            const grpc::ByteBuffer* request,
-                                            grpc::ByteBuffer* response) {
-  const auto start = std::chrono::steady_clock::now();
-  Route route = RouteFor(service, ctx, *request,
-                         /*single_ref=*/std::string(method) != "Delete");
-  if (route.local) return nullptr;
-  service->UnaryStarted();
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (!route.status.ok()) {
-    LogRpc(service, method, ctx, route.status, start);
-    reactor->Finish(ToGrpcStatus(route.status));
-    service->UnaryEnded();
-    return reactor;
-  }
+namespace {
+
+// Forwards a unary call to `peer` and finishes `reactor` with its answer
+// (UnaryStarted was counted by the caller; this ends it).
+void ForwardUnary(ServiceContext* service, const char* method,
+                  grpc::CallbackServerContext* ctx,
+                  const grpc::ByteBuffer* request, grpc::ByteBuffer* response,
+                  grpc::ServerUnaryReactor* reactor, Peer peer,
+                  std::chrono::steady_clock::time_point start) {
   auto* call = new UnaryForward{
       service,
       ctx,
       method,
-      route.peer,
+      peer,
       ContextFor(ctx, service->cluster()->options().forward_timeout),
-      std::make_unique<grpc::GenericStub>(route.peer.channel),
+      std::make_unique<grpc::GenericStub>(peer.channel),
       start};
   call->stub->UnaryCall(
       call->client.get(), absl::StrCat(kMethodPrefix, method),
@@ -263,6 +291,60 @@ grpc::ServerUnaryReactor* MaybeForwardUnary(ServiceContext* service,
         reactor->Finish(status);
         service->UnaryEnded();
       });
+}
+
+void FinishUnary(ServiceContext* service, const char* method,
+                 grpc::CallbackServerContext* ctx,
+                 grpc::ServerUnaryReactor* reactor, const absl::Status& status,
+                 std::chrono::steady_clock::time_point start) {
+  LogRpc(service, method, ctx, status, start);
+  reactor->Finish(ToGrpcStatus(status));
+  service->UnaryEnded();
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* MaybeForwardUnary(ServiceContext* service,
+                                            const char* method,
+                                            grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* response) {
+  const auto start = std::chrono::steady_clock::now();
+  Route route = RouteFor(service, ctx, *request,
+                         /*single_ref=*/std::string(method) != "Delete");
+  if (route.local) return nullptr;
+  service->UnaryStarted();
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (!route.status.ok()) {
+    FinishUnary(service, method, ctx, reactor, route.status, start);
+    return reactor;
+  }
+  if (!route.lookup) {
+    ForwardUnary(service, method, ctx, request, response, reactor, route.peer,
+                 start);
+    return reactor;
+  }
+  ClusterNode* cluster = service->cluster();
+  const std::string tenant = route.caller.name();
+  if (absl::Status s = cluster->BeginNameLookup(tenant); !s.ok()) {
+    FinishUnary(service, method, ctx, reactor, s, start);
+    return reactor;
+  }
+  // The callback thread returns now; the last peer's answer goes on.
+  const std::string name = route.name;
+  LookUpName(
+      cluster, ctx, name,
+      [service, method, ctx, request, response, reactor, start, tenant,
+       route = std::move(route)](absl::StatusOr<Peer> found) {
+        service->cluster()->EndNameLookup(tenant);
+        absl::StatusOr<Peer> peer = LookupOutcome(route, std::move(found));
+        if (!peer.ok()) {
+          FinishUnary(service, method, ctx, reactor, peer.status(), start);
+        } else {
+          ForwardUnary(service, method, ctx, request, response, reactor,
+                       *std::move(peer), start);
+        }
+      });
   return reactor;
 }
 
@@ -272,19 +354,27 @@ namespace {
 // message is in flight at a time (read from the owner, then written to the
 // caller, then the next read), so a slow caller paces the owner and the
 // proxy holds one message at most. The caller going away cancels the
-// owner's call; the owner's status ends the caller's.
+// owner's call; the owner's status ends the caller's. Made before the owner
+// is known when a name is looked up first: Start(peer) then, or Fail.
 class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   FetchProxy(ServiceContext* service, grpc::CallbackServerContext* ctx,
-             const grpc::ByteBuffer& request, Peer peer)
-      : service_(service),
-        ctx_(ctx),
-        peer_(std::move(peer)),
-        client_(this),
-        start_(std::chrono::steady_clock::now()) {
+             const grpc::ByteBuffer& request,
+             std::chrono::steady_clock::time_point start)
+      : service_(service), ctx_(ctx), client_(this), start_(start) {
     service_->StreamStarted();
     request_ = request;
-    context_ = ContextFor(ctx, std::chrono::milliseconds(0));
+  }
+
+  // Calls `peer` and relays its stream.
+  void Start(Peer peer) {
+    {
+      // Not held past here: once the call starts, both sides may end and
+      // delete this before Start returns.
+      std::lock_guard<std::mutex> lock(mu_);
+      peer_ = std::move(peer);
+      context_ = ContextFor(ctx_, std::chrono::milliseconds(0));
+    }
     stub_ = std::make_unique<grpc::GenericStub>(peer_.channel);
     stub_->PrepareBidiStreamingCall(context_.get(),
                                     absl::StrCat(kMethodPrefix, "Fetch"),
@@ -294,6 +384,13 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     client_.StartCall();
   }
 
+  // Ends the call with `status`, no peer called.
+  void Fail(const absl::Status& status) {
+    LogRpc(service_, "Fetch", ctx_, status, start_);
+    Finish(ToGrpcStatus(status));
+    Release();  // the client side, never started
+  }
+
   void OnWriteDone(bool ok) override {
     if (!ok) {
       context_->TryCancel();
@@ -301,7 +398,11 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     }
     client_.StartRead(&in_);
   }
-  void OnCancel() override { context_->TryCancel(); }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Before Start, the lookup's calls carry the cancellation themselves.
+    if (context_ != nullptr) context_->TryCancel();
+  }
   void OnDone() override { Release(); }
 
  private:
@@ -342,9 +443,10 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   ServiceContext* const service_;
   grpc::CallbackServerContext* const ctx_;
-  const Peer peer_;
   Client client_;
   const std::chrono::steady_clock::time_point start_;
+  std::mutex mu_;  // Start against OnCancel
+  Peer peer_;      // set by Start
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::GenericStub> stub_;
   grpc::ByteBuffer request_;
@@ -382,7 +484,32 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
     LogRpc(service, "Fetch", ctx, route.status, start);
     return new FailedFetch(service, ToGrpcStatus(route.status));
   }
-  return new FetchProxy(service, ctx, *request, route.peer);
+  if (!route.lookup) {
+    auto* proxy = new FetchProxy(service, ctx, *request, start);
+    proxy->Start(route.peer);
+    return proxy;
+  }
+  ClusterNode* cluster = service->cluster();
+  const std::string tenant = route.caller.name();
+  if (absl::Status s = cluster->BeginNameLookup(tenant); !s.ok()) {
+    LogRpc(service, "Fetch", ctx, s, start);
+    return new FailedFetch(service, ToGrpcStatus(s));
+  }
+  auto* proxy = new FetchProxy(service, ctx, *request, start);
+  const std::string name = route.name;
+  LookUpName(cluster, ctx, name,
+             [proxy, cluster, tenant,
+              route = std::move(route)](absl::StatusOr<Peer> found) {
+               cluster->EndNameLookup(tenant);
+               absl::StatusOr<Peer> peer =
+                   LookupOutcome(route, std::move(found));
+               if (peer.ok()) {
+                 proxy->Start(*std::move(peer));
+               } else {
+                 proxy->Fail(peer.status());
+               }
+             });
+  return proxy;
 }
 
 }  // namespace tensorcast

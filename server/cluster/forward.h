@@ -7,8 +7,15 @@
 //  - a name not held here (by the caller's tenant) is looked up on the
 //    healthy members in parallel (Info, the caller's token, a deadline of
 //    kNameLookupTimeout at most): one holder -> forwarded there; several ->
-//    FAILED_PRECONDITION naming them (use the handle); none -> null, and
-//    this node answers NOT_FOUND as it always has;
+//    FAILED_PRECONDITION naming them (use the handle); none -> this node's
+//    NOT_FOUND, as on a single node. The lookup never blocks a gRPC thread:
+//    the call returns its reactor at once and finishes when the last peer
+//    has answered. Each lookup takes a slot first
+//    (ClusterNode::BeginNameLookup: ClusterOptions::name_lookups_per_tenant
+//    for the caller's tenant, name_lookups for the node): none free ->
+//    RESOURCE_EXHAUSTED before any peer is asked, so a tenant asking for
+//    missing names costs the cluster a bounded number of calls and other
+//    tenants' lookups keep their slots;
 //  - Delete whose refs name several nodes (or this one and another) is
 //    refused (FAILED_PRECONDITION): all-or-nothing holds per node only.
 // The caller is admitted here first (a stranger gets UNAUTHENTICATED and
@@ -23,6 +30,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
 
 #include "server/cluster/cluster_node.h"
 #include "server/service/metrics.h"
@@ -45,13 +55,15 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
     ServiceContext* service, grpc::CallbackServerContext* ctx,
     const grpc::ByteBuffer* request);
 
-// The peer that holds the name `ref` for the caller (whose metadata `ctx`
-// carries), found by asking every healthy member: NOT_FOUND when none does,
-// FAILED_PRECONDITION naming them when several do. Blocks up to
-// kNameLookupTimeout.
-absl::StatusOr<Peer> LookUpName(ClusterNode* cluster,
-                                grpc::CallbackServerContext* ctx,
-                                absl::string_view ref);
+// Looks the name `ref` up for the caller (whose metadata `ctx` carries) on
+// every healthy member and calls `done` once: with the peer that holds it,
+// NOT_FOUND when none does, FAILED_PRECONDITION naming them when several
+// do. Never blocks: `done` runs on a gRPC callback thread within
+// kNameLookupTimeout (or on this thread, before LookUpName returns, when no
+// member is healthy). Takes no slot itself: the caller holds one.
+void LookUpName(ClusterNode* cluster, grpc::CallbackServerContext* ctx,
+                absl::string_view ref,
+                std::function<void(absl::StatusOr<Peer>)> done);
 
 // A client context for a call on the caller's behalf: its token, deadline
 // (capped at `cap` from now when cap > 0) and cancellation, and
@@ -59,9 +71,10 @@ absl::StatusOr<Peer> LookUpName(ClusterNode* cluster,
 std::unique_ptr<grpc::ClientContext> ContextFor(
     grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap);
 
-// What placement compares (DeviceStats.free_bytes): the pool's limit minus
-// what is allocated; without a limit, the host's available memory plus the
-// pool's cached bytes for "cpu", and 0 (unknown) for a GPU.
+// What placement compares (DeviceStats.free_bytes): PoolStats::free_bytes,
+// the pool's cached bytes plus what its memory has free (the host's
+// MemAvailable for "cpu", cudaMemGetInfo's free for a GPU), bounded by the
+// limit minus what is allocated.
 int64_t FreeBytes(const DeviceSnapshot& device);
 void FillDeviceStats(const DeviceSnapshot& device, v1::DeviceStats* out);
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -239,8 +240,25 @@ size_t CachingPool::PollPending(size_t max_checks) {
 }
 
 PoolStats CachingPool::Stats() const {
-  MutexLock lock(&mu_);
-  return stats_;
+  PoolStats stats;
+  {
+    MutexLock lock(&mu_);
+    stats = stats_;
+  }
+  const int64_t bound =
+      limit_bytes_ > 0
+          ? std::max<int64_t>(0, limit_bytes_ - stats.allocated_bytes)
+          : 0;
+  std::optional<int64_t> available = upstream_->AvailableBytes();
+  if (available.has_value()) {
+    const int64_t cached =
+        std::max<int64_t>(0, stats.reserved_bytes - stats.allocated_bytes);
+    stats.free_bytes = cached + std::max<int64_t>(0, *available);
+    if (limit_bytes_ > 0) stats.free_bytes = std::min(stats.free_bytes, bound);
+  } else {
+    stats.free_bytes = bound;
+  }
+  return stats;
 }
 
 int64_t CachingPool::EmptyCache() {

@@ -77,6 +77,14 @@ struct PoolStats {
   // Freed behind a fence that has not been seen to pass: reserved, not
   // allocated, and reusable only by the stream that freed them.
   int64_t pending_free_bytes = 0;
+  // What a new allocation may still take, as placement compares it: the
+  // pool's cached bytes (reserved - allocated: already held, so never
+  // short) plus what upstream has free (MemoryResource::AvailableBytes:
+  // the host's available memory, cudaMemGetInfo's free), bounded by
+  // limit_bytes - allocated_bytes when there is a limit. Upstream unable
+  // to tell: limit - allocated, or 0 (unknown) without a limit. Measured
+  // at Stats(), outside the pool's lock; other processes change it.
+  int64_t free_bytes = 0;
 };
 
 class CachingPool {
@@ -115,6 +123,8 @@ class CachingPool {
             std::shared_ptr<const Fence> pending = nullptr) noexcept
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The counters, and free_bytes (which asks upstream: a /proc read or a
+  // cudaMemGetInfo, not under the pool's lock).
   PoolStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
   // Polls every pending free once (never waits), then releases every cached
   // segment that is wholly free and holds no pending block; returns the

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -731,6 +732,45 @@ TEST_F(CachingPoolTest, StreamStressWithRandomFencesEndsConsistent) {
   EXPECT_EQ(s.segment_count, 0);
   EXPECT_EQ(upstream_.outstanding_bytes(), 0);
   EXPECT_EQ(upstream_.mismatches(), 0);
+}
+
+// An upstream that reports what it has free (as the host and CUDA
+// resources do).
+class ReportingResource : public testing::CountingResource {
+ public:
+  std::optional<int64_t> AvailableBytes() const override { return available; }
+  std::optional<int64_t> available;
+};
+
+TEST(CachingPoolFreeBytesTest, CachedPlusUpstreamFreeBoundedByTheLimit) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  ReportingResource upstream;
+  // Upstream cannot tell and no limit: 0, unknown.
+  CachingPool unknown("test", &upstream, 0);
+  EXPECT_EQ(unknown.Stats().free_bytes, 0);
+
+  upstream.available = 1000 * kMiB;
+  CachingPool pool("test", &upstream, 0);
+  EXPECT_EQ(pool.Stats().free_bytes, 1000 * kMiB);
+  absl::StatusOr<void*> p = pool.Allocate(8 * kMiB);
+  ASSERT_TRUE(p.ok()) << p.status();
+  pool.Free(*p);  // 8 MiB cached: the pool's, on top of upstream's free
+  EXPECT_EQ(pool.Stats().free_bytes, 1008 * kMiB);
+
+  // A limit bounds it: limit - allocated, whatever upstream has.
+  CachingPool limited("test", &upstream, 64 * kMiB);
+  absl::StatusOr<void*> q = limited.Allocate(16 * kMiB);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(limited.Stats().free_bytes, 48 * kMiB);
+  // ...and upstream short of the limit bounds it too: its free plus the
+  // cache (the 16 MiB segment is allocated, nothing cached).
+  upstream.available = 10 * kMiB;
+  EXPECT_EQ(limited.Stats().free_bytes, 10 * kMiB);
+  limited.Free(*q);  // now cached: 10 MiB free upstream + 16 MiB cached
+  EXPECT_EQ(limited.Stats().free_bytes, 26 * kMiB);
+  // Upstream unable to tell, with a limit: limit - allocated.
+  upstream.available.reset();
+  EXPECT_EQ(limited.Stats().free_bytes, 64 * kMiB);
 }
 
 }  // namespace

@@ -125,4 +125,21 @@ void CudaDeviceMemoryResource::DoDeallocate(void* p, size_t bytes) noexcept {
   }
 }
 
+std::optional<int64_t> CudaDeviceMemoryResource::AvailableBytes() const {
+  ScopedDevice scoped;
+  size_t free = 0;
+  size_t total = 0;
+  absl::Status status = scoped.Enter(device_);
+  if (status.ok()) {
+    status = CudaStatus(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  }
+  if (!status.ok()) {
+    // Not sticky: clear the last-error slot so that a later launch check
+    // does not report it.
+    cudaGetLastError();
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(free);
+}
+
 }  // namespace tensorcast

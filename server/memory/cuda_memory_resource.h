@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -124,6 +125,10 @@ class CudaDeviceMemoryResource final : public MemoryResource {
   int device() const { return device_; }
   // "cuda:N".
   absl::string_view Name() const override { return name_; }
+  // cudaMemGetInfo's free bytes on the device (every process's allocations
+  // counted, so what a new cudaMalloc may still get); nullopt when the call
+  // fails.
+  std::optional<int64_t> AvailableBytes() const override;
 
  private:
   absl::StatusOr<void*> DoAllocate(size_t bytes) override;

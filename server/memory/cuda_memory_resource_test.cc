@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -240,6 +241,31 @@ TEST_F(CudaCachingPoolTest, OverTheLimitIsResourceExhaustedWithTheFigures) {
   EXPECT_EQ(s.reserved_bytes, 120 * static_cast<int64_t>(kMiB));
   EXPECT_LE(s.peak_reserved_bytes, s.limit_bytes);
   pool.Free(held);
+}
+
+TEST_F(CudaCachingPoolTest, FreeBytesIsCudasFreePlusTheCacheUnderTheLimit) {
+  // Without a limit: cudaMemGetInfo's free plus the cached bytes. Other
+  // processes may allocate meanwhile, so compare with a margin.
+  const int64_t margin = 64 * static_cast<int64_t>(kMiB);
+  std::optional<int64_t> device_free = device_.AvailableBytes();
+  ASSERT_TRUE(device_free.has_value());
+  EXPECT_NEAR(static_cast<double>(*device_free),
+              static_cast<double>(FreeDeviceBytes()), margin);
+  CachingPool pool("cuda:0", &device_, 0);
+  pool.Free(Alloc(pool, 256 * kMiB));  // 256 MiB cached
+  PoolStats s = pool.Stats();
+  ASSERT_EQ(s.reserved_bytes - s.allocated_bytes, 256 * int64_t{kMiB});
+  EXPECT_GT(s.free_bytes, 256 * int64_t{kMiB});
+  EXPECT_NEAR(static_cast<double>(s.free_bytes),
+              static_cast<double>(FreeDeviceBytes() + 256 * kMiB), margin);
+
+  // With a limit: at most limit - allocated.
+  CachingPool limited("cuda:0", &device_, 128 * kMiB);
+  void* held = Alloc(limited, 100 * kMiB);
+  ASSERT_NE(held, nullptr);
+  EXPECT_EQ(limited.Stats().free_bytes, 28 * int64_t{kMiB});
+  limited.Free(held);
+  EXPECT_EQ(limited.Stats().free_bytes, 128 * int64_t{kMiB});
 }
 
 TEST_F(CudaCachingPoolTest, UpstreamExhaustionNamesTheDevice) {

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -71,6 +73,17 @@ void HostMemoryResource::DoDeallocate(void* p, size_t bytes) noexcept {
   size_t size = 0;
   RoundUp(bytes, kHugePageBytes, &size);
   munmap(p, size);
+}
+
+std::optional<int64_t> HostMemoryResource::AvailableBytes() const {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return std::nullopt;
 }
 
 }  // namespace tensorcast

@@ -29,6 +29,9 @@ class HostMemoryResource final : public MemoryResource {
   HostMemoryResource() = default;
 
   absl::string_view Name() const override { return "host"; }
+  // /proc/meminfo's MemAvailable (what the kernel estimates a new
+  // allocation can take without swapping); nullopt where it is unreadable.
+  std::optional<int64_t> AvailableBytes() const override;
 
  private:
   absl::StatusOr<void*> DoAllocate(size_t bytes) override;

@@ -3,8 +3,11 @@
 // what is particular to HostMemoryResource.
 #include "server/memory/host_memory_resource.h"
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>
@@ -162,6 +165,18 @@ TEST(CountingResourceTest, CountsAndFails) {
   EXPECT_EQ(counting.deallocations(), 2);
   EXPECT_EQ(counting.failures(), 2);
   EXPECT_EQ(counting.outstanding_bytes(), 0);
+}
+
+TEST(HostMemoryResourceTest, AvailableBytesIsTheHostsAvailableMemory) {
+  HostMemoryResource host;
+  std::optional<int64_t> available = host.AvailableBytes();
+  ASSERT_TRUE(available.has_value());  // Linux has /proc/meminfo
+  EXPECT_GT(*available, 0);
+  const int64_t total = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+                        static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+  EXPECT_LE(*available, total);
+  // An adaptor that does not say reports nothing.
+  EXPECT_FALSE(testing::CountingResource().AvailableBytes().has_value());
 }
 
 }  // namespace

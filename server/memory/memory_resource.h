@@ -20,6 +20,8 @@
 #define TENSORCAST_SERVER_MEMORY_MEMORY_RESOURCE_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -46,6 +48,12 @@ class MemoryResource {
 
   // For messages and stats: "host", "pinned", "cuda:0", "counting(host)".
   virtual absl::string_view Name() const = 0;
+
+  // The bytes the memory behind this resource has free now, as far as it
+  // can tell (the host's MemAvailable, a device's cudaMemGetInfo free), or
+  // nullopt when it cannot (the default). A snapshot: other processes
+  // change it at any moment. Never blocks for long; thread-safe.
+  virtual std::optional<int64_t> AvailableBytes() const { return std::nullopt; }
 
  private:
   virtual absl::StatusOr<void*> DoAllocate(size_t bytes) = 0;

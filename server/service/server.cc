@@ -209,6 +209,7 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
         absl::StrCat("cannot listen on ", options.listen,
                      " (address in use, or not a HOST:PORT this host has?)"));
   }
+  s->cluster_->SetBoundPort(s->port_);  // --listen=HOST:0
   // gRPC's default health service reports SERVING as soon as it is built;
   // hold it at NOT_SERVING until the start-up below is done.
   s->server_->GetHealthCheckService()->SetServingStatus(false);
@@ -239,7 +240,7 @@ absl::StatusOr<std::unique_ptr<TensorcastServer>> TensorcastServer::Start(
   if (s->cluster_->clustered()) {
     s->cluster_->Start();
     spdlog::info("node {} of cluster {}, advertised as {}", options.node_id,
-                 options.cluster, s->cluster_->options().advertise);
+                 options.cluster, s->cluster_->advertise());
   }
   s->server_->GetHealthCheckService()->SetServingStatus(true);
   return s;

@@ -10,8 +10,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -252,6 +256,17 @@ TEST_F(ClusterTest, PlainClientThroughANonOwnerGetsTheSameAnswers) {
                         "tensorcast_cluster_forwarded_total{peer=\"n0\",method="
                         "\"Fetch\",code=\"OK\"} 1"));
 
+  // Fetch by a name held on another node: looked up, then relayed; a name
+  // held nowhere is NOT_FOUND, from Info and Fetch alike.
+  s = Fetch(1, "weights", &bytes);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(bytes, Bytes(1000));
+  s = Fetch(1, "no-such-name", &bytes);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "no-such-name"));
+  s = Info(1, "no-such-name", &by_name);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+
   // Delete: refs on one other node go there; refs on two are refused.
   v1::DeleteRequest mixed;
   mixed.add_refs(cast.tensor().handle());
@@ -351,6 +366,227 @@ TEST_F(ClusterTest, AKilledNodesHandlesFailFastAndTheOthersServe) {
       EXPECT_FALSE(m.error().empty());
     }
   }
+}
+
+// --listen=HOST:0: the node advertises the port it bound, not 0.
+TEST(ClusterAdvertiseTest, AListenPortOfZeroAdvertisesTheBoundPort) {
+  // The harness listens on 127.0.0.1:0; the one other member is down.
+  ServerProcess server({"--node-id=solo",
+                        absl::StrCat("--cluster=127.0.0.1:", FreePort()),
+                        "--cluster-probe-ms=200"});
+  auto stub = v1::TensorService::NewStub(grpc::CreateChannel(
+      server.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::ClusterResponse r;
+  ASSERT_TRUE(stub->Cluster(&ctx, v1::ClusterRequest(), &r).ok());
+  ASSERT_FALSE(absl::EndsWith(server.address(), ":0"));
+  int selves = 0;
+  for (const auto& m : r.members()) {
+    if (!m.self()) continue;
+    ++selves;
+    EXPECT_EQ(m.address(), server.address());
+  }
+  EXPECT_EQ(selves, 1);
+  EXPECT_TRUE(absl::StrContains(
+      server.Log(), absl::StrCat("advertised as ", server.address())))
+      << server.Log();
+}
+
+// A member of the cluster played by this test: it answers probes (node id
+// "slow") and holds every Info until the caller's deadline, then says
+// NOT_FOUND, so each name lookup that asks it lasts the full lookup
+// timeout. It records the most Info calls it held at once per token.
+class SlowMember final : public v1::TensorService::Service {
+ public:
+  grpc::Status Cluster(grpc::ServerContext*, const v1::ClusterRequest*,
+                       v1::ClusterResponse* response) override {
+    response->set_node_id("slow");
+    v1::ClusterMember* self = response->add_members();
+    self->set_node_id("slow");
+    self->set_self(true);
+    self->set_healthy(true);
+    return grpc::Status::OK;
+  }
+  grpc::Status Info(grpc::ServerContext* ctx, const v1::InfoRequest*,
+                    v1::InfoResponse*) override {
+    auto auth = ctx->client_metadata().find("authorization");
+    const std::string token =
+        auth == ctx->client_metadata().end()
+            ? ""
+            : std::string(auth->second.data(), auth->second.size());
+    const auto start = std::chrono::system_clock::now();
+    const auto until =
+        std::min(ctx->deadline(), start + std::chrono::seconds(5));
+    {
+      // The call is the node's until its deadline (the node answers its
+      // caller then and may start another); a little less, for the
+      // deadline's rounding on the wire.
+      std::lock_guard<std::mutex> lock(mu_);
+      held_[token].emplace_back(start, until - std::chrono::milliseconds(50));
+    }
+    while (std::chrono::system_clock::now() < until && !ctx->IsCancelled()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "not here");
+  }
+  // The most calls with `token` held at once.
+  int MaxHeld(const std::string& token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::pair<std::chrono::system_clock::time_point, int>> edges;
+    for (const auto& [from, to] : held_[token]) {
+      edges.emplace_back(from, 1);
+      edges.emplace_back(to, -1);
+    }
+    std::sort(edges.begin(), edges.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first < b.first : a.second < b.second;
+    });
+    int now = 0, most = 0;
+    for (const auto& e : edges) most = std::max(most, now += e.second);
+    return most;
+  }
+  int Calls(const std::string& token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int>(held_[token].size());
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string,
+           std::vector<std::pair<std::chrono::system_clock::time_point,
+                                 std::chrono::system_clock::time_point>>>
+      held_;
+};
+
+TEST(ClusterNameLookupTest,
+     ATenantHammeringMissingNamesIsCappedAndOthersServe) {
+  SlowMember slow;
+  grpc::ServerBuilder builder;
+  int slow_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &slow_port);
+  builder.RegisterService(&slow);
+  std::unique_ptr<grpc::Server> slow_server = builder.BuildAndStart();
+  ASSERT_NE(slow_server, nullptr);
+  ASSERT_NE(slow_port, 0);
+
+  TempDir dir;
+  WriteFile(dir.File("tokens"), absl::StrCat(kTokenA, " a\n", kTokenB, " b\n"));
+  ServerProcess node(
+      {"--node-id=n0", absl::StrCat("--cluster=127.0.0.1:", slow_port),
+       "--cluster-probe-ms=200", "--auth-tokens=" + dir.File("tokens")});
+  auto stub = v1::TensorService::NewStub(
+      grpc::CreateChannel(node.address(), grpc::InsecureChannelCredentials()));
+  auto ctx_for = [](const char* token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::seconds(30));
+    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    return ctx;
+  };
+  // Wait for the slow member to be healthy (names are looked up there).
+  const auto deadline = Clock::now() + std::chrono::seconds(15);
+  bool healthy = false;
+  while (!healthy && Clock::now() < deadline) {
+    v1::ClusterResponse r;
+    if (stub->Cluster(ctx_for(kTokenA).get(), v1::ClusterRequest(), &r).ok()) {
+      for (const auto& m : r.members())
+        healthy |= m.node_id() == "slow" && m.healthy();
+    }
+    if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(healthy) << node.Log();
+
+  // Tenant b holds a tensor here.
+  {
+    auto ctx = ctx_for(kTokenB);
+    v1::PutResponse response;
+    auto writer = stub->Put(ctx.get(), &response);
+    v1::PutRequest header;
+    header.mutable_header()->set_dtype(v1::DTYPE_FLOAT32);
+    header.mutable_header()->add_shape(1);
+    header.mutable_header()->set_format(v1::FORMAT_RAW);
+    header.mutable_header()->set_name("b-here");
+    ASSERT_TRUE(writer->Write(header));
+    v1::PutRequest data;
+    data.set_data(std::string(4, '\0'));
+    ASSERT_TRUE(writer->Write(data));
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+
+  // Tenant a asks for many missing names at once.
+  constexpr int kCalls = 64;
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    v1::InfoRequest request;
+    v1::InfoResponse response;
+    grpc::Status status;
+  };
+  std::vector<Call> calls(kCalls);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    Call& c = calls[i];
+    c.ctx = ctx_for(kTokenA);
+    c.request.set_ref(absl::StrCat("missing-", i));
+    stub->async()->Info(c.ctx.get(), &c.request, &c.response,
+                        [&c, &mu, &cv, &done](grpc::Status s) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          c.status = std::move(s);
+                          ++done;
+                          cv.notify_all();
+                        });
+  }
+  // Meanwhile tenant b is served: its own tensor at once, and its own
+  // lookup of a missing name is admitted (NOT_FOUND, not refused).
+  v1::InfoRequest here;
+  here.set_ref("b-here");
+  v1::InfoResponse info;
+  grpc::Status s = stub->Info(ctx_for(kTokenB).get(), here, &info);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  v1::InfoRequest missing;
+  missing.set_ref("b-missing");
+  s = stub->Info(ctx_for(kTokenB).get(), missing, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  {
+    v1::FetchRequest fetch;
+    fetch.set_ref("b-missing-too");
+    auto ctx = ctx_for(kTokenB);
+    auto reader = stub->Fetch(ctx.get(), fetch);
+    v1::FetchResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60),
+                            [&] { return done == kCalls; }));
+  }
+  int refused = 0, not_found = 0;
+  for (const Call& c : calls) {
+    if (c.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++refused;
+      EXPECT_TRUE(absl::StrContains(c.status.error_message(), "name lookups"))
+          << c.status.error_message();
+    } else {
+      EXPECT_EQ(c.status.error_code(), grpc::StatusCode::NOT_FOUND)
+          << c.status.error_message();
+      ++not_found;
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(not_found, 0);
+  // Never more of a's lookups at the member at once than the cap (8), and
+  // one member call per admitted lookup; b's two lookups were asked too.
+  const std::string a = absl::StrCat("Bearer ", kTokenA);
+  EXPECT_LE(slow.MaxHeld(a), 8);
+  EXPECT_GE(slow.MaxHeld(a), 1);
+  EXPECT_EQ(slow.Calls(a), not_found);
+  EXPECT_EQ(slow.Calls(absl::StrCat("Bearer ", kTokenB)), 2);
+  slow_server->Shutdown();
 }
 
 }  // namespace
