@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "server/memory/cold_copy.h"
 
 namespace tensorcast {
 
@@ -150,8 +151,9 @@ absl::Status PutSink::Write(absl::string_view data) {
     return s;
   }
   if (device_->engine().is_host()) {
-    std::memcpy(storage_->bytes() + data_written_ - data.size(), data.data(),
-                data.size());
+    // The tensor is not read until the upload ends: streamed, not cached.
+    CopyToColdMemory(storage_->bytes() + data_written_ - data.size(),
+                     data.data(), data.size());
     return absl::OkStatus();
   }
   // Never more than the staging charged: a full buffer is a whole number of
