@@ -33,8 +33,11 @@ import urllib.request
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "client" / "python"))
-import tensorcast as tc  # noqa: E402
+try:
+    import tensorcast as tc
+except ImportError:  # not installed: the source tree (no native extension)
+    sys.path.insert(0, str(REPO / "client" / "python"))
+    import tensorcast as tc
 
 
 def tcp_seconds(payload: memoryview) -> float:
