@@ -1,11 +1,14 @@
 // CopyToColdMemory: memcpy for a destination nobody reads soon -- a tensor
-// being uploaded, filled chunk by chunk from gRPC's receive buffers or a
-// client's shared memory. From 256 KiB up it writes with non-temporal
+// being uploaded, filled piece by piece from a client's shared memory or
+// gRPC's receive buffers. From 256 KiB up it writes with non-temporal
 // (streaming) stores on x86-64: the destination's lines are not read in
-// first nor kept in the cache, so the source buffers, reused message after
-// message, stay in it. On a 256 MiB Put over loopback this measured
-// 2.4-3.3 GB/s against 2.2-2.35 with memcpy (3 A/B pairs on the 2-core
-// development machine). Other architectures and smaller copies: memcpy.
+// first nor kept in the cache. A 256 MiB Put from shared memory (4 MiB
+// pieces) measured 9.1-9.7 GB/s against 8.5-9.0 with memcpy (three A/B
+// pairs, medians of 7, on the 2-core development machine). gRPC hands a
+// Put's bytes over in slices under the threshold (a profile of socket Puts
+// shows no streamed copy); with it lowered to 4 KiB, three A/B pairs of
+// socket Puts showed no difference beyond the noise, so those stay memcpy.
+// Other architectures and smaller copies: memcpy.
 //
 // Like memcpy: the ranges must not overlap; thread-safe. The stores are
 // fenced (sfence) before it returns, so the bytes are visible to other
