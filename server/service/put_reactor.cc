@@ -199,10 +199,10 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   // Reads into the sink (straight into a host tensor's storage), 4 MiB at a
   // time, until kSharedMemoryPieceBytes have moved or the range is done.
   absl::Status CopyPiece() {
-    constexpr int64_t kBuffer = 4 << 20;
+    constexpr int64_t kReadBytes = 4 << 20;
     int64_t moved = 0;
     while (shm_left_ > 0 && moved < kSharedMemoryPieceBytes) {
-      const int64_t n = std::min(kBuffer, shm_left_);
+      const int64_t n = std::min(kReadBytes, shm_left_);
       if (absl::Status s = sink_->WriteFrom(
               n, [&](char* dst) { return region_->Read(shm_at_, dst, n); });
           !s.ok()) {
