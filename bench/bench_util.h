@@ -11,6 +11,8 @@
 //                     thread writing 1 MiB writes, the calling thread reading
 //                     into the destination buffer
 //   TimeLoopbackTcp   the same over a fresh pair, closed after
+//   TimeBestTcp       the fastest of a few TCP variants (socket buffer
+//                     sizes, write sizes): the best this host does
 //   ServerProcess     a tensorcast-server child on 127.0.0.1:0
 //   BinDir            where the tensorcast binaries are: $TENSORCAST_BIN_DIR,
 //                     else this executable's directory
@@ -51,16 +53,28 @@ double Median(std::vector<double> v);
 double Percentile(const std::vector<double>& sorted, double q);
 
 // A connected loopback TCP pair: {sender, receiver}. The caller closes both.
+// With `buffer_bytes` > 0 the sender's SO_SNDBUF and the receiver's
+// SO_RCVBUF are set to it (the kernel caps it at net.core.[wr]mem_max, and a
+// set size turns the kernel's autotuning off); 0 leaves the defaults.
 // INTERNAL if a socket call fails.
-absl::StatusOr<std::pair<int, int>> LoopbackPair();
+absl::StatusOr<std::pair<int, int>> LoopbackPair(int buffer_bytes = 0);
 
 // Sends `bytes` bytes from `src` over `sender` (from a separate thread, in
-// writes of at most 1 MiB) and reads them from `receiver` into `dst`; returns
-// the seconds from the start of sending to the last byte read. Does not close
-// the sockets. DATA_LOSS if the transfer falls short.
+// writes of at most `write_bytes`) and reads them from `receiver` into
+// `dst`; returns the seconds from the start of sending to the last byte
+// read. Does not close the sockets. DATA_LOSS if the transfer falls short.
 absl::StatusOr<double> TimeTcpTransfer(int sender, int receiver,
                                        const char* src, char* dst,
-                                       int64_t bytes);
+                                       int64_t bytes,
+                                       int64_t write_bytes = int64_t{1} << 20);
+
+// The fastest loopback TCP transfer of `bytes` from `src` to `dst` (both
+// pre-faulted by the caller) over six variants: default socket buffers and
+// 4 MiB ones, each with 256 KiB, 1 MiB and 4 MiB writes. Each variant gets a
+// fresh pair, one untimed transfer, then `runs` timed ones; the result is
+// the least seconds seen. DATA_LOSS / INTERNAL as the calls above.
+absl::StatusOr<double> TimeBestTcp(const char* src, char* dst, int64_t bytes,
+                                   int runs = 1);
 
 // TimeTcpTransfer over a LoopbackPair made for it and closed after.
 absl::StatusOr<double> TimeLoopbackTcp(const char* src, char* dst,

@@ -7,11 +7,14 @@
 //   memcpy --bytes=N              {"seconds": S}  single-thread std::memcpy
 //                                 between two pre-faulted buffers (the mean
 //                                 of enough copies to move ~256 MiB)
-//   tcp --bytes=N                 {"seconds": S}  a plain TCP transfer over
-//                                 loopback in this process: a sender thread
-//                                 writing 1 MiB writes, the receiver reading
-//                                 into a pre-faulted buffer; the warm-up
-//                                 uses the same connection
+//   tcp --bytes=N [--runs=R]      {"seconds": S}  the fastest plain TCP
+//                                 transfer over loopback in this process
+//                                 (bench::TimeBestTcp: a sender thread, the
+//                                 receiver reading into a pre-faulted
+//                                 buffer; default and 4 MiB socket buffers
+//                                 times 256 KiB / 1 MiB / 4 MiB writes, each
+//                                 warmed up on its connection, R timed runs
+//                                 of each, default 1)
 //   fetch --target=T --server=A --name=REF --bytes=N [--dtype=float16]
 //         [--unary]               {"seconds": S}  one Fetch into a
 //                                 pre-faulted buffer of N bytes (the bytes
@@ -24,7 +27,6 @@
 //                                 threads over one channel, each fetching REF
 //                                 again as soon as the last one is done
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -54,11 +56,10 @@ namespace tensorcast {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using bench::LoopbackPair;
 using bench::Percentile;
 using bench::PrefaultedBuffer;
 using bench::SecondsSince;
-using bench::TimeTcpTransfer;
+using bench::TimeBestTcp;
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 // --key=value flags after the mode.
@@ -195,24 +196,16 @@ absl::StatusOr<double> TimeMemcpy(const Flags& flags) {
   return SecondsSince(t0) / static_cast<double>(copies);
 }
 
-// The warm-up and the timed transfer share one connection, as the gRPC
-// fetches share their channel's.
+// Each variant's warm-up and timed transfers share one connection, as the
+// gRPC fetches share their channel's.
 absl::StatusOr<double> TimeTcp(const Flags& flags) {
   const int64_t bytes = flags.Int("bytes", 0);
+  const int runs = static_cast<int>(flags.Int("runs", 1));
   if (bytes <= 0) return absl::InvalidArgumentError("--bytes");
+  if (runs < 1) return absl::InvalidArgumentError("--runs");
   std::unique_ptr<char[]> src = PrefaultedBuffer(bytes);
   std::unique_ptr<char[]> dst = PrefaultedBuffer(bytes);
-  absl::StatusOr<std::pair<int, int>> pair = LoopbackPair();
-  if (!pair.ok()) return pair.status();
-  absl::StatusOr<double> seconds;
-  for (int i = 0; i < 2; ++i) {
-    seconds =
-        TimeTcpTransfer(pair->first, pair->second, src.get(), dst.get(), bytes);
-    if (!seconds.ok()) break;
-  }
-  close(pair->first);
-  close(pair->second);
-  return seconds;
+  return TimeBestTcp(src.get(), dst.get(), bytes, runs);
 }
 
 absl::StatusOr<std::string> Latency(const Flags& flags) {

@@ -16,6 +16,7 @@
 #include "common/flags.h"
 #include "common/size.h"
 #include "server/http/http_endpoint.h"
+#include "server/memory/malloc_tuning.h"
 #include "server/service/logging.h"
 #include "server/service/server.h"
 #include "server/store/handle.h"
@@ -205,6 +206,11 @@ int main(int argc, char** argv) {
   // gRPC cannot abort the server. The checks belong in tests.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   spdlog::set_level(level);
+  // Before gRPC's threads allocate: its per-message receive buffers are then
+  // reused rather than unmapped and faulted in again (malloc_tuning.h).
+  const tensorcast::MallocTuning malloc_tuning =
+      tensorcast::TuneMallocForStreaming();
+  spdlog::debug("malloc: {}", malloc_tuning.detail);
 
   // sigwait below takes the signals: block them before gRPC starts its
   // threads, which inherit the mask.

@@ -178,25 +178,18 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       return;
     }
     region_.reset();  // here, on a worker: a last reference punches it out
-    std::string().swap(buffer_);
     StartRead(&request_);
   }
 
-  // Reads into the sink, through a buffer of at most 4 MiB, until
-  // kSharedMemoryPieceBytes have moved or the range is done.
+  // Reads into the sink (straight into a host tensor's storage), 4 MiB at a
+  // time, until kSharedMemoryPieceBytes have moved or the range is done.
   absl::Status CopyPiece() {
-    constexpr int64_t kBuffer = 4 << 20;
-    if (buffer_.empty()) {
-      buffer_.resize(static_cast<size_t>(std::min(kBuffer, shm_left_)));
-    }
+    constexpr int64_t kReadBytes = 4 << 20;
     int64_t moved = 0;
     while (shm_left_ > 0 && moved < kSharedMemoryPieceBytes) {
-      const int64_t n =
-          std::min(static_cast<int64_t>(buffer_.size()), shm_left_);
-      if (absl::Status s = region_->Read(shm_at_, buffer_.data(), n); !s.ok()) {
-        return s;
-      }
-      if (absl::Status s = sink_->Write(absl::string_view(buffer_.data(), n));
+      const int64_t n = std::min(kReadBytes, shm_left_);
+      if (absl::Status s = sink_->WriteFrom(
+              n, [&](char* dst) { return region_->Read(shm_at_, dst, n); });
           !s.ok()) {
         return s;
       }
@@ -249,12 +242,11 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   grpc::ByteBuffer request_;
   std::unique_ptr<PutSink> sink_;
   bool from_shared_memory_ = false;
-  // A shared-memory Put's region, where its next byte is, how many are
-  // left, and the buffer they pass through.
+  // A shared-memory Put's region, where its next byte is, and how many are
+  // left.
   std::shared_ptr<const SharedMemoryRegion> region_;
   int64_t shm_at_ = 0;
   int64_t shm_left_ = 0;
-  std::string buffer_;
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "server/memory/cold_copy.h"
 
 namespace tensorcast {
 
@@ -98,27 +99,61 @@ absl::Status PutSink::ParseHeader() {
   return Write(leftover);
 }
 
-absl::Status PutSink::Write(absl::string_view data) {
-  received_ += static_cast<int64_t>(data.size());
+absl::Status PutSink::CountReceived(int64_t n) {
+  received_ += n;
   if (spec_.total_bytes > 0 && received_ > spec_.total_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("byte count mismatch: received more than the ",
                      spec_.total_bytes, " bytes the header announced"));
   }
-  if (storage_ == nullptr) {  // NPY header still incomplete
-    header_buffer_.append(data.data(), data.size());
-    return ParseHeader();
-  }
-  if (data_written_ + static_cast<int64_t>(data.size()) > expected_data_) {
+  return absl::OkStatus();
+}
+
+absl::Status PutSink::CountData(int64_t n) {
+  if (data_written_ + n > expected_data_) {
     return absl::InvalidArgumentError(
         absl::StrCat("byte count mismatch: a ", DTypeName(dtype_),
                      " tensor of shape ", ShapeToString(shape_), " has ",
                      expected_data_, " data bytes, but more arrived"));
   }
-  data_written_ += static_cast<int64_t>(data.size());
+  data_written_ += n;
+  return absl::OkStatus();
+}
+
+absl::Status PutSink::WriteFrom(
+    int64_t n, const std::function<absl::Status(char*)>& read) {
+  if (n < 0) return absl::InvalidArgumentError("a negative byte count");
+  if (storage_ == nullptr || !device_->engine().is_host()) {
+    read_buffer_.resize(static_cast<size_t>(n));
+    if (absl::Status s = read(read_buffer_.data()); !s.ok()) return s;
+    absl::Status s = Write(read_buffer_);
+    if (storage_ != nullptr && device_->engine().is_host()) {
+      std::string().swap(read_buffer_);  // not needed again
+    }
+    return s;
+  }
+  if (absl::Status s = CountReceived(n); !s.ok()) return s;
+  char* dst = storage_->bytes() + data_written_;
+  if (absl::Status s = CountData(n); !s.ok()) return s;
+  return read(dst);
+}
+
+absl::Status PutSink::Write(absl::string_view data) {
+  if (absl::Status s = CountReceived(static_cast<int64_t>(data.size()));
+      !s.ok()) {
+    return s;
+  }
+  if (storage_ == nullptr) {  // NPY header still incomplete
+    header_buffer_.append(data.data(), data.size());
+    return ParseHeader();
+  }
+  if (absl::Status s = CountData(static_cast<int64_t>(data.size())); !s.ok()) {
+    return s;
+  }
   if (device_->engine().is_host()) {
-    std::memcpy(storage_->bytes() + data_written_ - data.size(), data.data(),
-                data.size());
+    // The tensor is not read until the upload ends: streamed, not cached.
+    CopyToColdMemory(storage_->bytes() + data_written_ - data.size(),
+                     data.data(), data.size());
     return absl::OkStatus();
   }
   // Never more than the staging charged: a full buffer is a whole number of

@@ -10,6 +10,7 @@
 #define TENSORCAST_SERVER_STORE_PUT_SINK_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,15 @@ class PutSink {
   // INVALID_ARGUMENT for a malformed .npy header or more bytes than
   // expected; RESOURCE_EXHAUSTED when the storage cannot be reserved.
   absl::Status Write(absl::string_view data);
+  // Write for `n` bytes that `read` produces: it must fill the `n` bytes at
+  // the pointer it is given (or fail, and its error is returned). On a host
+  // device, once the storage is reserved, they go straight into the
+  // tensor's storage: one copy from wherever `read` takes them (a
+  // shared-memory region), not two. Otherwise through a buffer of `n`
+  // bytes, then Write. The checks and errors are Write's, made before
+  // `read` is called; after a failed read the upload is unusable.
+  absl::Status WriteFrom(int64_t n,
+                         const std::function<absl::Status(char*)>& read);
   // INVALID_ARGUMENT when bytes are missing; otherwise the stored tensor.
   absl::StatusOr<TensorPtr> Finish();
 
@@ -57,6 +67,10 @@ class PutSink {
   absl::Status Reserve(DType dtype, const Shape& shape);
   absl::Status ParseHeader();
   absl::Status FlushToDevice();
+  // Write's byte counting and size checks for `n` more bytes received (all
+  // of them), and for `n` more data bytes (after any header).
+  absl::Status CountReceived(int64_t n);
+  absl::Status CountData(int64_t n);
 
   // A GPU upload gathers pieces up to this size on the host (charged to the
   // tenant with its storage), then the engine moves them through pinned
@@ -79,6 +93,7 @@ class PutSink {
   ByteCharge staging_charge_;     // GPU: staging_capacity_, to the tenant
   int64_t uploaded_ = 0;          // GPU: data bytes in storage
   int64_t received_ = 0;
+  std::string read_buffer_;  // WriteFrom, where the bytes cannot go direct
 };
 
 }  // namespace tensorcast

@@ -133,6 +133,73 @@ TEST_F(PutSinkTest, RawLongFailsAtWrite) {
   EXPECT_EQ(Allocated(), 0);
 }
 
+// WriteFrom on a host RAW upload hands `read` the tensor's own storage, at
+// the next data byte; the counts and errors are Write's.
+TEST_F(PutSinkTest, WriteFromReadsStraightIntoHostStorage) {
+  const std::string data = Iota32(6);
+  std::unique_ptr<PutSink> sink = MustStart(Raw(DType::kInt32, {2, 3}));
+  ASSERT_NE(sink, nullptr);
+  std::vector<char*> given;
+  for (size_t pos : {size_t{0}, size_t{10}}) {
+    const size_t n = pos == 0 ? 10 : 14;
+    ASSERT_TRUE(sink->WriteFrom(static_cast<int64_t>(n),
+                                [&](char* dst) {
+                                  given.push_back(dst);
+                                  std::memcpy(dst, data.data() + pos, n);
+                                  return absl::OkStatus();
+                                })
+                    .ok());
+  }
+  EXPECT_EQ(sink->received_bytes(), 24);
+  absl::StatusOr<TensorPtr> t = sink->Finish();
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(given.size(), 2u);
+  EXPECT_EQ(given[0], (*t)->storage_bytes());
+  EXPECT_EQ(given[1], (*t)->storage_bytes() + 10);
+  EXPECT_EQ(std::string((*t)->storage_bytes(), 24), data);
+}
+
+TEST_F(PutSinkTest, WriteFromChecksBeforeReading) {
+  std::unique_ptr<PutSink> sink = MustStart(Raw(DType::kInt32, {2, 3}));
+  ASSERT_NE(sink, nullptr);
+  bool called = false;
+  absl::Status s = sink->WriteFrom(28, [&](char*) {
+    called = true;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("byte count mismatch"));
+  EXPECT_FALSE(called);
+  // The reader's own failure is the call's.
+  s = sink->WriteFrom(
+      4, [](char*) { return absl::DataLossError("the region shrank"); });
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_.size(), 0);
+  sink.reset();
+  EXPECT_EQ(Allocated(), 0);
+}
+
+// Before the .npy header is complete there is no storage yet: the bytes go
+// through a buffer and Write, header and data alike.
+TEST_F(PutSinkTest, WriteFromBeforeTheNpyHeader) {
+  const std::string data = Iota32(12);
+  const std::string file = *EncodeNpyHeader(DType::kInt32, Shape{3, 4}) + data;
+  std::unique_ptr<PutSink> sink = MustStart(Npy());
+  ASSERT_NE(sink, nullptr);
+  for (size_t pos = 0; pos < file.size(); pos += 50) {
+    const size_t n = std::min<size_t>(50, file.size() - pos);
+    ASSERT_TRUE(sink->WriteFrom(static_cast<int64_t>(n),
+                                [&](char* dst) {
+                                  std::memcpy(dst, file.data() + pos, n);
+                                  return absl::OkStatus();
+                                })
+                    .ok());
+  }
+  absl::StatusOr<TensorPtr> t = sink->Finish();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(COrderBytes(*t), data);
+}
+
 TEST_F(PutSinkTest, RawHeaderChecks) {
   PutSpec no_dtype = Raw(DType::kInt32, {2});
   no_dtype.dtype.reset();

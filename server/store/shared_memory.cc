@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/echo.h"
 #include "common/secure_random.h"
+#include "server/memory/cold_copy.h"
 
 namespace tensorcast {
 namespace {
@@ -266,7 +267,8 @@ absl::Status SharedMemoryRegion::Read(int64_t offset, char* data,
                                       int64_t n) const {
   if (absl::Status s = CheckRange(offset, n); !s.ok()) return s;
   if (map_ != nullptr) {
-    if (n > 0) std::memcpy(data, map_ + offset, static_cast<size_t>(n));
+    // Into an uploading tensor, read after the upload: streamed.
+    if (n > 0) CopyToColdMemory(data, map_ + offset, static_cast<size_t>(n));
     return absl::OkStatus();
   }
   while (n > 0) {

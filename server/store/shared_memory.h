@@ -139,6 +139,8 @@ class SharedMemoryRegion {
   // Exactly n bytes at offset (checked); DATA_LOSS when the file came up
   // short (the client shrank it).
   absl::Status Write(int64_t offset, const char* data, int64_t n) const;
+  // Read copies a mapped region's bytes with CopyToColdMemory
+  // (server/memory/cold_copy.h): `data` is a tensor being uploaded.
   absl::Status Read(int64_t offset, char* data, int64_t n) const;
 
  private:
