@@ -13,8 +13,9 @@ a tensor made on that node; --connections=--workers-per-node, so each
 worker has a connection of its own to its node). The baseline is
 `tensorcast-bench-suite-client tcp --bytes=B` (one C++ loopback connection,
 pre-faulted buffers: {"seconds": S}), timed before each round. Prints the
-median aggregate GB/s of each N (min-max over the runs), its ratio to the
-same-run TCP median and to one node, and the median GB/s of each node.
+median aggregate GB/s of each N (min-max over the runs), the median of its
+ratios to the TCP figure of the same round, its ratio to one node, and the
+median GB/s of each node.
 Figures in bench/README.md ("Several servers").
 
 Every process shares the machine's cores: on a machine with few cores the
@@ -166,6 +167,8 @@ def main() -> int:
 
     tcp: list[float] = []
     agg: dict[int, list[float]] = {n: [] for n in sizes}
+    # Each run's aggregate over the TCP figure timed just before it.
+    vs_tcp: dict[int, list[float]] = {n: [] for n in sizes}
     per_node: dict[int, dict[str, list[float]]] = {n: {} for n in sizes}
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as work:
@@ -196,6 +199,7 @@ def main() -> int:
                     if doc["config"].get("nodes") != [f"n{i}" for i in range(n)]:
                         raise RuntimeError(f"run on {doc['config'].get('nodes')}, not {n} nodes")
                     agg[n].append(doc["bytes_per_s"] / 1e9)
+                    vs_tcp[n].append(agg[n][-1] / tcp[-1])
                     for node, f in doc["nodes"].items():
                         per_node[n].setdefault(node, []).append(f["bytes_per_s"] / 1e9)
                     runs.append(
@@ -233,14 +237,15 @@ def main() -> int:
     summary = []
     for n in sizes:
         med = statistics.median(agg[n])
+        ratio = statistics.median(vs_tcp[n])
         nodes_text = " ".join(
             f"{k} {statistics.median(v):.2f}" for k, v in sorted(per_node[n].items())
         )
         print(
             f"{n:>5} {med:>8.2f} ({min(agg[n]):.2f}-{max(agg[n]):.2f})"
-            f" {med / tcp_med:>6.2f}x {med / base if base else 0:>8.2f}x  {nodes_text}"
+            f" {ratio:>6.2f}x {med / base if base else 0:>8.2f}x  {nodes_text}"
         )
-        summary.append({"nodes": n, "gbps": med, "ratio_to_tcp": med / tcp_med})
+        summary.append({"nodes": n, "gbps": med, "ratio_to_tcp": ratio})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(

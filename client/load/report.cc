@@ -214,6 +214,7 @@ std::string LoadText(const LoadOptions& o, const RunResult& r) {
           : absl::StrFormat("closed loop, %d worker%s on %d connection%s",
                             o.concurrency, o.concurrency == 1 ? "" : "s",
                             o.connections, o.connections == 1 ? "" : "s");
+  if (!r.nodes.empty()) shape += " to each node";
   return absl::StrFormat("%s; %s after %.3g s warm-up", shape, length,
                          Seconds(o.warmup_ns));
 }
