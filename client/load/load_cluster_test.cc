@@ -2,8 +2,9 @@
 // (--node-id, --cluster listing the three): the workers are spread over the
 // nodes, each node's figures in the JSON match what that node's metrics
 // counted (exact bytes, no call forwarded), nothing is left on any node
-// afterwards; and against one plain server the run is as before (no node
-// figures), while a list of plain servers is refused.
+// afterwards; ClientOptions::own_connections gives each client its own
+// connection to each node; and against one plain server the run is as
+// before (no node figures), while a list of plain servers is refused.
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -121,6 +123,14 @@ class LoadClusterTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ASSERT_EQ(client_->HealthyNodes().size(), kNodes);
+    // Each node's own view too (a run through one address sees that one's).
+    for (const std::string& address : addresses_) {
+      std::unique_ptr<Client> one = Client::Connect(address, options);
+      while (one->HealthyNodes().size() < kNodes && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ASSERT_EQ(one->HealthyNodes().size(), kNodes) << address;
+    }
   }
 
   std::string Servers() const { return absl::StrJoin(addresses_, ","); }
@@ -278,6 +288,49 @@ TEST_F(LoadClusterTest, MixedRunThroughOneAddressCoversEveryNode) {
   }
   EXPECT_EQ(requests, Num(doc, "requests"));
   ExpectNothingLeft();
+}
+
+// This process's open sockets.
+int Sockets() {
+  int n = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const std::filesystem::path target =
+        std::filesystem::read_symlink(entry.path(), error);
+    if (!error && absl::StartsWith(target.string(), "socket:")) ++n;
+  }
+  return n;
+}
+
+// The tool's clients each need connections of their own: Clients made by
+// Connect share one TCP connection per server unless own_connections is
+// set, with which each has its own to every node.
+TEST_F(LoadClusterTest, OwnConnectionsOpensAConnectionPerClientAndNode) {
+  const auto call_every_node = [](Client& c) {
+    for (int i = 0; i < kNodes; ++i) {
+      absl::StatusOr<v1::StatsResponse> stats = c.Stats(absl::StrCat("n", i));
+      ASSERT_TRUE(stats.ok()) << stats.status();
+    }
+  };
+  call_every_node(*client_);
+  const int before = Sockets();
+  std::vector<std::unique_ptr<Client>> shared;
+  for (int k = 0; k < 2; ++k) {
+    shared.push_back(Client::Connect(Servers()));
+    call_every_node(*shared.back());
+  }
+  const int after_shared = Sockets();
+  EXPECT_EQ(after_shared, before) << "Clients without own_connections opened "
+                                  << after_shared - before << " sockets";
+  ClientOptions own;
+  own.own_connections = true;
+  std::vector<std::unique_ptr<Client>> owning;
+  for (int k = 0; k < 2; ++k) {
+    owning.push_back(Client::Connect(Servers(), own));
+    call_every_node(*owning.back());
+  }
+  EXPECT_EQ(Sockets() - after_shared, 2 * kNodes);
 }
 
 // One plain server: no node figures, the summary as before. Two plain

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/cpp/client.h"
 #include "client/cpp/cluster.h"
 #include "client/load/options.h"
@@ -154,6 +155,27 @@ int Run(const LoadOptions& o) {
         "--server lists ", targets.size(), " servers, but ", first,
         " is not a member of a cluster (no node id); give one server, or "
         "start them with --node-id and --cluster"));
+  }
+  if (!nodes.empty()) {
+    // Say so when members are left out: the run covers the healthy ones.
+    absl::StatusOr<v1::ClusterResponse> members = control->Cluster();
+    if (members.ok()) {
+      std::vector<std::string> down;
+      for (const v1::ClusterMember& m : members->members()) {
+        if (!m.healthy()) {
+          down.push_back(absl::StrCat(
+              m.node_id().empty() ? "?" : m.node_id(), " (", m.address(),
+              m.error().empty() ? "" : ": ", m.error(), ")"));
+        }
+      }
+      if (!down.empty()) {
+        std::fprintf(stderr,
+                     "tensorcast-load: running on the %zu healthy node(s) "
+                     "%s; not healthy: %s\n",
+                     nodes.size(), absl::StrJoin(nodes, ", ").c_str(),
+                     absl::StrJoin(down, ", ").c_str());
+      }
+    }
   }
   if (!nodes.empty() && o.shared_memory) {
     return UsageError(
