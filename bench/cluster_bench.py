@@ -232,7 +232,8 @@ def main() -> int:
         f"TCP loopback (one connection, {a.tcp_bytes}): {tcp_med:.2f} GB/s "
         f"({min(tcp):.2f}-{max(tcp):.2f})"
     )
-    print(f"{'nodes':>5} {'aggregate GB/s':>22} {'vs TCP':>7} {'vs 1 node':>9}  per node GB/s")
+    first = f"vs {sizes[0]} node" if sizes else ""
+    print(f"{'nodes':>5} {'aggregate GB/s':>22} {'vs TCP':>7} {first:>9}  per node GB/s")
     base = statistics.median(agg[sizes[0]]) if sizes else 0
     summary = []
     for n in sizes:

@@ -182,7 +182,8 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   flags.Int("max-inflight", &o.max_inflight,
             "open loop: most requests outstanding (worker threads)");
   flags.Int("connections", &o.connections,
-            "gRPC channels (TCP connections) the workers share");
+            "gRPC channels (TCP connections) the workers share; in a "
+            "cluster, to each node");
   flags.String("duration", &duration, "measured time (10s, 1m, 500ms)");
   flags.Int("requests", &o.requests, "measured requests, instead of duration");
   flags.String("warmup", &warmup, "unmeasured time before the measurement");
