@@ -343,7 +343,7 @@ std::string SummaryText(const LoadOptions& o, const std::string& description,
   if (!r.nodes.empty()) {
     absl::StrAppendFormat(&out, "%-18s %9s %9s %9s %9s %9s %9s\n", "per node",
                           "requests", "errors", "req/s", "GB/s", "p50", "p99");
-    const KindTotals none;
+    const KindTotals none{};
     for (size_t n = 0; n < r.nodes.size(); ++n) {
       const KindTotals& nt = n < t.nodes.size() ? t.nodes[n] : none;
       absl::StrAppendFormat(
@@ -551,7 +551,7 @@ std::string ResultJson(const LoadOptions& o, const std::string& description,
   if (!r.nodes.empty()) {
     j.Key("nodes");
     j.BeginObject();
-    const KindTotals none;
+    const KindTotals none{};
     for (size_t n = 0; n < r.nodes.size(); ++n) {
       const KindTotals& nt = n < t.nodes.size() ? t.nodes[n] : none;
       j.Key(r.nodes[n]);
