@@ -31,6 +31,17 @@ constexpr char kFetchMethod[] = "/tensorcast.v1.TensorService/Fetch";
 // Deadline of a member-list refresh (one Cluster call per address tried).
 constexpr auto kRefreshDeadline = std::chrono::milliseconds(1000);
 
+// A channel to `address` with the client's credentials; a connection of
+// its own when the options ask for one (a local subchannel pool).
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
+                                          const ClientOptions& options) {
+  grpc::ChannelArguments args = DefaultChannelArguments();
+  if (options.own_connections) {
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  }
+  return grpc::CreateCustomChannel(address, ChannelCredentials(options), args);
+}
+
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -146,10 +157,8 @@ std::unique_ptr<Client> Client::Connect(const std::string& target,
                                         ClientOptions options) {
   std::vector<std::string> seeds = SplitTargets(target);
   if (seeds.empty()) seeds.push_back(target);
-  auto client = std::make_unique<Client>(
-      grpc::CreateCustomChannel(seeds[0], ChannelCredentials(options),
-                                DefaultChannelArguments()),
-      options);
+  auto client =
+      std::make_unique<Client>(NewChannel(seeds[0], options), options);
   client->cluster_ = std::make_unique<ClusterState>();
   client->cluster_->seeds = seeds;
   return client;
@@ -206,11 +215,8 @@ void Client::MaybeRefresh(bool force) {
       if (seen) continue;
       ClusterState::Channel& ch = c->by_address[address];
       if (ch.stub == nullptr) {
-        ch.channel = address == c->seeds[0]
-                         ? channel_
-                         : grpc::CreateCustomChannel(
-                               address, ChannelCredentials(options_),
-                               DefaultChannelArguments());
+        ch.channel =
+            address == c->seeds[0] ? channel_ : NewChannel(address, options_);
         ch.stub = v1::TensorService::NewStub(ch.channel);
       }
       ask.emplace_back(address, ch.stub.get());
@@ -254,8 +260,7 @@ absl::StatusOr<Client::Route> Client::RouteNode(const std::string& node) {
   if (!m->healthy) return NodeUnavailable(node, m->address, m->error);
   ClusterState::Channel& ch = c->by_address[m->address];
   if (ch.stub == nullptr) {
-    ch.channel = grpc::CreateCustomChannel(
-        m->address, ChannelCredentials(options_), DefaultChannelArguments());
+    ch.channel = NewChannel(m->address, options_);
     ch.stub = v1::TensorService::NewStub(ch.channel);
   }
   return Route{ch.channel, ch.stub.get(), node, m->address};

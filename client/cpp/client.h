@@ -52,6 +52,13 @@ struct ClientOptions {
   std::string tls_private_key;
   // Cluster: seconds between member-list refreshes.
   std::chrono::milliseconds cluster_refresh{5000};
+  // Connect only: every channel this client opens (one per member of a
+  // cluster) gets a TCP connection of its own. By default gRPC shares one
+  // connection among all the channels of a process that have the same
+  // target and arguments, so that many Clients of one server multiplex
+  // their calls over a single connection; with this set, N Clients are N
+  // connections to each server (what a load generator's workers want).
+  bool own_connections = false;
 };
 
 struct PutOptions {

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -24,7 +25,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/cpp/client.h"
+#include "client/cpp/cluster.h"
 #include "client/load/options.h"
 #include "client/load/plot.h"
 #include "client/load/report.h"
@@ -128,36 +131,92 @@ int Run(const LoadOptions& o) {
   }
   const std::shared_ptr<grpc::ChannelCredentials> credentials =
       ChannelCredentials(base);
-  std::shared_ptr<grpc::Channel> control_channel =
-      MakeChannel(o.server, -1, credentials);
+  const std::vector<std::string> targets = SplitTargets(o.server);
+  const std::string first = targets.empty() ? o.server : targets[0];
   ClientOptions health_options = base;
   health_options.timeout = kHealthTimeout;
-  if (absl::Status s = Client(control_channel, health_options).Health();
+  if (absl::Status s =
+          Client(MakeChannel(first, -1, credentials), health_options).Health();
       !s.ok()) {
     return UsageError(
-        absl::StrCat("cannot reach a serving tensorcast server at ", o.server,
+        absl::StrCat("cannot reach a serving tensorcast server at ", first,
                      ": ", StatusCodeName(s.code()), ": ", s.message()));
+  }
+
+  // A cluster when the server answers with node ids: then every client
+  // routes by handle and the workers are spread over the healthy nodes.
+  ClientOptions control_options = base;
+  control_options.timeout = kControlTimeout;
+  std::unique_ptr<Client> control = Client::Connect(o.server, control_options);
+  std::vector<std::string> nodes = control->HealthyNodes();
+  std::sort(nodes.begin(), nodes.end());
+  if (nodes.empty() && targets.size() > 1) {
+    return UsageError(absl::StrCat(
+        "--server lists ", targets.size(), " servers, but ", first,
+        " is not a member of a cluster (no node id); give one server, or "
+        "start them with --node-id and --cluster"));
+  }
+  if (!nodes.empty()) {
+    // Say so when members are left out: the run covers the healthy ones.
+    absl::StatusOr<v1::ClusterResponse> members = control->Cluster();
+    if (members.ok()) {
+      std::vector<std::string> down;
+      for (const v1::ClusterMember& m : members->members()) {
+        if (!m.healthy()) {
+          down.push_back(absl::StrCat(
+              m.node_id().empty() ? "?" : m.node_id(), " (", m.address(),
+              m.error().empty() ? "" : ": ", m.error(), ")"));
+        }
+      }
+      if (!down.empty()) {
+        std::fprintf(stderr,
+                     "tensorcast-load: running on the %zu healthy node(s) "
+                     "%s; not healthy: %s\n",
+                     nodes.size(), absl::StrJoin(nodes, ", ").c_str(),
+                     absl::StrJoin(down, ", ").c_str());
+      }
+    }
+  }
+  if (!nodes.empty() && o.shared_memory) {
+    return UsageError(
+        "--shared-memory works with one server; this one is a cluster "
+        "member");
   }
   std::vector<std::unique_ptr<Client>> clients;
   std::vector<Client*> client_ptrs;
-  for (int i = 0; i < o.connections; ++i) {
-    std::shared_ptr<grpc::Channel> channel =
-        MakeChannel(o.server, i, credentials);
-    if (!channel->WaitForConnected(std::chrono::system_clock::now() +
-                                   kConnectTimeout)) {
-      return UsageError(absl::StrCat("connection ", i + 1, " of ",
-                                     o.connections, " to ", o.server,
-                                     " did not open"));
+  if (nodes.empty()) {
+    control = std::make_unique<Client>(MakeChannel(first, -1, credentials),
+                                       control_options);
+    for (int i = 0; i < o.connections; ++i) {
+      std::shared_ptr<grpc::Channel> channel =
+          MakeChannel(first, i, credentials);
+      if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                     kConnectTimeout)) {
+        return UsageError(absl::StrCat("connection ", i + 1, " of ",
+                                       o.connections, " to ", first,
+                                       " did not open"));
+      }
+      clients.push_back(std::make_unique<Client>(channel, base));
+      client_ptrs.push_back(clients.back().get());
     }
-    clients.push_back(std::make_unique<Client>(channel, base));
-    client_ptrs.push_back(clients.back().get());
+  } else {
+    // Each client a connection of its own to every node; each learns the
+    // members now, before the run.
+    ClientOptions own = base;
+    own.own_connections = true;
+    for (int i = 0; i < o.connections; ++i) {
+      clients.push_back(Client::Connect(o.server, own));
+      client_ptrs.push_back(clients.back().get());
+      if (clients.back()->HealthyNodes().empty()) {
+        return UsageError(absl::StrCat("connection ", i + 1, " of ",
+                                       o.connections, " to the cluster at ",
+                                       o.server, " found no healthy node"));
+      }
+    }
   }
 
-  ClientOptions control_options = base;
-  control_options.timeout = kControlTimeout;
-  Client control(control_channel, control_options);
   absl::StatusOr<std::unique_ptr<Workload>> workload =
-      Workload::Setup(control, o);
+      Workload::Setup(*control, o, nodes);
   if (!workload.ok()) return Fail("setting up", workload.status());
 
   const bool progress = o.progress && isatty(STDERR_FILENO);
@@ -165,8 +224,8 @@ int Run(const LoadOptions& o) {
 
   const bool too_many_errors = TooManyErrors(o, result);
   int code = result.interrupted ? 130 : too_many_errors ? 3 : 0;
-  if (absl::Status s = (*workload)->Teardown(control); !s.ok()) {
-    Fail(absl::StrCat("deleting ", (*workload)->source_handle()), s);
+  if (absl::Status s = (*workload)->Teardown(*control); !s.ok()) {
+    Fail(absl::StrCat("deleting ", (*workload)->source_handles()), s);
     code = code == 0 ? 1 : code;
   }
   if ((*workload)->orphans() > 0) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,7 +20,7 @@ constexpr char kUsage[] =
     R"(tensorcast-load: load-test a tensorcast server.
 
 Usage:
-  tensorcast-load --server=HOST:PORT --scenario=fetch|put|to|info|mixed
+  tensorcast-load --server=HOST:PORT[,...] --scenario=fetch|put|to|info|mixed
       [--size=SIZE] [--dtype=T] [--to-dtype=T] [--format=npy|raw] [--device=D]
       (--concurrency=N | --rate=R [--arrival=constant|poisson])
       [--connections=C] (--duration=10s | --requests=N) [--warmup=2s]
@@ -33,6 +34,10 @@ when given); put uploads one (and deletes it, unmeasured); to casts on the
 server to --to-dtype (default float16, or float32 from float16) and deletes
 the result, unmeasured; info is a tiny unary call; mixed draws each request
 from --mix. The tool creates the tensors it needs and deletes them after.
+Against a cluster (--server=HOST:PORT,HOST:PORT,... or dns:///NAME:PORT
+naming members with node ids) worker i works on node i mod N: its tensors
+are made on that node and its calls go to it; the summary and the JSON give
+each node's figures beside the aggregate.
 A fetch of a tensor on a GPU, or of one that requires grad, is sent as users
 write it, with .cpu() / .detach() fused into the stream; --fetch-as-is sends
 it as .numpy() would, which the server refuses (FAILED_PRECONDITION).
@@ -154,7 +159,9 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   std::string duration = "10s", warmup = "2s", mix;
   int64_t seed = 1;
   FlagSet flags(kUsage);
-  flags.String("server", &o.server, "HOST:PORT of the server");
+  flags.String("server", &o.server,
+               "HOST:PORT of the server, a cluster's HOST:PORT,HOST:PORT,... "
+               "or dns:///NAME:PORT");
   flags.String("scenario", &o.scenario, "fetch, put, to, info or mixed");
   flags.Size("size", &o.size_bytes, "bytes of the tensor (64KiB, 16MiB...)");
   flags.String("dtype", &dtype, "element type of the tensor");
@@ -175,7 +182,8 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   flags.Int("max-inflight", &o.max_inflight,
             "open loop: most requests outstanding (worker threads)");
   flags.Int("connections", &o.connections,
-            "gRPC channels (TCP connections) the workers share");
+            "gRPC channels (TCP connections) the workers share; in a "
+            "cluster, to each node");
   flags.String("duration", &duration, "measured time (10s, 1m, 500ms)");
   flags.Int("requests", &o.requests, "measured requests, instead of duration");
   flags.String("warmup", &warmup, "unmeasured time before the measurement");
@@ -223,6 +231,20 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   }
 
   if (o.server.empty()) return Bad("--server=HOST:PORT is empty");
+  if (!absl::StartsWith(o.server, "dns:") &&
+      o.server.find(',') != std::string::npos) {
+    for (absl::string_view part : absl::StrSplit(o.server, ',')) {
+      if (absl::StripAsciiWhitespace(part).empty()) {
+        return Bad(absl::StrCat("--server=", o.server,
+                                ": an empty entry in the list"));
+      }
+    }
+    if (o.shared_memory) {
+      return Bad(
+          "--shared-memory works with one server, not a list of cluster "
+          "members");
+    }
+  }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return Bad("--tls-cert and --tls-key go together");
   }

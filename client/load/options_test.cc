@@ -207,6 +207,23 @@ TEST(ParseArgsTest, TokenAndTls) {
   EXPECT_NE(Error({"--tls-cert=c.pem"}).find("--tls-key"), std::string::npos);
 }
 
+TEST(ParseArgsTest, ServerListsAndDnsTargets) {
+  absl::StatusOr<LoadOptions> o =
+      Parse({"--server=127.0.0.1:1,127.0.0.1:2, 127.0.0.1:3"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->server, "127.0.0.1:1,127.0.0.1:2, 127.0.0.1:3");
+  o = Parse({"--server=dns:///tensorcast:50051"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->server, "dns:///tensorcast:50051");
+  // One server: shared memory as before.
+  EXPECT_TRUE(Parse({"--server=127.0.0.1:1", "--shared-memory"}).ok());
+  EXPECT_NE(Error({"--server=a:1,,b:2"}).find("empty entry"),
+            std::string::npos);
+  EXPECT_NE(Error({"--server=a:1,"}).find("empty entry"), std::string::npos);
+  EXPECT_NE(Error({"--server=a:1,b:2", "--shared-memory"}).find("one server"),
+            std::string::npos);
+}
+
 TEST(ParseArgsTest, PlotAndHelpModes) {
   absl::StatusOr<ParsedArgs> p = ParseArgs({"--plot=r.json", "--out=r.png"});
   ASSERT_TRUE(p.ok()) << p.status();

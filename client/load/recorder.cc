@@ -58,6 +58,9 @@ void Totals::Merge(const Totals& other) {
   service.Merge(other.service);
   send_lag.Merge(other.send_lag);
   for (int k = 0; k < kNumRequestKinds; ++k) kinds[k].Merge(other.kinds[k]);
+  if (nodes.size() < other.nodes.size()) nodes.resize(other.nodes.size());
+  for (size_t n = 0; n < other.nodes.size(); ++n)
+    nodes[n].Merge(other.nodes[n]);
   late_sends += other.late_sends;
   max_send_lag_ns = std::max(max_send_lag_ns, other.max_send_lag_ns);
   last_done_ns = std::max(last_done_ns, other.last_done_ns);
@@ -88,17 +91,23 @@ void Recorder::Record(const Sample& s) {
   const bool ok = s.code == absl::StatusCode::kOk;
   const int code = static_cast<int>(s.code);
   KindTotals& kind = totals_.kinds[static_cast<int>(s.kind)];
+  const size_t n = static_cast<size_t>(std::max(s.node, 0));
+  if (totals_.nodes.size() <= n) totals_.nodes.resize(n + 1);
+  KindTotals& node = totals_.nodes[n];
   ++totals_.requests;
   ++kind.requests;
+  ++node.requests;
   ++current_.requests;
   if (ok) {
     const int64_t latency = s.done_ns - s.intended_ns;
     totals_.latency.Record(latency);
     totals_.service.Record(s.done_ns - s.sent_ns);
     kind.latency.Record(latency);
+    node.latency.Record(latency);
     current_.latency.Record(latency);
     totals_.bytes += s.bytes;
     kind.bytes += s.bytes;
+    node.bytes += s.bytes;
     current_.bytes += s.bytes;
     live_bytes_.store(totals_.bytes, std::memory_order_relaxed);
   } else {
@@ -107,6 +116,7 @@ void Recorder::Record(const Sample& s) {
       totals_.error_messages[slot] = std::string(s.message);
     }
     ++kind.errors;
+    ++node.errors;
     ++current_.errors;
     live_errors_.store(live_errors_.load(std::memory_order_relaxed) + 1,
                        std::memory_order_relaxed);

@@ -34,6 +34,7 @@ struct Sample {
   int64_t sent_ns = 0;
   int64_t done_ns = 0;
   int64_t bytes = 0;  // payload moved (fetch, put); 0 on failure
+  int node = 0;       // the cluster node it went to (index); 0 otherwise
   absl::StatusCode code = absl::StatusCode::kOk;
   // The failure's message (copied by Record() for the first of each code).
   absl::string_view message;
@@ -51,6 +52,7 @@ struct SecondStats {
 };
 
 // Successful requests feed the histograms; `requests` counts failures too.
+// The figures of one kind of request, or of one node's requests.
 struct KindTotals {
   uint64_t requests = 0;
   uint64_t errors = 0;
@@ -70,6 +72,8 @@ struct Totals {
   Histogram service;   // from the actual send
   Histogram send_lag;  // actual send - intended send (open loop)
   std::array<KindTotals, kNumRequestKinds> kinds;
+  // By Sample::node: as many as the highest node index recorded + 1.
+  std::vector<KindTotals> nodes;
   uint64_t late_sends = 0;
   int64_t max_send_lag_ns = 0;
   int64_t last_done_ns = 0;  // latest completion recorded; 0 if none

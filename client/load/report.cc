@@ -214,6 +214,7 @@ std::string LoadText(const LoadOptions& o, const RunResult& r) {
           : absl::StrFormat("closed loop, %d worker%s on %d connection%s",
                             o.concurrency, o.concurrency == 1 ? "" : "s",
                             o.connections, o.connections == 1 ? "" : "s");
+  if (!r.nodes.empty()) shape += " to each node";
   return absl::StrFormat("%s; %s after %.3g s warm-up", shape, length,
                          Seconds(o.warmup_ns));
 }
@@ -287,7 +288,13 @@ std::string SummaryText(const LoadOptions& o, const std::string& description,
     absl::StrAppend(&out, "dominant error: ", DominantErrorText(r), "\n");
   }
   absl::StrAppend(&out, "tensorcast-load: ", description, "\n");
-  absl::StrAppend(&out, "  server ", o.server, "; ", LoadText(o, r), "\n");
+  if (r.nodes.empty()) {
+    absl::StrAppend(&out, "  server ", o.server, "; ", LoadText(o, r), "\n");
+  } else {
+    absl::StrAppend(&out, "  cluster ", o.server, " (", r.nodes.size(),
+                    r.nodes.size() == 1 ? " node: " : " nodes: ",
+                    absl::StrJoin(r.nodes, ", "), "); ", LoadText(o, r), "\n");
+  }
   if (r.interrupted) absl::StrAppend(&out, "  (interrupted)\n");
   absl::StrAppendFormat(
       &out,
@@ -331,6 +338,21 @@ std::string SummaryText(const LoadOptions& o, const std::string& description,
                           RequestKindName(static_cast<RequestKind>(k)),
                           kt.requests, kt.errors),
           kt.latency);
+    }
+  }
+  if (!r.nodes.empty()) {
+    absl::StrAppendFormat(&out, "%-18s %9s %9s %9s %9s %9s %9s\n", "per node",
+                          "requests", "errors", "req/s", "GB/s", "p50", "p99");
+    const KindTotals none{};
+    for (size_t n = 0; n < r.nodes.size(); ++n) {
+      const KindTotals& nt = n < t.nodes.size() ? t.nodes[n] : none;
+      absl::StrAppendFormat(
+          &out, "  %-16s %9d %9d %9s %9.3f %s %s\n", r.nodes[n], nt.requests,
+          nt.errors,
+          Rate(PerSecond(static_cast<double>(nt.requests), r.duration_ns)),
+          PerSecond(static_cast<double>(nt.bytes), r.duration_ns) / 1e9,
+          Pad(FormatLatency(nt.latency.Percentile(50)), 9),
+          Pad(FormatLatency(nt.latency.Percentile(99)), 9));
     }
   }
   if (o.open_loop()) {
@@ -452,6 +474,12 @@ std::string ResultJson(const LoadOptions& o, const std::string& description,
   j.Double(Seconds(o.warmup_ns));
   j.Key("seed");
   j.Uint(o.seed);
+  if (!r.nodes.empty()) {
+    j.Key("nodes");
+    j.BeginArray();
+    for (const std::string& node : r.nodes) j.String(node);
+    j.EndArray();
+  }
   j.EndObject();
 
   j.Key("interrupted");
@@ -519,6 +547,30 @@ std::string ResultJson(const LoadOptions& o, const std::string& description,
     j.EndObject();
   }
   j.EndObject();
+
+  if (!r.nodes.empty()) {
+    j.Key("nodes");
+    j.BeginObject();
+    const KindTotals none{};
+    for (size_t n = 0; n < r.nodes.size(); ++n) {
+      const KindTotals& nt = n < t.nodes.size() ? t.nodes[n] : none;
+      j.Key(r.nodes[n]);
+      j.BeginObject();
+      j.Key("requests");
+      j.Uint(nt.requests);
+      j.Key("errors");
+      j.Uint(nt.errors);
+      j.Key("bytes");
+      j.Int(nt.bytes);
+      j.Key("requests_per_s");
+      j.Double(PerSecond(static_cast<double>(nt.requests), r.duration_ns));
+      j.Key("bytes_per_s");
+      j.Double(PerSecond(static_cast<double>(nt.bytes), r.duration_ns));
+      WriteLatency(j, "latency_us", nt.latency);
+      j.EndObject();
+    }
+    j.EndObject();
+  }
 
   j.Key("latency_distribution");
   j.BeginArray();

@@ -4,6 +4,10 @@
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <vector>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 
 namespace tensorcast::load {
@@ -245,6 +249,141 @@ TEST(ReportTest, ShortLastSecondFoldsIntoThePreviousOne) {
   FinishSeries(1'500'000'000, &partial);
   ASSERT_EQ(partial.size(), 2u);
   EXPECT_EQ(partial[1].interval_ns, 500'000'000);
+}
+
+// Three nodes: node i gets (i + 1) * 10 fetches of 1000 bytes, i ms each;
+// node 1 also has one failure.
+RunResult ClusterResult() {
+  RunResult r;
+  SeriesStore store;
+  std::vector<std::unique_ptr<Recorder>> recs;
+  for (int node = 0; node < 3; ++node) {
+    recs.push_back(std::make_unique<Recorder>(0, &store));
+    for (int i = 0; i < (node + 1) * 10; ++i) {
+      Sample s;
+      s.kind = RequestKind::kFetch;
+      s.node = node;
+      s.sent_ns = s.intended_ns = i * 1'000'000;
+      s.done_ns = s.sent_ns + (node + 1) * 1'000'000;
+      s.bytes = 1000;
+      recs.back()->Record(s);
+    }
+  }
+  Sample failed;
+  failed.node = 1;
+  failed.done_ns = 1000;
+  failed.code = absl::StatusCode::kUnavailable;
+  failed.message = "node 'b' (127.0.0.1:2) is unavailable: down";
+  recs[1]->Record(failed);
+  for (auto& rec : recs) {
+    rec->Flush();
+    r.totals.Merge(rec->totals());
+  }
+  r.duration_ns = 2'000'000'000;
+  r.series = store.Take(2);
+  FinishSeries(r.duration_ns, &r.series);
+  r.nodes = {"a", "b", "c"};
+  r.workers = 3;
+  return r;
+}
+
+TEST(ReportTest, TotalsMergePerNode) {
+  const RunResult r = ClusterResult();
+  ASSERT_EQ(r.totals.nodes.size(), 3u);
+  EXPECT_EQ(r.totals.requests, 61u);
+  for (int n = 0; n < 3; ++n) {
+    const KindTotals& nt = r.totals.nodes[n];
+    EXPECT_EQ(nt.bytes, (n + 1) * 10 * 1000) << n;
+    EXPECT_EQ(nt.latency.count(), static_cast<uint64_t>((n + 1) * 10)) << n;
+    EXPECT_NEAR(static_cast<double>(nt.latency.Percentile(50)), (n + 1) * 1e6,
+                0.005 * (n + 1) * 1e6);
+  }
+  EXPECT_EQ(r.totals.nodes[1].requests, 21u);
+  EXPECT_EQ(r.totals.nodes[1].errors, 1u);
+  // A recorder that saw only node 0 merges into a longer list.
+  Totals t;
+  t.Merge(r.totals);
+  Totals one;
+  one.nodes.resize(1);
+  one.nodes[0].requests = 5;
+  t.Merge(one);
+  ASSERT_EQ(t.nodes.size(), 3u);
+  EXPECT_EQ(t.nodes[0].requests, 15u);
+}
+
+TEST(ReportTest, ClusterRunsReportEachNode) {
+  const RunResult r = ClusterResult();
+  absl::StatusOr<ParsedArgs> p =
+      ParseArgs({"--server=127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+                 "--concurrency=3", "--duration=2s"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::string json = ResultJson(p->options, "fetch", r);
+  google::protobuf::Struct doc;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json, &doc).ok())
+      << json;
+  const auto& f = doc.fields();
+  ASSERT_TRUE(f.contains("nodes")) << json;
+  const auto& nodes = f.at("nodes").struct_value().fields();
+  ASSERT_EQ(nodes.size(), 3u);
+  double bytes = 0, requests = 0;
+  for (const char* id : {"a", "b", "c"}) {
+    ASSERT_TRUE(nodes.contains(id)) << id;
+    const auto& n = nodes.at(id).struct_value().fields();
+    bytes += n.at("bytes").number_value();
+    requests += n.at("requests").number_value();
+    EXPECT_NEAR(n.at("bytes_per_s").number_value(),
+                n.at("bytes").number_value() / 2, 1e-3);
+    EXPECT_NEAR(n.at("requests_per_s").number_value(),
+                n.at("requests").number_value() / 2, 1e-3);
+    const auto& lat = n.at("latency_us").struct_value().fields();
+    EXPECT_LE(lat.at("p50").number_value(), lat.at("p99").number_value());
+  }
+  EXPECT_EQ(bytes, f.at("bytes").number_value());
+  EXPECT_EQ(requests, f.at("requests").number_value());
+  EXPECT_EQ(nodes.at("b").struct_value().fields().at("errors").number_value(),
+            1);
+  EXPECT_NEAR(nodes.at("c")
+                  .struct_value()
+                  .fields()
+                  .at("latency_us")
+                  .struct_value()
+                  .fields()
+                  .at("p50")
+                  .number_value(),
+              3000, 15);
+  const auto& config_nodes =
+      f.at("config").struct_value().fields().at("nodes").list_value().values();
+  ASSERT_EQ(config_nodes.size(), 3);
+  EXPECT_EQ(config_nodes[2].string_value(), "c");
+
+  const std::string text = SummaryText(p->options, "fetch", r);
+  EXPECT_NE(text.find("cluster 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3 (3 nodes: "
+                      "a, b, c)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("per node"), std::string::npos) << text;
+  // Node c: 30 requests, 15 req/s, 30 kB in 2 s, p50 3 ms.
+  bool found = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, "  c ")) continue;
+    found = true;
+    std::vector<absl::string_view> cols =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    ASSERT_GE(cols.size(), 8u) << line;
+    EXPECT_EQ(cols[1], "30") << line;
+    EXPECT_EQ(cols[2], "0") << line;
+    EXPECT_EQ(cols[3], "15.0") << line;
+    EXPECT_EQ(cols[4], "0.000") << line;
+    EXPECT_EQ(cols[5], "3.00") << line;
+  }
+  EXPECT_TRUE(found) << text;
+}
+
+TEST(ReportTest, OneServerHasNoNodeFigures) {
+  const RunResult r = Synthetic();
+  const std::string json = ResultJson(Options(), "test workload", r);
+  EXPECT_EQ(json.find("\"nodes\""), std::string::npos);
+  EXPECT_EQ(SummaryText(Options(), "w", r).find("per node"), std::string::npos);
 }
 
 TEST(ReportTest, ChartCountsEveryRequest) {

@@ -89,11 +89,14 @@ class Schedule {
   struct Slot {
     int64_t at_ns = 0;
     RequestKind kind = RequestKind::kInfo;
+    int target = 0;
     bool measured = false;
   };
 
-  Schedule(const LoadOptions& o, int64_t start, int64_t t0, int64_t t_end)
+  Schedule(const LoadOptions& o, int targets, int64_t start, int64_t t0,
+           int64_t t_end)
       : options_(o),
+        targets_(targets),
         start_(start),
         t0_(t0),
         t_end_(t_end),
@@ -123,6 +126,7 @@ class Schedule {
       ++measured_;
     }
     slot->kind = picker_.Pick(rng_);
+    slot->target = static_cast<int>(index_ % targets_);
     ++index_;
     if (options_.arrival == Arrival::kPoisson) offset_ns_ += gap_(rng_) * 1e9;
     return true;
@@ -130,6 +134,7 @@ class Schedule {
 
  private:
   const LoadOptions& options_;
+  const int targets_;
   const int64_t start_, t0_, t_end_;
   const KindPicker picker_;
   Mutex mu_;
@@ -252,13 +257,15 @@ RunResult RunLoad(const LoadOptions& o, Workload& workload,
   SeriesStore series;
   WorkerPool pool(t0, &series, o.open_loop() ? o.max_inflight : o.concurrency);
   const KindPicker picker(o.mix);
+  const int targets = workload.targets();
   std::atomic<int64_t> tickets{0};
   std::atomic<int64_t> next_worker{0};
   std::atomic<int64_t> busy{0};  // open loop: workers between send and done
 
   std::function<void(Recorder&)> closed_worker = [&](Recorder& rec) {
     const int64_t w = next_worker.fetch_add(1);
-    Client& client = *clients[w % clients.size()];
+    const int target = static_cast<int>(w % targets);
+    Client& client = *clients[(w / targets) % clients.size()];
     std::mt19937_64 rng(o.seed + 0x9E3779B97F4A7C15ULL * (w + 1));
     while (!stop.requested()) {
       const int64_t sent = NowNs();
@@ -269,19 +276,19 @@ RunResult RunLoad(const LoadOptions& o, Workload& workload,
         ticket = true;
       }
       const RequestKind kind = picker.Pick(rng);
-      Outcome out = workload.Issue(kind, client, stop.flag());
+      Outcome out = workload.Issue(kind, client, target, stop.flag());
       const int64_t done = NowNs();
       workload.Discard(client, out);
       const bool measured = by_count ? ticket : (done >= t0 && done < t_end);
       if (measured && done <= stop.at_ns()) {
-        rec.Record({kind, sent, sent, done, out.bytes, out.status.code(),
-                    out.status.message()});
+        rec.Record({kind, sent, sent, done, out.bytes, target,
+                    out.status.code(), out.status.message()});
       }
     }
     rec.Flush();
   };
 
-  Schedule schedule(o, start, t0, t_end);
+  Schedule schedule(o, targets, start, t0, t_end);
   std::function<void(Recorder&)> open_worker = [&](Recorder& rec) {
     const int64_t w = next_worker.fetch_add(1);
     Client& client = *clients[w % clients.size()];
@@ -302,12 +309,12 @@ RunResult RunLoad(const LoadOptions& o, Workload& workload,
       if (sent - slot.at_ns > kLateSendNs && others_busy >= pool.size() - 1) {
         pool.Spawn(open_worker);
       }
-      Outcome out = workload.Issue(slot.kind, client, stop.flag());
+      Outcome out = workload.Issue(slot.kind, client, slot.target, stop.flag());
       const int64_t done = NowNs();
       workload.Discard(client, out);
       busy.fetch_sub(1);
       if (slot.measured && done <= stop.at_ns()) {
-        rec.Record({slot.kind, slot.at_ns, sent, done, out.bytes,
+        rec.Record({slot.kind, slot.at_ns, sent, done, out.bytes, slot.target,
                     out.status.code(), out.status.message()});
       }
     }
@@ -382,6 +389,10 @@ RunResult RunLoad(const LoadOptions& o, Workload& workload,
   r.totals = pool.Merged();
   r.workers = pool.size();
   r.interrupted = stop.requested();
+  if (targets > 1 || !workload.node(0).empty()) {
+    for (int i = 0; i < targets; ++i) r.nodes.push_back(workload.node(i));
+    r.totals.nodes.resize(static_cast<size_t>(targets));
+  }
   const int64_t stop_at = stop.at_ns();
   int64_t end;
   if (by_count) {

@@ -1,10 +1,13 @@
 // RunLoad: drives a Workload against the server and measures it.
 //
-// Closed loop (options.rate == 0): `concurrency` threads, thread i on
-// clients[i % clients.size()], each sending its next request when the last
-// completes. Open loop: requests are scheduled at constant or Poisson
-// (seeded) intervals from the start; a pool of threads, grown on demand up
-// to max_inflight whenever a send would be late, sends each at its time.
+// Closed loop (options.rate == 0): `concurrency` threads, each sending its
+// next request when the last completes; with T = workload.targets() (the
+// cluster's nodes; 1 for one server) thread i works on target i mod T, on
+// clients[(i / T) mod clients.size()] (so a node's workers spread over the
+// clients as one server's do). Open loop: requests are scheduled at
+// constant or Poisson (seeded) intervals from the start, request j for
+// target j mod T; a pool of threads, grown on demand up to max_inflight
+// whenever a send would be late, sends each at its time.
 // Latency is measured from the scheduled time (wrk2's correction for
 // coordinated omission), service time from the actual send.
 //
@@ -20,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "client/cpp/client.h"
@@ -56,6 +60,9 @@ struct RunResult {
   int64_t cpu_window_ns = 0;
   int64_t workers = 0;  // threads that sent requests
   bool interrupted = false;
+  // Cluster runs: the node id of each target, the index of totals.nodes
+  // ({} against one server).
+  std::vector<std::string> nodes;
 };
 
 RunResult RunLoad(const LoadOptions& options, Workload& workload,

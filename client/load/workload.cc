@@ -24,8 +24,11 @@ constexpr int64_t kTtlMarginSeconds = 600;
 Workload::Workload(const LoadOptions& options) : options_(options) {}
 
 absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
-    Client& control, const LoadOptions& options) {
+    Client& control, const LoadOptions& options,
+    const std::vector<std::string>& nodes) {
   std::unique_ptr<Workload> w(new Workload(options));
+  for (const std::string& node : nodes) w->targets_.push_back({node, ""});
+  if (w->targets_.empty()) w->targets_.push_back({"", ""});
   if (options.requests == 0) {
     w->ttl_seconds_ =
         (options.warmup_ns + options.duration_ns) / 1'000'000'000 +
@@ -79,27 +82,36 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
     request.add_shape(options.elements());
     request.set_device(options.device);
     request.set_requires_grad(options.requires_grad);
-    request.set_name(absl::StrCat("tensorcast-load-", getpid(), "-",
-                                  std::random_device()()));
     request.set_ttl_seconds(w->ttl_seconds_);
     if (IsFloatingOrComplex(CoreDType(options.dtype))) {
       request.set_rand_seed(options.seed);
     } else {
       request.mutable_ones();
     }
-    absl::StatusOr<v1::TensorInfo> info = control.Create(request);
-    if (!info.ok()) {
-      return absl::Status(
-          info.status().code(),
-          absl::StrCat("creating the ", FormatSize(options.size_bytes),
-                       " source tensor: ", info.status().message()));
-    }
-    w->source_ = info->handle();
-    // What Tensor.numpy() would refuse, fetched as users write it:
-    // t.detach().cpu().numpy(), the conversions fused into the stream.
-    if (!options.fetch_as_is) {
-      w->fetch_.detach = info->requires_grad();
-      w->fetch_.cpu = info->device() != "cpu";
+    for (Target& target : w->targets_) {
+      request.set_name(absl::StrCat("tensorcast-load-", getpid(), "-",
+                                    std::random_device()()));
+      absl::StatusOr<v1::TensorInfo> info =
+          control.Create(request, target.node);
+      if (!info.ok()) {
+        // What was made on the other nodes goes now, not at its TTL.
+        (void)w->Teardown(control);
+        return absl::Status(
+            info.status().code(),
+            absl::StrCat("creating the ", FormatSize(options.size_bytes),
+                         " source tensor",
+                         target.node.empty()
+                             ? ""
+                             : absl::StrCat(" on node '", target.node, "'"),
+                         ": ", info.status().message()));
+      }
+      target.source = info->handle();
+      // What Tensor.numpy() would refuse, fetched as users write it:
+      // t.detach().cpu().numpy(), the conversions fused into the stream.
+      if (!options.fetch_as_is) {
+        w->fetch_.detach = info->requires_grad();
+        w->fetch_.cpu = info->device() != "cpu";
+      }
     }
   }
   return w;
@@ -131,8 +143,9 @@ void Workload::GiveRegion(Client& client,
   regions_[&client].push_back(std::move(region));
 }
 
-Outcome Workload::Issue(RequestKind kind, Client& client,
+Outcome Workload::Issue(RequestKind kind, Client& client, int target,
                         const std::atomic<bool>& stop) const {
+  const std::string& source = targets_[target].source;
   Outcome out;
   switch (kind) {
     case RequestKind::kFetch: {
@@ -147,7 +160,7 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
         fetch.shm_region = (*region)->region();
         fetch.shm_offset = (*region)->offset();
         absl::StatusOr<v1::FetchHeader> header = client.Fetch(
-            source_, fetch,
+            source, fetch,
             [](absl::string_view) -> absl::Status { return absl::OkStatus(); });
         GiveRegion(client, *std::move(region));
         out.status = header.status();
@@ -156,7 +169,7 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
       }
       int64_t received = 0;
       absl::StatusOr<v1::FetchHeader> header = client.Fetch(
-          source_, fetch_, [&](absl::string_view bytes) -> absl::Status {
+          source, fetch_, [&](absl::string_view bytes) -> absl::Status {
             if (stop.load(std::memory_order_relaxed)) {
               return absl::CancelledError("interrupted");
             }
@@ -175,6 +188,7 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
       put.device = options_.device;
       put.requires_grad = options_.requires_grad;
       put.ttl_seconds = ttl_seconds_;
+      put.node = targets_[target].node;
       const int64_t size = static_cast<int64_t>(payload_.size());
       absl::StatusOr<v1::TensorInfo> info;
       if (options_.shared_memory) {
@@ -213,16 +227,16 @@ Outcome Workload::Issue(RequestKind kind, Client& client,
     }
     case RequestKind::kTo: {
       v1::ToRequest request;
-      request.set_ref(source_);
+      request.set_ref(source);
       request.set_dtype(to_target_);
       request.set_ttl_seconds(ttl_seconds_);
       absl::StatusOr<v1::TensorInfo> info = client.To(request);
       out.status = info.status();
-      if (info.ok() && info->handle() != source_) out.created = info->handle();
+      if (info.ok() && info->handle() != source) out.created = info->handle();
       break;
     }
     case RequestKind::kInfo: {
-      out.status = client.Info(source_).status();
+      out.status = client.Info(source).status();
       break;
     }
   }
@@ -239,11 +253,27 @@ absl::Status Workload::Teardown(Client& control) {
     absl::MutexLock lock(&regions_mu_);
     regions_.clear();  // ends their sessions while the connections are up
   }
-  if (source_.empty()) return absl::OkStatus();
-  absl::StatusOr<int> n = control.Delete({source_});
-  if (!n.ok()) return n.status();
-  source_.clear();
-  return absl::OkStatus();
+  // One Delete per target: a node that fails leaves the others clean.
+  absl::Status first;
+  for (Target& target : targets_) {
+    if (target.source.empty()) continue;
+    absl::StatusOr<int> n = control.Delete({target.source});
+    if (!n.ok()) {
+      if (first.ok()) first = n.status();
+      continue;
+    }
+    target.source.clear();
+  }
+  return first;
+}
+
+std::string Workload::source_handles() const {
+  std::string out;
+  for (const Target& target : targets_) {
+    if (target.source.empty()) continue;
+    absl::StrAppend(&out, out.empty() ? "" : ",", target.source);
+  }
+  return out;
 }
 
 std::string Workload::Describe() const {
@@ -283,8 +313,13 @@ std::string Workload::Describe() const {
     if (o.scenario == "mixed") absl::StrAppend(&what, " x", o.mix[k]);
     absl::StrAppend(&out, out.empty() ? "" : ", ", what);
   }
+  const std::string where =
+      targets_.size() > 1 || !targets_[0].node.empty()
+          ? absl::StrCat(", on each of ", targets_.size(), " node",
+                         targets_.size() == 1 ? "" : "s")
+          : "";
   return absl::StrCat(out, o.shared_memory ? " via shared memory" : "", " -- ",
-                      tensor);
+                      tensor, where);
 }
 
 }  // namespace tensorcast::load

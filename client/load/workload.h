@@ -6,6 +6,11 @@
 // tensor the tool makes carries a TTL in duration mode, so even a killed
 // run leaves nothing behind for long.
 //
+// Against a cluster the workload has one target per node: a source tensor
+// made on that node (node pinning) and puts pinned to it; a request for
+// target i goes to node i (the clients route by handle). Against one
+// server there is one target, node "".
+//
 // Thread-safe after Setup(): any number of workers may Issue() and Discard()
 // at once. Teardown() once, after the workers have finished.
 #ifndef TENSORCAST_CLIENT_LOAD_WORKLOAD_H_
@@ -15,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -34,23 +40,30 @@ struct Outcome {
 
 class Workload {
  public:
+  // `nodes`: the cluster's node ids to work on ({} = one server).
   static absl::StatusOr<std::unique_ptr<Workload>> Setup(
-      Client& control, const LoadOptions& options);
+      Client& control, const LoadOptions& options,
+      const std::vector<std::string>& nodes = {});
   Workload(const Workload&) = delete;
   Workload& operator=(const Workload&) = delete;
 
-  // One request. A set `stop` cancels a stream in progress (CANCELLED).
-  Outcome Issue(RequestKind kind, Client& client,
+  // One request on target `target` (0 <= target < targets()). A set
+  // `stop` cancels a stream in progress (CANCELLED).
+  Outcome Issue(RequestKind kind, Client& client, int target,
                 const std::atomic<bool>& stop) const;
   // Deletes outcome.created, if any; a failure is counted (orphans()).
   void Discard(Client& client, const Outcome& outcome);
-  // Deletes the source tensor and gives back the shared-memory regions.
+  // Deletes the source tensors and gives back the shared-memory regions.
   // Returns the first failure.
   absl::Status Teardown(Client& control);
 
   // Tensors a Discard() failed to delete (left to their TTL).
   int64_t orphans() const { return orphans_.load(); }
-  const std::string& source_handle() const { return source_; }
+  int targets() const { return static_cast<int>(targets_.size()); }
+  // The node of each target ("" = one server).
+  const std::string& node(int target) const { return targets_[target].node; }
+  // The source tensors' handles, comma-separated ("" when none are left).
+  std::string source_handles() const;
   // "fetch as npy cast to float16 after .cpu() -- 1 MiB float32 [262144]
   // on cuda:0".
   std::string Describe() const;
@@ -62,8 +75,12 @@ class Workload {
   const LoadOptions options_;
   v1::DType to_target_ = v1::DTYPE_UNSPECIFIED;  // `to` scenario
   int64_t ttl_seconds_ = 0;
-  std::string source_;   // the tensor fetch, to and info work on
-  std::string payload_;  // what put uploads
+  struct Target {
+    std::string node;    // "" = one server
+    std::string source;  // the tensor fetch, to and info work on
+  };
+  std::vector<Target> targets_;  // at least one
+  std::string payload_;          // what put uploads
   // detach and cpu set where the source tensor needs them (unless
   // --fetch-as-is), as a user's t.detach().cpu().numpy() would.
   FetchOptions fetch_;
