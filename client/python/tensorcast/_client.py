@@ -348,14 +348,14 @@ class Client(ClientBase):
 
     # -- cluster ----------------------------------------------------------------
 
-    def cluster(self) -> dict[str, Any]:
+    def cluster(self) -> "Dict[str, Any]":
         """The cluster's members as a node knows them: ``{"node_id": ...,
         "members": [{"node_id", "address", "healthy", "error", "self",
         "devices": {device: free_bytes}}]}``; a plain server lists itself
         with an empty node id."""
         return self._run(self._plan_cluster())
 
-    def nodes(self) -> list[str]:
+    def nodes(self) -> "List[str]":
         """The healthy members' node ids after a refresh ([] for a plain
         server)."""
         return self._run(self._plan_nodes())

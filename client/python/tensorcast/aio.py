@@ -287,11 +287,11 @@ class Client(ClientBase):
 
     # -- cluster ----------------------------------------------------------------
 
-    async def cluster(self) -> Dict[str, Any]:
+    async def cluster(self) -> "Dict[str, Any]":
         """As :meth:`tensorcast.Client.cluster`."""
         return await self._run(self._plan_cluster())
 
-    async def nodes(self) -> List[str]:
+    async def nodes(self) -> "List[str]":
         """As :meth:`tensorcast.Client.nodes`."""
         return await self._run(self._plan_nodes())
 
@@ -496,13 +496,15 @@ _default: Optional[Client] = None
 
 
 def connect(target: Any = None, token: Optional[str] = None, *,
+            timeout: float = 30.0, connect_timeout: float = 5.0,
             default: bool = True, **kwargs: Any) -> Client:
     """An asyncio client, made the default for this module's functions.
     ``await`` it, or use ``async with``, to wait for the server. The
     arguments are those of :func:`tensorcast.connect` (``token``, ``tls``,
     ``root_certificates``, ``certificate_chain``, ``private_key``...)."""
     global _default
-    client = Client(target, token, **kwargs)
+    client = Client(target, token, timeout=timeout, connect_timeout=connect_timeout,
+                    **kwargs)
     if default:
         _default = client
     return client
