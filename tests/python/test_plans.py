@@ -18,6 +18,7 @@ from tensorcast import _plans
 from tensorcast._cluster import DOWN_HOLD_S
 from tensorcast._plans import Call, ClientBase, Fetch, Flush, Put
 from tensorcast._proxy import TensorBase
+from tensorcast._transport import Conn
 from tensorcast.v1 import tensor_service_pb2 as pb
 
 HEX = "8d7b0c0f5c6e4f1d2a9e77c1b3f04a21"
@@ -45,6 +46,9 @@ class Fake(ClientBase):
         self.answer = answer
         self.members = members
         self.steps: list[Any] = []
+
+    def _conn_for(self, address: str) -> Conn:
+        return Conn(None, None, None, None)  # no channels
 
     def run(self, plan: Any) -> Any:
         return _plans.run(plan, self.execute)

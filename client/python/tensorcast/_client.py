@@ -1,5 +1,8 @@
-"""The blocking client: ``Client`` (a gRPC channel to one server) and
-``RemoteTensor`` (a proxy for one server tensor).
+"""The blocking client: ``Client`` (channels to one server or a cluster)
+and ``RemoteTensor`` (a proxy for one server tensor). Both are drivers: each
+public method runs a plan of _plans.py / _proxy.py (shared with
+tensorcast.aio) by making the calls it yields; Fetch and Put go through the
+transports of _transport.py.
 
 Thread safety: a Client and its proxies may be used from many threads at
 once. Ownership: a proxy that the client made (tc.tensor, from_numpy, zeros,
@@ -13,16 +16,15 @@ nothing. Closing the client deletes what its proxies still own.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 import weakref
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
 import grpc
 import grpc.experimental
 import numpy as np
 
-from tensorcast import _core, _default, _fastpath
+from tensorcast import _core, _default
 from tensorcast._core import Meta
 from tensorcast._dtypes import DTypeLike
 from tensorcast._errors import UnavailableError, from_rpc_error
@@ -34,78 +36,23 @@ from tensorcast._plans import (
     Plan,
     Put,
     run,
-    stream_order,
 )
 from tensorcast._proxy import Pending, TensorBase
-from tensorcast._transport import GrpcioTransport, NativeTransport, SharedMemoryTransport
-from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
+from tensorcast._transport import (  # noqa: F401 - the channel settings, also public here
+    DEFAULT_TARGET,
+    GrpcioTransport,
+    NativeTransport,
+    Pem,
+    SharedMemoryTransport,
+    auth_metadata,
+    channel_credentials,
+    channel_options,
+    connect_failure,
+    default_target,
+    not_ready,
+)
 
 T = TypeVar("T")
-DEFAULT_TARGET = "127.0.0.1:50051"
-_UNARY = object()  # "use the client's unary timeout"
-
-
-def default_target() -> str:
-    """``$TENSORCAST_SERVER``, else 127.0.0.1:50051."""
-    return os.environ.get("TENSORCAST_SERVER") or DEFAULT_TARGET
-
-
-def channel_options(extra: Optional[Sequence[tuple[str, Any]]] = None) -> list[tuple[str, Any]]:
-    """Channel arguments: message caps above the server's 65 MiB."""
-    opts: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", _core.MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", _core.MAX_MESSAGE_BYTES),
-    ]
-    opts.extend(extra or [])
-    return opts
-
-
-def auth_metadata(token: Optional[str]) -> tuple[tuple[str, str], ...]:
-    """The bearer-token metadata (empty without a token)."""
-    if token is None:
-        token = os.environ.get("TENSORCAST_TOKEN") or None
-    return (("authorization", f"Bearer {token}"),) if token else ()
-
-
-Pem = Optional[Any]  # PEM text: bytes or str
-
-
-def _pem(value: Pem, what: str) -> Optional[bytes]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.encode("ascii")
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"{what} is PEM text (bytes or str), not {type(value).__name__}")
-    value = bytes(value)
-    if b"-----BEGIN " not in value:
-        raise ValueError(f"{what} is not PEM text (no -----BEGIN line): pass the "
-                         "file's contents, not its path")
-    return value
-
-
-def channel_credentials(tls: bool, root_certificates: Pem = None,
-                        certificate_chain: Pem = None,
-                        private_key: Pem = None) -> Optional[grpc.ChannelCredentials]:
-    """TLS credentials when ``tls`` or any PEM is given, else None
-    (plaintext). Root certificates None: the system's (grpcio's bundle)."""
-    roots = _pem(root_certificates, "root_certificates")
-    chain = _pem(certificate_chain, "certificate_chain")
-    key = _pem(private_key, "private_key")
-    if (chain is None) != (key is None):
-        raise ValueError("certificate_chain and private_key go together")
-    if not tls and roots is None and chain is None:
-        return None
-    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
-                                        certificate_chain=chain)
-
-
-class _Conn(NamedTuple):
-    """One server's channel and its transports."""
-    channel: Any
-    stub: Any
-    grpcio: GrpcioTransport
-    native: Optional[NativeTransport]
 
 
 class Client(ClientBase):
@@ -166,26 +113,13 @@ class Client(ClientBase):
                  shared_memory: Any = False) -> None:
         super().__init__(target, token, timeout=timeout, stream_timeout=stream_timeout,
                          connect_timeout=connect_timeout, chunk_bytes=chunk_bytes,
-                         put_chunk_bytes=put_chunk_bytes, shared_memory=shared_memory)
-        # Fetch streams are consumed on the calling thread, so grpcio need not
-        # start a thread per call: small fetches measured 250-300 us p50
-        # without this, ~190 us with it (and a much lower p99).
-        self._opts = channel_options([
-            (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
-            *(options or [])])
-        self._creds = channel_credentials(tls or secure, root_certificates,
-                                          certificate_chain, private_key)
-        self.tls = self._creds is not None
-        self._native_mode = native
-        self._conns: dict[str, _Conn] = {}
-        self._conns_lock = threading.Lock()
-        seed = self._conn_for(self._seeds[0])
-        self._conns[""] = seed
-        self._seed = seed
-        self._channel, self._stub = seed.channel, seed.stub
-        self._shared: Optional[SharedMemoryTransport] = None
+                         put_chunk_bytes=put_chunk_bytes, tls=tls, secure=secure,
+                         root_certificates=root_certificates,
+                         certificate_chain=certificate_chain, private_key=private_key,
+                         options=options, native=native, shared_memory=shared_memory)
         if self._shm_mode:
-            self._shared = SharedMemoryTransport(self, seed.stub, seed.grpcio, self._shm_mode)
+            self._shared = SharedMemoryTransport(self, self._stub, self._seed.grpcio,
+                                                 self._shm_mode)
         self._reaper: Optional[threading.Thread] = None
         self._reaper_lock = threading.Lock()
         self._inflight = 0
@@ -197,10 +131,7 @@ class Client(ClientBase):
                 why = connect_failure(self._channel, self.tls)
                 self._channel.close()
                 self._closed = True
-                raise UnavailableError(
-                    f"could not connect to the tensorcast server at {self.target} "
-                    f"within {connect_timeout:g} s: is it running? (start it "
-                    f"with `make run` or build/bin/tensorcast-server){why}") from None
+                raise not_ready(self.target, connect_timeout, why) from None
         self._run(self._router.refresh())
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -244,7 +175,7 @@ class Client(ClientBase):
             raise UnavailableError(f"the client for {self.target} is closed")
         kind = type(step)
         if kind is Call:
-            conn = self._conns.get(step.address) or self._conn_for(step.address)
+            conn = self._conn_for(step.address)
             try:
                 return getattr(conn.stub, step.method)(
                     step.request, metadata=self._metadata,
@@ -252,60 +183,32 @@ class Client(ClientBase):
             except grpc.RpcError as e:
                 raise from_rpc_error(e, self.target) from None
         if kind is Fetch:
-            conn = self._conns.get(step.address) or self._conn_for(step.address)
-            for t in self._order(step, conn):
+            for t in self._order(step):
                 array = t.fetch(step.request, nbytes=step.nbytes, bits=step.bits,
                                 out=step.out, progress=step.progress)
                 if array is not None:
                     return array
         if kind is Put:
-            conn = self._conns.get(step.address) or self._conn_for(step.address)
-            for t in self._order(step, conn):
+            for t in self._order(step):
                 resp = t.put(step.header, step.array, step.progress)
                 if resp is not None:
                     return resp
         if kind is Flush:
-            self._flush()
+            self._flush(step.timeout)
             return None
         raise TypeError(f"not a plan step: {step!r}")  # pragma: no cover
 
-    def _order(self, step: Any, conn: _Conn) -> List[Any]:
-        return stream_order(step, shared=self._shared if conn is self._seed else None,
-                            native=conn.native, grpcio=conn.grpcio,
-                            clustered=self._router.clustered)
+    # Fetch streams are consumed on the calling thread, so grpcio need not
+    # start a thread per call: small fetches measured 250-300 us p50 without
+    # this, ~190 us with it (and a much lower p99).
+    _channel_extras = ((grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),)
+    _grpcio_transport = GrpcioTransport
+    _native_transport = NativeTransport
 
-    def _conn_for(self, address: str) -> _Conn:
-        """The connection to a cluster member (made on first use)."""
-        with self._conns_lock:
-            conn = self._conns.get(address)
-            if conn is not None:
-                return conn
-            if self._creds is not None:
-                channel = grpc.secure_channel(address, self._creds, options=self._opts)
-            else:
-                channel = grpc.insecure_channel(address, options=self._opts)
-            call = _fastpath.open_call(address, self._native_mode, tls=self.tls,
-                                       metadata=self._metadata)
-            conn = _Conn(channel, pb_grpc.TensorServiceStub(channel),
-                         GrpcioTransport(self, channel),
-                         None if call is None else NativeTransport(self, call))
-            self._conns[address] = conn
-            return conn
-
-    @property
-    def native(self) -> bool:
-        """Whether Put and Fetch use the native extension."""
-        return self._seed.native is not None
-
-    @property
-    def shared_memory(self) -> bool:
-        """Whether large fetches use shared memory (known after the first)."""
-        return self._shm is not None
-
-    @property
-    def _shm(self) -> Optional[_fastpath.SharedMemory]:
-        """The lent region, if one is open."""
-        return self._shared.lender.memory if self._shared is not None else None
+    def _open_channel(self, address: str) -> Any:
+        if self._creds is not None:
+            return grpc.secure_channel(address, self._creds, options=self._opts)
+        return grpc.insecure_channel(address, options=self._opts)
 
     # -- deleting what collected proxies owned ------------------------------------
 
@@ -488,35 +391,6 @@ class Client(ClientBase):
         """Give cached pool blocks back to the system (one device, or all);
         returns the bytes released."""
         return self._run(self._plan_empty_cache(device))
-
-
-_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-
-
-def connect_failure(channel: grpc.Channel, tls: bool) -> str:
-    """Why a channel that never became ready failed, as the end of a
-    message: one health check (no token needed, no wait for the connection)
-    gives gRPC's reason, and a hint when it looks like TLS on one side
-    only."""
-    check = channel.unary_unary(_HEALTH_CHECK, request_serializer=bytes,
-                                response_deserializer=bytes)
-    try:
-        check(b"", timeout=1.0)
-        return ""
-    except grpc.RpcError as e:
-        return _failure_text(e.details() or "", tls)
-    except Exception:  # never mask the UnavailableError being raised
-        return ""
-
-
-def _failure_text(details: str, tls: bool) -> str:
-    hint = ""
-    if "refused" not in details.lower():
-        hint = ("; if the server runs with --tls-cert, connect with "
-                "root_certificates=... (or tls=True)") if not tls else (
-                "; check that root_certificates holds the CA that signed the "
-                "server's certificate, and that the server runs with --tls-cert")
-    return f" [{details}{hint}]" if details else ""
 
 
 def _close_at_exit(ref: "weakref.ReferenceType[Client]") -> None:

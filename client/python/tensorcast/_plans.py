@@ -37,12 +37,13 @@ from typing import (
 
 import numpy as np
 
-from tensorcast import _cluster, _core, _dtypes, _fastpath
+from tensorcast import _cluster, _core, _dtypes, _fastpath, _transport
 from tensorcast._cluster import Dest
 from tensorcast._core import Meta, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import NotFoundError, TensorcastError
 from tensorcast.v1 import tensor_service_pb2 as pb
+from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from tensorcast._proxy import TensorBase
@@ -50,18 +51,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Plan = Generator[Any, Any, T]
 
-UNARY: Any = None  # Call.timeout: the client's unary timeout
-
-
 class Call(NamedTuple):
     """A unary RPC: ``method`` of TensorService (``"Info"``...) with
     ``request``, on the connection to ``address`` ("" = the client's first
-    one). Answers the response message; raises a TensorcastError (for an
-    address, UNAVAILABLE's bare details: the plan names the node)."""
+    one), with a deadline of ``timeout`` seconds (None: the client's unary
+    timeout). Answers the response message; raises a TensorcastError."""
     method: str
     request: Any
     address: str = ""
-    timeout: Optional[float] = UNARY
+    timeout: Optional[float] = None
 
 
 class Fetch(NamedTuple):
@@ -86,7 +84,10 @@ class Put(NamedTuple):
 
 
 class Flush(NamedTuple):
-    """Delete the handles of collected proxies now (answers None)."""
+    """Delete the handles of collected proxies now, waiting at most
+    ``timeout`` (None: the unary timeout) for deletions under way (answers
+    None)."""
+    timeout: Optional[float] = None
 
 
 class Transport(Protocol):
@@ -147,11 +148,20 @@ class ClientBase:
 
     _tensor_class: type
 
+    # The driver's: its channel extras, how it opens a channel to an
+    # address, and its grpcio and native transport classes.
+    _channel_extras: Sequence[tuple[str, Any]] = ()
+    _grpcio_transport: Any
+    _native_transport: Any
+
     def __init__(self, target: Any, token: Optional[str], *, timeout: float,
                  stream_timeout: Optional[float], connect_timeout: float,
-                 chunk_bytes: int, put_chunk_bytes: int, shared_memory: Any) -> None:
-        from tensorcast._client import auth_metadata, default_target
-        self._seeds = _cluster.split_targets(target or default_target())
+                 chunk_bytes: int, put_chunk_bytes: int, tls: bool = False,
+                 secure: bool = False, root_certificates: Any = None,
+                 certificate_chain: Any = None, private_key: Any = None,
+                 options: Optional[Sequence[tuple[str, Any]]] = None,
+                 native: Optional[bool] = None, shared_memory: Any = False) -> None:
+        self._seeds = _cluster.split_targets(target or _transport.default_target())
         if not self._seeds:
             raise ValueError("no server address given")
         self.target = ",".join(self._seeds)
@@ -165,12 +175,75 @@ class ClientBase:
         self.connect_timeout = connect_timeout
         self.chunk_bytes = int(chunk_bytes)
         self.put_chunk_bytes = max(1, min(int(put_chunk_bytes), _core.MAX_PUT_CHUNK_BYTES))
-        self._metadata = auth_metadata(token)
+        self._metadata = _transport.auth_metadata(token)
         self._router = _cluster.Router(self._seeds)
         self._closed = False
         self._owned: set[str] = set()
         self._owned_lock = threading.Lock()
         self._released: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
+        # Channels: one per cluster member, made on first use.
+        self._opts = _transport.channel_options([*self._channel_extras, *(options or [])])
+        self._creds = _transport.channel_credentials(tls or secure, root_certificates,
+                                                     certificate_chain, private_key)
+        self.tls = self._creds is not None
+        self._native_mode = native
+        self._conns: dict[str, _transport.Conn] = {}
+        self._conns_lock = threading.Lock()
+        seed = self._conn_for(self._seeds[0])
+        self._conns[""] = seed
+        self._seed = seed
+        self._channel, self._stub = seed.channel, seed.stub
+
+    # -- channels ------------------------------------------------------------------
+
+    def _open_channel(self, address: str) -> Any:
+        """The driver's channel to ``address`` (grpc or grpc.aio)."""
+        raise NotImplementedError
+
+    def _conn_for(self, address: str) -> _transport.Conn:
+        """The connection to ``address`` ("" = the first), made on first use."""
+        conn = self._conns.get(address)
+        if conn is not None:
+            return conn
+        with self._conns_lock:
+            conn = self._conns.get(address)
+            if conn is not None:
+                return conn
+            channel = self._open_channel(address)
+            stub = pb_grpc.TensorServiceStub(channel)
+            call = _fastpath.open_call(address, self._native_mode, tls=self.tls,
+                                       metadata=self._metadata)
+            conn = _transport.Conn(
+                channel, stub, self._grpcio_transport(self, channel),
+                None if call is None else self._native_transport(self, call, stub))
+            self._conns[address] = conn
+            return conn
+
+    def _order(self, step: Any) -> list[Any]:
+        """The transports to try for a Fetch or Put, in order."""
+        conn = self._conn_for(step.address)
+        return stream_order(
+            step, shared=self._shared if conn is self._seed else None,
+            native=conn.native, grpcio=conn.grpcio, clustered=self._router.clustered)
+
+    _shared: Any = None  # the driver's shared-memory transport, if any
+
+    @property
+    def native(self) -> bool:
+        """Whether Put and Fetch use the native extension (the asyncio
+        client runs its calls in a worker thread)."""
+        return self._seed.native is not None
+
+    @property
+    def shared_memory(self) -> bool:
+        """Whether large transfers use shared memory (known after the
+        first)."""
+        return self._shm is not None
+
+    @property
+    def _shm(self) -> Optional[_fastpath.SharedMemory]:
+        """The lent region, while one is open."""
+        return self._shared.lender.memory if self._shared is not None else None
 
     # -- ownership (no I/O) ----------------------------------------------------
 
@@ -486,7 +559,7 @@ class ClientBase:
     def _plan_close(self, timeout: Optional[float]) -> Plan[None]:
         """What closing does before the channels go: delete what the
         proxies still own."""
-        yield Flush()
+        yield Flush(timeout)
         yield from self._plan_delete_quietly(self._take_owned(), timeout)
 
 

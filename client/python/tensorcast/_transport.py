@@ -14,22 +14,132 @@ coroutines):
 
 A transport answers None for "not this way" (shared memory refused in
 "auto" mode, an array the native path cannot send from); the driver then
-tries the next one (``_plans.stream_order``).
+tries the next one (``_plans.stream_order``). The channels' settings
+(address, options, credentials, token) are here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from typing import Any, Callable, Iterator, Optional, cast
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, cast
 
 import grpc
 import numpy as np
 
 from tensorcast import _core, _fastpath
 from tensorcast._core import Progress
-from tensorcast._errors import from_rpc_error
+from tensorcast._errors import UnavailableError, from_rpc_error
 from tensorcast.v1 import tensor_service_pb2 as pb
+
+# -- channels ------------------------------------------------------------------
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def default_target() -> str:
+    """``$TENSORCAST_SERVER``, else 127.0.0.1:50051."""
+    return os.environ.get("TENSORCAST_SERVER") or DEFAULT_TARGET
+
+
+def channel_options(extra: Optional[Sequence[tuple[str, Any]]] = None) -> list[tuple[str, Any]]:
+    """Channel arguments: message caps above the server's 65 MiB."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", _core.MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", _core.MAX_MESSAGE_BYTES),
+    ]
+    opts.extend(extra or [])
+    return opts
+
+
+def auth_metadata(token: Optional[str]) -> tuple[tuple[str, str], ...]:
+    """The bearer-token metadata (empty without a token)."""
+    if token is None:
+        token = os.environ.get("TENSORCAST_TOKEN") or None
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+Pem = Optional[Any]  # PEM text: bytes or str
+
+
+def _pem(value: Pem, what: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("ascii")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} is PEM text (bytes or str), not {type(value).__name__}")
+    value = bytes(value)
+    if b"-----BEGIN " not in value:
+        raise ValueError(f"{what} is not PEM text (no -----BEGIN line): pass the "
+                         "file's contents, not its path")
+    return value
+
+
+def channel_credentials(tls: bool, root_certificates: Pem = None,
+                        certificate_chain: Pem = None,
+                        private_key: Pem = None) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials when ``tls`` or any PEM is given, else None
+    (plaintext). Root certificates None: the system's (grpcio's bundle)."""
+    roots = _pem(root_certificates, "root_certificates")
+    chain = _pem(certificate_chain, "certificate_chain")
+    key = _pem(private_key, "private_key")
+    if (chain is None) != (key is None):
+        raise ValueError("certificate_chain and private_key go together")
+    if not tls and roots is None and chain is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
+                                        certificate_chain=chain)
+
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def connect_failure(channel: grpc.Channel, tls: bool) -> str:
+    """Why a channel that never became ready failed, as the end of a
+    message: one health check (no token needed, no wait for the connection)
+    gives gRPC's reason, and a hint when it looks like TLS on one side
+    only."""
+    check = channel.unary_unary(HEALTH_CHECK, request_serializer=bytes,
+                                response_deserializer=bytes)
+    try:
+        check(b"", timeout=1.0)
+        return ""
+    except grpc.RpcError as e:
+        return failure_text(e.details() or "", tls)
+    except Exception:  # never mask the UnavailableError being raised
+        return ""
+
+
+def not_ready(target: str, connect_timeout: float, why: str) -> UnavailableError:
+    """The error of a client whose server did not answer in time."""
+    return UnavailableError(
+        f"could not connect to the tensorcast server at {target} "
+        f"within {connect_timeout:g} s: is it running? (start it "
+        f"with `make run` or build/bin/tensorcast-server){why}")
+
+
+def failure_text(details: str, tls: bool) -> str:
+    hint = ""
+    if "refused" not in details.lower():
+        hint = ("; if the server runs with --tls-cert, connect with "
+                "root_certificates=... (or tls=True)") if not tls else (
+                "; check that root_certificates holds the CA that signed the "
+                "server's certificate, and that the server runs with --tls-cert")
+    return f" [{details}{hint}]" if details else ""
+
+
+class Conn(NamedTuple):
+    """One server's channel, its stub and its transports (blocking or
+    asyncio ones)."""
+    channel: Any
+    stub: Any
+    grpcio: Any
+    native: Any
+
+
+# -- blocking ----------------------------------------------------------------------
 
 
 class GrpcioTransport:
@@ -89,7 +199,7 @@ class GrpcioTransport:
 class NativeTransport:
     """Fetch and Put in the native extension (blocking, GIL released)."""
 
-    def __init__(self, client: Any, call: _fastpath.Call) -> None:
+    def __init__(self, client: Any, call: _fastpath.Call, stub: Any = None) -> None:
         self._client = client
         self.call = call
 

@@ -27,29 +27,26 @@ the client's next call (and by ``stats()``, ``list()``, ``close()``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Generator, List, NamedTuple, Optional, Sequence, TypeVar
+from typing import Any, Dict, Generator, List, Optional, Sequence, TypeVar
 
 import grpc
 import grpc.aio
 import numpy as np
 
-from tensorcast import _core, _fastpath
-from tensorcast._client import (
-    _HEALTH_CHECK,
-    Pem,
-    _failure_text,
-    channel_credentials,
-    channel_options,
-)
+from tensorcast import _core
 from tensorcast._core import Meta
 from tensorcast._dtypes import DTypeLike
 from tensorcast._errors import UnavailableError, from_rpc_error
-from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put, stream_order
+from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put
 from tensorcast._proxy import Pending, TensorBase
 from tensorcast._transport import (
+    HEALTH_CHECK,
     AioGrpcioTransport,
     AioNativeTransport,
     AioSharedMemoryTransport,
+    Pem,
+    failure_text,
+    not_ready,
 )
 from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
 
@@ -60,14 +57,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class _Conn(NamedTuple):
-    """One server's channel and its transports."""
-    channel: Any
-    stub: Any
-    grpcio: AioGrpcioTransport
-    native: Optional[AioNativeTransport]
 
 
 class Client(ClientBase):
@@ -90,18 +79,10 @@ class Client(ClientBase):
                  shared_memory: Any = False) -> None:
         super().__init__(target, token, timeout=timeout, stream_timeout=stream_timeout,
                          connect_timeout=connect_timeout, chunk_bytes=chunk_bytes,
-                         put_chunk_bytes=put_chunk_bytes, shared_memory=shared_memory)
-        self._opts = channel_options(options)
-        self._creds = channel_credentials(tls or secure, root_certificates,
-                                          certificate_chain, private_key)
-        self.tls = self._creds is not None
-        self._native_mode = native
-        self._conns: dict[str, _Conn] = {}
-        seed = self._conn_for(self._seeds[0])
-        self._conns[""] = seed
-        self._seed = seed
-        self._channel, self._stub = seed.channel, seed.stub
-        self._shared: Optional[AioSharedMemoryTransport] = None
+                         put_chunk_bytes=put_chunk_bytes, tls=tls, secure=secure,
+                         root_certificates=root_certificates,
+                         certificate_chain=certificate_chain, private_key=private_key,
+                         options=options, native=native, shared_memory=shared_memory)
         self._lend_channel: Any = None
         if self._shm_mode:
             # The region is lent over a blocking channel (see _transport).
@@ -111,42 +92,19 @@ class Client(ClientBase):
             else:
                 self._lend_channel = grpc.insecure_channel(self._seeds[0], options=self._opts)
             self._shared = AioSharedMemoryTransport(
-                self, pb_grpc.TensorServiceStub(self._lend_channel), seed.grpcio,
+                self, pb_grpc.TensorServiceStub(self._lend_channel), self._seed.grpcio,
                 self._shm_mode)
         self._ready = False
         self._flushing: Optional["asyncio.Task[None]"] = None
 
-    @property
-    def native(self) -> bool:
-        """Whether Put and Fetch use the native extension (in a worker thread)."""
-        return self._seed.native is not None
+    _grpcio_transport = AioGrpcioTransport
+    # The native calls block: they run in a worker thread.
+    _native_transport = AioNativeTransport
 
-    @property
-    def shared_memory(self) -> bool:
-        """Whether large fetches use shared memory (known after the first)."""
-        return self._shm is not None
-
-    @property
-    def _shm(self) -> Optional[_fastpath.SharedMemory]:
-        return self._shared.lender.memory if self._shared is not None else None
-
-    def _conn_for(self, address: str) -> _Conn:
-        """The connection to a cluster member (made on first use)."""
-        conn = self._conns.get(address)
-        if conn is not None:
-            return conn
+    def _open_channel(self, address: str) -> Any:
         if self._creds is not None:
-            channel = grpc.aio.secure_channel(address, self._creds, options=self._opts)
-        else:
-            channel = grpc.aio.insecure_channel(address, options=self._opts)
-        stub = pb_grpc.TensorServiceStub(channel)
-        # The native calls block: they run in a worker thread.
-        call = _fastpath.open_call(address, self._native_mode, tls=self.tls,
-                                   metadata=self._metadata)
-        conn = _Conn(channel, stub, AioGrpcioTransport(self, channel),
-                     None if call is None else AioNativeTransport(self, call, stub))
-        self._conns[address] = conn
-        return conn
+            return grpc.aio.secure_channel(address, self._creds, options=self._opts)
+        return grpc.aio.insecure_channel(address, options=self._opts)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -160,20 +118,17 @@ class Client(ClientBase):
                 await asyncio.wait_for(self._channel.channel_ready(), self.connect_timeout)
             except asyncio.TimeoutError:
                 why = ""
-                check = self._channel.unary_unary(_HEALTH_CHECK, request_serializer=bytes,
+                check = self._channel.unary_unary(HEALTH_CHECK, request_serializer=bytes,
                                                   response_deserializer=bytes)
                 try:
                     await check(b"", timeout=1.0)
                 except grpc.RpcError as e:
-                    why = _failure_text(e.details() or "", self.tls)
+                    why = failure_text(e.details() or "", self.tls)
                 except Exception:
                     pass
                 await self._close_channels()
                 self._closed = True
-                raise UnavailableError(
-                    f"could not connect to the tensorcast server at {self.target} "
-                    f"within {self.connect_timeout:g} s: is it running? (start it "
-                    f"with `make run` or build/bin/tensorcast-server){why}") from None
+                raise not_ready(self.target, self.connect_timeout, why) from None
         await self._drive(self._router.refresh())
         self._ready = True
         return self
@@ -238,7 +193,7 @@ class Client(ClientBase):
             raise UnavailableError(f"the client for {self.target} is closed")
         kind = type(step)
         if kind is Call:
-            conn = self._conns.get(step.address) or self._conn_for(step.address)
+            conn = self._conn_for(step.address)
             try:
                 return await getattr(conn.stub, step.method)(
                     step.request, metadata=self._metadata,
@@ -246,15 +201,13 @@ class Client(ClientBase):
             except grpc.RpcError as e:
                 raise from_rpc_error(e, self.target) from None
         if kind is Fetch:
-            conn = self._conns.get(step.address) or self._conn_for(step.address)
-            for t in self._order(step, conn):
+            for t in self._order(step):
                 array = await t.fetch(step.request, nbytes=step.nbytes, bits=step.bits,
                                       out=step.out, progress=step.progress)
                 if array is not None:
                     return array
         if kind is Put:
-            conn = self._conns.get(step.address) or self._conn_for(step.address)
-            for t in self._order(step, conn):
+            for t in self._order(step):
                 resp = await t.put(step.header, step.array, step.progress)
                 if resp is not None:
                     return resp
@@ -262,11 +215,6 @@ class Client(ClientBase):
             await self._flush()
             return None
         raise TypeError(f"not a plan step: {step!r}")  # pragma: no cover
-
-    def _order(self, step: Any, conn: _Conn) -> List[Any]:
-        return stream_order(step, shared=self._shared if conn is self._seed else None,
-                            native=conn.native, grpcio=conn.grpcio,
-                            clustered=self._router.clustered)
 
     # -- deleting what collected proxies owned ------------------------------------
 
