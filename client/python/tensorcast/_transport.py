@@ -217,8 +217,8 @@ class NativeTransport:
 
 class Lender:
     """The shared-memory region a client lends its server, opened or grown
-    on demand; blocking (the asyncio client calls it in a worker thread).
-    Not thread-safe: the transports hold a lock around each use, so one
+    on demand (``region``, or ``region_async`` on an asyncio stub). Not
+    thread-safe: the transports hold a lock around each use, so one
     transfer at a time goes through it."""
 
     def __init__(self, client: Any, stub: Any, mode: Any) -> None:
@@ -227,26 +227,55 @@ class Lender:
         self.mode = mode  # True or "auto"; False once "auto" found it refused
         self.memory: Optional[_fastpath.SharedMemory] = None
 
+    def _size(self, nbytes: int) -> int:
+        """The size of a new region for ``nbytes`` (the old one is closed),
+        or 0 when the open one will do."""
+        if self.memory is not None and self.memory.size >= nbytes:
+            return 0
+        size = max(nbytes, 2 * self.memory.size if self.memory is not None else 0)
+        self.close()
+        return size
+
+    def _refused(self, e: grpc.RpcError) -> None:
+        """Returns when the socket is to be used ("auto" mode); else raises."""
+        if self.mode == "auto" and e.code() in (
+                grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.PERMISSION_DENIED):
+            self.mode = False  # not this server: the socket it is
+            return
+        if self.mode == "auto" and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return  # at the server's region limits: the socket, this time
+        raise from_rpc_error(e, self._client.target) from None
+
     def region(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
         """The region, of at least ``nbytes``; None when the server refuses
         shared memory and the mode is "auto"."""
         if not self.mode:
             return None
-        if self.memory is not None and self.memory.size >= nbytes:
-            return self.memory
-        size = max(nbytes, 2 * self.memory.size if self.memory is not None else 0)
-        self.close()
-        try:
-            self.memory = _fastpath.SharedMemory(self._stub, self._client._metadata, size)
-        except grpc.RpcError as e:
-            if self.mode == "auto" and e.code() in (
-                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
-                    grpc.StatusCode.PERMISSION_DENIED):
-                self.mode = False  # not this server: the socket it is
+        size = self._size(nbytes)
+        if size:
+            try:
+                self.memory = _fastpath.SharedMemory(self._stub, self._client._metadata, size)
+            except grpc.RpcError as e:
+                self._refused(e)
                 return None
-            if self.mode == "auto" and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return None  # at the server's region limits: the socket, this time
-            raise from_rpc_error(e, self._client.target) from None
+        return self.memory
+
+    async def region_async(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
+        """``region`` for the asyncio client: lent over its own (asyncio)
+        connection, as the server ties a region to the connection."""
+        if not self.mode:
+            return None
+        size = self._size(nbytes)
+        if size:
+            memory = _fastpath.SharedMemory(None, (), size)
+            try:
+                await memory.lend_async(self._stub, self._client._metadata)
+            except grpc.RpcError as e:
+                memory.close()
+                self._refused(e)
+                return None
+            self.memory = memory
         return self.memory
 
     def close(self) -> None:
@@ -450,22 +479,21 @@ class AioNativeTransport:
 
 
 class AioSharedMemoryTransport:
-    """Fetch and Put through the lent region, the stream on grpc.aio. The
-    region is lent over a blocking channel of its own, in a worker thread
-    (its OpenSharedMemory call stays open while the region lives)."""
+    """Fetch and Put through the lent region, the stream on grpc.aio (the
+    region is lent on the same connection: the server ties it to it)."""
 
-    def __init__(self, client: Any, lend_stub: Any, grpcio: AioGrpcioTransport,
+    def __init__(self, client: Any, stub: Any, grpcio: AioGrpcioTransport,
                  mode: Any) -> None:
         self._client = client
         self._grpcio = grpcio
-        self.lender = Lender(client, lend_stub, mode)
+        self.lender = Lender(client, stub, mode)
         self._lock = asyncio.Lock()
 
     async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
                     progress: bool) -> Optional[np.ndarray]:
         c = self._client
         async with self._lock:  # one region: one transfer at a time
-            memory = await asyncio.to_thread(self.lender.region, nbytes)
+            memory = await self.lender.region_async(nbytes)
             if memory is None:
                 return None
             call = self._grpcio.fetch_call(shared_fetch_request(request, memory),
@@ -483,7 +511,7 @@ class AioSharedMemoryTransport:
             return None
         c = self._client
         async with self._lock:
-            memory = await asyncio.to_thread(self.lender.region, flat.nbytes)
+            memory = await self.lender.region_async(flat.nbytes)
             if memory is None:
                 return None
             call = self._grpcio.put_call(None, timeout=c.stream_timeout,

@@ -48,7 +48,6 @@ from tensorcast._transport import (
     failure_text,
     not_ready,
 )
-from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
 
 __all__ = [
     "connect", "default_client", "Client", "RemoteTensor", "tensor", "from_numpy",
@@ -83,17 +82,9 @@ class Client(ClientBase):
                          root_certificates=root_certificates,
                          certificate_chain=certificate_chain, private_key=private_key,
                          options=options, native=native, shared_memory=shared_memory)
-        self._lend_channel: Any = None
         if self._shm_mode:
-            # The region is lent over a blocking channel (see _transport).
-            if self._creds is not None:
-                self._lend_channel = grpc.secure_channel(self._seeds[0], self._creds,
-                                                         options=self._opts)
-            else:
-                self._lend_channel = grpc.insecure_channel(self._seeds[0], options=self._opts)
-            self._shared = AioSharedMemoryTransport(
-                self, pb_grpc.TensorServiceStub(self._lend_channel), self._seed.grpcio,
-                self._shm_mode)
+            self._shared = AioSharedMemoryTransport(self, self._stub, self._seed.grpcio,
+                                                    self._shm_mode)
         self._ready = False
         self._flushing: Optional["asyncio.Task[None]"] = None
 
@@ -162,7 +153,6 @@ class Client(ClientBase):
     async def _close_channels(self) -> None:
         if self._shared is not None:
             self._shared.close()
-            self._lend_channel.close()
         for conn in {id(c): c for c in self._conns.values()}.values():
             await conn.channel.close(None)
 
