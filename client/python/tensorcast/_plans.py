@@ -301,7 +301,10 @@ class ClientBase:
         """``method`` on the node that holds ``ref`` (any node for "" or a
         name); a node's own failure is named and marks it down."""
         if dest is None:
-            dest = yield from self._router.route_ref(ref)
+            # A plain server (the common case) needs no routing plan.
+            router = self._router
+            dest = _cluster.PLAIN if router.clustered is False else (
+                yield from router.route_ref(ref))
         try:
             return (yield Call(method, request, dest.address))
         except TensorcastError as e:
@@ -354,7 +357,9 @@ class ClientBase:
                out: Any) -> Plan[np.ndarray]:
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
-        dest = yield from self._router.route_ref(req.ref)
+        router = self._router
+        dest = _cluster.PLAIN if router.clustered is False else (
+            yield from router.route_ref(req.ref))
         try:
             return (yield Fetch(req, dest.address, progress, bits, nbytes, out))
         except TensorcastError as e:
