@@ -175,7 +175,7 @@ class Client(ClientBase):
             raise UnavailableError(f"the client for {self.target} is closed")
         kind = type(step)
         if kind is Call:
-            conn = self._conn_for(step.address)
+            conn = self._conns.get(step.address) or self._conn_for(step.address)
             try:
                 return getattr(conn.stub, step.method)(
                     step.request, metadata=self._metadata,

@@ -411,8 +411,8 @@ class TensorBase:
 
     def _numpy_plan(self, *, force: builtins.bool, progress: builtins.bool,
                     out: Any) -> Plan[np.ndarray]:
-        _core.check_fetchable(self._meta.dtype)
-        return (yield from self._fetch_plan(force=force, progress=progress, out=out))
+        _core.check_fetchable(self._meta.dtype)  # raised here, before any call
+        return self._fetch_plan(force=force, progress=progress, out=out)
 
     def _tolist_plan(self) -> Plan[Any]:
         cast = self._scalar_cast()

@@ -120,7 +120,7 @@ class Client(ClientBase):
                 await self._close_channels()
                 self._closed = True
                 raise not_ready(self.target, self.connect_timeout, why) from None
-        await self._drive(self._router.refresh())
+        await self._run(self._router.refresh(), reap=False)
         self._ready = True
         return self
 
@@ -142,7 +142,7 @@ class Client(ClientBase):
         if self._closed:
             return
         try:
-            await self._drive(self._plan_close(timeout))
+            await self._run(self._plan_close(timeout), reap=False)
         finally:
             self._closed = True
             await self._close_channels()
@@ -158,13 +158,12 @@ class Client(ClientBase):
 
     # -- the driver: plans run here (see _plans.py) ------------------------------
 
-    async def _run(self, plan: Plan[T]) -> T:
-        """Drive a public operation's plan (and start deleting what
-        collected proxies owned, in the background)."""
-        self._reap_soon()
-        return await self._drive(plan)
-
-    async def _drive(self, plan: Plan[T]) -> T:
+    async def _run(self, plan: Plan[T], *, reap: bool = True) -> T:
+        """Drive a plan: await each call it yields. A public operation
+        (``reap``) also starts deleting what collected proxies owned, in
+        the background."""
+        if reap:
+            self._reap_soon()
         result: Any = None
         error: Optional[BaseException] = None
         while True:
@@ -174,22 +173,24 @@ class Client(ClientBase):
                 return stop.value
             error = None
             try:
-                result = await self._execute(step)
+                if type(step) is Call and not self._closed:  # the common step, inline
+                    conn = self._conns.get(step.address) or self._conn_for(step.address)
+                    try:
+                        result = await getattr(conn.stub, step.method)(
+                            step.request, metadata=self._metadata,
+                            timeout=self.timeout if step.timeout is None else step.timeout)
+                    except grpc.RpcError as e:
+                        raise from_rpc_error(e, self.target) from None
+                else:
+                    result = await self._execute(step)
             except BaseException as e:  # handed to the plan, which cleans up
                 error, result = e, None
 
     async def _execute(self, step: Any) -> Any:
+        """A Fetch, Put or Flush step (Calls are made inline in _run)."""
         if self._closed:
             raise UnavailableError(f"the client for {self.target} is closed")
         kind = type(step)
-        if kind is Call:
-            conn = self._conn_for(step.address)
-            try:
-                return await getattr(conn.stub, step.method)(
-                    step.request, metadata=self._metadata,
-                    timeout=self.timeout if step.timeout is None else step.timeout)
-            except grpc.RpcError as e:
-                raise from_rpc_error(e, self.target) from None
         if kind is Fetch:
             for t in self._order(step):
                 array = await t.fetch(step.request, nbytes=step.nbytes, bits=step.bits,
@@ -214,14 +215,14 @@ class Client(ClientBase):
         handles = self._take_released()
         if handles:
             self._flushing = asyncio.ensure_future(
-                self._drive(self._plan_delete_quietly(handles)))
+                self._run(self._plan_delete_quietly(handles), reap=False))
 
     async def _flush(self) -> None:
         if self._flushing is not None:
             await asyncio.shield(self._flushing)
         handles = self._take_released()
         if handles:
-            await self._drive(self._plan_delete_quietly(handles))
+            await self._run(self._plan_delete_quietly(handles), reap=False)
 
     # -- cluster ----------------------------------------------------------------
 
