@@ -295,8 +295,14 @@ ALLOWED = {
     "wait_ready": "asyncio only: the blocking constructor waits for the server "
                   "itself; an asyncio one is awaited (or used with `async with`)",
 }
-# Context managers: the blocking API's __enter__/__exit__ are
-# __aenter__/__aexit__ in asyncio (checked below, not by name).
+# Differences of behaviour under the same names and signatures:
+# - context managers: the blocking API's __enter__/__exit__ are
+#   __aenter__/__aexit__ in asyncio (checked below, not by name);
+# - RemoteTensor.handle of a lazy proxy: the blocking one materialises it,
+#   the asyncio one raises (a property cannot be awaited: `await
+#   t.materialize()` first);
+# - np.asarray(t) (__array__): refused for an asyncio proxy, which cannot
+#   block on a Fetch.
 
 
 def public(cls: type) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class Transport(Protocol):
     the array is not contiguous): the driver tries the next transport.
     The asyncio driver's transports have the same methods as coroutines."""
 
-    def fetch(self, request: pb.FetchRequest, *, bits: bool, out: Any,
+    def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
               progress: bool) -> Optional[np.ndarray]: ...
 
     def put(self, header: Any, array: np.ndarray,
@@ -139,8 +139,10 @@ def stream_order(op: Any, *, shared: Any, native: Any, grpcio: Any,
 
 
 class ClientBase:
-    """The state and plans that both clients share; the drivers add the
-    channels, the transports and the methods that run these plans.
+    """The state and plans that both clients share: settings, the
+    connection table (one per cluster member), the router, ownership, and a
+    plan per operation. The drivers add how a channel is opened, their
+    transports, and the public methods that run these plans.
 
     Ownership: handles of live owning proxies are in ``_owned``; a proxy's
     finalizer puts its handle in ``_released`` (no I/O, no lock), and the
