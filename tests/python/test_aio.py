@@ -111,3 +111,34 @@ def test_no_server_fails_fast() -> None:
         with pytest.raises(tc.UnavailableError):
             await tca.connect("127.0.0.1:1", connect_timeout=1.0)
     run(main())
+
+
+def test_shared_memory_and_parity_features(server) -> None:
+    """What the asyncio client shares with the blocking one: shared memory
+    (the session's server allows it), cuda_is_available, copy errors and
+    the same messages."""
+    import os
+    if os.environ.get("TENSORCAST_TEST_SERVER"):
+        pytest.skip("an external server may not allow shared memory")
+
+    async def main() -> None:
+        async with tca.connect(server.target, native=False, shared_memory=True) as c:
+            a = np.random.default_rng(3).standard_normal((512, 1024)).astype(np.float32)
+            t = await c.from_numpy(a)  # 2 MiB: through the region
+            assert c.shared_memory and c._shm is not None and c._shm.size >= a.nbytes
+            np.testing.assert_array_equal(await t.numpy(), a)
+            np.testing.assert_array_equal(await t.half().numpy(), a.astype(np.float16))
+            out = np.empty_like(a)
+            assert await c.fetch_into(t, out) is out
+            np.testing.assert_array_equal(out, a)
+            small = await c.tensor([1.0, 2.0])  # under 1 MiB: the socket
+            assert await small.tolist() == [1.0, 2.0]
+            assert isinstance(await tca.cuda_is_available(), bool)
+            assert await c.nodes() == []
+            with pytest.raises(tc.InvalidArgumentError, match="not a cluster"):
+                await c.zeros(2, node="n1")
+            with pytest.raises(ValueError, match="complex fills are not supported"):
+                await c.full((2,), 1j)
+        with pytest.raises(ValueError, match="shared memory needs a server on this host"):
+            tca.Client("example.com:1", shared_memory=True)
+    run(main())

@@ -138,3 +138,48 @@ def test_plain_server_unchanged(server) -> None:  # type: ignore[no-untyped-def]
     assert client.nodes() == []
     np.testing.assert_array_equal(t.numpy(), [1, 2, 3])
     client.close()
+
+
+def test_aio_routing_against_three_servers(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The asyncio client runs the same plans: placement, node= pinning,
+    calls on the owner, and a lost node named at once."""
+    import asyncio
+
+    import tensorcast.aio as tca
+
+    addresses, servers = cluster
+
+    async def main() -> None:
+        async with tca.connect(addresses, default=False) as client:
+            deadline = time.monotonic() + 15
+            while len(await client.nodes()) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert sorted(await client.nodes()) == ["n0", "n1", "n2"]
+            arrays = [np.arange(100, dtype=np.float32) * i for i in range(12)]
+            ts = [await client.from_numpy(a) for a in arrays]
+            nodes = {t.handle.rsplit(".", 1)[1] for t in ts}
+            assert nodes == {"n0", "n1", "n2"}, nodes
+            for t, a in zip(ts, arrays):
+                np.testing.assert_array_equal(await t.numpy(), a)
+            pinned = await client.zeros(3, node="n2")
+            assert pinned.handle.endswith(".n2")
+            copy = await pinned.copy_to("n0")
+            assert copy.handle.endswith(".n0")
+            got = await client.get(copy.handle)
+            assert got.shape == (3,)
+            servers[1].proc.kill()
+            servers[1].proc.wait()
+            for t in [t for t in ts if t.handle.endswith(".n1")]:
+                start = time.monotonic()
+                with pytest.raises(tc.UnavailableError, match="node 'n1'"):
+                    await t.numpy()
+                assert time.monotonic() - start < 2
+            for _ in range(6):
+                t = await client.tensor(np.ones(100))
+                assert not t.handle.endswith(".n1")
+            for t in ts:
+                if t._finalizer is not None:
+                    t._finalizer.detach()
+            await client.close(timeout=5)
+
+    asyncio.run(main())

@@ -1,20 +1,27 @@
 """The client side of a tensorcast cluster, shared by the sync and asyncio
 clients: the member table, the placement of new tensors and the routing of
-calls by handle (docs/cluster.md#clients). Pure logic, no channels: the
-clients feed it Cluster answers and call failures and ask it which node a
-call goes to.
+calls by handle (docs/cluster.md#clients). No channels: the Router's
+decisions are plans (see _plans.py) whose Cluster calls the client's driver
+makes, and it learns of failures from the calls' errors.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Generator, NamedTuple, Optional, Sequence, Union
 
-from tensorcast._errors import UnavailableError
+import grpc
+
+from tensorcast._errors import InvalidArgumentError, TensorcastError, UnavailableError
+from tensorcast.v1 import tensor_service_pb2 as pb
 
 _HANDLE = re.compile(r"^[0-9a-f]{32}\.([a-z0-9-]{1,63})$")
+# How the clients' errors begin for UNAVAILABLE (_errors.from_status); a
+# node's failure names the node instead.
+_SERVER_PREFIX = re.compile(r"^tensorcast server at \S+ is unavailable: ")
 # A node this client saw fail stays down until an answer this long after.
 DOWN_HOLD_S = 3.0
 # Seconds between member-list refreshes.
@@ -141,3 +148,142 @@ def is_node_failure(code: Any, details: str) -> bool:
     """A call's UNAVAILABLE that is the called node's own failure (not the
     server's message about another node, which names it as "node '...'")."""
     return getattr(code, "name", str(code)) == "UNAVAILABLE" and "node '" not in (details or "")
+
+
+class Dest(NamedTuple):
+    """Where one call goes: the node (\"\" outside a cluster) and its
+    address (\"\" = the client's first connection)."""
+    node: str
+    address: str
+
+
+PLAIN = Dest("", "")
+
+
+class Router:
+    """The routing state of one client, sync or asyncio: the member table,
+    whether the server is a cluster at all, and when to refresh. Its
+    decisions are plans (generators, see _plans.py) because a refresh is a
+    Cluster call that the driver makes; the state sits under a lock that is
+    never held across a call, so one Router serves threads and tasks
+    alike."""
+
+    def __init__(self, seeds: Sequence[str]) -> None:
+        self.seeds = list(seeds)
+        self.members = MemberTable()
+        self.clustered: Optional[bool] = None  # None: not known yet
+        self.first_node = ""
+        self._last_refresh = 0.0
+        self._due = True
+        self._refreshing = False
+        self._lock = threading.Lock()
+
+    def refresh(self, force: bool = False) -> Generator[Any, Any, None]:
+        """Ask a member (or a seed) for the member list when it is due: a
+        plan yielding ``Call("Cluster", ..., address)`` steps. One refresh
+        at a time once the cluster is known; before that every caller asks
+        (it has nothing to route by)."""
+        from tensorcast._plans import Call  # the steps' type (no cycle at import)
+        now = time.monotonic()
+        with self._lock:
+            if self.clustered is False:
+                return
+            if not (force or self._due or self.clustered is None
+                    or now - self._last_refresh >= REFRESH_S):
+                return
+            claimed = self.clustered is not None
+            if claimed:
+                if self._refreshing:
+                    return  # another caller refreshes; go on with this table
+                self._refreshing = True
+            healthy = self.members.healthy()
+            first = [self.members.members[n].address for n in healthy
+                     if n == self.first_node]
+            addresses = list(dict.fromkeys(
+                first + [self.members.members[n].address for n in healthy] + self.seeds))
+        try:
+            for address in addresses:
+                try:
+                    resp = yield Call("Cluster", pb.ClusterRequest(), address,
+                                      REFRESH_DEADLINE_S)
+                except TensorcastError as e:
+                    if (e.code == grpc.StatusCode.UNIMPLEMENTED
+                            and self.clustered is None):
+                        self.clustered = False  # a server from before clusters
+                        return
+                    continue
+                with self._lock:
+                    self._last_refresh, self._due = time.monotonic(), False
+                    if not self.members.update(resp):
+                        if self.clustered is None:
+                            self.clustered = False
+                        return
+                    self.clustered = True
+                    self.first_node = self.first_node or resp.node_id
+                return
+            with self._lock:
+                self._last_refresh = time.monotonic()
+        finally:
+            if claimed:
+                with self._lock:
+                    self._refreshing = False
+
+    def _dest(self, node: str) -> Dest:
+        """Called under the lock, in a cluster."""
+        return Dest(node, self.members.route(node).address)
+
+    def route_ref(self, ref: str) -> Generator[Any, Any, Dest]:
+        """Where a call on ``ref`` goes: the node its handle names; any
+        healthy node for a name (or ``ref`` ""); PLAIN outside a cluster."""
+        if self.clustered is False:
+            return PLAIN
+        yield from self.refresh()
+        node = handle_node(ref)
+        unseen = False
+        with self._lock:
+            if not self.clustered:
+                return PLAIN
+            if not node:
+                node = self.members.any_healthy(self.first_node)
+            elif node not in self.members.members:
+                self._due = unseen = True  # a node this client has not seen yet
+        if unseen:
+            yield from self.refresh()
+        with self._lock:
+            return self._dest(node)
+
+    def route_new(self, device: Any, nbytes: int,
+                  node: Optional[str]) -> Generator[Any, Any, Dest]:
+        """Where a new tensor goes: ``node`` when given, else the placement's
+        choice (free memory on the device)."""
+        yield from self.refresh()
+        with self._lock:
+            if not self.clustered:
+                if node:
+                    raise InvalidArgumentError(
+                        f"node {node!r} was asked for, but the server is not a cluster")
+                return PLAIN
+            return self._dest(node or self.members.place(device, nbytes))
+
+    def route_node(self, node: str) -> Dest:
+        with self._lock:
+            return self._dest(node) if self.clustered else PLAIN
+
+    def nodes(self) -> Generator[Any, Any, list[str]]:
+        """The healthy members' node ids after a refresh ([] outside a
+        cluster)."""
+        yield from self.refresh(force=True)
+        with self._lock:
+            return self.members.healthy() if self.clustered else []
+
+    def failed(self, dest: Dest, error: BaseException) -> BaseException:
+        """A call's error; a node's own UNAVAILABLE marks it down and names
+        it (the next calls to it fail fast, new tensors go elsewhere)."""
+        if dest.node and isinstance(error, UnavailableError) and is_node_failure(
+                "UNAVAILABLE", error.details):
+            why = _SERVER_PREFIX.sub("", error.details)
+            with self._lock:
+                self.members.mark_down(dest.node, why)
+                self._due = True
+            return node_unavailable(dest.node, dest.address, why)
+        return error

@@ -8,7 +8,7 @@ from __future__ import annotations
 import mmap
 import os
 import secrets
-from typing import Any, Optional, Sequence
+from typing import Any, Generator, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -164,28 +164,77 @@ class SharedMemory:
 
     def __init__(self, stub: Any, metadata: Sequence[tuple[str, str]], size: int,
                  kind: str = "auto") -> None:
+        """Lend a region of ``size`` data bytes over ``stub`` (a blocking
+        one; None: not yet, the asyncio client lends it with
+        ``lend_async``)."""
         if kind not in ("auto", "memfd", "file"):
             raise ValueError(f"kind must be 'auto', 'memfd' or 'file', not {kind!r}")
         self.size = size  # data bytes, after the header
+        self.kind = kind
         self.data_offset = SHM_HEADER_BYTES
         self.path: Optional[str] = None
         self.mapped = False
         self._fd = -1
         self._call: Any = None
         self.map: Optional[mmap.mmap] = None
-        if kind != "file" and hasattr(os, "memfd_create"):
+        if stub is None:
+            return
+        steps = self._lending()
+        answer: Any = None
+        error: Optional[BaseException] = None
+        while True:
             try:
-                self._lend(stub, metadata, memfd=True)
+                request = steps.throw(error) if error is not None else steps.send(answer)
+            except StopIteration:
+                return
+            error = answer = None
+            call = stub.OpenSharedMemory(request, metadata=metadata)
+            try:
+                answer = (call, next(call))
+            except BaseException as e:
+                call.cancel()
+                error = e
+
+    async def lend_async(self, stub: Any, metadata: Sequence[tuple[str, str]]) -> None:
+        """Lend the region over an asyncio stub (``stub=None`` at
+        construction)."""
+        import grpc.aio
+        steps = self._lending()
+        answer: Any = None
+        error: Optional[BaseException] = None
+        while True:
+            try:
+                request = steps.throw(error) if error is not None else steps.send(answer)
+            except StopIteration:
+                return
+            error = answer = None
+            call = stub.OpenSharedMemory(request, metadata=metadata)
+            try:
+                event = await call.read()
+                if event is grpc.aio.EOF:
+                    raise RuntimeError("OpenSharedMemory ended without an answer")
+                answer = (call, event)
+            except BaseException as e:
+                call.cancel()
+                error = e
+
+    def _lending(self) -> Generator[pb.OpenSharedMemoryRequest, Any, None]:
+        """The lending, without I/O: yields the OpenSharedMemory request and
+        receives (the call, its first event), or has its error thrown in;
+        tries a memfd, then a /dev/shm file (see ``kind``)."""
+        if self.kind != "file" and hasattr(os, "memfd_create"):
+            try:
+                yield from self._lend(memfd=True)
                 return
             except grpc.RpcError as e:
                 self.close()
-                if kind == "memfd" or e.code() not in self._FALL_BACK:
+                if self.kind == "memfd" or e.code() not in self._FALL_BACK:
                     raise
-        elif kind == "memfd":
+        elif self.kind == "memfd":
             raise OSError("memfd_create is not available on this platform")
-        self._lend(stub, metadata, memfd=False)
+        yield from self._lend(memfd=False)
 
-    def _lend(self, stub: Any, metadata: Sequence[tuple[str, str]], memfd: bool) -> None:
+    def _lend(self, memfd: bool) -> Generator[pb.OpenSharedMemoryRequest, Any, None]:
         total = self.data_offset + self.size
         request = pb.OpenSharedMemoryRequest(size=total)
         if memfd:
@@ -220,9 +269,8 @@ class SharedMemory:
         token = secrets.token_bytes(32)
         self.map[:len(token)] = token
         request.token = token
-        self._call = stub.OpenSharedMemory(request, metadata=metadata)
         try:
-            event = next(self._call)
+            self._call, event = yield request
         except BaseException:
             self.close()
             raise

@@ -9,10 +9,10 @@ FetchRequest), so ``t.detach().cpu().float().numpy()`` is one Fetch and no
 new server tensor. A lazy proxy becomes a server tensor only when one is
 needed (its ``.handle``, a device move): that is *materialising*.
 
-The plans below are generators that yield the RPCs they need (``("to",
-...)``, ``("detach", ...)``, ``("delete", ...)``, ``("fetch", ...)``) and
-receive their results, so the same logic drives the blocking client and the
-asyncio one (a sans-I/O design).
+The plans below are generators that yield the calls they need through the
+client's own plans (_plans.py) and receive their results, so the same logic
+drives the blocking proxy and the asyncio one (a sans-I/O design): each
+public I/O method of TensorBase's subclasses runs one ``_..._plan``.
 """
 
 from __future__ import annotations
@@ -20,20 +20,16 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import math
-from typing import Any, Generator, Optional, TypeVar
+from typing import Any, Optional, TypeVar
+
+import numpy as np
 
 from tensorcast import _core, _dtypes
 from tensorcast._core import Meta
-from tensorcast._dtypes import dtype
+from tensorcast._dtypes import DTypeLike, dtype
+from tensorcast._errors import NotFoundError
+from tensorcast._plans import Plan, require_torch
 from tensorcast.v1 import tensor_service_pb2 as pb
-
-# An RPC step: ("to", ref, device or None, dtype or None, copy) -> Meta;
-# ("detach", ref) -> Meta; ("delete", [refs]) -> None;
-# ("fetch", FetchRequest, progress: bool, bits: bool, nbytes: int, out) ->
-# ndarray (bits: bfloat16 as its raw uint16 bits; out: the caller's array
-# to fill, checked by _core.check_out, or None for a new one).
-Op = tuple[Any, ...]
-Plan = Generator[Op, Any, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +73,8 @@ def pending_meta(source: Meta, p: Pending) -> Meta:
                 nbytes=math.prod(source.shape) * out.itemsize)
 
 
-def plan_materialize(source: Meta, p: Pending, device: Optional[str] = None,
-                     copy: bool = False) -> Plan:
+def plan_materialize(client: Any, source: Meta, p: Pending, device: Optional[str] = None,
+                     copy: bool = False) -> Plan[Meta]:
     """Make a server tensor for ``source`` + ``p`` (+ an optional device move
     and copy). Returns the new tensor's Meta; intermediates are deleted. The
     result's handle equals ``source.handle`` only when nothing changed."""
@@ -97,28 +93,29 @@ def plan_materialize(source: Meta, p: Pending, device: Optional[str] = None,
         casts = p.casts
         for i, c in enumerate(casts):
             last = i == len(casts) - 1
-            new = yield ("to", cur.handle, target if last else None, c, copy and last)
+            new = yield from client._to_meta(cur.handle, target if last else None, c,
+                                             copy and last)
             cur = step_done(new)
         if not casts and (target is not None or copy):
-            new = yield ("to", cur.handle, target, None, copy)
+            new = yield from client._to_meta(cur.handle, target, None, copy)
             cur = step_done(new)
         if p.detach and (cur.handle == source.handle or cur.requires_grad):
-            new = yield ("detach", cur.handle)
+            new = yield from client._detach_meta(cur.handle)
             cur = step_done(new)
     except BaseException:
         if cur.handle != source.handle:
             temps.append(cur.handle)  # type: ignore[arg-type]
         if temps:
-            yield ("delete", temps)
+            yield from client._plan_delete_quietly(temps)
         raise
     if temps:
-        yield ("delete", temps)
+        yield from client._plan_delete_quietly(temps)
     return cur
 
 
-def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
+def plan_fetch(client: Any, source: Meta, p: Optional[Pending], *, force: bool,
                progress: bool, lazy: bool, bits: bool = False,
-               out: Any = None) -> Plan:
+               out: Any = None) -> Plan[np.ndarray]:
     """Fetch ``source`` + ``p`` as an array: every cast but the last becomes
     a temporary server tensor (only when casts cannot be folded); the last
     cast, detach and cpu travel in the FetchRequest. ``out``: the caller's
@@ -132,7 +129,7 @@ def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
     temps: list[str] = []
     try:
         for c in casts[:-1]:
-            new = yield ("to", cur.handle, None, c, False)
+            new = yield from client._to_meta(cur.handle, None, c, False)
             if new.handle != cur.handle and cur.handle != source.handle:
                 temps.append(cur.handle)  # type: ignore[arg-type]
             cur = new
@@ -144,10 +141,11 @@ def plan_fetch(source: Meta, p: Optional[Pending], *, force: bool,
             ref=cur.handle, format=pb.FORMAT_RAW,
             dtype=dt.proto if dt is not cur.dtype else pb.DTYPE_UNSPECIFIED,
             detach=lazy and not wants_grad, cpu=p.cpu, force=force)
-        array = yield ("fetch", req, progress, bits, cur.numel * dt.itemsize, out)
+        array = yield from client._fetch(req, progress=progress, bits=bits,
+                                         nbytes=cur.numel * dt.itemsize, out=out)
     finally:
         if temps:
-            yield ("delete", temps)
+            yield from client._plan_delete_quietly(temps)
     return array
 
 
@@ -268,7 +266,6 @@ class TensorBase:
 
     def _check_alive(self) -> None:
         if self._deleted:
-            from tensorcast._errors import NotFoundError
             raise NotFoundError("this RemoteTensor was deleted")
 
     def _parts(self: T) -> tuple[T, Pending]:
@@ -371,14 +368,14 @@ class TensorBase:
 
     def _fetch_plan(self, *, force: builtins.bool, progress: builtins.bool,
                     cast: Optional[_dtypes.dtype] = None,
-                    bits: builtins.bool = False, out: Any = None) -> Plan:
+                    bits: builtins.bool = False, out: Any = None) -> Plan[np.ndarray]:
         self._check_alive()
         source, p = self._parts()
         if cast is not None:
             p = p.then_cast(source._meta.dtype, cast)
         lazy = source is not self
-        return plan_fetch(source._meta, p, force=force, progress=progress, lazy=lazy,
-                          bits=bits, out=out)
+        return plan_fetch(self._client, source._meta, p, force=force, progress=progress,
+                          lazy=lazy, bits=bits, out=out)
 
     def _scalar_cast(self) -> Optional[_dtypes.dtype]:
         """For tolist()/item(): bfloat16 comes back as float32 (exact) when
@@ -386,3 +383,111 @@ class TensorBase:
         if self._meta.dtype is _dtypes.bfloat16 and not _dtypes.have_ml_dtypes():
             return _dtypes.float32
         return None
+
+    # -- the plans of the I/O methods (the subclasses run them) ---------------
+
+    def _materialize_plan(self: T) -> Plan[T]:
+        """Make the server tensor of a lazy proxy (no-op otherwise)."""
+        self._check_alive()
+        source, pending = self._source, self._pending
+        if pending is None or source is None:
+            return self
+        meta = yield from plan_materialize(self._client, source._meta, pending)
+        if self._pending is not pending:  # materialised meanwhile: ours is extra
+            if meta.handle != source._meta.handle and meta.handle is not None:
+                yield from self._client._plan_delete_quietly([meta.handle])
+            return self
+        self._meta, self._pending = meta, None
+        if meta.handle != source._meta.handle:
+            self._source = None  # our own handle (shared storage is kept alive)
+            self._client._own(self)
+        return self
+
+    def _handle_plan(self) -> Plan[str]:
+        """The handle, materialising a lazy proxy first."""
+        yield from self._materialize_plan()
+        assert self._meta.handle is not None
+        return self._meta.handle
+
+    def _numpy_plan(self, *, force: builtins.bool, progress: builtins.bool,
+                    out: Any) -> Plan[np.ndarray]:
+        _core.check_fetchable(self._meta.dtype)  # raised here, before any call
+        return self._fetch_plan(force=force, progress=progress, out=out)
+
+    def _tolist_plan(self) -> Plan[Any]:
+        cast = self._scalar_cast()
+        return (yield from self._fetch_plan(force=True, progress=False, cast=cast)).tolist()
+
+    def _item_plan(self) -> Plan[Any]:
+        if self._meta.numel != 1:
+            raise RuntimeError(f"a Tensor with {self._meta.numel} elements cannot be "
+                               "converted to Scalar")
+        cast = self._scalar_cast()
+        return (yield from self._fetch_plan(force=True, progress=False, cast=cast)).item()
+
+    def _torch_plan(self, device: Any) -> Plan[Any]:
+        torch = require_torch()
+        array = yield from self._fetch_plan(force=True, progress=False, bits=True)
+        if self._meta.dtype is _dtypes.bfloat16:
+            t = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(array)
+        if device is not None:
+            t = t.to(device)
+        return t.requires_grad_(self._meta.requires_grad)
+
+    def _to_plan(self: T, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan[T]:
+        device, dt, copy = _core.parse_to_args(args, kwargs)
+        self._check_alive()
+        if device is not None and device == self._meta.device:
+            device = None
+        if not copy and (device is None or device == "cpu"):
+            return self._chain(cpu=device == "cpu", cast=dt)
+        source, p = self._parts()
+        if dt is not None:
+            p = p.then_cast(source._meta.dtype, dt)
+        meta = yield from plan_materialize(self._client, source._meta, p, device=device,
+                                           copy=copy)
+        if meta.handle == source._meta.handle:
+            return source
+        return self._client._wrap(meta, owned=True)
+
+    def _cuda_plan(self: T, device: Optional[Any]) -> Plan[T]:
+        target = "cuda" if device is None else _core.normalize_device(device)
+        return self._to_plan((), {"device": target})
+
+    def _release_for_delete(self) -> str:
+        """Stop owning; return the handle to delete ("" when there is none of
+        our own: a lazy proxy, or one already deleted)."""
+        if self._deleted:
+            return ""
+        self._deleted = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._pending is not None or self._meta.handle is None:
+            self._source = None
+            return ""
+        if self._source is not None:  # shares its source's handle
+            self._source = None
+            return ""
+        self._client._disown(self._meta.handle)
+        return self._meta.handle
+
+    def _delete_plan(self) -> Plan[None]:
+        handle = self._release_for_delete()
+        if not handle:
+            return
+        try:
+            yield from self._client._unary("Delete", pb.DeleteRequest(refs=[handle]), handle)
+        except NotFoundError:
+            pass  # already gone (expired, or deleted by name)
+
+    def _copy_to_plan(self, node: str, device: Any, dtype: Optional[DTypeLike],
+                      name: Optional[str], ttl: Optional[builtins.float]) -> Plan[Any]:
+        return self._client._plan_copy(self, node, device, dtype, name, ttl)
+
+    def _exit_plan(self) -> Plan[None]:
+        """The end of a ``with`` block: delete the tensor if this proxy owns
+        it (or drop its pending conversions)."""
+        if self.owns_handle or self._pending is not None:
+            yield from self._delete_plan()

@@ -1,0 +1,530 @@
+"""The transports: how the drivers carry one Fetch or Put stream (the
+``Fetch`` and ``Put`` steps of a plan, _plans.py). Three ways, each for the
+blocking client and for the asyncio one, all with the interface of
+``_plans.Transport`` (``fetch`` and ``put``; the asyncio ones' are
+coroutines):
+
+- grpcio: the stream's messages through grpcio (``grpc`` or ``grpc.aio``),
+  assembled by ``_core.FetchSink`` / cut by ``_core.iter_put_messages``;
+- native: the extension ``tensorcast._native`` (_fastpath.Call), data copied
+  straight between the socket and the array with the GIL released; the
+  asyncio client runs it in a worker thread;
+- shared memory: a region this client lends the server (_fastpath.SharedMemory);
+  the stream carries the header alone.
+
+A transport answers None for "not this way" (shared memory refused in
+"auto" mode, an array the native path cannot send from); the driver then
+tries the next one (``_plans.stream_order``). The channels' settings
+(address, options, credentials, token) are here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, cast
+
+import grpc
+import numpy as np
+
+from tensorcast import _core, _fastpath
+from tensorcast._core import Progress
+from tensorcast._errors import UnavailableError, from_rpc_error
+from tensorcast.v1 import tensor_service_pb2 as pb
+
+# -- channels ------------------------------------------------------------------
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def default_target() -> str:
+    """``$TENSORCAST_SERVER``, else 127.0.0.1:50051."""
+    return os.environ.get("TENSORCAST_SERVER") or DEFAULT_TARGET
+
+
+def channel_options(extra: Optional[Sequence[tuple[str, Any]]] = None) -> list[tuple[str, Any]]:
+    """Channel arguments: message caps above the server's 65 MiB."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", _core.MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", _core.MAX_MESSAGE_BYTES),
+    ]
+    opts.extend(extra or [])
+    return opts
+
+
+def auth_metadata(token: Optional[str]) -> tuple[tuple[str, str], ...]:
+    """The bearer-token metadata (empty without a token)."""
+    if token is None:
+        token = os.environ.get("TENSORCAST_TOKEN") or None
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+Pem = Optional[Any]  # PEM text: bytes or str
+
+
+def _pem(value: Pem, what: str) -> Optional[bytes]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("ascii")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} is PEM text (bytes or str), not {type(value).__name__}")
+    value = bytes(value)
+    if b"-----BEGIN " not in value:
+        raise ValueError(f"{what} is not PEM text (no -----BEGIN line): pass the "
+                         "file's contents, not its path")
+    return value
+
+
+def channel_credentials(tls: bool, root_certificates: Pem = None,
+                        certificate_chain: Pem = None,
+                        private_key: Pem = None) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials when ``tls`` or any PEM is given, else None
+    (plaintext). Root certificates None: the system's (grpcio's bundle)."""
+    roots = _pem(root_certificates, "root_certificates")
+    chain = _pem(certificate_chain, "certificate_chain")
+    key = _pem(private_key, "private_key")
+    if (chain is None) != (key is None):
+        raise ValueError("certificate_chain and private_key go together")
+    if not tls and roots is None and chain is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key,
+                                        certificate_chain=chain)
+
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def connect_failure(channel: grpc.Channel, tls: bool) -> str:
+    """Why a channel that never became ready failed, as the end of a
+    message: one health check (no token needed, no wait for the connection)
+    gives gRPC's reason, and a hint when it looks like TLS on one side
+    only."""
+    check = channel.unary_unary(HEALTH_CHECK, request_serializer=bytes,
+                                response_deserializer=bytes)
+    try:
+        check(b"", timeout=1.0)
+        return ""
+    except grpc.RpcError as e:
+        return failure_text(e.details() or "", tls)
+    except Exception:  # never mask the UnavailableError being raised
+        return ""
+
+
+def not_ready(target: str, connect_timeout: float, why: str) -> UnavailableError:
+    """The error of a client whose server did not answer in time."""
+    return UnavailableError(
+        f"could not connect to the tensorcast server at {target} "
+        f"within {connect_timeout:g} s: is it running? (start it "
+        f"with `make run` or build/bin/tensorcast-server){why}")
+
+
+def failure_text(details: str, tls: bool) -> str:
+    hint = ""
+    if "refused" not in details.lower():
+        hint = ("; if the server runs with --tls-cert, connect with "
+                "root_certificates=... (or tls=True)") if not tls else (
+                "; check that root_certificates holds the CA that signed the "
+                "server's certificate, and that the server runs with --tls-cert")
+    return f" [{details}{hint}]" if details else ""
+
+
+class Conn(NamedTuple):
+    """One server's channel, its stub and its transports (blocking or
+    asyncio ones)."""
+    channel: Any
+    stub: Any
+    grpcio: Any
+    native: Any
+
+
+# -- blocking ----------------------------------------------------------------------
+
+
+class GrpcioTransport:
+    """Fetch and Put through grpcio (blocking)."""
+
+    def __init__(self, client: Any, channel: Any) -> None:
+        self._client = client
+        self.put_call, self.fetch_call = _core.bulk_calls(channel)
+
+    def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
+              progress: bool) -> np.ndarray:
+        c = self._client
+        call = self.fetch_call(request, timeout=c.stream_timeout, metadata=c._metadata)
+        bar: Optional[Progress] = None
+        try:
+            it = iter(call)
+            first = next(it)
+            header = first.header
+            if header is None:
+                raise RuntimeError("the Fetch stream did not start with its header")
+            bar = Progress(progress, int(header.total_bytes), "fetch")
+            sink = _core.FetchSink(header, progress=bar if bar else None, bits=bits, out=out)
+            sink.write(first.data)
+            del first
+            for msg in it:
+                sink.write(msg.data)
+            return sink.result()
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, c.target) from None
+        except BaseException:
+            call.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def put(self, header: Any, array: np.ndarray, progress: bool) -> pb.PutResponse:
+        c = self._client
+        bar = Progress(progress, int(header.header.total_bytes), "put")
+        chunk = c.put_chunk_bytes
+
+        def requests() -> Iterator[Any]:
+            yield header
+            for message, n in _core.iter_put_messages(array, chunk):
+                yield message
+                bar.update(n)
+
+        try:
+            return cast(pb.PutResponse, self.put_call(requests(), timeout=c.stream_timeout,
+                                                      metadata=c._metadata))
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, c.target) from None
+        finally:
+            bar.close()
+
+
+class NativeTransport:
+    """Fetch and Put in the native extension (blocking, GIL released)."""
+
+    def __init__(self, client: Any, call: _fastpath.Call, stub: Any = None) -> None:
+        self._client = client
+        self.call = call
+
+    def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
+              progress: bool) -> np.ndarray:
+        return self.call.fetch(request, bits, self._client.stream_timeout, out)
+
+    def put(self, header: Any, array: np.ndarray, progress: bool) -> Optional[pb.PutResponse]:
+        flat = _core.wire_bytes(array)
+        if flat is None:
+            return None  # not one contiguous run of wire bytes: grpcio cuts it
+        c = self._client
+        return self.call.put(header, flat, c.put_chunk_bytes, c.stream_timeout)
+
+
+class Lender:
+    """The shared-memory region a client lends its server, opened or grown
+    on demand (``region``, or ``region_async`` on an asyncio stub). Not
+    thread-safe: the transports hold a lock around each use, so one
+    transfer at a time goes through it."""
+
+    def __init__(self, client: Any, stub: Any, mode: Any) -> None:
+        self._client = client
+        self._stub = stub
+        self.mode = mode  # True or "auto"; False once "auto" found it refused
+        self.memory: Optional[_fastpath.SharedMemory] = None
+
+    def _size(self, nbytes: int) -> int:
+        """The size of a new region for ``nbytes`` (the old one is closed),
+        or 0 when the open one will do."""
+        if self.memory is not None and self.memory.size >= nbytes:
+            return 0
+        size = max(nbytes, 2 * self.memory.size if self.memory is not None else 0)
+        self.close()
+        return size
+
+    def _refused(self, e: grpc.RpcError) -> None:
+        """Returns when the socket is to be used ("auto" mode); else raises."""
+        if self.mode == "auto" and e.code() in (
+                grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.PERMISSION_DENIED):
+            self.mode = False  # not this server: the socket it is
+            return
+        if self.mode == "auto" and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return  # at the server's region limits: the socket, this time
+        raise from_rpc_error(e, self._client.target) from None
+
+    def region(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
+        """The region, of at least ``nbytes``; None when the server refuses
+        shared memory and the mode is "auto"."""
+        if not self.mode:
+            return None
+        size = self._size(nbytes)
+        if size:
+            try:
+                self.memory = _fastpath.SharedMemory(self._stub, self._client._metadata, size)
+            except grpc.RpcError as e:
+                self._refused(e)
+                return None
+        return self.memory
+
+    async def region_async(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
+        """``region`` for the asyncio client: lent over its own (asyncio)
+        connection, as the server ties a region to the connection."""
+        if not self.mode:
+            return None
+        size = self._size(nbytes)
+        if size:
+            memory = _fastpath.SharedMemory(None, (), size)
+            try:
+                await memory.lend_async(self._stub, self._client._metadata)
+            except grpc.RpcError as e:
+                memory.close()
+                self._refused(e)
+                return None
+            self.memory = memory
+        return self.memory
+
+    def close(self) -> None:
+        if self.memory is not None:
+            self.memory.close()
+            self.memory = None
+
+
+def shared_fetch_request(request: pb.FetchRequest,
+                         memory: _fastpath.SharedMemory) -> pb.FetchRequest:
+    request.shm_region = memory.region
+    request.shm_offset = memory.data_offset
+    return request
+
+
+def shared_fetch_result(messages: list[Any], memory: _fastpath.SharedMemory, bits: bool,
+                        out: Any) -> np.ndarray:
+    if not messages or messages[0].header is None:
+        raise RuntimeError("the Fetch stream did not start with its header")
+    sink = _core.FetchSink(messages[0].header, bits=bits, out=out)
+    n = sink.expected
+    sink.writable()[:n] = memory.data(n)
+    sink.received = n
+    return sink.result()
+
+
+def shared_put_header(header: Any, memory: _fastpath.SharedMemory, flat: memoryview) -> Any:
+    memory.data(flat.nbytes)[:] = flat
+    header.header.shm_region = memory.region
+    header.header.shm_offset = memory.data_offset
+    header.header.shm_bytes = flat.nbytes
+    return header
+
+
+def shared_flat(array: np.ndarray) -> Optional[memoryview]:
+    """The bytes a shared-memory Put copies, or None to take the socket."""
+    flat = _core.wire_bytes(array)
+    return flat if flat is not None and flat.nbytes >= _fastpath.SHM_MIN_BYTES else None
+
+
+class SharedMemoryTransport:
+    """Fetch and Put through the lent region (blocking); the stream itself
+    goes through grpcio."""
+
+    def __init__(self, client: Any, stub: Any, grpcio: GrpcioTransport, mode: Any) -> None:
+        self._client = client
+        self._grpcio = grpcio
+        self.lender = Lender(client, stub, mode)
+        self._lock = threading.Lock()
+
+    def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
+              progress: bool) -> Optional[np.ndarray]:
+        c = self._client
+        with self._lock:  # one region: one transfer at a time
+            memory = self.lender.region(nbytes)
+            if memory is None:
+                return None
+            call = self._grpcio.fetch_call(shared_fetch_request(request, memory),
+                                           timeout=c.stream_timeout, metadata=c._metadata)
+            try:
+                messages = list(call)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e, c.target) from None
+            return shared_fetch_result(messages, memory, bits, out)
+
+    def put(self, header: Any, array: np.ndarray, progress: bool) -> Optional[pb.PutResponse]:
+        flat = shared_flat(array)
+        if flat is None:
+            return None
+        c = self._client
+        with self._lock:
+            memory = self.lender.region(flat.nbytes)
+            if memory is None:
+                return None
+            try:
+                return cast(pb.PutResponse, self._grpcio.put_call(
+                    iter([shared_put_header(header, memory, flat)]),
+                    timeout=c.stream_timeout, metadata=c._metadata))
+            except grpc.RpcError as e:
+                raise from_rpc_error(e, c.target) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self.lender.close()
+
+
+# -- asyncio -------------------------------------------------------------------
+
+
+class AioGrpcioTransport:
+    """Fetch and Put through grpc.aio."""
+
+    def __init__(self, client: Any, channel: Any) -> None:
+        self._client = client
+        self.put_call, self.fetch_call = _core.bulk_calls(channel)
+
+    async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
+                    progress: bool) -> np.ndarray:
+        import grpc.aio
+        c = self._client
+        call = self.fetch_call(request, timeout=c.stream_timeout, metadata=c._metadata)
+        bar: Optional[Progress] = None
+        try:
+            first = cast(Any, await call.read())
+            if first is grpc.aio.EOF or first.header is None:
+                raise RuntimeError("the Fetch stream did not start with its header")
+            bar = Progress(progress, int(first.header.total_bytes), "fetch")
+            sink = _core.FetchSink(first.header, progress=bar if bar else None, bits=bits,
+                                   out=out)
+            sink.write(first.data)
+            del first
+            while True:
+                msg = cast(Any, await call.read())
+                if msg is grpc.aio.EOF:
+                    break
+                sink.write(msg.data)
+            return sink.result()
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, c.target) from None
+        except BaseException:
+            call.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def put(self, header: Any, array: np.ndarray, progress: bool) -> pb.PutResponse:
+        c = self._client
+        bar = Progress(progress, int(header.header.total_bytes), "put")
+        call = self.put_call(None, timeout=c.stream_timeout, metadata=c._metadata)
+        try:
+            await call.write(header)
+            for message, n in _core.iter_put_messages(array, c.put_chunk_bytes):
+                await call.write(message)
+                bar.update(n)
+            await call.done_writing()
+            return cast(pb.PutResponse, await call)
+        except grpc.RpcError as e:
+            # A write fails once the server has answered; its status says why.
+            raise from_rpc_error(await _final_error(call, e), c.target) from None
+        except BaseException:
+            call.cancel()
+            raise
+        finally:
+            bar.close()
+
+
+async def _final_error(call: Any, error: grpc.RpcError) -> grpc.RpcError:
+    try:
+        await call
+    except grpc.RpcError as e:
+        return e
+    except Exception:
+        pass
+    return error
+
+
+async def _in_thread(fn: Callable[[], Any], undo: Optional[Callable[[Any], Any]] = None) -> Any:
+    """``fn()`` in a worker thread. The thread cannot be stopped: when the
+    task is cancelled it still finishes, and ``undo`` (a coroutine function)
+    gets its result, as a cancelled grpcio Put stores nothing."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if undo is not None:
+            try:
+                await undo(await work)
+            except Exception:
+                pass
+        raise
+
+
+class AioNativeTransport:
+    """The native extension's calls, in a worker thread."""
+
+    def __init__(self, client: Any, call: _fastpath.Call, stub: Any) -> None:
+        self._client = client
+        self.call = call
+        self._stub = stub
+
+    async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
+                    progress: bool) -> np.ndarray:
+        return cast(np.ndarray, await asyncio.to_thread(
+            self.call.fetch, request, bits, self._client.stream_timeout, out))
+
+    async def put(self, header: Any, array: np.ndarray,
+                  progress: bool) -> Optional[pb.PutResponse]:
+        flat = _core.wire_bytes(array)
+        if flat is None:
+            return None
+        c = self._client
+        return cast(pb.PutResponse, await _in_thread(
+            lambda: self.call.put(header, flat, c.put_chunk_bytes, c.stream_timeout),
+            self._delete_stored))
+
+    async def _delete_stored(self, resp: pb.PutResponse) -> None:
+        await self._stub.Delete(pb.DeleteRequest(refs=[resp.tensor.handle]),
+                                timeout=self._client.timeout,
+                                metadata=self._client._metadata)
+
+
+class AioSharedMemoryTransport:
+    """Fetch and Put through the lent region, the stream on grpc.aio (the
+    region is lent on the same connection: the server ties it to it)."""
+
+    def __init__(self, client: Any, stub: Any, grpcio: AioGrpcioTransport,
+                 mode: Any) -> None:
+        self._client = client
+        self._grpcio = grpcio
+        self.lender = Lender(client, stub, mode)
+        self._lock = asyncio.Lock()
+
+    async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
+                    progress: bool) -> Optional[np.ndarray]:
+        c = self._client
+        async with self._lock:  # one region: one transfer at a time
+            memory = await self.lender.region_async(nbytes)
+            if memory is None:
+                return None
+            call = self._grpcio.fetch_call(shared_fetch_request(request, memory),
+                                           timeout=c.stream_timeout, metadata=c._metadata)
+            try:
+                messages = [m async for m in call]
+            except grpc.RpcError as e:
+                raise from_rpc_error(e, c.target) from None
+            return shared_fetch_result(messages, memory, bits, out)
+
+    async def put(self, header: Any, array: np.ndarray,
+                  progress: bool) -> Optional[pb.PutResponse]:
+        flat = shared_flat(array)
+        if flat is None:
+            return None
+        c = self._client
+        async with self._lock:
+            memory = await self.lender.region_async(flat.nbytes)
+            if memory is None:
+                return None
+            call = self._grpcio.put_call(None, timeout=c.stream_timeout,
+                                         metadata=c._metadata)
+            try:
+                await call.write(shared_put_header(header, memory, flat))
+                await call.done_writing()
+                return cast(pb.PutResponse, await call)
+            except grpc.RpcError as e:
+                raise from_rpc_error(await _final_error(call, e), c.target) from None
+            except BaseException:
+                call.cancel()
+                raise
+
+    def close(self) -> None:
+        self.lender.close()
