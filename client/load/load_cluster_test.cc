@@ -65,90 +65,38 @@ const Struct& Obj(const Struct& s, const std::string& key) {
   return it == s.fields().end() ? *empty : it->second.struct_value();
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
-// Sum of every sample of `family` whose labels contain `match`.
-double Sum(const std::string& metrics, const std::string& family,
-           const std::string& match = "") {
-  double total = 0;
-  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
-    if (!absl::StartsWith(line, family + "{") &&
-        !absl::StartsWith(line, family + " ")) {
-      continue;
-    }
-    if (!match.empty() && !absl::StrContains(line, match)) continue;
-    double v = 0;
-    size_t space = line.rfind(' ');
-    if (absl::SimpleAtod(line.substr(space + 1), &v)) total += v;
-  }
-  return total;
-}
-
 class LoadClusterTest : public ::testing::Test {
  protected:
   static constexpr int kNodes = 3;
 
   void SetUp() override {
-    for (int i = 0; i < kNodes; ++i) {
-      addresses_.push_back(absl::StrCat("127.0.0.1:", FreePort()));
-    }
-    for (int i = 0; i < kNodes; ++i) {
-      const std::string metrics_file = dir_.File(absl::StrCat("metrics", i));
-      servers_.push_back(std::make_unique<ServerProcess>(
-          std::vector<std::string>{
-              absl::StrCat("--listen=", addresses_[i]),
-              absl::StrCat("--node-id=n", i),
-              absl::StrCat("--cluster=", absl::StrJoin(addresses_, ",")),
-              "--cluster-probe-ms=200", "--metrics-listen=127.0.0.1:0",
-              "--metrics-port-file=" + metrics_file},
-          ClientOptions{}));
-      metrics_ports_.push_back(std::stoi(ReadFile(metrics_file).value_or("0")));
-    }
     ClientOptions options;
     options.timeout = std::chrono::seconds(20);
+    // Every node's own view is complete: a run through one address sees
+    // that node's.
+    cluster_ = std::make_unique<LocalCluster>(
+        kNodes, dir_.path(), std::vector<std::string>{}, options);
+    ASSERT_TRUE(cluster_->ready());
     client_ = Client::Connect(Servers(), options);
     const auto deadline = Clock::now() + std::chrono::seconds(15);
     while (client_->HealthyNodes().size() < kNodes && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ASSERT_EQ(client_->HealthyNodes().size(), kNodes);
-    // Each node's own view too (a run through one address sees that one's).
-    for (const std::string& address : addresses_) {
-      std::unique_ptr<Client> one = Client::Connect(address, options);
-      while (one->HealthyNodes().size() < kNodes && Clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      ASSERT_EQ(one->HealthyNodes().size(), kNodes) << address;
-    }
   }
 
-  std::string Servers() const { return absl::StrJoin(addresses_, ","); }
+  std::string Servers() const { return cluster_->Servers(); }
 
-  std::string Scrape(int node) {
-    httplib::Client http("127.0.0.1", metrics_ports_[node]);
-    httplib::Result res = http.Get("/metrics");
-    return res ? res->body : std::string();
-  }
+  std::string Scrape(int node) { return cluster_->Scrape(node); }
 
   // A counter of node `node` once it reaches `expected` (a stream's last
   // bytes are counted a moment after the client has them), or after 5 s.
   double SettledSum(int node, const std::string& family, double expected,
                     const std::string& match = "") {
-    double v = Sum(Scrape(node), family, match);
+    double v = SumMetric(Scrape(node), family, match);
     for (int i = 0; i < 100 && v != expected; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      v = Sum(Scrape(node), family, match);
+      v = SumMetric(Scrape(node), family, match);
     }
     return v;
   }
@@ -178,9 +126,7 @@ class LoadClusterTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  std::vector<std::string> addresses_;
-  std::vector<int> metrics_ports_;
-  std::vector<std::unique_ptr<ServerProcess>> servers_;
+  std::unique_ptr<LocalCluster> cluster_;
   std::unique_ptr<Client> client_;
 };
 
@@ -230,14 +176,15 @@ TEST_F(LoadClusterTest, FetchSpreadsOverTheNodesAndCountsExactly) {
               Num(n, "bytes"))
         << node;
     const std::string metrics = Scrape(i);
-    EXPECT_EQ(Sum(metrics, "tensorcast_rpcs_total", "method=\"Fetch\""),
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_rpcs_total", "method=\"Fetch\""),
               node_requests)
         << node;
-    EXPECT_EQ(Sum(metrics, "tensorcast_cluster_forwarded_total"), 0) << node;
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_cluster_forwarded_total"), 0)
+        << node;
     // Its source tensor was made there, by node pinning.
-    EXPECT_EQ(
-        Sum(metrics, "tensorcast_rpcs_total", "method=\"Create\",code=\"OK\""),
-        1)
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_rpcs_total",
+                        "method=\"Create\",code=\"OK\""),
+              1)
         << node;
   }
   EXPECT_EQ(requests, kRequests);
@@ -269,7 +216,7 @@ TEST_F(LoadClusterTest, OpenLoopSharesRequestsEqually) {
 TEST_F(LoadClusterTest, MixedRunThroughOneAddressCoversEveryNode) {
   const std::string json = dir_.File("mixed.json");
   CommandResult r =
-      RunLoad({"--server=" + addresses_[1], "--scenario=mixed",
+      RunLoad({"--server=" + cluster_->addresses[1], "--scenario=mixed",
                "--mix=fetch:1,put:1", "--size=32KiB", "--concurrency=3",
                "--duration=1.5s", "--warmup=0.2s", "--json=" + json});
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
@@ -283,8 +230,9 @@ TEST_F(LoadClusterTest, MixedRunThroughOneAddressCoversEveryNode) {
     requests += Num(n, "requests");
     // The warm-up's puts count too, so at least the measured ones.
     const std::string metrics = Scrape(i);
-    EXPECT_GT(Sum(metrics, "tensorcast_put_bytes_total"), 0) << node;
-    EXPECT_EQ(Sum(metrics, "tensorcast_cluster_forwarded_total"), 0) << node;
+    EXPECT_GT(SumMetric(metrics, "tensorcast_put_bytes_total"), 0) << node;
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_cluster_forwarded_total"), 0)
+        << node;
   }
   EXPECT_EQ(requests, Num(doc, "requests"));
   ExpectNothingLeft();

@@ -33,59 +33,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
-// Sum of every sample of `family` whose labels contain `match`.
-double Sum(const std::string& metrics, const std::string& family,
-           const std::string& match = "") {
-  double total = 0;
-  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
-    if (!absl::StartsWith(line, family + "{") &&
-        !absl::StartsWith(line, family + " ")) {
-      continue;
-    }
-    if (!match.empty() && !absl::StrContains(line, match)) continue;
-    double v = 0;
-    size_t space = line.rfind(' ');
-    if (absl::SimpleAtod(line.substr(space + 1), &v)) total += v;
-  }
-  return total;
-}
-
 class ClusterClientTest : public ::testing::Test {
  protected:
   static constexpr int kNodes = 3;
 
   void SetUp() override {
-    for (int i = 0; i < kNodes; ++i) {
-      addresses_.push_back(absl::StrCat("127.0.0.1:", FreePort()));
-    }
-    for (int i = 0; i < kNodes; ++i) {
-      const std::string metrics_file = dir_.File(absl::StrCat("metrics", i));
-      servers_.push_back(std::make_unique<ServerProcess>(
-          std::vector<std::string>{
-              absl::StrCat("--listen=", addresses_[i]),
-              absl::StrCat("--node-id=n", i),
-              absl::StrCat("--cluster=", absl::StrJoin(addresses_, ",")),
-              "--cluster-probe-ms=200", "--metrics-listen=127.0.0.1:0",
-              "--metrics-port-file=" + metrics_file},
-          ClientOptions{}));
-      metrics_ports_.push_back(std::stoi(ReadFile(metrics_file).value_or("0")));
-    }
     ClientOptions options;
     options.timeout = std::chrono::seconds(20);
-    client_ = Client::Connect(absl::StrJoin(addresses_, ","), options);
+    cluster_ = std::make_unique<LocalCluster>(
+        kNodes, dir_.path(), std::vector<std::string>{}, options);
+    ASSERT_TRUE(cluster_->ready());
+    client_ = Client::Connect(cluster_->Servers(), options);
     const auto deadline = Clock::now() + std::chrono::seconds(15);
     while (client_->HealthyNodes().size() < kNodes && Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -93,11 +51,7 @@ class ClusterClientTest : public ::testing::Test {
     ASSERT_EQ(client_->HealthyNodes().size(), kNodes);
   }
 
-  std::string Scrape(int node) {
-    httplib::Client http("127.0.0.1", metrics_ports_[node]);
-    httplib::Result res = http.Get("/metrics");
-    return res ? res->body : std::string();
-  }
+  std::string Scrape(int node) { return cluster_->Scrape(node); }
 
   static std::string Bytes(int n, int seed) {
     std::string out(static_cast<size_t>(n), '\0');
@@ -121,9 +75,7 @@ class ClusterClientTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  std::vector<std::string> addresses_;
-  std::vector<int> metrics_ports_;
-  std::vector<std::unique_ptr<ServerProcess>> servers_;
+  std::unique_ptr<LocalCluster> cluster_;
   std::unique_ptr<Client> client_;
 };
 
@@ -158,12 +110,12 @@ TEST_F(ClusterClientTest, PlacementSpreadsAndCallsGoToTheOwner) {
   for (int i = 0; i < kNodes; ++i) {
     const std::string metrics = Scrape(i);
     ASSERT_FALSE(metrics.empty());
-    EXPECT_EQ(Sum(metrics, "tensorcast_cluster_forwarded_total"), 0) << i;
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_cluster_forwarded_total"), 0) << i;
     const std::string node = absl::StrCat("n", i);
-    EXPECT_EQ(Sum(metrics, "tensorcast_rpcs_total", "method=\"Fetch\""),
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_rpcs_total", "method=\"Fetch\""),
               per_node[node])
         << node;
-    EXPECT_EQ(Sum(metrics, "tensorcast_rpcs_total", "method=\"Info\""),
+    EXPECT_EQ(SumMetric(metrics, "tensorcast_rpcs_total", "method=\"Info\""),
               per_node[node])
         << node;
   }
@@ -216,9 +168,9 @@ TEST_F(ClusterClientTest, NodeKilledFailsFastOthersKeepServing) {
     by_node[t->node()].push_back(*t);
   }
   ASSERT_FALSE(by_node["n1"].empty());
-  ASSERT_EQ(kill(servers_[1]->pid(), SIGKILL), 0);
-  waitpid(servers_[1]->pid(), nullptr, 0);
-  servers_[1]->Forget();
+  ASSERT_EQ(kill(cluster_->servers[1]->pid(), SIGKILL), 0);
+  waitpid(cluster_->servers[1]->pid(), nullptr, 0);
+  cluster_->servers[1]->Forget();
   for (const v1::TensorInfo& t : by_node["n1"]) {
     const auto start = Clock::now();
     absl::StatusOr<std::string> got = Raw(*client_, t.handle());
@@ -245,7 +197,7 @@ TEST_F(ClusterClientTest, NodeKilledFailsFastOthersKeepServing) {
 }
 
 TEST_F(ClusterClientTest, Cli) {
-  const std::string list = absl::StrJoin(addresses_, ",");
+  const std::string list = cluster_->Servers();
   CommandResult members = RunCli(list, {"cluster", "--json"});
   ASSERT_EQ(members.exit_code, 0) << members.err;
   for (int i = 0; i < kNodes; ++i) {

@@ -35,20 +35,6 @@ constexpr char kTokenA[] = "tenant-a-token-0123456789abcdef";
 constexpr char kTokenA2[] = "tenant-a-second-token-0123456789";
 constexpr char kTokenB[] = "tenant-b-token-0123456789abcdef";
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
 class ClusterTest : public ::testing::Test {
  protected:
   static constexpr int kNodes = 3;
@@ -57,34 +43,22 @@ class ClusterTest : public ::testing::Test {
     WriteFile(dir_.File("tokens"),
               absl::StrCat(kTokenA, " a\n", kTokenA2, " a\n", kTokenB, " b\n"));
     WriteFile(dir_.File("cluster-token"), absl::StrCat(kTokenA2, "\n"));
-    std::vector<std::string> addresses;
-    for (int i = 0; i < kNodes; ++i) {
-      ports_.push_back(FreePort());
-      addresses.push_back(absl::StrCat("127.0.0.1:", ports_.back()));
+    ClientOptions options;
+    options.token = kTokenA;
+    cluster_ = std::make_unique<LocalCluster>(
+        kNodes, dir_.path(),
+        std::vector<std::string>{
+            "--auth-tokens=" + dir_.File("tokens"),
+            "--cluster-token-file=" + dir_.File("cluster-token")},
+        options);
+    ASSERT_TRUE(cluster_->ready());
+    for (const std::string& address : cluster_->addresses) {
+      stubs_.push_back(v1::TensorService::NewStub(
+          grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
     }
+    // Every node sees every other one healthy, with its id (the raw view).
     for (int i = 0; i < kNodes; ++i) {
-      const std::string metrics_file = dir_.File(absl::StrCat("metrics", i));
-      servers_.push_back(std::make_unique<ServerProcess>(
-          std::vector<std::string>{
-              absl::StrCat("--listen=", addresses[i]),
-              absl::StrCat("--node-id=n", i),
-              absl::StrCat("--cluster=", absl::StrJoin(addresses, ",")),
-              "--cluster-probe-ms=200", "--auth-tokens=" + dir_.File("tokens"),
-              "--cluster-token-file=" + dir_.File("cluster-token"),
-              "--metrics-listen=127.0.0.1:0",
-              "--metrics-port-file=" + metrics_file},
-          ClientOptions{}));
-      metrics_ports_.push_back(std::stoi(ReadFile(metrics_file).value_or("0")));
-      stubs_.push_back(v1::TensorService::NewStub(grpc::CreateChannel(
-          addresses[i], grpc::InsecureChannelCredentials())));
-    }
-    // Every node sees every other one healthy, with its id.
-    const auto deadline = Clock::now() + std::chrono::seconds(15);
-    for (int i = 0; i < kNodes; ++i) {
-      while (HealthyMembers(i) < kNodes && Clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      ASSERT_EQ(HealthyMembers(i), kNodes) << servers_[i]->Log();
+      ASSERT_EQ(HealthyMembers(i), kNodes) << cluster_->servers[i]->Log();
     }
   }
 
@@ -165,16 +139,10 @@ class ClusterTest : public ::testing::Test {
     return stubs_[node]->Info(Ctx(token).get(), req, r);
   }
 
-  std::string Scrape(int node) {
-    httplib::Client http("127.0.0.1", metrics_ports_[node]);
-    httplib::Result res = http.Get("/metrics");
-    return res ? res->body : std::string();
-  }
+  std::string Scrape(int node) { return cluster_->Scrape(node); }
 
   TempDir dir_;
-  std::vector<int> ports_;
-  std::vector<int> metrics_ports_;
-  std::vector<std::unique_ptr<ServerProcess>> servers_;
+  std::unique_ptr<LocalCluster> cluster_;
   std::vector<std::unique_ptr<v1::TensorService::Stub>> stubs_;
 };
 
@@ -333,10 +301,10 @@ TEST_F(ClusterTest, TenantsHoldAcrossNodes) {
 TEST_F(ClusterTest, AKilledNodesHandlesFailFastAndTheOthersServe) {
   v1::TensorInfo on0 = Put(0, 100, kTokenA);
   v1::TensorInfo on2 = Put(2, 100, kTokenA);
-  kill(servers_[2]->pid(), SIGKILL);
+  kill(cluster_->servers[2]->pid(), SIGKILL);
   int status;
-  waitpid(servers_[2]->pid(), &status, 0);
-  servers_[2]->Forget();
+  waitpid(cluster_->servers[2]->pid(), &status, 0);
+  cluster_->servers[2]->Forget();
 
   // Right away (before any probe noticed) and after the probes did.
   for (int round = 0; round < 2; ++round) {
@@ -371,9 +339,10 @@ TEST_F(ClusterTest, AKilledNodesHandlesFailFastAndTheOthersServe) {
 // --listen=HOST:0: the node advertises the port it bound, not 0.
 TEST(ClusterAdvertiseTest, AListenPortOfZeroAdvertisesTheBoundPort) {
   // The harness listens on 127.0.0.1:0; the one other member is down.
-  ServerProcess server({"--node-id=solo",
-                        absl::StrCat("--cluster=127.0.0.1:", FreePort()),
-                        "--cluster-probe-ms=200"});
+  ServerProcess server(
+      {"--node-id=solo",
+       absl::StrCat("--cluster=127.0.0.1:", FreeLoopbackPort()),
+       "--cluster-probe-ms=200"});
   auto stub = v1::TensorService::NewStub(grpc::CreateChannel(
       server.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;

@@ -1,12 +1,23 @@
 #include "tests/integration/harness.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace tensorcast::testing {
 namespace {
@@ -161,6 +172,90 @@ int64_t CpuAllocatedWhenSettled(Client& client, int64_t expected) {
     bytes = CpuAllocated(client);
   }
   return bytes;
+}
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  EXPECT_NE(port, 0) << "no free loopback port";
+  return port;
+}
+
+double SumMetric(const std::string& metrics, const std::string& family,
+                 const std::string& match) {
+  double total = 0;
+  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+    if (!absl::StartsWith(line, family + "{") &&
+        !absl::StartsWith(line, family + " ")) {
+      continue;
+    }
+    if (!match.empty() && !absl::StrContains(line, match)) continue;
+    double v = 0;
+    const size_t space = line.rfind(' ');
+    if (absl::SimpleAtod(line.substr(space + 1), &v)) total += v;
+  }
+  return total;
+}
+
+LocalCluster::LocalCluster(int nodes, const std::string& dir,
+                           std::vector<std::string> flags,
+                           const ClientOptions& options) {
+  for (int i = 0; i < nodes; ++i) {
+    addresses.push_back(absl::StrCat("127.0.0.1:", FreeLoopbackPort()));
+  }
+  for (int i = 0; i < nodes; ++i) {
+    const std::string metrics_file =
+        absl::StrCat(dir, "/cluster-metrics-port-", i);
+    std::vector<std::string> argv = {absl::StrCat("--listen=", addresses[i]),
+                                     absl::StrCat("--node-id=n", i),
+                                     absl::StrCat("--cluster=", Servers()),
+                                     "--cluster-probe-ms=200",
+                                     "--metrics-listen=127.0.0.1:0",
+                                     "--metrics-port-file=" + metrics_file};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    servers.push_back(
+        std::make_unique<ServerProcess>(std::move(argv), ClientOptions{}));
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(ReadFile(metrics_file).value_or(""), &port))
+        << "node " << i << " wrote no metrics port";
+    metrics_ports.push_back(port);
+  }
+  // Every node's own view: a client sent to one address asks that node.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  ready_ = true;
+  for (const std::string& address : addresses) {
+    std::unique_ptr<Client> one = Client::Connect(address, options);
+    while (one->HealthyNodes().size() < static_cast<size_t>(nodes) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (one->HealthyNodes().size() < static_cast<size_t>(nodes)) {
+      ADD_FAILURE() << address << " sees " << one->HealthyNodes().size()
+                    << " of " << nodes << " nodes healthy";
+      ready_ = false;
+    }
+  }
+}
+
+std::string LocalCluster::Servers() const {
+  return absl::StrJoin(addresses, ",");
+}
+
+std::string LocalCluster::Scrape(int node) const {
+  httplib::Client http("127.0.0.1", metrics_ports[node]);
+  httplib::Result res = http.Get("/metrics");
+  return res ? res->body : std::string();
 }
 
 }  // namespace tensorcast::testing

@@ -78,6 +78,41 @@ int64_t CpuAllocated(Client& client);
 // them, so "nothing left behind" checks wait for that.
 int64_t CpuAllocatedWhenSettled(Client& client, int64_t expected = 0);
 
+// A free TCP port on 127.0.0.1, bound and released: for tests that must
+// name every address before any server starts (a cluster's --cluster list).
+int FreeLoopbackPort();
+
+// The sum of every sample of the Prometheus family `family` in the text
+// `metrics` whose line contains `match` (all samples when it is empty).
+double SumMetric(const std::string& metrics, const std::string& family,
+                 const std::string& match = "");
+
+// `nodes` tensorcast-server processes as one cluster on loopback: node ids
+// n0, n1, ..., --cluster listing every address, a 200 ms probe, each with
+// a metrics endpoint; `flags` are added to every node's command line. The
+// constructor waits (15 s at most) until every node's own view, asked
+// through a Client made with `options`, has all `nodes` members healthy;
+// ready() says whether they got there.
+class LocalCluster {
+ public:
+  LocalCluster(int nodes, const std::string& dir,
+               std::vector<std::string> flags = {},
+               const ClientOptions& options = {});
+
+  bool ready() const { return ready_; }
+  // The addresses, comma-separated: a Client or CLI --server list.
+  std::string Servers() const;
+  // GET /metrics of node `node` (empty if it does not answer).
+  std::string Scrape(int node) const;
+
+  std::vector<std::string> addresses;
+  std::vector<std::unique_ptr<ServerProcess>> servers;
+  std::vector<int> metrics_ports;
+
+ private:
+  bool ready_ = false;
+};
+
 }  // namespace tensorcast::testing
 
 #endif  // TENSORCAST_TESTS_INTEGRATION_HARNESS_H_
