@@ -14,6 +14,7 @@
 #include "common/size.h"
 #include "google/protobuf/descriptor.h"
 #include "server/core/caller_message.h"
+#include "server/ops/cuda_backend.h"
 #include "server/service/logging.h"
 #include "server/service/proto_convert.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
@@ -92,7 +93,8 @@ ServiceContext::ServiceContext(TensorStore* store,
     : ctx_{store, devices, options.max_tensor_bytes, nullptr},
       auth_(auth),
       options_(options),
-      shared_memory_(options.shared_memory_dir, options.shared_memory_limits),
+      shared_memory_(options.shared_memory_dir, options.shared_memory_limits,
+                     NewIpcMemoryOpener()),
       shm_workers_(options.shared_memory
                        ? std::make_unique<WorkerPool>(std::clamp<int>(
                              std::thread::hardware_concurrency() / 2, 2, 8))
