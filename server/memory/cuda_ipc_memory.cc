@@ -55,10 +55,15 @@ class DeviceScope {
 
 class CudaIpcRegion final : public IpcDeviceRegion {
  public:
-  CudaIpcRegion(int device, void* ptr, int64_t size)
-      : device_(device), ptr_(static_cast<char*>(ptr)), size_(size) {}
+  // `stream`: its own, on `device`, which it destroys.
+  CudaIpcRegion(int device, void* ptr, int64_t size, cudaStream_t stream)
+      : device_(device),
+        ptr_(static_cast<char*>(ptr)),
+        size_(size),
+        stream_(stream) {}
   ~CudaIpcRegion() override {
     DeviceScope scope(device_);
+    (void)cudaStreamDestroy(stream_);
     (void)cudaIpcCloseMemHandle(ptr_);
   }
   CudaIpcRegion(const CudaIpcRegion&) = delete;
@@ -73,16 +78,20 @@ class CudaIpcRegion final : public IpcDeviceRegion {
   absl::Status CopyToHost(int64_t offset, void* dst, int64_t n) const override {
     if (n <= 0) return absl::OkStatus();
     DeviceScope scope(device_);
-    TC_CUDA_TRY(cudaMemcpy(dst, ptr_ + offset, static_cast<size_t>(n),
-                           cudaMemcpyDeviceToHost));
+    TC_CUDA_TRY(cudaMemcpyAsync(dst, ptr_ + offset, static_cast<size_t>(n),
+                                cudaMemcpyDeviceToHost, stream_));
+    TC_CUDA_TRY(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
   absl::Status CopyFromHost(int64_t offset, const void* src,
                             int64_t n) const override {
     if (n <= 0) return absl::OkStatus();
     DeviceScope scope(device_);
-    TC_CUDA_TRY(cudaMemcpy(ptr_ + offset, src, static_cast<size_t>(n),
-                           cudaMemcpyHostToDevice));
+    // Synchronised: a copy from pageable memory may return before the
+    // device has the bytes, and the client reads them once Fetch returns.
+    TC_CUDA_TRY(cudaMemcpyAsync(ptr_ + offset, src, static_cast<size_t>(n),
+                                cudaMemcpyHostToDevice, stream_));
+    TC_CUDA_TRY(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
 
@@ -90,6 +99,7 @@ class CudaIpcRegion final : public IpcDeviceRegion {
   const int device_;
   char* const ptr_;
   const int64_t size_;
+  const cudaStream_t stream_;  // the copies'; serialised per region
 };
 
 class CudaIpcOpener final : public IpcMemoryOpener {
@@ -146,7 +156,13 @@ class CudaIpcOpener final : public IpcMemoryOpener {
                              " bytes, fewer than ", size),
           cudaSuccess);
     }
-    return std::make_unique<CudaIpcRegion>(device, ptr, size);
+    cudaStream_t stream = nullptr;
+    error = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+    if (error != cudaSuccess) {
+      (void)cudaIpcCloseMemHandle(ptr);
+      return refuse("cudaStreamCreateWithFlags", error);
+    }
+    return std::make_unique<CudaIpcRegion>(device, ptr, size, stream);
   }
 };
 

@@ -11,7 +11,8 @@ namespace tensorcast {
 // Opens a handle on the GPU the bus id names (cudaDeviceGetByPCIBusId) with
 // cudaIpcOpenMemHandle (cudaIpcMemLazyEnablePeerAccess), and refuses it
 // unless the allocation reaches `size` bytes past the handle's address
-// (cuMemGetAddressRange). Copies are cudaMemcpy on that GPU, synchronous.
+// (cuMemGetAddressRange). Each region copies on a stream of its own on that
+// GPU, synchronised before a copy returns.
 std::unique_ptr<IpcMemoryOpener> NewCudaIpcMemoryOpener();
 
 }  // namespace tensorcast
