@@ -3,8 +3,11 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -104,6 +107,9 @@ class CudaIpcRegion final : public IpcDeviceRegion {
 
 class CudaIpcOpener final : public IpcMemoryOpener {
  public:
+  explicit CudaIpcOpener(std::vector<int> served)
+      : served_(std::move(served)) {}
+
   std::unique_ptr<IpcDeviceRegion> Open(absl::string_view handle,
                                         absl::string_view pci_bus_id,
                                         int64_t size,
@@ -126,6 +132,11 @@ class CudaIpcOpener final : public IpcMemoryOpener {
     cudaError_t error = cudaDeviceGetByPCIBusId(&device, bus.c_str());
     if (error != cudaSuccess) {
       return refuse(absl::StrCat("no GPU at PCI bus id ", bus), error);
+    }
+    if (std::find(served_.begin(), served_.end(), device) == served_.end()) {
+      return refuse(absl::StrCat("cuda:", device, " (", bus,
+                                 ") is not a GPU this server serves"),
+                    cudaSuccess);
     }
     DeviceScope scope(device);
     if (!scope.ok()) return refuse("cudaSetDevice", cudaGetLastError());
@@ -164,12 +175,16 @@ class CudaIpcOpener final : public IpcMemoryOpener {
     }
     return std::make_unique<CudaIpcRegion>(device, ptr, size, stream);
   }
+
+ private:
+  const std::vector<int> served_;
 };
 
 }  // namespace
 
-std::unique_ptr<IpcMemoryOpener> NewCudaIpcMemoryOpener() {
-  return std::make_unique<CudaIpcOpener>();
+std::unique_ptr<IpcMemoryOpener> NewCudaIpcMemoryOpener(
+    std::vector<int> served) {
+  return std::make_unique<CudaIpcOpener>(std::move(served));
 }
 
 }  // namespace tensorcast

@@ -3,6 +3,7 @@
 #define TENSORCAST_SERVER_MEMORY_CUDA_IPC_MEMORY_H_
 
 #include <memory>
+#include <vector>
 
 #include "server/memory/ipc_memory.h"
 
@@ -13,7 +14,10 @@ namespace tensorcast {
 // unless the allocation reaches `size` bytes past the handle's address
 // (cuMemGetAddressRange). Each region copies on a stream of its own on that
 // GPU, synchronised before a copy returns.
-std::unique_ptr<IpcMemoryOpener> NewCudaIpcMemoryOpener();
+// Only GPUs whose ordinals are in `served` (the ones the server serves):
+// any other is refused before it is touched.
+std::unique_ptr<IpcMemoryOpener> NewCudaIpcMemoryOpener(
+    std::vector<int> served);
 
 }  // namespace tensorcast
 

@@ -44,9 +44,10 @@ std::unique_ptr<Engine> NewCudaEngine(int index, CachingPool* device_pool,
                                       CachingPool* pinned_pool);
 
 // What opens the device memory same-host clients lend through CUDA IPC
-// (server/memory/ipc_memory.h): CUDA's where it is built (which refuses a
-// bus id that names no GPU of this machine), else one that refuses all.
-std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener();
+// (server/memory/ipc_memory.h): CUDA's where it is built, which refuses a
+// bus id that names no GPU of this machine or one whose ordinal is not in
+// `served` (the GPUs this server serves); else one that refuses all.
+std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener(std::vector<int> served);
 
 }  // namespace tensorcast
 

@@ -388,8 +388,8 @@ std::unique_ptr<Engine> NewCudaEngine(int index, CachingPool* device_pool,
   return std::make_unique<CudaEngine>(index, device_pool, pinned_pool);
 }
 
-std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener() {
-  return NewCudaIpcMemoryOpener();
+std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener(std::vector<int> served) {
+  return NewCudaIpcMemoryOpener(std::move(served));
 }
 
 }  // namespace tensorcast

@@ -25,6 +25,18 @@ namespace {
 // A failed RPC's message is logged up to this long.
 constexpr size_t kMaxLoggedMessageBytes = 1024;
 
+// The CUDA ordinals of the GPUs the server serves: the only ones CUDA IPC
+// regions may be on.
+std::vector<int> ServedGpus(const DeviceRegistry* devices) {
+  std::vector<int> served;
+  if (devices == nullptr) return served;
+  for (const std::unique_ptr<Device>& device : devices->all()) {
+    absl::StatusOr<DeviceName> name = ParseDeviceName(device->name());
+    if (name.ok() && name->is_cuda) served.push_back(name->index);
+  }
+  return served;
+}
+
 }  // namespace
 
 void LogRpc(ServiceContext* service, const char* method,
@@ -94,7 +106,7 @@ ServiceContext::ServiceContext(TensorStore* store,
       auth_(auth),
       options_(options),
       shared_memory_(options.shared_memory_dir, options.shared_memory_limits,
-                     NewIpcMemoryOpener()),
+                     NewIpcMemoryOpener(ServedGpus(devices))),
       shm_workers_(options.shared_memory
                        ? std::make_unique<WorkerPool>(std::clamp<int>(
                              std::thread::hardware_concurrency() / 2, 2, 8))
