@@ -81,7 +81,8 @@ class CudaIpcRegion {
       Client& client, std::unique_ptr<CudaIpcRegion> region);
 
   char* base_ = nullptr;  // the allocation: header, then data
-  bool owned_ = false;    // cudaFree'd by the destructor
+  // cudaFree'd by the destructor (unused where CUDA is not built).
+  [[maybe_unused]] bool owned_ = false;
   int device_ = -1;
   int64_t offset_ = 0;
   int64_t size_ = 0;
