@@ -169,7 +169,7 @@ def test_shared_memory_region_not_reused_after_a_cut_transfer(server) -> None:
                 c.stream_timeout = saved
         else:
             pytest.fail("no Fetch was cut by its deadline")
-        assert c._shm is not old
+        assert c._shm is not old and c.shared_memory
         np.testing.assert_array_equal(t.numpy(), a)
         assert c._shm is not None and c._shm is not old
 
@@ -189,7 +189,7 @@ def test_shared_memory_region_not_reused_after_a_cut_transfer(server) -> None:
                     c.stream_timeout = saved
             else:
                 pytest.fail("no Fetch was cut by its deadline")
-            assert c._shm is not old
+            assert c._shm is not old and c.shared_memory
             np.testing.assert_array_equal(await t.numpy(), a)
             assert c._shm is not None and c._shm is not old
     run(main())

@@ -236,6 +236,7 @@ class Lender:
         self._stub = stub
         self.mode = mode  # True or "auto"; False once "auto" found it refused
         self.memory: Optional[_fastpath.SharedMemory] = None
+        self.lent = False  # a region was lent (one may be retired since)
 
     def _size(self, nbytes: int) -> int:
         """The size of a new region for ``nbytes`` (the old one is closed),
@@ -269,6 +270,7 @@ class Lender:
             except grpc.RpcError as e:
                 self._refused(e)
                 return None
+            self.lent = True
         return self.memory
 
     async def region_async(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
@@ -286,6 +288,7 @@ class Lender:
                 self._refused(e)
                 return None
             self.memory = memory
+            self.lent = True
         return self.memory
 
     def close(self) -> None:
