@@ -16,6 +16,7 @@
 #include "server/service/service_context.h"
 #include "server/service/status.h"
 #include "server/store/handle.h"
+#include "server/store/tenant.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
 
 namespace tensorcast {
@@ -358,10 +359,16 @@ namespace {
 // is known when a name is looked up first: Start(peer) then, or Fail.
 class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
+  // `slot` is one of the caller's streams on this node, held for as long
+  // as the proxy relays (it holds up to two of the owner's messages).
   FetchProxy(ServiceContext* service, grpc::CallbackServerContext* ctx,
              const grpc::ByteBuffer& request,
-             std::chrono::steady_clock::time_point start)
-      : service_(service), ctx_(ctx), client_(this), start_(start) {
+             std::chrono::steady_clock::time_point start, StreamSlot slot)
+      : service_(service),
+        ctx_(ctx),
+        client_(this),
+        start_(start),
+        slot_(std::move(slot)) {
     service_->StreamStarted();
     request_ = request;
   }
@@ -445,8 +452,9 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   grpc::CallbackServerContext* const ctx_;
   Client client_;
   const std::chrono::steady_clock::time_point start_;
-  std::mutex mu_;  // Start against OnCancel
-  Peer peer_;      // set by Start
+  StreamSlot slot_;  // the caller's stream on this node
+  std::mutex mu_;    // Start against OnCancel
+  Peer peer_;        // set by Start
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::GenericStub> stub_;
   grpc::ByteBuffer request_;
@@ -484,8 +492,17 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
     LogRpc(service, "Fetch", ctx, route.status, start);
     return new FailedFetch(service, ToGrpcStatus(route.status));
   }
+  // The relay holds memory here: it takes one of the caller's streams on
+  // this node, as a local Fetch would, before anything is asked of a peer.
+  StreamSlot slot;
+  if (absl::StatusOr<Caller> caller = service->Admit(ctx, &slot);
+      !caller.ok()) {
+    LogRpc(service, "Fetch", ctx, caller.status(), start);
+    return new FailedFetch(service, ToGrpcStatus(caller.status()));
+  }
   if (!route.lookup) {
-    auto* proxy = new FetchProxy(service, ctx, *request, start);
+    auto* proxy =
+        new FetchProxy(service, ctx, *request, start, std::move(slot));
     proxy->Start(route.peer);
     return proxy;
   }
@@ -495,7 +512,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
     LogRpc(service, "Fetch", ctx, s, start);
     return new FailedFetch(service, ToGrpcStatus(s));
   }
-  auto* proxy = new FetchProxy(service, ctx, *request, start);
+  auto* proxy = new FetchProxy(service, ctx, *request, start, std::move(slot));
   const std::string name = route.name;
   LookUpName(cluster, ctx, name,
              [proxy, cluster, tenant,

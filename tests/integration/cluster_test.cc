@@ -34,6 +34,7 @@ using Clock = std::chrono::steady_clock;
 constexpr char kTokenA[] = "tenant-a-token-0123456789abcdef";
 constexpr char kTokenA2[] = "tenant-a-second-token-0123456789";
 constexpr char kTokenB[] = "tenant-b-token-0123456789abcdef";
+constexpr char kTokenC[] = "tenant-c-token-0123456789abcdef";  // streams=1
 
 class ClusterTest : public ::testing::Test {
  protected:
@@ -41,7 +42,8 @@ class ClusterTest : public ::testing::Test {
 
   void SetUp() override {
     WriteFile(dir_.File("tokens"),
-              absl::StrCat(kTokenA, " a\n", kTokenA2, " a\n", kTokenB, " b\n"));
+              absl::StrCat(kTokenA, " a\n", kTokenA2, " a\n", kTokenB, " b\n",
+                           kTokenC, " c streams=1\n"));
     WriteFile(dir_.File("cluster-token"), absl::StrCat(kTokenA2, "\n"));
     ClientOptions options;
     options.token = kTokenA;
@@ -279,6 +281,41 @@ TEST_F(ClusterTest, CopyIsByteExactAndChargesTheTargetTenant) {
   // Another tenant cannot copy it (NOT_FOUND, as locally).
   s = stubs_[1]->Copy(Ctx(kTokenB).get(), copy, &copied);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ClusterTest, AForwardedFetchTakesOneOfTheCallersStreamsOnTheProxy) {
+  // Tenant c may hold one stream at a time on each node.
+  const v1::TensorInfo on1 = Put(1, 8 << 20, kTokenC);
+  const v1::TensorInfo on2 = Put(2, 8 << 20, kTokenC);
+  // A Fetch forwarded through n0 to n1, held open after its first message.
+  auto held_ctx = Ctx(kTokenC);
+  v1::FetchRequest req;
+  req.set_ref(on1.handle());
+  req.set_format(v1::FORMAT_RAW);
+  req.set_chunk_bytes(4096);
+  auto held = stubs_[0]->Fetch(held_ctx.get(), req);
+  v1::FetchResponse msg;
+  ASSERT_TRUE(held->Read(&msg));
+  // A second through n0, to n2, where c holds no stream: n0 refuses it.
+  std::string out;
+  grpc::Status second = Fetch(0, on2.handle(), &out, kTokenC);
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << second.error_message();
+  // Straight to n2 it is served.
+  grpc::Status direct = Fetch(2, on2.handle(), &out, kTokenC);
+  EXPECT_TRUE(direct.ok()) << direct.error_message();
+  EXPECT_EQ(out.size(), size_t{32} << 20);
+  held_ctx->TryCancel();
+  held->Finish();
+  // The slot came back with the relay: through n0 again, served.
+  grpc::Status again = Fetch(0, on2.handle(), &out, kTokenC);
+  for (int i = 0;
+       i < 100 && again.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    again = Fetch(0, on2.handle(), &out, kTokenC);
+  }
+  EXPECT_TRUE(again.ok()) << again.error_message();
 }
 
 TEST_F(ClusterTest, TenantsHoldAcrossNodes) {
