@@ -279,7 +279,9 @@ class Lender:
         if self.memory is not None and self.memory.size >= nbytes:
             return 0
         size = max(nbytes, 2 * self.memory.size if self.memory is not None else 0)
-        self.close()
+        if self.memory is not None:  # the copying region only: not the arena
+            self.memory.close()
+            self.memory = None
         return size
 
     def _refused(self, e: grpc.RpcError) -> None:
