@@ -442,9 +442,10 @@ class SharedMemoryTransport:
         direct = self.lender.locate(out, nbytes)
         if direct is not None:  # into a shared array: no lock, no copy here
             arena, off = direct
-            call = self._grpcio.fetch_call(direct_fetch_request(request, arena, off, nbytes),
-                                           timeout=c.stream_timeout, metadata=c._metadata)
             with arena.transfer(off):
+                call = self._grpcio.fetch_call(
+                    direct_fetch_request(request, arena, off, nbytes),
+                    timeout=c.stream_timeout, metadata=c._metadata)
                 try:
                     messages = list(call)
                 except grpc.RpcError as e:
@@ -633,9 +634,10 @@ class AioSharedMemoryTransport:
         direct = self.lender.locate(out, nbytes)
         if direct is not None:  # into a shared array: no lock, no copy here
             arena, off = direct
-            call = self._grpcio.fetch_call(direct_fetch_request(request, arena, off, nbytes),
-                                           timeout=c.stream_timeout, metadata=c._metadata)
             with arena.transfer(off):
+                call = self._grpcio.fetch_call(
+                    direct_fetch_request(request, arena, off, nbytes),
+                    timeout=c.stream_timeout, metadata=c._metadata)
                 try:
                     messages = [m async for m in call]
                 except grpc.RpcError as e:
@@ -662,9 +664,9 @@ class AioSharedMemoryTransport:
         direct = direct_put(array, self.lender)
         if direct is not None:  # from a shared array: no lock, no copy here
             arena, off, n = direct
-            call = self._grpcio.put_call(None, timeout=c.stream_timeout,
-                                         metadata=c._metadata)
             with arena.transfer(off):
+                call = self._grpcio.put_call(None, timeout=c.stream_timeout,
+                                             metadata=c._metadata)
                 try:
                     await call.write(direct_put_header(header, arena, off, n))
                     await call.done_writing()
