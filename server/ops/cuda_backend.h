@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "server/memory/caching_pool.h"
+#include "server/memory/ipc_memory.h"
 #include "server/memory/memory_resource.h"
 #include "server/ops/engine.h"
 
@@ -41,6 +42,12 @@ std::unique_ptr<MemoryResource> NewPinnedResource();
 // pool) and staging from pinned_pool; both must outlive it.
 std::unique_ptr<Engine> NewCudaEngine(int index, CachingPool* device_pool,
                                       CachingPool* pinned_pool);
+
+// What opens the device memory same-host clients lend through CUDA IPC
+// (server/memory/ipc_memory.h): CUDA's where it is built, which refuses a
+// bus id that names no GPU of this machine or one whose ordinal is not in
+// `served` (the GPUs this server serves); else one that refuses all.
+std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener(std::vector<int> served);
 
 }  // namespace tensorcast
 

@@ -18,4 +18,8 @@ std::unique_ptr<Engine> NewCudaEngine(int, CachingPool*, CachingPool*) {
   std::abort();
 }
 
+std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener(std::vector<int>) {
+  return NewRefusingIpcMemoryOpener("this server was built without CUDA");
+}
+
 }  // namespace tensorcast

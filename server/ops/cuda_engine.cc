@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "common/size.h"
 #include "server/memory/cuda_check.h"
+#include "server/memory/cuda_ipc_memory.h"
 #include "server/memory/cuda_memory_resource.h"
 #include "server/memory/pinned_memory_resource.h"
 #include "server/ops/cuda_backend.h"
@@ -385,6 +386,10 @@ std::unique_ptr<MemoryResource> NewPinnedResource() {
 std::unique_ptr<Engine> NewCudaEngine(int index, CachingPool* device_pool,
                                       CachingPool* pinned_pool) {
   return std::make_unique<CudaEngine>(index, device_pool, pinned_pool);
+}
+
+std::unique_ptr<IpcMemoryOpener> NewIpcMemoryOpener(std::vector<int> served) {
+  return NewCudaIpcMemoryOpener(std::move(served));
 }
 
 }  // namespace tensorcast

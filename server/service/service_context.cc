@@ -14,6 +14,7 @@
 #include "common/size.h"
 #include "google/protobuf/descriptor.h"
 #include "server/core/caller_message.h"
+#include "server/ops/cuda_backend.h"
 #include "server/service/logging.h"
 #include "server/service/proto_convert.h"
 #include "tensorcast/v1/tensor_service.grpc.pb.h"
@@ -23,6 +24,18 @@ namespace {
 
 // A failed RPC's message is logged up to this long.
 constexpr size_t kMaxLoggedMessageBytes = 1024;
+
+// The CUDA ordinals of the GPUs the server serves: the only ones CUDA IPC
+// regions may be on.
+std::vector<int> ServedGpus(const DeviceRegistry* devices) {
+  std::vector<int> served;
+  if (devices == nullptr) return served;
+  for (const std::unique_ptr<Device>& device : devices->all()) {
+    absl::StatusOr<DeviceName> name = ParseDeviceName(device->name());
+    if (name.ok() && name->is_cuda) served.push_back(name->index);
+  }
+  return served;
+}
 
 }  // namespace
 
@@ -92,7 +105,8 @@ ServiceContext::ServiceContext(TensorStore* store,
     : ctx_{store, devices, options.max_tensor_bytes, nullptr},
       auth_(auth),
       options_(options),
-      shared_memory_(options.shared_memory_dir, options.shared_memory_limits),
+      shared_memory_(options.shared_memory_dir, options.shared_memory_limits,
+                     NewIpcMemoryOpener(ServedGpus(devices))),
       shm_workers_(options.shared_memory
                        ? std::make_unique<WorkerPool>(std::clamp<int>(
                              std::thread::hardware_concurrency() / 2, 2, 8))

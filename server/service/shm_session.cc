@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "server/service/reactors.h"
@@ -77,7 +78,16 @@ class SharedMemorySession final
           "over loopback or a unix socket"));
       return;
     }
+    const bool cuda = !request->cuda_ipc_handle().empty() ||
+                      !request->cuda_pci_bus_id().empty();
     const bool memfd = request->name().empty() && request->memfd_pid() != 0;
+    if (cuda && (!request->name().empty() || request->memfd_pid() != 0 ||
+                 request->memfd_fd() != 0)) {
+      End(absl::InvalidArgumentError(
+          "a shared-memory region is a name, a memfd or a CUDA IPC handle, "
+          "one of them"));
+      return;
+    }
     if (!request->name().empty() &&
         (request->memfd_pid() != 0 || request->memfd_fd() != 0)) {
       End(absl::InvalidArgumentError(
@@ -90,11 +100,15 @@ class SharedMemorySession final
     std::string why;  // a refusal's reason: the log's, never the caller's
     // The tenant's quota is charged the region's data bytes.
     absl::StatusOr<SharedMemoryGrant> grant =
-        memfd ? registry.OpenMemfd(request->memfd_pid(), request->memfd_fd(),
-                                   request->size(), request->token(), owner,
-                                   caller->tenant, &why)
-              : registry.Open(request->name(), request->size(),
-                              request->token(), owner, caller->tenant, &why);
+        cuda    ? registry.OpenCudaIpc(request->cuda_ipc_handle(),
+                                       request->cuda_pci_bus_id(), request->size(),
+                                       request->token(), owner, caller->tenant,
+                                       &why)
+        : memfd ? registry.OpenMemfd(request->memfd_pid(), request->memfd_fd(),
+                                     request->size(), request->token(), owner,
+                                     caller->tenant, &why)
+                : registry.Open(request->name(), request->size(),
+                                request->token(), owner, caller->tenant, &why);
     if (!grant.ok()) {
       if (!why.empty()) {
         spdlog::debug("OpenSharedMemory from {} refused: {}", ctx_->peer(),
@@ -109,6 +123,9 @@ class SharedMemorySession final
     event_.set_mapped(memfd);
     event_.set_data_offset(kSharedMemoryHeaderBytes);
     event_.set_challenge(grant->challenge);
+    if (grant->device >= 0) {
+      event_.set_device(absl::StrCat("cuda:", grant->device));
+    }
     LogRpc(service_, "OpenSharedMemory", ctx_, absl::OkStatus(), start_);
     StartWrite(&event_);
   }

@@ -135,7 +135,10 @@ absl::Status PutSink::WriteFrom(
   if (absl::Status s = CountReceived(n); !s.ok()) return s;
   char* dst = storage_->bytes() + data_written_;
   if (absl::Status s = CountData(n); !s.ok()) return s;
-  return read(dst);
+  absl::Status s = read(dst);
+  // The bytes are counted, not all written: Finish must not store them.
+  if (!s.ok()) read_failed_ = true;
+  return s;
 }
 
 absl::Status PutSink::Write(absl::string_view data) {
@@ -191,6 +194,10 @@ absl::Status PutSink::FlushToDevice() {
 }
 
 absl::StatusOr<TensorPtr> PutSink::Finish() {
+  if (read_failed_) {
+    return absl::FailedPreconditionError(
+        "the upload's bytes could not all be read: nothing was stored");
+  }
   if (storage_ == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("truncated .npy: the upload ended after ", received_,

@@ -53,7 +53,8 @@ class PutSink {
   // tensor's storage: one copy from wherever `read` takes them (a
   // shared-memory region), not two. Otherwise through a buffer of `n`
   // bytes, then Write. The checks and errors are Write's, made before
-  // `read` is called; after a failed read the upload is unusable.
+  // `read` is called; after a failed read the upload is unusable (Finish
+  // is FAILED_PRECONDITION: a half-read tensor is never stored).
   absl::Status WriteFrom(int64_t n,
                          const std::function<absl::Status(char*)>& read);
   // INVALID_ARGUMENT when bytes are missing; otherwise the stored tensor.
@@ -93,7 +94,8 @@ class PutSink {
   ByteCharge staging_charge_;     // GPU: staging_capacity_, to the tenant
   int64_t uploaded_ = 0;          // GPU: data bytes in storage
   int64_t received_ = 0;
-  std::string read_buffer_;  // WriteFrom, where the bytes cannot go direct
+  std::string read_buffer_;   // WriteFrom, where the bytes cannot go direct
+  bool read_failed_ = false;  // a WriteFrom's read failed: Finish refuses
 };
 
 }  // namespace tensorcast

@@ -179,6 +179,32 @@ TEST_F(PutSinkTest, WriteFromChecksBeforeReading) {
   EXPECT_EQ(Allocated(), 0);
 }
 
+// A read that fails once its bytes are counted (the region went away
+// midway) leaves the upload unusable: Finish stores nothing even though
+// every byte was counted.
+TEST_F(PutSinkTest, WriteFromFailedReadIsNeverStored) {
+  const std::string data = Iota32(6);
+  std::unique_ptr<PutSink> sink = MustStart(Raw(DType::kInt32, {2, 3}));
+  ASSERT_NE(sink, nullptr);
+  ASSERT_TRUE(sink->WriteFrom(12,
+                              [&](char* dst) {
+                                std::memcpy(dst, data.data(), 12);
+                                return absl::OkStatus();
+                              })
+                  .ok());
+  absl::Status s = sink->WriteFrom(12, [&](char* dst) {
+    std::memcpy(dst, data.data() + 12, 4);  // part, then the failure
+    return absl::DataLossError("the region shrank");
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  absl::StatusOr<TensorPtr> t = sink->Finish();
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition)
+      << t.status();
+  EXPECT_EQ(store_.size(), 0);
+  sink.reset();
+  EXPECT_EQ(Allocated(), 0);
+}
+
 // Before the .npy header is complete there is no storage yet: the bytes go
 // through a buffer and Write, header and data alike.
 TEST_F(PutSinkTest, WriteFromBeforeTheNpyHeader) {

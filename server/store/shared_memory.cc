@@ -196,9 +196,20 @@ int64_t DerivedMaxTotal() {
 struct SharedMemoryRegion::Lent {
   Mutex mu;
   absl::flat_hash_set<std::pair<dev_t, ino_t>> inodes ABSL_GUARDED_BY(mu);
+  // CUDA IPC regions: (GPU, address opened at).
+  absl::flat_hash_set<std::pair<int, uintptr_t>> device_ranges
+      ABSL_GUARDED_BY(mu);
 };
 
 SharedMemoryRegion::~SharedMemoryRegion() {
+  if (device_ != nullptr) {
+    device_.reset();  // cudaIpcCloseMemHandle; then it may be lent again
+    if (lent_ != nullptr) {
+      MutexLock lock(&lent_->mu);
+      lent_->device_ranges.erase(device_key_);
+    }
+    return;
+  }
   if (verified()) {
     // Frees the data's pages, among them any this server touched first
     // (which the kernel charged to its memory cgroup, not the client's).
@@ -220,12 +231,21 @@ SharedMemoryRegion::~SharedMemoryRegion() {
 absl::Status SharedMemoryRegion::Verify() const {
   if (verified()) return absl::OkStatus();
   std::string found(static_cast<size_t>(kSharedMemoryChallengeBytes), '\0');
-  if (!ReadAt(fd_, kSharedMemoryChallengeOffset, &found) ||
+  if (!ReadHeader(kSharedMemoryChallengeOffset, &found) ||
       !SameBytes(found, challenge_)) {
     return absl::NotFoundError(SharedMemoryRegistry::Unusable(size_));
   }
   verified_.store(true, std::memory_order_release);
   return absl::OkStatus();
+}
+
+bool SharedMemoryRegion::ReadHeader(int64_t offset, std::string* out) const {
+  if (device_ != nullptr) {
+    return device_
+        ->CopyToHost(offset, out->data(), static_cast<int64_t>(out->size()))
+        .ok();
+  }
+  return ReadAt(fd_, offset, out);
 }
 
 absl::Status SharedMemoryRegion::CheckRange(int64_t offset,
@@ -244,6 +264,7 @@ absl::Status SharedMemoryRegion::CheckRange(int64_t offset,
 absl::Status SharedMemoryRegion::Write(int64_t offset, const char* data,
                                        int64_t n) const {
   if (absl::Status s = CheckRange(offset, n); !s.ok()) return s;
+  if (device_ != nullptr) return device_->CopyFromHost(offset, data, n);
   if (map_ != nullptr) {
     if (n > 0) std::memcpy(map_ + offset, data, static_cast<size_t>(n));
     return absl::OkStatus();
@@ -266,6 +287,7 @@ absl::Status SharedMemoryRegion::Write(int64_t offset, const char* data,
 absl::Status SharedMemoryRegion::Read(int64_t offset, char* data,
                                       int64_t n) const {
   if (absl::Status s = CheckRange(offset, n); !s.ok()) return s;
+  if (device_ != nullptr) return device_->CopyToHost(offset, data, n);
   if (map_ != nullptr) {
     // Into an uploading tensor, read after the upload: streamed.
     if (n > 0) CopyToColdMemory(data, map_ + offset, static_cast<size_t>(n));
@@ -323,12 +345,17 @@ std::string SharedMemoryRegistry::Unusable(int64_t size) {
       "session's challenge");
 }
 
-SharedMemoryRegistry::SharedMemoryRegistry(std::string directory,
-                                           SharedMemoryLimits limits)
+SharedMemoryRegistry::SharedMemoryRegistry(
+    std::string directory, SharedMemoryLimits limits,
+    std::shared_ptr<const IpcMemoryOpener> ipc)
     : directory_(std::move(directory)),
       limits_(limits),
       max_total_(limits.max_total > 0 ? limits.max_total : DerivedMaxTotal()),
-      lent_(std::make_shared<SharedMemoryRegion::Lent>()) {}
+      lent_(std::make_shared<SharedMemoryRegion::Lent>()),
+      ipc_(ipc != nullptr ? std::move(ipc)
+                          : std::shared_ptr<const IpcMemoryOpener>(
+                                NewRefusingIpcMemoryOpener(
+                                    "CUDA IPC is not available here"))) {}
 
 namespace {
 
@@ -515,6 +542,65 @@ absl::StatusOr<SharedMemoryGrant> SharedMemoryRegistry::OpenMemfd(
   }
   return Register(own, /*memfd=*/true, size, token, std::move(charge),
                   reservation, why);
+}
+
+absl::StatusOr<SharedMemoryGrant> SharedMemoryRegistry::OpenCudaIpc(
+    absl::string_view handle, absl::string_view pci_bus_id, int64_t size,
+    absl::string_view token, absl::string_view owner, const TenantPtr& tenant,
+    std::string* why) {
+  if (handle.size() != kCudaIpcHandleBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a CUDA IPC handle is ", kCudaIpcHandleBytes,
+                     " bytes (a cudaIpcMemHandle_t), not ", handle.size()));
+  }
+  if (!ValidPciBusId(pci_bus_id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", EchoInput(pci_bus_id),
+        "' is not a PCI bus id as cudaDeviceGetPCIBusId writes it "
+        "([domain:]bus:device.function, hexadecimal: 0000:3b:00.0)"));
+  }
+  if (absl::Status s = CheckRequest(size, token); !s.ok()) return s;
+  const std::string tenant_name = TenantName(tenant);
+  if (absl::Status s = Reserve(owner, tenant_name); !s.ok()) return s;
+  Reservation reservation(this, owner, tenant_name);
+  ByteCharge charge;
+  if (absl::Status s = ByteCharge::Take(tenant, size - kSharedMemoryHeaderBytes,
+                                        "shared-memory regions", &charge);
+      !s.ok()) {
+    return s;
+  }
+  std::string reason;
+  std::unique_ptr<IpcDeviceRegion> device =
+      ipc_->Open(handle, pci_bus_id, size, &reason);
+  if (device == nullptr) {
+    return Refuse(size, why, absl::StrCat("CUDA IPC: ", reason));
+  }
+  // Owns the device mapping and the charge from here on.
+  std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(-1, size));
+  region->charge_ = std::move(charge);
+  region->device_key_ = {device->device(), device->address()};
+  region->device_ = std::move(device);
+  // The token, read back from the device: proof the caller can read it.
+  std::string start(token.size(), '\0');
+  if (!region->ReadHeader(0, &start) || !SameBytes(start, token)) {
+    return Refuse(size, why, "does not start with the token sent");
+  }
+  region->challenge_ = RandomBytes(kSharedMemoryChallengeBytes);
+  {
+    MutexLock lock(&lent_->mu);
+    if (!lent_->device_ranges.insert(region->device_key_).second) {
+      region->device_key_ = {-1, 0};  // not its to release
+      return Refuse(size, why,
+                    "lent already (now, or by a session still ending)");
+    }
+  }
+  region->lent_ = lent_;
+  SharedMemoryGrant grant{RandomHex(16), region->challenge_, region->device()};
+  MutexLock lock(&mu_);
+  regions_[grant.id] =
+      Entry{reservation.owner(), reservation.tenant(), std::move(region)};
+  reservation.Commit();
+  return grant;
 }
 
 absl::StatusOr<SharedMemoryGrant> SharedMemoryRegistry::Register(

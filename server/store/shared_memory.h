@@ -19,6 +19,14 @@
 //    memcpy.
 // Every open of the client's memory is non-blocking (O_NONBLOCK): a file
 // under a lease (F_SETLEASE) is refused at once, not waited for.
+//  - a device allocation lent through CUDA IPC: the 64 bytes of its
+//    cudaIpcMemHandle_t and the PCI bus id of its GPU, opened by the
+//    registry's IpcMemoryOpener (server/memory/ipc_memory.h; the default
+//    refuses every handle). The token and the challenge are read back from
+//    the device, and transfers copy between host memory and the device
+//    (IpcDeviceRegion::CopyToHost/CopyFromHost). Nothing is punched: the
+//    server never allocates the client's device memory. Lent once at a time
+//    by the address it opens at on its GPU.
 //
 // The layout: bytes [0, kSharedMemoryHeaderBytes) are the handshake's. The
 // client writes its token at [0, token size) before it asks; the server
@@ -92,6 +100,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/mutex.h"
+#include "server/memory/ipc_memory.h"
 #include "server/store/tenant.h"
 
 namespace tensorcast {
@@ -129,6 +138,9 @@ class SharedMemoryRegion {
   SharedMemoryRegion& operator=(const SharedMemoryRegion&) = delete;
 
   int64_t size() const { return size_; }
+  // The GPU (this server's ordinal) of a CUDA IPC region; -1 for host
+  // memory.
+  int device() const { return device_ == nullptr ? -1 : device_->device(); }
   // True for a sealed memfd, which is mapped.
   bool mapped() const { return map_ != nullptr; }
   // Whether the client has shown it can write the region (Find checks).
@@ -147,6 +159,8 @@ class SharedMemoryRegion {
   friend class SharedMemoryRegistry;
   struct Lent;
   SharedMemoryRegion(int fd, int64_t size) : fd_(fd), size_(size) {}
+  // Exactly out->size() bytes of the client's memory at `offset`.
+  bool ReadHeader(int64_t offset, std::string* out) const;
   // OK once the challenge is in the header (then for good); the open's
   // NOT_FOUND before.
   absl::Status Verify() const;
@@ -160,6 +174,9 @@ class SharedMemoryRegion {
   // The lent inodes, which this one leaves once punched and closed.
   std::shared_ptr<Lent> lent_;
   std::pair<dev_t, ino_t> inode_{};
+  // A CUDA IPC region (fd_ is -1), and where it is lent.
+  std::unique_ptr<IpcDeviceRegion> device_;
+  std::pair<int, uintptr_t> device_key_{-1, 0};
 };
 
 // What an open gives the client.
@@ -168,6 +185,8 @@ struct SharedMemoryGrant {
   // kSharedMemoryChallengeBytes random bytes for the client to write at
   // kSharedMemoryChallengeOffset before its first transfer.
   std::string challenge;
+  // A CUDA IPC region's GPU (this server's ordinal); -1 for host memory.
+  int device = -1;
 };
 
 class SharedMemoryRegistry {
@@ -177,8 +196,10 @@ class SharedMemoryRegistry {
   static std::string Unusable(int64_t size);
 
   // `directory`: where region files live (/dev/shm; tests may use another).
-  explicit SharedMemoryRegistry(std::string directory = "/dev/shm",
-                                SharedMemoryLimits limits = {});
+  // `ipc` opens CUDA IPC regions; null refuses them all.
+  explicit SharedMemoryRegistry(
+      std::string directory = "/dev/shm", SharedMemoryLimits limits = {},
+      std::shared_ptr<const IpcMemoryOpener> ipc = nullptr);
 
   // Opens a client's /dev/shm region for `owner` (a connection and tenant)
   // of `tenant` (null: the default tenant, which has no quota), whose quota
@@ -196,6 +217,16 @@ class SharedMemoryRegistry {
                                               absl::string_view owner,
                                               const TenantPtr& tenant,
                                               std::string* why = nullptr);
+  // Opens a client's device allocation lent through CUDA IPC (`handle`:
+  // kCudaIpcHandleBytes; `pci_bus_id`: its GPU, as ValidPciBusId has it)
+  // for `owner`, likewise: INVALID_ARGUMENT for a malformed request,
+  // RESOURCE_EXHAUSTED over a cap or the quota (both before the opener is
+  // asked anything), and the one NOT_FOUND (Unusable) for any refusal of
+  // the opener's or a token not found at the allocation's start.
+  absl::StatusOr<SharedMemoryGrant> OpenCudaIpc(
+      absl::string_view handle, absl::string_view pci_bus_id, int64_t size,
+      absl::string_view token, absl::string_view owner, const TenantPtr& tenant,
+      std::string* why = nullptr);
   // The region `id` if `owner` opened it (NOT_FOUND otherwise) and its
   // challenge is in its header (the open's NOT_FOUND otherwise: nothing is
   // read or written).
@@ -235,6 +266,7 @@ class SharedMemoryRegistry {
   const SharedMemoryLimits limits_;
   const int64_t max_total_;
   const std::shared_ptr<SharedMemoryRegion::Lent> lent_;
+  const std::shared_ptr<const IpcMemoryOpener> ipc_;
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, Entry> regions_ ABSL_GUARDED_BY(mu_);
   // Regions open or being opened, by owner and by tenant, and in all.

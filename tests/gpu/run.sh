@@ -39,10 +39,11 @@ step_limit() {
     echo "$left"; else echo "$want"; fi
 }
 
-# GoogleTest binaries: the CUDA kernels, the CUDA memory resources and the
-# server end to end on cuda:0.
+# GoogleTest binaries: the CUDA kernels, the CUDA memory resources, the
+# server end to end on cuda:0, and CUDA IPC regions (device memory this
+# process lends the server for Fetch and Put).
 for entry in cast_cuda_test:90 ops_cuda_test:90 cuda_memory_resource_test:90 \
-             gpu_integration_test:150; do
+             gpu_integration_test:150 cuda_ipc_test:60; do
   t=${entry%%:*}
   if [ ! -x "$BIN_DIR/$t" ]; then
     summary+=("$t: MISSING")

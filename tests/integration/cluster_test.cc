@@ -558,5 +558,144 @@ TEST(ClusterNameLookupTest,
   slow_server->Shutdown();
 }
 
+// Lookups whose callers cancel them midway give their slots back: the
+// tenant's cap is full (Info and Fetch lookups held at the member), every
+// caller cancels, the node's lookup gauge returns to 0 and the tenant's
+// next lookups are all admitted (none RESOURCE_EXHAUSTED).
+TEST(ClusterNameLookupTest, CancelledLookupsGiveTheirSlotsBack) {
+  SlowMember slow;
+  grpc::ServerBuilder builder;
+  int slow_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &slow_port);
+  builder.RegisterService(&slow);
+  std::unique_ptr<grpc::Server> slow_server = builder.BuildAndStart();
+  ASSERT_NE(slow_server, nullptr);
+
+  TempDir dir;
+  WriteFile(dir.File("tokens"), absl::StrCat(kTokenA, " a\n"));
+  const int metrics_port = FreeLoopbackPort();
+  ServerProcess node(
+      {"--node-id=n0", absl::StrCat("--cluster=127.0.0.1:", slow_port),
+       "--cluster-probe-ms=200", "--auth-tokens=" + dir.File("tokens"),
+       absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port)});
+  auto stub = v1::TensorService::NewStub(
+      grpc::CreateChannel(node.address(), grpc::InsecureChannelCredentials()));
+  auto ctx_for = [] {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::seconds(30));
+    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", kTokenA));
+    return ctx;
+  };
+  auto lookups_running = [&] {
+    httplib::Client http("127.0.0.1", metrics_port);
+    httplib::Result res = http.Get("/metrics");
+    return res ? SumMetric(res->body, "tensorcast_cluster_name_lookups") : -1;
+  };
+  const auto deadline = Clock::now() + std::chrono::seconds(15);
+  bool healthy = false;
+  while (!healthy && Clock::now() < deadline) {
+    v1::ClusterResponse r;
+    if (stub->Cluster(ctx_for().get(), v1::ClusterRequest(), &r).ok()) {
+      for (const auto& m : r.members())
+        healthy |= m.node_id() == "slow" && m.healthy();
+    }
+    if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(healthy) << node.Log();
+
+  // The cap (8): six Info lookups and two Fetch lookups, then all cancelled.
+  constexpr int kInfos = 6;
+  constexpr int kFetches = 2;
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    v1::InfoRequest request;
+    v1::InfoResponse response;
+  };
+  std::vector<Call> infos(kInfos);
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  for (int i = 0; i < kInfos; ++i) {
+    Call& c = infos[i];
+    c.ctx = ctx_for();
+    c.request.set_ref(absl::StrCat("gone-", i));
+    stub->async()->Info(c.ctx.get(), &c.request, &c.response,
+                        [&mu, &cv, &done](grpc::Status) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          ++done;
+                          cv.notify_all();
+                        });
+  }
+  std::vector<std::unique_ptr<grpc::ClientContext>> fetch_ctx;
+  std::vector<std::thread> fetches;
+  for (int i = 0; i < kFetches; ++i) {
+    fetch_ctx.push_back(ctx_for());
+    fetches.emplace_back([&, ctx = fetch_ctx.back().get(), i] {
+      v1::FetchRequest fetch;
+      fetch.set_ref(absl::StrCat("gone-fetch-", i));
+      auto reader = stub->Fetch(ctx, fetch);
+      v1::FetchResponse msg;
+      while (reader->Read(&msg)) {
+      }
+      reader->Finish();
+      std::lock_guard<std::mutex> lock(mu);
+      ++done;
+      cv.notify_all();
+    });
+  }
+  // Cancelled while the member holds them (or after, if this machine is
+  // slow: the slots must come back either way).
+  const auto held_by = Clock::now() + std::chrono::seconds(10);
+  while (slow.Calls(absl::StrCat("Bearer ", kTokenA)) < kInfos + kFetches &&
+         Clock::now() < held_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (Call& c : infos) c.ctx->TryCancel();
+  for (auto& ctx : fetch_ctx) ctx->TryCancel();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60),
+                            [&] { return done == kInfos + kFetches; }));
+  }
+  for (std::thread& t : fetches) t.join();
+  const auto settled_by = Clock::now() + std::chrono::seconds(30);
+  double running = lookups_running();
+  while (running != 0 && Clock::now() < settled_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    running = lookups_running();
+  }
+  EXPECT_EQ(running, 0) << node.Log();
+
+  // The tenant's slots are all free again: eight more lookups at once are
+  // each admitted and end NOT_FOUND.
+  std::vector<Call> again(8);
+  std::vector<grpc::Status> statuses(again.size());
+  done = 0;
+  for (size_t i = 0; i < again.size(); ++i) {
+    Call& c = again[i];
+    c.ctx = ctx_for();
+    c.request.set_ref(absl::StrCat("gone-again-", i));
+    stub->async()->Info(c.ctx.get(), &c.request, &c.response,
+                        [&, i](grpc::Status s) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          statuses[i] = std::move(s);
+                          ++done;
+                          cv.notify_all();
+                        });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] {
+      return done == static_cast<int>(again.size());
+    }));
+  }
+  for (const grpc::Status& s : statuses) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  }
+  slow_server->Shutdown();
+}
+
 }  // namespace
 }  // namespace tensorcast::testing

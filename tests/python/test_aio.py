@@ -142,3 +142,54 @@ def test_shared_memory_and_parity_features(server) -> None:
         with pytest.raises(ValueError, match="shared memory needs a server on this host"):
             tca.Client("example.com:1", shared_memory=True)
     run(main())
+
+
+def test_shared_memory_region_not_reused_after_a_cut_transfer(server) -> None:
+    """A transfer the client gives up on (here at its deadline) may still
+    have the server's worker copying into the region: the next transfer
+    lends a new region rather than share the old one with that copy, and
+    its bytes are right. Both drivers."""
+    import os
+    if os.environ.get("TENSORCAST_TEST_SERVER"):
+        pytest.skip("an external server may not allow shared memory")
+    a = np.random.default_rng(5).standard_normal((1024, 1024)).astype(np.float32)
+
+    with tc.connect(server.target, native=False, shared_memory=True) as c:
+        t = c.from_numpy(a)  # 4 MiB: through the region
+        saved = c.stream_timeout
+        for _ in range(50):  # a deadline already passed; a fast local call
+            old = c._shm     # may still beat the timer, so until one is cut
+            assert old is not None
+            c.stream_timeout = 1e-9
+            try:
+                t.numpy()
+            except tc.DeadlineExceededError:
+                break
+            finally:
+                c.stream_timeout = saved
+        else:
+            pytest.fail("no Fetch was cut by its deadline")
+        assert c._shm is not old and c.shared_memory
+        np.testing.assert_array_equal(t.numpy(), a)
+        assert c._shm is not None and c._shm is not old
+
+    async def main() -> None:
+        async with tca.connect(server.target, native=False, shared_memory=True) as c:
+            t = await c.from_numpy(a)
+            saved = c.stream_timeout
+            for _ in range(50):
+                old = c._shm
+                assert old is not None
+                c.stream_timeout = 1e-9
+                try:
+                    await t.numpy()
+                except tc.DeadlineExceededError:
+                    break
+                finally:
+                    c.stream_timeout = saved
+            else:
+                pytest.fail("no Fetch was cut by its deadline")
+            assert c._shm is not old and c.shared_memory
+            np.testing.assert_array_equal(await t.numpy(), a)
+            assert c._shm is not None and c._shm is not old
+    run(main())

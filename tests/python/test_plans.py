@@ -189,6 +189,28 @@ def test_failed_conversion_deletes_its_temporaries() -> None:
             for s in c.steps] == [("To", HEX), ("To", temp), ("Delete", [temp])]
 
 
+def test_failed_fetch_chain_deletes_its_temporaries() -> None:
+    """A Fetch after three casts that cannot fold makes two temporaries on
+    the server (the last cast travels in the FetchRequest); when the second
+    To fails, the first temporary is deleted too, not left to its TTL."""
+    temp = "1" * 32
+
+    def answer(step: Any) -> Any:
+        if step.method == "To" and step.request.ref == HEX:
+            return pb.ToResponse(tensor=info(temp, dtype=pb.DTYPE_FLOAT16))
+        if step.method == "To":
+            raise tc.OutOfMemoryError("no room")
+        return pb.DeleteResponse(deleted=1)
+
+    c = Fake(answer)
+    src = c._wrap(pb_meta(HEX, (2,)), owned=False)
+    lazy = src.half().int().float()
+    with pytest.raises(tc.OutOfMemoryError):
+        c.run(lazy._numpy_plan(force=False, progress=False, out=None))
+    assert [(s.method, list(s.request.refs) if s.method == "Delete" else s.request.ref)
+            for s in c.steps] == [("To", HEX), ("To", temp), ("Delete", [temp])]
+
+
 def test_quiet_delete_groups_and_retries() -> None:
     a, b = f"{'a' * 32}.n1", f"{'b' * 32}.n1"
     gone = f"{'c' * 32}.n2"

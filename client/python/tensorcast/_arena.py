@@ -13,7 +13,7 @@ import math
 import threading
 import warnings
 import weakref
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -37,9 +37,11 @@ class Arena:
 
     An array's slot is freed when the last object holding its memory goes
     (weakref.finalize on the buffer object every view of it refers to), so a
-    transfer that holds the array keeps the slot. A transfer that ends
-    abnormally (error, cancel, timeout) may leave the server still copying:
-    its slot is then quarantined, never reused while the region lives.
+    transfer that holds the array keeps the slot. A transfer cut short
+    (a local deadline or cancellation, a lost connection: not an error the
+    server answered, which ends its copies first) may leave the server
+    still copying: its slot is then quarantined, never reused while the
+    region lives.
 
     close() releases the region at the server at once, which discards its
     data; arrays still alive keep the mapping (their memory stays valid,
@@ -157,12 +159,17 @@ class Arena:
         return off
 
     @contextlib.contextmanager
-    def transfer(self, off: int) -> Iterator[None]:
+    def transfer(self, off: int,
+                 answered: Callable[[BaseException], bool]) -> Iterator[None]:
         """Around a transfer the server makes at ``off``: if it ends
-        abnormally, the slot holding ``off`` is quarantined."""
+        abnormally, but not with the server's own answer (``answered``:
+        sent once its copies ended), the slot holding ``off`` is
+        quarantined."""
         try:
             yield
-        except BaseException:
+        except BaseException as e:
+            if answered(e):
+                raise
             with self._lock:
                 i = bisect.bisect_right(self._starts, off) - 1
                 if i >= 0:

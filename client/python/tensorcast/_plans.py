@@ -253,7 +253,8 @@ class ClientBase:
     def shared_memory(self) -> bool:
         """Whether large transfers use shared memory (known after the
         first)."""
-        return self._shm is not None
+        lender = self._shared.lender if self._shared is not None else None
+        return lender is not None and bool(lender.mode) and lender.lent
 
     @property
     def _shm(self) -> Optional[_fastpath.SharedMemory]:

@@ -130,11 +130,9 @@ def plan_fetch(client: Any, source: Meta, p: Optional[Pending], *, force: bool,
     try:
         for c in casts[:-1]:
             new = yield from client._to_meta(cur.handle, None, c, False)
-            if new.handle != cur.handle and cur.handle != source.handle:
-                temps.append(cur.handle)  # type: ignore[arg-type]
+            if new.handle != cur.handle and new.handle != source.handle:
+                temps.append(new.handle)
             cur = new
-        if cur.handle != source.handle:
-            temps.append(cur.handle)  # type: ignore[arg-type]
         dt = casts[-1] if casts else cur.dtype
         wants_grad = pending_meta(source, p).requires_grad if lazy else source.requires_grad
         req = pb.FetchRequest(

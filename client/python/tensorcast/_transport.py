@@ -215,6 +215,16 @@ class NativeTransport:
         return self.call.put(header, flat, c.put_chunk_bytes, c.stream_timeout)
 
 
+# Codes only the server's own answer carries: its copies into or out of a
+# lent region have ended before it sends one.
+_SERVER_ANSWERS = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAUTHENTICATED,
+})
+
+
 class Lender:
     """The shared-memory region a client lends its server, opened or grown
     on demand (``region``, or ``region_async`` on an asyncio stub). Not
@@ -226,6 +236,7 @@ class Lender:
         self._stub = stub
         self.mode = mode  # True or "auto"; False once "auto" found it refused
         self.memory: Optional[_fastpath.SharedMemory] = None
+        self.lent = False  # a region was lent (one may be retired since)
         # The region shared arrays live in (shared_empty), lent on first use.
         self.arena: Optional[_arena.Arena] = None
 
@@ -307,6 +318,7 @@ class Lender:
             except grpc.RpcError as e:
                 self._refused(e)
                 return None
+            self.lent = True
         return self.memory
 
     async def region_async(self, nbytes: int) -> Optional[_fastpath.SharedMemory]:
@@ -324,6 +336,7 @@ class Lender:
                 self._refused(e)
                 return None
             self.memory = memory
+            self.lent = True
         return self.memory
 
     def close(self) -> None:
@@ -333,6 +346,27 @@ class Lender:
         if self.arena is not None:
             self.arena.close()
             self.arena = None
+
+    def discard(self, error: Optional[grpc.RpcError] = None) -> None:
+        """After a transfer that failed or was cancelled. When the client
+        may have seen the end first (a local deadline or cancellation, a
+        lost connection, an exception here), the server may still be
+        copying a piece into (Fetch) or out of (Put) the region on its
+        workers, so the region is never used again: the next transfer lends
+        a new one (the server keeps the old mapping until its copy ends).
+        An error the server answered with ends its copies before it is
+        sent: the region is kept."""
+        if error is not None and error.code() in _SERVER_ANSWERS:
+            return
+        if self.memory is not None:  # the copying region; shared arrays: Arena
+            self.memory.close()
+            self.memory = None
+
+
+def server_answered(error: BaseException) -> bool:
+    """Whether ``error`` (a TensorcastError) is the server's own answer,
+    sent after its copies into or out of a region ended."""
+    return getattr(error, "code", None) in _SERVER_ANSWERS
 
 
 def shared_fetch_request(request: pb.FetchRequest,
@@ -442,7 +476,7 @@ class SharedMemoryTransport:
         direct = self.lender.locate(out, nbytes)
         if direct is not None:  # into a shared array: no lock, no copy here
             arena, off = direct
-            with arena.transfer(off):
+            with arena.transfer(off, server_answered):
                 call = self._grpcio.fetch_call(
                     direct_fetch_request(request, arena, off, nbytes),
                     timeout=c.stream_timeout, metadata=c._metadata)
@@ -460,7 +494,12 @@ class SharedMemoryTransport:
             try:
                 messages = list(call)
             except grpc.RpcError as e:
+                self.lender.discard(e)
                 raise from_rpc_error(e, c.target) from None
+            except BaseException:
+                call.cancel()
+                self.lender.discard()
+                raise
             return shared_fetch_result(messages, memory, bits, out)
 
     def put(self, header: Any, array: np.ndarray, progress: bool) -> Optional[pb.PutResponse]:
@@ -468,7 +507,7 @@ class SharedMemoryTransport:
         direct = direct_put(array, self.lender)
         if direct is not None:  # from a shared array: no lock, no copy here
             arena, off, n = direct
-            with arena.transfer(off):
+            with arena.transfer(off, server_answered):
                 try:
                     return cast(pb.PutResponse, self._grpcio.put_call(
                         iter([direct_put_header(header, arena, off, n)]),
@@ -487,7 +526,11 @@ class SharedMemoryTransport:
                     iter([shared_put_header(header, memory, flat)]),
                     timeout=c.stream_timeout, metadata=c._metadata))
             except grpc.RpcError as e:
+                self.lender.discard(e)
                 raise from_rpc_error(e, c.target) from None
+            except BaseException:
+                self.lender.discard()
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -634,7 +677,7 @@ class AioSharedMemoryTransport:
         direct = self.lender.locate(out, nbytes)
         if direct is not None:  # into a shared array: no lock, no copy here
             arena, off = direct
-            with arena.transfer(off):
+            with arena.transfer(off, server_answered):
                 call = self._grpcio.fetch_call(
                     direct_fetch_request(request, arena, off, nbytes),
                     timeout=c.stream_timeout, metadata=c._metadata)
@@ -655,7 +698,12 @@ class AioSharedMemoryTransport:
             try:
                 messages = [m async for m in call]
             except grpc.RpcError as e:
+                self.lender.discard(e)
                 raise from_rpc_error(e, c.target) from None
+            except BaseException:
+                call.cancel()
+                self.lender.discard()
+                raise
             return shared_fetch_result(messages, memory, bits, out)
 
     async def put(self, header: Any, array: np.ndarray,
@@ -664,7 +712,7 @@ class AioSharedMemoryTransport:
         direct = direct_put(array, self.lender)
         if direct is not None:  # from a shared array: no lock, no copy here
             arena, off, n = direct
-            with arena.transfer(off):
+            with arena.transfer(off, server_answered):
                 call = self._grpcio.put_call(None, timeout=c.stream_timeout,
                                              metadata=c._metadata)
                 try:
@@ -690,9 +738,11 @@ class AioSharedMemoryTransport:
                 await call.done_writing()
                 return cast(pb.PutResponse, await call)
             except grpc.RpcError as e:
+                self.lender.discard(e)
                 raise from_rpc_error(await _final_error(call, e), c.target) from None
             except BaseException:
                 call.cancel()
+                self.lender.discard()
                 raise
 
     def close(self) -> None:

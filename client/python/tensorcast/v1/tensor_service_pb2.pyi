@@ -112,32 +112,38 @@ class PutHeader(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., device: _Optional[str] = ..., requires_grad: _Optional[bool] = ..., name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., format: _Optional[_Union[Format, str]] = ..., total_bytes: _Optional[int] = ..., shm_region: _Optional[str] = ..., shm_offset: _Optional[int] = ..., shm_bytes: _Optional[int] = ...) -> None: ...
 
 class OpenSharedMemoryRequest(_message.Message):
-    __slots__ = ("name", "size", "token", "memfd_pid", "memfd_fd")
+    __slots__ = ("name", "size", "token", "memfd_pid", "memfd_fd", "cuda_ipc_handle", "cuda_pci_bus_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     MEMFD_PID_FIELD_NUMBER: _ClassVar[int]
     MEMFD_FD_FIELD_NUMBER: _ClassVar[int]
+    CUDA_IPC_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    CUDA_PCI_BUS_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     size: int
     token: bytes
     memfd_pid: int
     memfd_fd: int
-    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ..., memfd_pid: _Optional[int] = ..., memfd_fd: _Optional[int] = ...) -> None: ...
+    cuda_ipc_handle: bytes
+    cuda_pci_bus_id: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., token: _Optional[bytes] = ..., memfd_pid: _Optional[int] = ..., memfd_fd: _Optional[int] = ..., cuda_ipc_handle: _Optional[bytes] = ..., cuda_pci_bus_id: _Optional[str] = ...) -> None: ...
 
 class SharedMemoryEvent(_message.Message):
-    __slots__ = ("region", "size", "mapped", "data_offset", "challenge")
+    __slots__ = ("region", "size", "mapped", "device", "data_offset", "challenge")
     REGION_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MAPPED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     DATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     region: str
     size: int
     mapped: bool
+    device: str
     data_offset: int
     challenge: bytes
-    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ..., data_offset: _Optional[int] = ..., challenge: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, region: _Optional[str] = ..., size: _Optional[int] = ..., mapped: _Optional[bool] = ..., device: _Optional[str] = ..., data_offset: _Optional[int] = ..., challenge: _Optional[bytes] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "data")
