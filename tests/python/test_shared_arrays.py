@@ -170,8 +170,9 @@ def test_cut_transfer_quarantines_the_slot(server) -> None:
         t = c.from_numpy(np.zeros(2 * MiB, np.uint8))
         arena = c._shared.lender.arena
         g = c.get(t.handle)  # its metadata known: numpy() goes straight to Fetch
-        gone = c.get(c.from_numpy(np.ones(2 * MiB, np.uint8)).handle)
-        c.delete(gone.handle)
+        owner = c.from_numpy(np.ones(2 * MiB, np.uint8))
+        gone = c.get(owner.handle)
+        owner.delete()
         with pytest.raises(tc.NotFoundError):
             gone.numpy(out=out)  # the server's answer
         del out
