@@ -18,7 +18,12 @@ same run.
 Transfers are float32 arrays of 16 and 256 MiB, median of --runs (the
 Python-side ones take turns run by run; the C baselines run --runs times
 after them); "fetch" returns a fresh array, "fetch out=" fills one array
-again and again (tensorcast's numpy(out=)). After the table, the goals: each
+again and again (tensorcast's numpy(out=)). "shared arrays" rows: Put from,
+and numpy(out=) into, an array made by Client.shared_empty (its memory in
+the region the client lends the server: the server's copy, none in the
+client), beside np.copyto of the same bytes between two pre-faulted arrays
+in this process, timed in the same turns (a memcpy measured under the same
+load). After the table, the goals: each
 figure against its baseline from the same run, and whether it meets the
 target ratio. Latency is
 a 4-element tensor's Info and Fetch (tcp: an 8-byte ping-pong; grpcio: a
@@ -280,6 +285,26 @@ def median_seconds(fns: Sequence[Callable[[], object]], runs: int) -> list[float
     return [statistics.median(t) for t in times]
 
 
+def shared_array_seconds(client: tc.Client, handle: str, a: np.ndarray,
+                         runs: int) -> tuple[float, float, float]:
+    """Median seconds of Put from a shared array holding ``a``, of
+    numpy(out=) into one from the tensor ``handle`` (``a``'s bytes), and of
+    a copy of the same bytes between two pre-faulted arrays in this process
+    (np.copyto: one memcpy), taking turns run by run."""
+    src = client.shared_empty(a.shape, a.dtype)
+    src[:] = a
+    dst = client.shared_empty(a.shape, a.dtype)
+    dst[:] = 1  # faulted in
+    at = client.get(handle)
+    x, y = a.copy(), np.ones_like(a)
+    put_s, out_s, copy_s = median_seconds(
+        (lambda: client.from_numpy(src).delete(), lambda: at.numpy(out=dst),
+         lambda: np.copyto(y, x)), runs)
+    np.testing.assert_array_equal(dst, a)
+    assert client._shm is None  # neither took the copying region
+    return put_s, out_s, copy_s
+
+
 def cpp_seconds(binary: str, mode: str, nbytes: int) -> float:
     """One measurement of tensorcast-bench-suite-client (memcpy or tcp)."""
     out = subprocess.run([binary, mode, f"--bytes={nbytes}"], capture_output=True,
@@ -301,8 +326,12 @@ def print_goals(g: dict[str, float]) -> None:
          "fetch/native", "fetch/tcp", 1.0),
         ("numpy(out=) >= 0.95x C TCP (pre-faulted)", "out/native", "ctcp", 0.95),
         ("Put >= 0.9x C TCP", "put/native", "ctcp", 0.9),
-        ("Put through shared memory >= 0.9x memcpy", "put/shm", "memcpy", 0.9),
-        ("numpy(out=) through shared memory >= 0.9x memcpy", "out/shm", "memcpy", 0.9),
+        ("Put from a shared array >= 0.9x memcpy", "put/sarr", "memcpy", 0.9),
+        ("  the same against np.copyto in its turns", "put/sarr", "npcopy", 0.9),
+        ("numpy(out=shared array) >= 0.9x memcpy", "out/sarr", "memcpy", 0.9),
+        ("  the same against np.copyto in its turns", "out/sarr", "npcopy", 0.9),
+        ("Put of any array through shared memory", "put/shm", "memcpy", 0.9),
+        ("numpy(out=any array) through shared memory", "out/shm", "memcpy", 0.9),
         (f"grpcio path fetch vs grpcio peer >= {GRPCIO_FETCH_BEFORE:.2f}x (as before)",
          "fetch/grpcio", "fetch/peer", GRPCIO_FETCH_BEFORE),
         (f"grpcio path Put vs grpcio peer >= {GRPCIO_PUT_BEFORE:.2f}x (as before)",
@@ -414,6 +443,11 @@ def main() -> int:
         pyclient = tc.connect(server.target, native=False, default=False)
         shclient = tc.connect(server.target, native=False, shared_memory=True,
                               default=False)
+        arrclient = tc.connect(server.target, native=False, shared_memory=True,
+                               default=False)
+        # The source and out arrays of the largest size, in one region.
+        arrclient.shared_arena_bytes = 2 * max(
+            int(s) for s in args.sizes_mib.split(",")) * MiB + MiB
         gcli, tcli = GrpcClient(gpeer.target), TcpClient(tpeer.port)
         print(f"tensorcast {tc.__version__} client, grpcio {grpc.__version__}, numpy "
               f"{np.__version__}; {os.cpu_count()} CPUs; median of {args.runs} runs")
@@ -463,6 +497,15 @@ def main() -> int:
             np.testing.assert_array_equal(outs[0], a)
             np.testing.assert_array_equal(outs[4], a)
             outs.clear()
+            put_s, out_s, copy_s = shared_array_seconds(arrclient, t.handle, a, args.runs)
+            print(f"{'  shared arrays':<18}Put from one {nbytes / put_s / 1e9:.2f} GB/s, "
+                  f"numpy(out=) into one {nbytes / out_s / 1e9:.2f} GB/s; np.copyto "
+                  f"(same turns) {nbytes / copy_s / 1e9:.2f} GB/s")
+            if mib == 256:
+                goals["put/sarr"] = nbytes / put_s / 1e9
+                goals["out/sarr"] = nbytes / out_s / 1e9
+                goals["npcopy"] = nbytes / copy_s / 1e9
+
             if have_cpp:
                 ctcp = nbytes / statistics.median(
                     cpp_seconds(cpp, "tcp", nbytes) for _ in range(args.runs)) / 1e9
@@ -521,6 +564,7 @@ def main() -> int:
                   "n/a: VmHWM cannot be reset here; tc shm includes the shared-memory "
                   "region the client maps)")
         shclient.close()
+        arrclient.close()
         pyclient.close()
         client.close()
     finally:

@@ -31,6 +31,7 @@ from tensorcast._api import (
     ones,
     rand,
     server_info,
+    shared_empty,
     stats,
     tensor,
     zeros,
@@ -88,7 +89,7 @@ __version__ = "0.1.0"
 __all__ = [
     "connect", "default_client", "Client", "RemoteTensor",
     "tensor", "from_numpy", "from_torch", "zeros", "ones", "full", "arange", "eye",
-    "rand", "get", "list", "delete", "stats", "server_info", "cuda_is_available",
+    "rand", "get", "list", "delete", "shared_empty", "stats", "server_info", "cuda_is_available",
     "empty_cache", "dtype", "as_dtype", "ALL_DTYPES",
     "bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
     "float16", "bfloat16", "float32", "float64", "complex64", "complex128",

@@ -108,6 +108,12 @@ def delete(*refs: Any) -> int:
     return _default.get_default().delete(*refs)
 
 
+def shared_empty(shape: Any, dtype: Any = float) -> np.ndarray:
+    """A NumPy array in the default client's shared-memory region (see
+    :meth:`Client.shared_empty`)."""
+    return _default.get_default().shared_empty(shape, dtype)
+
+
 def stats() -> "Dict[str, Dict[str, Any]]":
     """Pool figures per device: ``tc.stats()["cpu"]["allocated_bytes"]``."""
     return _default.get_default().stats()

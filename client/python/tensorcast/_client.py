@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Optional, Sequence, TypeVar, cast
 
 import grpc
 import grpc.experimental
@@ -353,6 +353,18 @@ class Client(ClientBase):
         ``out``, an array the caller owns, and return it: as
         ``get(ref).numpy(force=force, out=out)`` (its checks and errors)."""
         return self._run(self._plan_fetch_into(ref, out, force))
+
+    def shared_empty(self, shape: Any, dtype: Any = float) -> np.ndarray:
+        """A new, uninitialised C-contiguous NumPy array (as ``np.empty``)
+        whose memory lies in a shared-memory region this client lends the
+        server (needs ``shared_memory``): Put from it (``from_numpy``,
+        ``tensor``) and Fetch into it (``numpy(out=...)``, ``fetch_into``)
+        move its bytes with the server's one copy, none here. The region,
+        of ``shared_arena_bytes`` (256 MiB; larger if the first array
+        needs it), is lent on the first call; MemoryError when it has no
+        room left. An array's room is reused once every view of it is gone.
+        See docs/python.md, "Shared arrays"."""
+        return cast(np.ndarray, self._shared_transport().empty(shape, dtype))
 
     def list(self, name_prefix: str = "") -> "List[RemoteTensor]":
         """Every tensor on the server (all pages), as non-owning proxies; in

@@ -307,7 +307,12 @@ class SharedMemory:
         if call is not None:
             call.cancel()
         if self.map is not None and not self.map.closed:
-            self.map.close()
+            try:
+                self.map.close()
+            except BufferError:
+                # Arrays made in it (Client.shared_empty) are alive: they
+                # keep the mapping, which goes with the last of them.
+                self.map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

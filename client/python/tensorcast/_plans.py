@@ -37,7 +37,7 @@ from typing import (
 
 import numpy as np
 
-from tensorcast import _cluster, _core, _dtypes, _fastpath, _transport
+from tensorcast import _arena, _cluster, _core, _dtypes, _fastpath, _transport
 from tensorcast._cluster import Dest
 from tensorcast._core import Meta, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
@@ -229,6 +229,19 @@ class ClientBase:
             native=conn.native, grpcio=conn.grpcio, clustered=self._router.clustered)
 
     _shared: Any = None  # the driver's shared-memory transport, if any
+    # The size of the region shared arrays live in (shared_empty), lent on
+    # the first of them (larger if that array needs it); set it before.
+    shared_arena_bytes: int = _arena.DEFAULT_ARENA_BYTES
+
+    def _shared_transport(self) -> Any:
+        """The shared-memory transport, for shared_empty."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._shared is None:
+            raise RuntimeError(
+                "shared arrays need shared memory: connect with shared_memory=True "
+                "(or \"auto\") to a server on this host started with --shared-memory")
+        return self._shared
 
     @property
     def native(self) -> bool:

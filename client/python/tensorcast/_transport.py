@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, cast
 import grpc
 import numpy as np
 
-from tensorcast import _core, _fastpath
+from tensorcast import _arena, _core, _fastpath
 from tensorcast._core import Progress
 from tensorcast._errors import UnavailableError, from_rpc_error
 from tensorcast.v1 import tensor_service_pb2 as pb
@@ -237,6 +237,52 @@ class Lender:
         self.mode = mode  # True or "auto"; False once "auto" found it refused
         self.memory: Optional[_fastpath.SharedMemory] = None
         self.lent = False  # a region was lent (one may be retired since)
+        # The region shared arrays live in (shared_empty), lent on first use.
+        self.arena: Optional[_arena.Arena] = None
+
+    def _arena_size(self, nbytes: int) -> int:
+        if not self.mode:
+            raise RuntimeError(
+                "shared arrays need shared memory, which the server refused (start it "
+                "with --shared-memory)")
+        return max(int(self._client.shared_arena_bytes), _arena.ALIGNMENT + nbytes)
+
+    def arena_for(self, nbytes: int) -> _arena.Arena:
+        """The arena, lent now when it is not yet (of the client's
+        shared_arena_bytes, or ``nbytes`` if larger); the caller holds a
+        lock."""
+        if self.arena is None:
+            size = self._arena_size(nbytes)
+            try:
+                memory = _fastpath.SharedMemory(self._stub, self._client._metadata, size)
+            except grpc.RpcError as e:
+                raise from_rpc_error(e, self._client.target) from None
+            self.arena = _arena.Arena(memory)
+        return self.arena
+
+    async def arena_async(self, nbytes: int) -> _arena.Arena:
+        """``arena_for`` over an asyncio stub."""
+        if self.arena is None:
+            memory = _fastpath.SharedMemory(None, (), self._arena_size(nbytes))
+            try:
+                await memory.lend_async(self._stub, self._client._metadata)
+            except grpc.RpcError as e:
+                memory.close()
+                raise from_rpc_error(e, self._client.target) from None
+            except BaseException:
+                memory.close()
+                raise
+            self.arena = _arena.Arena(memory)
+        return self.arena
+
+    def locate(self, array: Any, nbytes: int) -> Optional[tuple[_arena.Arena, int]]:
+        """The arena and region offset of ``array`` when it is a shared
+        array (or C-contiguous bytes of one), else None."""
+        arena = self.arena
+        if arena is None or array is None:
+            return None
+        off = arena.locate(array, nbytes)
+        return None if off is None else (arena, off)
 
     def _size(self, nbytes: int) -> int:
         """The size of a new region for ``nbytes`` (the old one is closed),
@@ -244,7 +290,9 @@ class Lender:
         if self.memory is not None and self.memory.size >= nbytes:
             return 0
         size = max(nbytes, 2 * self.memory.size if self.memory is not None else 0)
-        self.close()
+        if self.memory is not None:  # the copying region only: not the arena
+            self.memory.close()
+            self.memory = None
         return size
 
     def _refused(self, e: grpc.RpcError) -> None:
@@ -295,6 +343,9 @@ class Lender:
         if self.memory is not None:
             self.memory.close()
             self.memory = None
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
 
     def discard(self, error: Optional[grpc.RpcError] = None) -> None:
         """After a transfer that failed or was cancelled. When the client
@@ -307,7 +358,15 @@ class Lender:
         sent: the region is kept."""
         if error is not None and error.code() in _SERVER_ANSWERS:
             return
-        self.close()
+        if self.memory is not None:  # the copying region; shared arrays: Arena
+            self.memory.close()
+            self.memory = None
+
+
+def server_answered(error: BaseException) -> bool:
+    """Whether ``error`` (a TensorcastError) is the server's own answer,
+    sent after its copies into or out of a region ended."""
+    return getattr(error, "code", None) in _SERVER_ANSWERS
 
 
 def shared_fetch_request(request: pb.FetchRequest,
@@ -336,6 +395,58 @@ def shared_put_header(header: Any, memory: _fastpath.SharedMemory, flat: memoryv
     return header
 
 
+def direct_fetch_request(request: pb.FetchRequest, arena: _arena.Arena, off: int,
+                         nbytes: int) -> pb.FetchRequest:
+    """A Fetch the server writes straight into a shared array at ``off``:
+    at most ``nbytes`` (``length``), so a tensor larger than the array
+    cannot spill past it (the header then disagrees: an error)."""
+    request.shm_region = arena.region
+    request.shm_offset = off
+    request.length = nbytes
+    return request
+
+
+def direct_fetch_result(messages: list[Any], bits: bool, out: Any) -> np.ndarray:
+    if not messages or messages[0].header is None:
+        raise RuntimeError("the Fetch stream did not start with its header")
+    sink = _core.FetchSink(messages[0].header, bits=bits, out=out)
+    sink.received = sink.expected  # the server wrote them in place
+    return sink.result()
+
+
+def direct_put_header(header: Any, arena: _arena.Arena, off: int, nbytes: int) -> Any:
+    """A Put the server reads straight from a shared array at ``off``."""
+    header.header.shm_region = arena.region
+    header.header.shm_offset = off
+    header.header.shm_bytes = nbytes
+    return header
+
+
+def direct_put(array: np.ndarray, lender: Lender) -> Optional[tuple[_arena.Arena, int, int]]:
+    """(arena, offset, bytes) when ``array``'s wire bytes are a shared
+    array's memory, else None."""
+    if lender.arena is None:
+        return None
+    flat = _core.wire_bytes(array)
+    if flat is None:
+        return None
+    found = lender.locate(flat, flat.nbytes)
+    return None if found is None else (found[0], found[1], flat.nbytes)
+
+
+def shared_empty_size(shape: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, NumPy dtype and bytes of a shared_empty array."""
+    dt = np.dtype(getattr(dtype, "numpy_dtype", dtype))
+    dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(
+        int(s) for s in shape)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"negative dimension in shape {dims}")
+    n = 1
+    for d in dims:
+        n *= d
+    return dims, dt, n * dt.itemsize
+
+
 def shared_flat(array: np.ndarray) -> Optional[memoryview]:
     """The bytes a shared-memory Put copies, or None to take the socket."""
     flat = _core.wire_bytes(array)
@@ -351,10 +462,29 @@ class SharedMemoryTransport:
         self._grpcio = grpcio
         self.lender = Lender(client, stub, mode)
         self._lock = threading.Lock()
+        self._arena_lock = threading.Lock()
+
+    def empty(self, shape: Any, dtype: Any) -> np.ndarray:
+        dims, dt, nbytes = shared_empty_size(shape, dtype)
+        with self._arena_lock:
+            arena = self.lender.arena_for(nbytes)
+        return arena.empty(dims, dt)
 
     def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
               progress: bool) -> Optional[np.ndarray]:
         c = self._client
+        direct = self.lender.locate(out, nbytes)
+        if direct is not None:  # into a shared array: no lock, no copy here
+            arena, off = direct
+            with arena.transfer(off, server_answered):
+                call = self._grpcio.fetch_call(
+                    direct_fetch_request(request, arena, off, nbytes),
+                    timeout=c.stream_timeout, metadata=c._metadata)
+                try:
+                    messages = list(call)
+                except grpc.RpcError as e:
+                    raise from_rpc_error(e, c.target) from None
+            return direct_fetch_result(messages, bits, out)
         with self._lock:  # one region: one transfer at a time
             memory = self.lender.region(nbytes)
             if memory is None:
@@ -373,10 +503,20 @@ class SharedMemoryTransport:
             return shared_fetch_result(messages, memory, bits, out)
 
     def put(self, header: Any, array: np.ndarray, progress: bool) -> Optional[pb.PutResponse]:
+        c = self._client
+        direct = direct_put(array, self.lender)
+        if direct is not None:  # from a shared array: no lock, no copy here
+            arena, off, n = direct
+            with arena.transfer(off, server_answered):
+                try:
+                    return cast(pb.PutResponse, self._grpcio.put_call(
+                        iter([direct_put_header(header, arena, off, n)]),
+                        timeout=c.stream_timeout, metadata=c._metadata))
+                except grpc.RpcError as e:
+                    raise from_rpc_error(e, c.target) from None
         flat = shared_flat(array)
         if flat is None:
             return None
-        c = self._client
         with self._lock:
             memory = self.lender.region(flat.nbytes)
             if memory is None:
@@ -523,10 +663,32 @@ class AioSharedMemoryTransport:
         self._grpcio = grpcio
         self.lender = Lender(client, stub, mode)
         self._lock = asyncio.Lock()
+        self._arena_lock = asyncio.Lock()
+
+    async def empty(self, shape: Any, dtype: Any) -> np.ndarray:
+        dims, dt, nbytes = shared_empty_size(shape, dtype)
+        async with self._arena_lock:
+            arena = await self.lender.arena_async(nbytes)
+        return arena.empty(dims, dt)
 
     async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
                     progress: bool) -> Optional[np.ndarray]:
         c = self._client
+        direct = self.lender.locate(out, nbytes)
+        if direct is not None:  # into a shared array: no lock, no copy here
+            arena, off = direct
+            with arena.transfer(off, server_answered):
+                call = self._grpcio.fetch_call(
+                    direct_fetch_request(request, arena, off, nbytes),
+                    timeout=c.stream_timeout, metadata=c._metadata)
+                try:
+                    messages = [m async for m in call]
+                except grpc.RpcError as e:
+                    raise from_rpc_error(e, c.target) from None
+                except BaseException:
+                    call.cancel()
+                    raise
+            return direct_fetch_result(messages, bits, out)
         async with self._lock:  # one region: one transfer at a time
             memory = await self.lender.region_async(nbytes)
             if memory is None:
@@ -546,10 +708,25 @@ class AioSharedMemoryTransport:
 
     async def put(self, header: Any, array: np.ndarray,
                   progress: bool) -> Optional[pb.PutResponse]:
+        c = self._client
+        direct = direct_put(array, self.lender)
+        if direct is not None:  # from a shared array: no lock, no copy here
+            arena, off, n = direct
+            with arena.transfer(off, server_answered):
+                call = self._grpcio.put_call(None, timeout=c.stream_timeout,
+                                             metadata=c._metadata)
+                try:
+                    await call.write(direct_put_header(header, arena, off, n))
+                    await call.done_writing()
+                    return cast(pb.PutResponse, await call)
+                except grpc.RpcError as e:
+                    raise from_rpc_error(await _final_error(call, e), c.target) from None
+                except BaseException:
+                    call.cancel()
+                    raise
         flat = shared_flat(array)
         if flat is None:
             return None
-        c = self._client
         async with self._lock:
             memory = await self.lender.region_async(flat.nbytes)
             if memory is None:

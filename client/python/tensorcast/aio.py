@@ -27,7 +27,7 @@ the client's next call (and by ``stats()``, ``list()``, ``close()``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Generator, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, Generator, List, Optional, Sequence, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -52,7 +52,7 @@ from tensorcast._transport import (
 __all__ = [
     "connect", "default_client", "Client", "RemoteTensor", "tensor", "from_numpy",
     "from_torch", "zeros", "ones", "full", "arange", "eye", "rand", "get", "list",
-    "delete", "stats", "server_info", "cuda_is_available", "empty_cache",
+    "delete", "shared_empty", "stats", "server_info", "cuda_is_available", "empty_cache",
 ]
 
 T = TypeVar("T")
@@ -314,6 +314,11 @@ class Client(ClientBase):
         """As :meth:`tensorcast.Client.fetch_into`."""
         return await self._run(self._plan_fetch_into(ref, out, force))
 
+    async def shared_empty(self, shape: Any, dtype: Any = float) -> np.ndarray:
+        """As :meth:`tensorcast.Client.shared_empty` (the region is lent on
+        this client's connection)."""
+        return cast(np.ndarray, await self._shared_transport().empty(shape, dtype))
+
     async def list(self, name_prefix: str = "") -> "List[RemoteTensor]":
         """Every tensor on the server (in a cluster, every healthy node's), as
         non-owning proxies."""
@@ -516,6 +521,11 @@ async def list(name_prefix: str = "") -> "List[RemoteTensor]":  # noqa: A001
 async def delete(*refs: Any) -> int:
     """As ``tc.delete``."""
     return await default_client().delete(*refs)
+
+
+async def shared_empty(shape: Any, dtype: Any = float) -> np.ndarray:
+    """As ``tc.shared_empty``."""
+    return await default_client().shared_empty(shape, dtype)
 
 
 async def stats() -> "Dict[str, Dict[str, Any]]":
