@@ -398,12 +398,17 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     Release();  // the client side, never started
   }
 
+  // The hold OnReadDone took keeps the owner's call open (its OnDone
+  // waits) until the next read is started here, or the call is cancelled:
+  // without it the owner's stream could end in between, and StartRead
+  // would reach a call gRPC had already freed.
   void OnWriteDone(bool ok) override {
-    if (!ok) {
+    if (ok) {
+      client_.StartRead(&in_);
+    } else {
       context_->TryCancel();
-      return;
     }
-    client_.StartRead(&in_);
+    client_.RemoveHold();
   }
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -419,6 +424,7 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     explicit Client(FetchProxy* proxy) : proxy_(proxy) {}
     void OnReadDone(bool ok) override {
       if (!ok) return;  // OnDone brings the status
+      AddHold();        // until the proxy's OnWriteDone (see there)
       proxy_->out_ = std::move(proxy_->in_);
       proxy_->in_.Clear();
       proxy_->StartWrite(&proxy_->out_);
