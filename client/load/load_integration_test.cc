@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <string>
@@ -188,6 +189,8 @@ TEST(LoadToolTest, SharedMemoryFetchAndPut) {
   ExpectConsistent(fetch);
   // Each fetch delivered the whole .npy into a region: 1 MiB and its header.
   EXPECT_EQ(Num(fetch, "bytes"), 60 * ((1 << 20) + 128));
+  EXPECT_EQ(Obj(fetch, "config").fields().at("transport").string_value(),
+            "shared-memory");
 
   r = RunLoad({"--server=" + server.address(), "--scenario=mixed",
                "--mix=fetch:1,put:1", "--to-dtype=float64", "--size=256KiB",
@@ -204,6 +207,55 @@ TEST(LoadToolTest, SharedMemoryFetchAndPut) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--shared-memory"), std::string::npos) << r.err;
   ExpectNothingLeft(plain);
+}
+
+// --cuda-ipc on this machine: where the tool was built without CUDA or no
+// GPU is visible (CI), one clear line and exit 1 before anything is made on
+// the server -- not a run of failed requests. Where a GPU is there, a fetch
+// and a put run moves every byte through the lent device memory.
+TEST(LoadToolTest, CudaIpcRunsOrRefusesBeforeTheLoad) {
+  ServerProcess server({"--shared-memory"});
+  TempDir dir;
+  CommandResult r =
+      RunLoad({"--server=" + server.address(), "--scenario=fetch",
+               "--size=1MiB", "--cuda-ipc", "--concurrency=2", "--requests=20",
+               "--warmup=0", "--json=" + dir.File("fetch.json")});
+  const bool no_gpu =
+      r.err.find("built without CUDA") != std::string::npos ||
+      r.err.find("visible to this process") != std::string::npos;
+  if (no_gpu) {
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    // One line, naming the flag and the GPU, and no run: no summary.
+    EXPECT_EQ(r.err.rfind("tensorcast-load: setting up: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find("--cuda-ipc=0: "), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.out, "");
+    ExpectNothingLeft(server);
+    // The same for a put, and against a server without --shared-memory:
+    // the GPU is checked first, whatever the server allows.
+    ServerProcess plain;
+    r = RunLoad({"--server=" + plain.address(), "--scenario=put",
+                 "--cuda-ipc=cuda:0", "--requests=5", "--warmup=0"});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("--cuda-ipc=0: "), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+    ExpectNothingLeft(plain);
+    return;
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("via CUDA IPC (GPU 0)"), std::string::npos) << r.out;
+  Struct fetch = ReadJson(dir.File("fetch.json"));
+  ExpectConsistent(fetch);
+  EXPECT_EQ(Num(fetch, "bytes"), 20 * ((1 << 20) + 128));
+  EXPECT_EQ(Obj(fetch, "config").fields().at("transport").string_value(),
+            "cuda-ipc");
+  r = RunLoad({"--server=" + server.address(), "--scenario=mixed",
+               "--mix=fetch:1,put:1", "--to-dtype=float16", "--size=256KiB",
+               "--cuda-ipc=0", "--concurrency=2", "--requests=40", "--warmup=0",
+               "--json=" + dir.File("mixed.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  ExpectConsistent(ReadJson(dir.File("mixed.json")));
+  ExpectNothingLeft(server);
 }
 
 std::string Str(const Struct& s, const std::string& key) {
