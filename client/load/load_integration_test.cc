@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,10 +25,17 @@ namespace {
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
-const std::string kLoad = std::string(TENSORCAST_BIN_DIR) + "/tensorcast-load";
+// Beside the server: $TENSORCAST_BIN_DIR when set (the GPU bundle that
+// tests/gpu/run.sh runs), else the build's bin directory.
+std::string LoadBinary() {
+  const char* env = std::getenv("TENSORCAST_BIN_DIR");
+  return std::string(env != nullptr && *env != '\0' ? env
+                                                    : TENSORCAST_BIN_DIR) +
+         "/tensorcast-load";
+}
 
 CommandResult RunLoad(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {kLoad};
+  std::vector<std::string> argv = {LoadBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
 }
@@ -361,11 +369,11 @@ TEST(LoadToolTest, MixedOnTensorsThatRequireGrad) {
 TEST(LoadToolTest, InterruptStillReportsAndCleansUp) {
   ServerProcess server;
   TempDir dir;
-  pid_t pid =
-      SpawnProcess({kLoad, "--server=" + server.address(), "--scenario=fetch",
-                    "--size=64KiB", "--concurrency=2", "--duration=60s",
-                    "--warmup=0", "--json=" + dir.File("r.json")},
-                   dir.File("out"), dir.File("err"));
+  pid_t pid = SpawnProcess(
+      {LoadBinary(), "--server=" + server.address(), "--scenario=fetch",
+       "--size=64KiB", "--concurrency=2", "--duration=60s", "--warmup=0",
+       "--json=" + dir.File("r.json")},
+      dir.File("out"), dir.File("err"));
   ASSERT_GT(pid, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   kill(pid, SIGINT);
