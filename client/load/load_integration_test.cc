@@ -399,6 +399,9 @@ TEST(LoadToolTest, BadInputExitsTwoWithOneLine) {
            {s, "--max-error-rate=2"},
            {s, "--scenario=info", "--fetch-as-is"},
            {s, "--requires-grad", "--dtype=int32"},
+           {s, "--cuda-ipc", "--shared-memory"},
+           {s, "--cuda-ipc=gpu1"},
+           {s, "--scenario=info", "--cuda-ipc"},
            {"--server=127.0.0.1:1", "--scenario=info", "--duration=1s"},
            {"--plot=/nonexistent/r.json", "--out=/tmp/x.png"},
        }) {
