@@ -11,6 +11,11 @@
 // target i goes to node i (the clients route by handle). Against one
 // server there is one target, node "".
 //
+// With --shared-memory or --cuda-ipc, Setup() first opens one region on the
+// control connection, so that a server that refuses them, a build without
+// CUDA or a GPU this process cannot see stops the run before anything is
+// made (--cuda-ipc checks the GPU before it asks the server).
+//
 // Thread-safe after Setup(): any number of workers may Issue() and Discard()
 // at once. Teardown() once, after the workers have finished.
 #ifndef TENSORCAST_CLIENT_LOAD_WORKLOAD_H_
