@@ -28,7 +28,8 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTENSORCAST_CUDA=ON \
   -DTENSORCAST_PYTHON="$PWD/.venv/bin/python" \
   -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" -DCMAKE_CUDA_FLAGS="$compress" >/dev/null
 targets=(cast_cuda_test ops_cuda_test cuda_memory_resource_test
-         gpu_integration_test cuda_ipc_test tensorcast-server tensorcast
+         gpu_integration_test cuda_ipc_test load_integration_test
+         tensorcast-server tensorcast tensorcast-load
          tensorcast-bench-cuda-cast tensorcast-bench-cuda-pool
          tensorcast-bench-cuda-fetch)
 cmake --build "$BUILD" -j2 --target "${targets[@]}"

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,10 +25,17 @@ namespace {
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
-const std::string kLoad = std::string(TENSORCAST_BIN_DIR) + "/tensorcast-load";
+// Beside the server: $TENSORCAST_BIN_DIR when set (the GPU bundle that
+// tests/gpu/run.sh runs), else the build's bin directory.
+std::string LoadBinary() {
+  const char* env = std::getenv("TENSORCAST_BIN_DIR");
+  return std::string(env != nullptr && *env != '\0' ? env
+                                                    : TENSORCAST_BIN_DIR) +
+         "/tensorcast-load";
+}
 
 CommandResult RunLoad(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {kLoad};
+  std::vector<std::string> argv = {LoadBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
 }
@@ -188,6 +197,8 @@ TEST(LoadToolTest, SharedMemoryFetchAndPut) {
   ExpectConsistent(fetch);
   // Each fetch delivered the whole .npy into a region: 1 MiB and its header.
   EXPECT_EQ(Num(fetch, "bytes"), 60 * ((1 << 20) + 128));
+  EXPECT_EQ(Obj(fetch, "config").fields().at("transport").string_value(),
+            "shared-memory");
 
   r = RunLoad({"--server=" + server.address(), "--scenario=mixed",
                "--mix=fetch:1,put:1", "--to-dtype=float64", "--size=256KiB",
@@ -204,6 +215,55 @@ TEST(LoadToolTest, SharedMemoryFetchAndPut) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--shared-memory"), std::string::npos) << r.err;
   ExpectNothingLeft(plain);
+}
+
+// --cuda-ipc on this machine: where the tool was built without CUDA or no
+// GPU is visible (CI), one clear line and exit 1 before anything is made on
+// the server -- not a run of failed requests. Where a GPU is there, a fetch
+// and a put run moves every byte through the lent device memory.
+TEST(LoadToolTest, CudaIpcRunsOrRefusesBeforeTheLoad) {
+  ServerProcess server({"--shared-memory"});
+  TempDir dir;
+  CommandResult r =
+      RunLoad({"--server=" + server.address(), "--scenario=fetch",
+               "--size=1MiB", "--cuda-ipc", "--concurrency=2", "--requests=20",
+               "--warmup=0", "--json=" + dir.File("fetch.json")});
+  const bool no_gpu =
+      r.err.find("built without CUDA") != std::string::npos ||
+      r.err.find("visible to this process") != std::string::npos;
+  if (no_gpu) {
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    // One line, naming the flag and the GPU, and no run: no summary.
+    EXPECT_EQ(r.err.rfind("tensorcast-load: setting up: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find("--cuda-ipc=0: "), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.out, "");
+    ExpectNothingLeft(server);
+    // The same for a put, and against a server without --shared-memory:
+    // the GPU is checked first, whatever the server allows.
+    ServerProcess plain;
+    r = RunLoad({"--server=" + plain.address(), "--scenario=put",
+                 "--cuda-ipc=cuda:0", "--requests=5", "--warmup=0"});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("--cuda-ipc=0: "), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+    ExpectNothingLeft(plain);
+    return;
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("via CUDA IPC (GPU 0)"), std::string::npos) << r.out;
+  Struct fetch = ReadJson(dir.File("fetch.json"));
+  ExpectConsistent(fetch);
+  EXPECT_EQ(Num(fetch, "bytes"), 20 * ((1 << 20) + 128));
+  EXPECT_EQ(Obj(fetch, "config").fields().at("transport").string_value(),
+            "cuda-ipc");
+  r = RunLoad({"--server=" + server.address(), "--scenario=mixed",
+               "--mix=fetch:1,put:1", "--to-dtype=float16", "--size=256KiB",
+               "--cuda-ipc=0", "--concurrency=2", "--requests=40", "--warmup=0",
+               "--json=" + dir.File("mixed.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  ExpectConsistent(ReadJson(dir.File("mixed.json")));
+  ExpectNothingLeft(server);
 }
 
 std::string Str(const Struct& s, const std::string& key) {
@@ -309,11 +369,11 @@ TEST(LoadToolTest, MixedOnTensorsThatRequireGrad) {
 TEST(LoadToolTest, InterruptStillReportsAndCleansUp) {
   ServerProcess server;
   TempDir dir;
-  pid_t pid =
-      SpawnProcess({kLoad, "--server=" + server.address(), "--scenario=fetch",
-                    "--size=64KiB", "--concurrency=2", "--duration=60s",
-                    "--warmup=0", "--json=" + dir.File("r.json")},
-                   dir.File("out"), dir.File("err"));
+  pid_t pid = SpawnProcess(
+      {LoadBinary(), "--server=" + server.address(), "--scenario=fetch",
+       "--size=64KiB", "--concurrency=2", "--duration=60s", "--warmup=0",
+       "--json=" + dir.File("r.json")},
+      dir.File("out"), dir.File("err"));
   ASSERT_GT(pid, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   kill(pid, SIGINT);
@@ -339,6 +399,9 @@ TEST(LoadToolTest, BadInputExitsTwoWithOneLine) {
            {s, "--max-error-rate=2"},
            {s, "--scenario=info", "--fetch-as-is"},
            {s, "--requires-grad", "--dtype=int32"},
+           {s, "--cuda-ipc", "--shared-memory"},
+           {s, "--cuda-ipc=gpu1"},
+           {s, "--scenario=info", "--cuda-ipc"},
            {"--server=127.0.0.1:1", "--scenario=info", "--duration=1s"},
            {"--plot=/nonexistent/r.json", "--out=/tmp/x.png"},
        }) {

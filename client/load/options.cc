@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/dtype.h"
 #include "common/flags.h"
@@ -25,6 +26,7 @@ Usage:
       (--concurrency=N | --rate=R [--arrival=constant|poisson])
       [--connections=C] (--duration=10s | --requests=N) [--warmup=2s]
       [--mix=fetch:8,info:2] [--json=FILE] [--csv=FILE] [--seed=N]
+      [--shared-memory | --cuda-ipc[=DEVICE]]
       [--requires-grad] [--fetch-as-is] [--max-error-rate=0.5]
       [--token=T] [--tls | --tls-ca=FILE] [--tls-cert=FILE --tls-key=FILE]
   tensorcast-load --plot=RESULT.json --out=FILE.png
@@ -143,6 +145,11 @@ absl::StatusOr<int64_t> ParseDurationNs(absl::string_view text) {
   return absl::ToInt64Nanoseconds(d);
 }
 
+const char* LoadOptions::transport() const {
+  if (cuda_ipc()) return "cuda-ipc";
+  return shared_memory ? "shared-memory" : "socket";
+}
+
 int64_t LoadOptions::elements() const {
   const int64_t item =
       static_cast<int64_t>(ItemSize(static_cast<DType>(dtype - 1)));
@@ -154,6 +161,14 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                                      const std::string& default_token) {
   ParsedArgs parsed;
   LoadOptions& o = parsed.options;
+  // --cuda-ipc takes an optional value: alone it means GPU 0, so that it
+  // never takes the next argument as its value.
+  std::vector<std::string> argv = args;
+  for (std::string& arg : argv) {
+    if (arg == "--") break;
+    if (arg == "--cuda-ipc") arg = "--cuda-ipc=0";
+  }
+  std::string cuda_ipc;
   o.server = default_server;
   std::string dtype = "float32", to_dtype, format = "npy", arrival = "constant";
   std::string duration = "10s", warmup = "2s", mix;
@@ -196,6 +211,10 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   flags.Bool("shared-memory", &o.shared_memory,
              "fetch and put through same-host shared memory (the server "
              "must run with --shared-memory)");
+  flags.String("cuda-ipc", &cuda_ipc,
+               "fetch and put through memory on this GPU of this process "
+               "(N or cuda:N; --cuda-ipc alone: 0), lent to the server "
+               "through CUDA IPC (it must run with --shared-memory)");
   flags.String("token", &o.token,
                "bearer token for a server with --auth-tokens (default "
                "$TENSORCAST_TOKEN)");
@@ -206,7 +225,7 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
   flags.String("tls-key", &o.tls_key, "PEM key of --tls-cert");
   flags.String("plot", &parsed.plot_json, "draw RESULT.json (needs --out)");
   flags.String("out", &parsed.plot_out, "--plot: the PNG to write");
-  if (absl::Status s = flags.Parse(args); !s.ok()) return s;
+  if (absl::Status s = flags.Parse(argv); !s.ok()) return s;
   parsed.usage = flags.Usage();
   if (!flags.WasSet("token")) o.token = default_token;
   if (flags.help_requested()) {
@@ -239,11 +258,28 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                                 ": an empty entry in the list"));
       }
     }
+    if (o.shared_memory || flags.WasSet("cuda-ipc")) {
+      return Bad(
+          absl::StrCat(o.shared_memory ? "--shared-memory" : "--cuda-ipc",
+                       " works with one server, not a list of "
+                       "cluster members"));
+    }
+  }
+  if (flags.WasSet("cuda-ipc")) {
+    absl::string_view text = cuda_ipc;
+    absl::ConsumePrefix(&text, "cuda:");
+    int64_t device;
+    if (!absl::SimpleAtoi(text, &device) || device < 0 || device > 1023) {
+      return Bad(absl::StrCat("--cuda-ipc=", cuda_ipc,
+                              ": expected a GPU of this process, N or "
+                              "cuda:N"));
+    }
     if (o.shared_memory) {
       return Bad(
-          "--shared-memory works with one server, not a list of cluster "
-          "members");
+          "--cuda-ipc and --shared-memory exclude each other (device or "
+          "host memory lent to the server)");
     }
+    o.cuda_ipc_device = static_cast<int>(device);
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return Bad("--tls-cert and --tls-key go together");
@@ -297,6 +333,12 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
     return Bad(
         "--fetch-as-is applies to runs that fetch (--scenario=fetch, "
         "or mixed with a fetch weight)");
+  }
+  if (o.cuda_ipc() && o.mix[static_cast<int>(RequestKind::kFetch)] == 0 &&
+      o.mix[static_cast<int>(RequestKind::kPut)] == 0) {
+    return Bad(
+        "--cuda-ipc applies to runs that fetch or put (--scenario=fetch, "
+        "put, or mixed with a fetch or put weight)");
   }
   if (!(o.max_error_rate >= 0 && o.max_error_rate <= 1)) {
     return Bad(absl::StrCat("--max-error-rate=", o.max_error_rate,

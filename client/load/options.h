@@ -71,6 +71,11 @@ struct LoadOptions {
   // fetch and put through same-host shared memory (the server needs
   // --shared-memory): the stream carries only the header.
   bool shared_memory = false;
+  // --cuda-ipc[=DEVICE]: fetch into and put from device memory on GPU
+  // `cuda_ipc_device` of this process, lent to the server through CUDA IPC
+  // (CudaIpcRegion; the server needs --shared-memory). -1 = off. Excludes
+  // shared_memory.
+  int cuda_ipc_device = -1;
   // Bearer token for a server with --auth-tokens (empty = none) and TLS:
   // PEM file paths, read by the binary ("" = not given). tls_ca or tls
   // turns TLS on; tls_cert and tls_key are a client certificate.
@@ -79,6 +84,10 @@ struct LoadOptions {
   std::string tls_ca, tls_cert, tls_key;
 
   bool open_loop() const { return rate > 0; }
+  bool cuda_ipc() const { return cuda_ipc_device >= 0; }
+  // How fetch and put move their bytes: "socket", "shared-memory" or
+  // "cuda-ipc".
+  const char* transport() const;
   // The tensor elements the scenario works on (size_bytes / item size).
   int64_t elements() const;
 };

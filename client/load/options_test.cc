@@ -224,6 +224,60 @@ TEST(ParseArgsTest, ServerListsAndDnsTargets) {
             std::string::npos);
 }
 
+TEST(ParseArgsTest, CudaIpc) {
+  absl::StatusOr<LoadOptions> o = Parse({"--server=h:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->cuda_ipc());
+  EXPECT_STREQ(o->transport(), "socket");
+  // Alone it means GPU 0, and never takes the next argument as its value.
+  o = Parse({"--server=h:1", "--cuda-ipc", "--scenario=put"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->cuda_ipc_device, 0);
+  EXPECT_EQ(o->scenario, "put");
+  EXPECT_STREQ(o->transport(), "cuda-ipc");
+  o = Parse({"--server=h:1", "--cuda-ipc=3"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->cuda_ipc_device, 3);
+  o = Parse({"--server=h:1", "--cuda-ipc=cuda:1", "--scenario=mixed",
+             "--mix=put:1,info:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->cuda_ipc_device, 1);
+  EXPECT_STREQ(Parse({"--server=h:1", "--shared-memory"})->transport(),
+               "shared-memory");
+  for (const char* bad : {"--cuda-ipc=", "--cuda-ipc=-1", "--cuda-ipc=gpu0",
+                          "--cuda-ipc=cuda:", "--cuda-ipc=cpu",
+                          "--cuda-ipc=1.5", "--cuda-ipc=4096"}) {
+    EXPECT_NE(Error({"--server=h:1", bad}).find("expected a GPU"),
+              std::string::npos)
+        << bad;
+  }
+  // Host or device memory, not both.
+  EXPECT_NE(Error({"--server=h:1", "--cuda-ipc", "--shared-memory"})
+                .find("exclude each other"),
+            std::string::npos);
+  EXPECT_NE(Error({"--server=h:1", "--shared-memory", "--cuda-ipc=1"})
+                .find("exclude each other"),
+            std::string::npos);
+  // One server: regions belong to one connection.
+  EXPECT_NE(Error({"--server=a:1,b:2", "--cuda-ipc"}).find("one server"),
+            std::string::npos);
+  // Only fetch and put move bytes through it.
+  for (const char* scenario : {"--scenario=info", "--scenario=to"}) {
+    EXPECT_NE(
+        Error({"--server=h:1", "--cuda-ipc", scenario}).find("fetch or put"),
+        std::string::npos)
+        << scenario;
+  }
+  EXPECT_NE(Error({"--server=h:1", "--cuda-ipc", "--scenario=mixed",
+                   "--mix=to:1,info:1"})
+                .find("fetch or put"),
+            std::string::npos);
+  // Listed in the usage.
+  absl::StatusOr<ParsedArgs> p = ParseArgs({"--help"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_NE(p->usage.find("--cuda-ipc"), std::string::npos);
+}
+
 TEST(ParseArgsTest, PlotAndHelpModes) {
   absl::StatusOr<ParsedArgs> p = ParseArgs({"--plot=r.json", "--out=r.png"});
   ASSERT_TRUE(p.ok()) << p.status();

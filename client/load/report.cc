@@ -437,6 +437,14 @@ std::string ResultJson(const LoadOptions& o, const std::string& description,
   j.String(o.format == v1::FORMAT_RAW ? "raw" : "npy");
   j.Key("device");
   j.String(o.device);
+  j.Key("transport");
+  j.String(o.transport());
+  j.Key("cuda_ipc_device");
+  if (o.cuda_ipc()) {
+    j.Int(o.cuda_ipc_device);
+  } else {
+    j.Null();
+  }
   j.Key("requires_grad");
   j.Bool(o.requires_grad);
   j.Key("fetch_as_is");

@@ -77,6 +77,20 @@ TEST(ReportTest, JsonHasTheContractKeysAndAddsUp) {
       2);
   EXPECT_EQ(f.at("late_sends").number_value(), 1);
   EXPECT_NEAR(f.at("requests_per_s").number_value(), 100, 1e-3);
+  // The transport: the socket unless a region is lent.
+  const auto& config = f.at("config").struct_value().fields();
+  EXPECT_EQ(config.at("transport").string_value(), "socket");
+  EXPECT_TRUE(config.at("cuda_ipc_device").has_null_value());
+  LoadOptions ipc = Options();
+  ipc.cuda_ipc_device = 1;
+  google::protobuf::Struct ipc_doc;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  ResultJson(ipc, "test workload", r), &ipc_doc)
+                  .ok());
+  const auto& ipc_config =
+      ipc_doc.fields().at("config").struct_value().fields();
+  EXPECT_EQ(ipc_config.at("transport").string_value(), "cuda-ipc");
+  EXPECT_EQ(ipc_config.at("cuda_ipc_device").number_value(), 1);
   const auto& lat = f.at("latency_us").struct_value().fields();
   for (const char* key : {"min", "p50", "p90", "p95", "p99", "p999", "max"}) {
     EXPECT_TRUE(lat.contains(key)) << key;

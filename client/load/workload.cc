@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "client/load/gpu.h"
 #include "common/dtype.h"
 #include "common/size.h"
 
@@ -43,7 +44,25 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
   }
   w->fetch_.format = options.format;
   w->fetch_.dtype = options.to_dtype;
-  if (options.shared_memory) {
+  if (uses(RequestKind::kPut)) {
+    // Random bytes: a put must not be cheaper for being all zeros.
+    w->payload_.resize(static_cast<size_t>(options.size_bytes));
+    std::mt19937_64 rng(options.seed);
+    for (size_t i = 0; i + 8 <= w->payload_.size(); i += 8) {
+      const uint64_t v = rng();
+      std::memcpy(&w->payload_[i], &v, 8);
+    }
+  }
+  if (options.cuda_ipc()) {
+    // Before anything is made: a build without CUDA, or no such GPU, is a
+    // setup error, said once, not a failure of every request.
+    if (absl::Status s = CheckGpu(options.cuda_ipc_device); !s.ok()) {
+      return absl::Status(
+          s.code(), absl::StrCat("--cuda-ipc=", options.cuda_ipc_device, ": ",
+                                 s.message()));
+    }
+  }
+  if (options.shared_memory || options.cuda_ipc()) {
     // Room for the largest fetch output (.npy header, any cast) and, apart
     // from it, the put payload.
     const int64_t out_item = static_cast<int64_t>(ItemSize(CoreDType(
@@ -52,27 +71,25 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
     constexpr int64_t kHeaderRoom = 64 << 10;
     constexpr int64_t kAlign = 4096;
     w->put_offset_ =
-        (options.elements() * out_item + kHeaderRoom + kAlign - 1) / kAlign *
-        kAlign;
+        uses(RequestKind::kFetch)
+            ? (options.elements() * out_item + kHeaderRoom + kAlign - 1) /
+                  kAlign * kAlign
+            : 0;
     w->region_bytes_ =
         w->put_offset_ + (uses(RequestKind::kPut) ? options.size_bytes : 0);
     // One region now, on the control connection: a server without
-    // --shared-memory says so before anything is made on it.
-    absl::StatusOr<std::unique_ptr<SharedMemory>> probe =
-        SharedMemory::Open(control, w->region_bytes_);
+    // --shared-memory, or one that cannot open a CUDA IPC handle, says so
+    // before anything is made on it.
+    absl::StatusOr<Region> probe = w->OpenRegion(control);
     if (!probe.ok()) {
       return absl::Status(
           probe.status().code(),
-          absl::StrCat("opening shared memory: ", probe.status().message()));
-    }
-  }
-  if (uses(RequestKind::kPut)) {
-    // Random bytes: a put must not be cheaper for being all zeros.
-    w->payload_.resize(static_cast<size_t>(options.size_bytes));
-    std::mt19937_64 rng(options.seed);
-    for (size_t i = 0; i + 8 <= w->payload_.size(); i += 8) {
-      const uint64_t v = rng();
-      std::memcpy(&w->payload_[i], &v, 8);
+          absl::StrCat(options.cuda_ipc()
+                           ? absl::StrCat("--cuda-ipc: lending GPU ",
+                                          options.cuda_ipc_device,
+                                          "'s memory to the server: ")
+                           : "opening shared memory: ",
+                       probe.status().message()));
     }
   }
   if (uses(RequestKind::kFetch) || uses(RequestKind::kTo) ||
@@ -117,28 +134,50 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Setup(
   return w;
 }
 
-absl::StatusOr<std::unique_ptr<SharedMemory>> Workload::TakeRegion(
-    Client& client) const {
-  {
-    absl::MutexLock lock(&regions_mu_);
-    std::vector<std::unique_ptr<SharedMemory>>& free = regions_[&client];
-    if (!free.empty()) {
-      std::unique_ptr<SharedMemory> region = std::move(free.back());
-      free.pop_back();
-      return region;
+absl::StatusOr<Workload::Region> Workload::OpenRegion(Client& client) const {
+  Region region;
+  if (options_.cuda_ipc()) {
+    absl::StatusOr<std::unique_ptr<CudaIpcRegion>> device =
+        CudaIpcRegion::Allocate(client, region_bytes_,
+                                options_.cuda_ipc_device);
+    if (!device.ok()) return device.status();
+    region.device = *std::move(device);
+    if (!payload_.empty()) {
+      if (absl::Status s =
+              CopyToGpu(options_.cuda_ipc_device,
+                        static_cast<char*>(region.device->data()) + put_offset_,
+                        payload_.data(), static_cast<int64_t>(payload_.size()));
+          !s.ok()) {
+        return s;
+      }
     }
+    return region;
   }
-  absl::StatusOr<std::unique_ptr<SharedMemory>> region =
+  absl::StatusOr<std::unique_ptr<SharedMemory>> host =
       SharedMemory::Open(client, region_bytes_);
-  if (region.ok() && !payload_.empty()) {
-    std::memcpy((*region)->data() + put_offset_, payload_.data(),
+  if (!host.ok()) return host.status();
+  region.host = *std::move(host);
+  if (!payload_.empty()) {
+    std::memcpy(region.host->data() + put_offset_, payload_.data(),
                 payload_.size());
   }
   return region;
 }
 
-void Workload::GiveRegion(Client& client,
-                          std::unique_ptr<SharedMemory> region) const {
+absl::StatusOr<Workload::Region> Workload::TakeRegion(Client& client) const {
+  {
+    absl::MutexLock lock(&regions_mu_);
+    std::vector<Region>& free = regions_[&client];
+    if (!free.empty()) {
+      Region region = std::move(free.back());
+      free.pop_back();
+      return region;
+    }
+  }
+  return OpenRegion(client);
+}
+
+void Workload::GiveRegion(Client& client, Region region) const {
   absl::MutexLock lock(&regions_mu_);
   regions_[&client].push_back(std::move(region));
 }
@@ -149,16 +188,15 @@ Outcome Workload::Issue(RequestKind kind, Client& client, int target,
   Outcome out;
   switch (kind) {
     case RequestKind::kFetch: {
-      if (options_.shared_memory) {
-        absl::StatusOr<std::unique_ptr<SharedMemory>> region =
-            TakeRegion(client);
+      if (options_.shared_memory || options_.cuda_ipc()) {
+        absl::StatusOr<Region> region = TakeRegion(client);
         if (!region.ok()) {
           out.status = region.status();
           break;
         }
         FetchOptions fetch = fetch_;
-        fetch.shm_region = (*region)->region();
-        fetch.shm_offset = (*region)->offset();
+        fetch.shm_region = region->id();
+        fetch.shm_offset = region->offset();
         absl::StatusOr<v1::FetchHeader> header = client.Fetch(
             source, fetch,
             [](absl::string_view) -> absl::Status { return absl::OkStatus(); });
@@ -191,15 +229,14 @@ Outcome Workload::Issue(RequestKind kind, Client& client, int target,
       put.node = targets_[target].node;
       const int64_t size = static_cast<int64_t>(payload_.size());
       absl::StatusOr<v1::TensorInfo> info;
-      if (options_.shared_memory) {
-        absl::StatusOr<std::unique_ptr<SharedMemory>> region =
-            TakeRegion(client);
+      if (options_.shared_memory || options_.cuda_ipc()) {
+        absl::StatusOr<Region> region = TakeRegion(client);
         if (!region.ok()) {
           out.status = region.status();
           break;
         }
-        put.shm_region = (*region)->region();
-        put.shm_offset = (*region)->offset() + put_offset_;
+        put.shm_region = region->id();
+        put.shm_offset = region->offset() + put_offset_;
         put.shm_bytes = size;
         info = client.Put(put, nullptr, size);
         GiveRegion(client, *std::move(region));
@@ -318,8 +355,11 @@ std::string Workload::Describe() const {
           ? absl::StrCat(", on each of ", targets_.size(), " node",
                          targets_.size() == 1 ? "" : "s")
           : "";
-  return absl::StrCat(out, o.shared_memory ? " via shared memory" : "", " -- ",
-                      tensor, where);
+  const std::string via =
+      o.cuda_ipc() ? absl::StrCat(" via CUDA IPC (GPU ", o.cuda_ipc_device, ")")
+      : o.shared_memory ? " via shared memory"
+                        : "";
+  return absl::StrCat(out, via, " -- ", tensor, where);
 }
 
 }  // namespace tensorcast::load

@@ -11,6 +11,11 @@
 // target i goes to node i (the clients route by handle). Against one
 // server there is one target, node "".
 //
+// With --shared-memory or --cuda-ipc, Setup() first opens one region on the
+// control connection, so that a server that refuses them, a build without
+// CUDA or a GPU this process cannot see stops the run before anything is
+// made (--cuda-ipc checks the GPU before it asks the server).
+//
 // Thread-safe after Setup(): any number of workers may Issue() and Discard()
 // at once. Teardown() once, after the workers have finished.
 #ifndef TENSORCAST_CLIENT_LOAD_WORKLOAD_H_
@@ -27,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "client/cpp/client.h"
+#include "client/cpp/cuda_ipc_region.h"
 #include "client/cpp/shared_memory.h"
 #include "client/load/options.h"
 
@@ -53,7 +59,7 @@ class Workload {
                 const std::atomic<bool>& stop) const;
   // Deletes outcome.created, if any; a failure is counted (orphans()).
   void Discard(Client& client, const Outcome& outcome);
-  // Deletes the source tensors and gives back the shared-memory regions.
+  // Deletes the source tensors and gives back the regions lent.
   // Returns the first failure.
   absl::Status Teardown(Client& control);
 
@@ -86,20 +92,33 @@ class Workload {
   FetchOptions fetch_;
   std::atomic<int64_t> orphans_{0};
 
-  // --shared-memory: regions lent by each connection (a region is valid
-  // only on the connection that opened it), reused across requests; one per
-  // request in flight. A region holds a fetch's output at the start of its
+  // --shared-memory and --cuda-ipc: regions lent by each connection (a
+  // region is valid only on the connection that opened it), reused across
+  // requests; each is held by one request at a time (TakeRegion hands it
+  // out of the free list, GiveRegion puts it back when that request has
+  // ended), so there are as many as requests in flight: one per worker in
+  // the closed loop. A region holds a fetch's output at the start of its
   // data and, for put, the payload put_offset_ past it (copied in once,
-  // when it is opened).
-  absl::StatusOr<std::unique_ptr<SharedMemory>> TakeRegion(
-      Client& client) const;
-  void GiveRegion(Client& client, std::unique_ptr<SharedMemory> region) const;
+  // when it is opened), so a fetch -- even one cut short, whose copy the
+  // server may still be finishing -- never writes over a put's bytes.
+  struct Region {
+    std::unique_ptr<SharedMemory> host;     // --shared-memory
+    std::unique_ptr<CudaIpcRegion> device;  // --cuda-ipc
+    const std::string& id() const {
+      return host != nullptr ? host->region() : device->region();
+    }
+    int64_t offset() const {
+      return host != nullptr ? host->offset() : device->offset();
+    }
+  };
+  absl::StatusOr<Region> OpenRegion(Client& client) const;
+  absl::StatusOr<Region> TakeRegion(Client& client) const;
+  void GiveRegion(Client& client, Region region) const;
   int64_t put_offset_ = 0;
   int64_t region_bytes_ = 0;
   mutable absl::Mutex regions_mu_;
-  mutable absl::flat_hash_map<Client*,
-                              std::vector<std::unique_ptr<SharedMemory>>>
-      regions_ ABSL_GUARDED_BY(regions_mu_);
+  mutable absl::flat_hash_map<Client*, std::vector<Region>> regions_
+      ABSL_GUARDED_BY(regions_mu_);
 };
 
 }  // namespace tensorcast::load

@@ -56,6 +56,121 @@ struct WordOf<16> {
   using type = uint4;
 };
 
+// Conversions the device does in fewer instructions than Convert's portable
+// bit manipulation, with Convert's bits exactly (bench/GPU.md, "Predictions
+// for the H200's slow pairs"); every other pair is Convert itself.
+//
+// float16 -> float32 in hardware (cvt.f32.f16: exact for every finite value
+// and infinity, subnormals included; a NaN's payload is the hardware's).
+__device__ __forceinline__ float HalfToFloatExact(uint16_t h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+template <DType S, DType D>
+__device__ __forceinline__ convert::Storage<D> DeviceConvert(
+    convert::Storage<S> x) {
+  if constexpr (S == DType::kFloat16 && convert::IsInteger(D)) {
+    // Convert's LoadReal (HalfToFloat) and StoreReal (FloatToInt): the
+    // float is the same for every non-NaN, and FloatToInt gives 0 for any
+    // NaN, whatever its payload.
+    return convert::FloatToInt<convert::Storage<D>>(HalfToFloatExact(x));
+  } else if constexpr (S == DType::kFloat16 && D == DType::kBFloat16) {
+    // The same float, rounded by the same FloatToBFloat16; a NaN gets the
+    // bits Convert gives it (HalfToFloat keeps the sign and payload and sets
+    // the quiet bit, FloatToBFloat16 keeps the top 7 payload bits).
+    const uint16_t rounded = convert::FloatToBFloat16(HalfToFloatExact(x));
+    const uint16_t nan =
+        static_cast<uint16_t>((x & 0x8000u) | 0x7fc0u | ((x & 0x3ffu) >> 3));
+    return (x & 0x7fffu) > 0x7c00u ? nan : rounded;
+  } else {
+    return convert::Convert<S, D>(x);
+  }
+}
+
+// One chunk of kVec elements. uint8/int8 -> float16 two at a time: the
+// float16 with bits 0x6400 | b is 1024 + b exactly (b < 1024: its ulp is
+// 1), so one packed float16 addition of -1024 (of -1152 for int8, whose
+// byte is biased by 128 first) gives the value, exact -- every uint8 and
+// int8 is a float16 -- and +0 for 0, as FloatToHalf gives. Every other pair
+// converts element by element.
+template <DType S, int kVec>
+__device__ __forceinline__ void BytesToHalves(const convert::Storage<S>* in,
+                                              uint16_t* out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 530
+  constexpr uint32_t kBias = S == DType::kInt8 ? 0x80u : 0u;
+  // -1024 or -1152 in both halves.
+  constexpr uint32_t kMinus = S == DType::kInt8 ? 0xe480e480u : 0xe400e400u;
+#pragma unroll
+  for (int k = 0; k < kVec; k += 2) {
+    const uint32_t lo = static_cast<uint8_t>(in[k]) ^ kBias;
+    const uint32_t hi = static_cast<uint8_t>(in[k + 1]) ^ kBias;
+    const uint32_t biased = 0x64006400u | lo | (hi << 16);
+    uint32_t halves;
+    asm("add.rn.f16x2 %0, %1, %2;" : "=r"(halves) : "r"(biased), "r"(kMinus));
+    out[k] = static_cast<uint16_t>(halves);
+    out[k + 1] = static_cast<uint16_t>(halves >> 16);
+  }
+#else
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) {
+    out[k] = convert::Convert<S, DType::kFloat16>(in[k]);
+  }
+#endif
+}
+
+// float16 -> bfloat16 two at a time: each half to float32 in hardware
+// (exact), the pair rounded to bfloat16 by one cvt.rn.bf16x2.f32 (round to
+// nearest even, FloatToBFloat16's rule; no float16 value is near bfloat16's
+// overflow or subnormal range, where the two could part), and the NaNs given
+// the bits Convert gives them (as DeviceConvert does), lane by lane in one
+// 32-bit word: (h & 0x7fff) + 0x3ff carries into bit 15 exactly when h is a
+// NaN, and never into the other lane.
+template <int kVec>
+__device__ __forceinline__ void HalvesToBFloat16s(const uint16_t* in,
+                                                  uint16_t* out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#pragma unroll
+  for (int k = 0; k < kVec; k += 2) {
+    const uint32_t pair =
+        static_cast<uint32_t>(in[k]) | (static_cast<uint32_t>(in[k + 1]) << 16);
+    uint32_t rounded;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;"
+        : "=r"(rounded)
+        : "f"(HalfToFloatExact(in[k + 1])), "f"(HalfToFloatExact(in[k])));
+    const uint32_t nan_lanes =
+        (((pair & 0x7fff7fffu) + 0x03ff03ffu) & 0x80008000u) >> 15;
+    const uint32_t mask = nan_lanes * 0xffffu;  // 0xffff in each NaN lane
+    const uint32_t nan =
+        (pair & 0x80008000u) | 0x7fc07fc0u | ((pair >> 3) & 0x007f007fu);
+    const uint32_t both = (nan & mask) | (rounded & ~mask);
+    out[k] = static_cast<uint16_t>(both);
+    out[k + 1] = static_cast<uint16_t>(both >> 16);
+  }
+#else
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) {
+    out[k] = DeviceConvert<DType::kFloat16, DType::kBFloat16>(in[k]);
+  }
+#endif
+}
+
+template <DType S, DType D, int kVec>
+__device__ __forceinline__ void ConvertChunk(const convert::Storage<S>* in,
+                                             convert::Storage<D>* out) {
+  if constexpr ((S == DType::kUInt8 || S == DType::kInt8) &&
+                D == DType::kFloat16 && kVec % 2 == 0) {
+    BytesToHalves<S, kVec>(in, out);
+  } else if constexpr (S == DType::kFloat16 && D == DType::kBFloat16 &&
+                       kVec % 2 == 0) {
+    HalvesToBFloat16s<kVec>(in, out);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) out[k] = DeviceConvert<S, D>(in[k]);
+  }
+}
+
 // One kernel per (S, D) pair: elements [head, head + chunks * V) go V at a
 // time, one word in and one word out per chunk (both addresses aligned to
 // their word there), kUnroll chunks per thread per pass; the head and tail
@@ -91,10 +206,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       In elements[kVec];
       memcpy(elements, &words[u], sizeof(elements));
       Out results[kVec];
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) {
-        results[k] = convert::Convert<S, D>(elements[k]);
-      }
+      ConvertChunk<S, D, kVec>(elements, results);
       OutWord result;
       memcpy(&result, results, sizeof(result));
       vout[c] = result;
@@ -104,7 +216,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t rest = n - body;
   for (int64_t j = first; j < rest; j += stride) {
     const int64_t i = j < head ? j : j + body;
-    out[i] = convert::Convert<S, D>(in[i]);
+    out[i] = DeviceConvert<S, D>(in[i]);
   }
 }
 

@@ -3,7 +3,9 @@
 // sources of random bit patterns with every special value the rules name
 // (NaN, +-inf, -0, subnormals, max/min, integer range edges, rounding ties)
 // at both ends, and for odd lengths and element offsets that move the
-// vector path's head and tail. Nothing outside [dst, dst + n) may change.
+// vector path's head and tail; and every bit pattern of the 1- and 2-byte
+// dtypes, through the vector and the scalar path, to every dtype. Nothing
+// outside [dst, dst + n) may change.
 // Skips where there is no CUDA device.
 #include "server/ops/cast_cuda.h"
 
@@ -305,6 +307,43 @@ TEST_F(CastCudaTest, AllPairsMatchCpuBitForBit) {
           ADD_FAILURE() << mismatch;
           ++failures;
           break;  // the first mismatch of a pair is enough
+        }
+      }
+      ASSERT_LT(failures, 20) << "stopping after 20 mismatching pairs";
+    }
+  }
+}
+
+// Every bit pattern of the 1- and 2-byte dtypes (bool, uint8, int8, int16,
+// uint16, float16, bfloat16) to every dtype: the patterns in order, then
+// again rotated by one element, so that each one also sits in the other lane
+// of the conversions done two at a time (uint8/int8 -> float16, float16 ->
+// bfloat16); once from an aligned start (the vector path) and once from
+// offsets that disagree (the scalar path).
+TEST_F(CastCudaTest, EveryNarrowSourcePatternMatchesCpu) {
+  int failures = 0;
+  for (DType s : AllDTypeValues()) {
+    const size_t item = ItemSize(s);
+    if (item > 2) continue;
+    const size_t patterns = size_t{1} << (8 * item);
+    const int64_t n = static_cast<int64_t>(2 * patterns);
+    std::vector<uint8_t> source((2 * patterns + 64) * item, 0);
+    for (size_t i = 0; i < patterns; ++i) {
+      const uint16_t bits = static_cast<uint16_t>(i);
+      const uint16_t rotated = static_cast<uint16_t>((i + 1) % patterns);
+      std::memcpy(&source[i * item], &bits, item);  // little-endian
+      std::memcpy(&source[(patterns + i) * item], &rotated, item);
+    }
+    for (DType d : AllDTypeValues()) {
+      for (const Case& c : {Case{n, 0, 0}, Case{n, 1, 0}}) {
+        std::string mismatch;
+        const absl::Status status = RunCase(s, d, source, c, &mismatch);
+        ASSERT_TRUE(status.ok())
+            << DTypeName(s) << " -> " << DTypeName(d) << ": " << status;
+        if (!mismatch.empty()) {
+          ADD_FAILURE() << mismatch;
+          ++failures;
+          break;
         }
       }
       ASSERT_LT(failures, 20) << "stopping after 20 mismatching pairs";

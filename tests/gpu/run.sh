@@ -40,10 +40,12 @@ step_limit() {
 }
 
 # GoogleTest binaries: the CUDA kernels, the CUDA memory resources, the
-# server end to end on cuda:0, and CUDA IPC regions (device memory this
-# process lends the server for Fetch and Put).
+# server end to end on cuda:0, CUDA IPC regions (device memory this
+# process lends the server for Fetch and Put), and tensorcast-load (its
+# --cuda-ipc runs through a GPU here).
 for entry in cast_cuda_test:90 ops_cuda_test:90 cuda_memory_resource_test:90 \
-             gpu_integration_test:150 cuda_ipc_test:60; do
+             gpu_integration_test:150 cuda_ipc_test:60 \
+             load_integration_test:90; do
   t=${entry%%:*}
   if [ ! -x "$BIN_DIR/$t" ]; then
     summary+=("$t: MISSING")
