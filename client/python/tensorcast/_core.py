@@ -136,11 +136,19 @@ def put_header(array: np.ndarray, *, device: Any, requires_grad: bool,
     tdtype = wire_dtype or _dtypes.from_numpy_dtype(array.dtype)
     if tdtype.itemsize != array.dtype.itemsize:
         raise ValueError(f"{array.dtype} data cannot be sent as {tdtype.name}")
+    return put_header_for(array.shape, tdtype, device=device, requires_grad=requires_grad,
+                          name=name, ttl=ttl)
+
+
+def put_header_for(shape: Sequence[int], tdtype: dtype, *, device: Any,
+                   requires_grad: bool, name: Optional[str],
+                   ttl: Optional[float]) -> pb.PutRequest:
+    """The first Put message for ``shape`` ``tdtype`` values in RAW format."""
     header = pb.PutHeader(
-        dtype=tdtype.proto, shape=list(array.shape), device=normalize_device(device),
+        dtype=tdtype.proto, shape=[int(s) for s in shape], device=normalize_device(device),
         requires_grad=bool(requires_grad), name=name or "",
         ttl_seconds=_ttl(ttl), format=pb.FORMAT_RAW,
-        total_bytes=int(array.size) * tdtype.itemsize)
+        total_bytes=math.prod(int(s) for s in shape) * tdtype.itemsize)
     return pb.PutRequest(header=header)
 
 

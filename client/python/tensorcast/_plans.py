@@ -37,7 +37,7 @@ from typing import (
 
 import numpy as np
 
-from tensorcast import _arena, _cluster, _core, _dtypes, _fastpath, _transport
+from tensorcast import _arena, _cluster, _core, _cuda_ipc, _dtypes, _fastpath, _transport
 from tensorcast._cluster import Dest
 from tensorcast._core import Meta, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
@@ -65,22 +65,28 @@ class Call(NamedTuple):
 class Fetch(NamedTuple):
     """A Fetch stream into a new array (or ``out``, already checked);
     ``nbytes`` is what it will carry, ``bits`` asks bfloat16 as raw
-    uint16. Answers the array."""
+    uint16. Answers the array. With ``device`` (this process's ordinal of
+    a GPU): into device memory through CUDA IPC when it can (answers a
+    ``_cuda_ipc.CudaArray``), else as without it (an array)."""
     request: pb.FetchRequest
     address: str
     progress: bool
     bits: bool
     nbytes: int
     out: Any = None
+    device: Optional[int] = None
 
 
 class Put(NamedTuple):
     """A Put stream: ``header`` (a PutRequest) then ``array``'s bytes.
-    Answers the PutResponse."""
+    Answers the PutResponse. With ``source`` (a ``_cuda_ipc.Source``, and
+    no array): from device memory through CUDA IPC, answering None when
+    it cannot (the plan then puts from the host)."""
     header: Any
-    array: np.ndarray
+    array: Optional[np.ndarray]
     address: str
     progress: bool
+    source: Any = None
 
 
 class Flush(NamedTuple):
@@ -162,7 +168,8 @@ class ClientBase:
                  secure: bool = False, root_certificates: Any = None,
                  certificate_chain: Any = None, private_key: Any = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
-                 native: Optional[bool] = None, shared_memory: Any = False) -> None:
+                 native: Optional[bool] = None, shared_memory: Any = False,
+                 cuda_ipc: Any = False) -> None:
         self._seeds = _cluster.split_targets(target or _transport.default_target())
         if not self._seeds:
             raise ValueError("no server address given")
@@ -172,6 +179,13 @@ class ClientBase:
         if shared_memory is True and not _fastpath.is_local(self.target):
             raise ValueError(f"shared memory needs a server on this host, not {self.target}")
         self._shm_mode: Any = shared_memory if _fastpath.is_local(self.target) else False
+        if cuda_ipc not in (False, True, "auto"):
+            raise ValueError('cuda_ipc is False, True or "auto"')
+        if cuda_ipc is True and not _fastpath.is_local(self.target):
+            raise ValueError(f"CUDA IPC needs a server on this host, not {self.target}")
+        self._cuda = _cuda_ipc.Device(cuda_ipc if _fastpath.is_local(self.target) else False)
+        if cuda_ipc and not self._cuda.mode:
+            self._cuda.why = f"the server ({self.target}) is not on this host"
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.connect_timeout = connect_timeout
@@ -242,6 +256,34 @@ class ClientBase:
                 "shared arrays need shared memory: connect with shared_memory=True "
                 "(or \"auto\") to a server on this host started with --shared-memory")
         return self._shared
+
+    # The size of each device region CUDA IPC transfers use (larger when a
+    # transfer needs it); set it before the first.
+    cuda_arena_bytes: int = _cuda_ipc.DEFAULT_ARENA_BYTES
+    _cuda_transport: Any = None  # the driver's CUDA IPC transport, if on
+
+    @property
+    def cuda_ipc_status(self) -> dict[str, Any]:
+        """CUDA IPC at a glance: ``mode`` (False, True or "auto"; "auto"
+        turns False once the server refused a region), ``regions`` (device
+        regions lent), ``transfers`` (made through them) and ``why`` (why
+        the last transfer that could have used it did not: "" if none)."""
+        return self._cuda.status
+
+    def _device_transport(self, step: Any) -> Any:
+        """The CUDA IPC transport for a device Fetch or Put step, or None
+        after logging why not (raises instead with cuda_ipc=True)."""
+        device = int(step.device if type(step) is Fetch else step.source.device)
+        nbytes = step.nbytes if type(step) is Fetch else step.source.nbytes
+        why = self._cuda.why_not(
+            device, nbytes=nbytes, seed=self._conn_for(step.address) is self._seed,
+            clustered=self._router.clustered, progress=step.progress)
+        if why is None and self._cuda_transport is None:
+            why = "no CUDA IPC transport"  # pragma: no cover - mode on means one
+        if why is not None:
+            self._cuda.fallback(why)
+            return None
+        return self._cuda_transport
 
     @property
     def native(self) -> bool:
@@ -370,14 +412,14 @@ class ClientBase:
             yield from self._plan_delete_quietly([h], timeout)
 
     def _fetch(self, req: pb.FetchRequest, *, progress: bool, bits: bool, nbytes: int,
-               out: Any) -> Plan[np.ndarray]:
+               out: Any, device: Optional[int] = None) -> Plan[Any]:
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
         router = self._router
         dest = _cluster.PLAIN if router.clustered is False else (
             yield from router.route_ref(req.ref))
         try:
-            return (yield Fetch(req, dest.address, progress, bits, nbytes, out))
+            return (yield Fetch(req, dest.address, progress, bits, nbytes, out, device))
         except TensorcastError as e:
             raise self._router.failed(dest, e) from None
 
@@ -393,6 +435,21 @@ class ClientBase:
         except TensorcastError as e:
             raise self._router.failed(dest, e) from None
         return self._wrap(meta_from_info(resp.tensor), owned=True)
+
+    def _put_device(self, src: "_cuda_ipc.Source", *, device: Any, requires_grad: bool,
+                    name: Optional[str], ttl: Optional[float], progress: bool,
+                    node: Optional[str]) -> Plan[Any]:
+        """A Put from device memory through CUDA IPC; None when it cannot
+        (the caller puts from the host)."""
+        header = _core.put_header_for(src.shape, src.dtype, device=device,
+                                      requires_grad=requires_grad, name=name, ttl=ttl)
+        dest = yield from self._router.route_new(header.header.device,
+                                                 int(header.header.total_bytes), node)
+        try:
+            resp = yield Put(header, None, dest.address, progress, src)
+        except TensorcastError as e:
+            raise self._router.failed(dest, e) from None
+        return None if resp is None else self._wrap(meta_from_info(resp.tensor), owned=True)
 
     def _create(self, req: pb.CreateRequest, node: Optional[str]) -> Plan[Any]:
         dest = yield from self._router.route_new(req.device, 0, node)
@@ -431,9 +488,18 @@ class ClientBase:
     def _plan_from_torch(self, x: Any, device: Any, name: Optional[str],
                          ttl: Optional[float], progress: bool,
                          node: Optional[str]) -> Plan[Any]:
+        dev = str(x.device) if device is None else device
+        if _core.is_torch_tensor(x) and x.device.type == "cuda":
+            src = _cuda_ipc.torch_source(x)
+            if src is not None:
+                t = yield from self._put_device(
+                    src, device=dev, requires_grad=bool(x.requires_grad), name=name,
+                    ttl=ttl, progress=progress, node=node)
+                if t is not None:
+                    return t
         array, wire = _core.torch_to_numpy(x)
         return (yield from self._put(
-            array, device=str(x.device) if device is None else device,
+            array, device=dev,
             requires_grad=bool(x.requires_grad), name=name, ttl=ttl, progress=progress,
             wire_dtype=wire, node=node))
 
