@@ -273,8 +273,11 @@ class ClientBase:
     def _device_transport(self, step: Any) -> Any:
         """The CUDA IPC transport for a device Fetch or Put step, or None
         after logging why not (raises instead with cuda_ipc=True)."""
-        device = int(step.device if type(step) is Fetch else step.source.device)
-        nbytes = step.nbytes if type(step) is Fetch else step.source.nbytes
+        if type(step) is Fetch:
+            assert step.device is not None
+            device, nbytes = step.device, step.nbytes
+        else:
+            device, nbytes = step.source.device, step.source.nbytes
         why = self._cuda.why_not(
             device, nbytes=nbytes, seed=self._conn_for(step.address) is self._seed,
             clustered=self._router.clustered, progress=step.progress)
