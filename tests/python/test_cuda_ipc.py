@@ -190,6 +190,8 @@ def test_torch_missing() -> None:
             t.torch(device="cuda")
         with pytest.raises(TypeError, match="expected a torch.Tensor"):
             c.from_torch(np.zeros(2))
+        with pytest.raises(TypeError, match="expected a torch.Tensor"):
+            c.from_torch([1.0])
     finally:
         c._closed = True
         c._channel.close()
@@ -412,3 +414,40 @@ def test_device_state_reuses_then_retires_regions() -> None:
     assert state.status == {"mode": "auto", "regions": 1, "transfers": 0, "why": ""}
     state.close()
     assert third.ptr in fake.freed
+
+
+def test_runtime_error_while_lending_falls_back(server: Any) -> None:
+    class NoIpc(FakeRuntime):  # a stand-in for a GPU whose memory cannot be shared
+        def ipc_handle(self, device: int, ptr: int) -> bytes:
+            raise _cuda_ipc.CudaError("cudaIpcGetMemHandle: cudaErrorNotSupported: "
+                                      "operation not supported")
+    fake = NoIpc()
+    with tc.connect(server.target, default=False, cuda_ipc="auto") as c:
+        c._cuda.runtime = fake
+        t = c.from_numpy(np.arange(10, dtype=np.int16))
+        np.testing.assert_array_equal(c._run(t._device_fetch_plan(0)), np.arange(10))
+        assert c.cuda_ipc_status["why"] == (
+            "the CUDA IPC region was not lent: cudaIpcGetMemHandle: cudaErrorNotSupported: "
+            "operation not supported")
+        assert c.cuda_ipc_status["mode"] == "auto"  # not the server's answer: kept
+        assert len(fake.freed) == 1 and not fake.buffers
+
+
+def test_fetch_result_holds_the_slot() -> None:
+    from tensorcast import _transport
+    arena = lent(FakeRuntime(), 1 << 12)
+    off = arena.allocate(24)
+    header = pb.FetchHeader(tensor=pb.TensorInfo(shape=[2, 3], dtype=pb.DTYPE_BFLOAT16),
+                            format=pb.FORMAT_RAW, total_bytes=12)
+    with pytest.raises(RuntimeError, match="12 bytes of bfloat16 where 24 were asked"):
+        _transport.device_fetch_result([pb.FetchResponse(header=header)], arena, off, 24)
+    a = _transport.device_fetch_result([pb.FetchResponse(header=header)], arena, off, 12)
+    assert a.__cuda_array_interface__ == {
+        "shape": (2, 3), "typestr": "<i2", "data": (arena.base + off, False), "version": 3,
+        "strides": None, "stream": None}
+    assert arena.live() == 1
+    del a
+    gc.collect()
+    assert arena.live() == 0
+    request = _transport.device_fetch_request(pb.FetchRequest(ref="x"), arena, off, 12)
+    assert (request.shm_region, request.shm_offset, request.length) == ("r", off, 12)

@@ -491,10 +491,14 @@ class ClientBase:
     def _plan_from_torch(self, x: Any, device: Any, name: Optional[str],
                          ttl: Optional[float], progress: bool,
                          node: Optional[str]) -> Plan[Any]:
+        if not _core.is_torch_tensor(x):
+            raise TypeError(f"expected a torch.Tensor (got {type(x).__name__})")
         dev = str(x.device) if device is None else device
-        if _core.is_torch_tensor(x) and x.device.type == "cuda":
-            src = _cuda_ipc.torch_source(x)
-            if src is not None:
+        if x.device.type == "cuda":
+            src = _cuda_ipc.torch_source(x) if self._cuda.mode else None
+            if src is None:
+                self._cuda.fallback(self._cuda.why or "cuda_ipc is off")
+            else:
                 t = yield from self._put_device(
                     src, device=dev, requires_grad=bool(x.requires_grad), name=name,
                     ttl=ttl, progress=progress, node=node)

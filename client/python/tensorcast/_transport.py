@@ -607,6 +607,11 @@ class CudaIpcTransport:
                 region.free()
                 st.fallback(st.refused(e))
                 return None
+            except _cuda_ipc.CudaError as e:  # the handle, the header
+                region.close()
+                region.free()
+                st.fallback(f"the CUDA IPC region was not lent: {e}")
+                return None
             except BaseException:
                 region.close()
                 region.free()
@@ -909,6 +914,11 @@ class AioCudaIpcTransport:
                 region.close()
                 region.free()
                 st.fallback(st.refused(e))
+                return None
+            except _cuda_ipc.CudaError as e:  # the handle, the header
+                region.close()
+                region.free()
+                st.fallback(f"the CUDA IPC region was not lent: {e}")
                 return None
             except BaseException:
                 region.close()
