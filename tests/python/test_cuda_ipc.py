@@ -451,3 +451,26 @@ def test_fetch_result_holds_the_slot() -> None:
     assert arena.live() == 0
     request = _transport.device_fetch_request(pb.FetchRequest(ref="x"), arena, off, 12)
     assert (request.shm_region, request.shm_offset, request.length) == ("r", off, 12)
+
+
+def test_cuda_array_needs_cuda_ipc(server: Any) -> None:
+    with tc.connect(server.target, default=False) as c:
+        t = c.from_numpy(np.arange(4, dtype=np.float32))
+        with pytest.raises(RuntimeError, match=r"^cuda_array\(\) needs CUDA IPC, which "
+                                               r"cannot be used: cuda_ipc is off"):
+            t.cuda_array()
+        with pytest.raises(ValueError, match="not a CUDA device: 'cpu'"):
+            t.cuda_array("cpu")
+    with tc.connect(server.target, default=False, cuda_ipc="auto") as c:
+        c._cuda.runtime = FakeRuntime()  # the stand-in for the absent GPU
+        t = c.from_numpy(np.arange(4, dtype=np.float32))
+        with pytest.raises(RuntimeError, match=r"cannot be used: the server refused the "
+                                               r"CUDA IPC region \(NOT_FOUND"):
+            t.cuda_array("cuda:0")
+
+    async def main() -> None:
+        async with tca.connect(server.target, default=False) as c:
+            t = await c.from_numpy(np.arange(4, dtype=np.float32))
+            with pytest.raises(RuntimeError, match="cuda_ipc is off"):
+                await t.cuda_array(0)
+    asyncio.run(main())

@@ -95,10 +95,20 @@ def test_cupy_takes_the_array(gpu_server: Any) -> None:
     cupy = pytest.importorskip("cupy")
     with tc.connect(gpu_server.target, default=False, cuda_ipc=True) as c:
         t = c.from_numpy(np.arange(100, dtype=np.float32))
-        a = c._run(t._device_fetch_plan(0))
+        a = t.cuda_array()
         assert isinstance(a, _cuda_ipc.CudaArray)
         np.testing.assert_array_equal(cupy.asnumpy(cupy.asarray(a)),
                                       np.arange(100, dtype=np.float32))
+
+
+def test_cuda_array_without_torch_api(gpu_server: Any) -> None:
+    with tc.connect(gpu_server.target, default=False, cuda_ipc="auto") as c:
+        t = c.from_numpy(np.arange(12, dtype=np.int32).reshape(3, 4))
+        a = t.cuda_array("cuda:0")
+        assert a.__cuda_array_interface__["shape"] == (3, 4)
+        x = torch.as_tensor(a, device="cuda:0")
+        assert x.data_ptr() == a.ptr  # a view, no copy
+        assert torch.equal(x.cpu(), torch.arange(12, dtype=torch.int32).reshape(3, 4))
 
 
 def test_aio(gpu_server: Any) -> None:

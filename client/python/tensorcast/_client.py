@@ -519,6 +519,17 @@ class RemoteTensor(TensorBase):
         requires_grad, on the CPU or ``device``. Needs PyTorch."""
         return self._client._run(self._torch_plan(device))
 
+    def cuda_array(self, device: Any = None) -> Any:
+        """The values in GPU memory of this process, through CUDA IPC (needs
+        ``cuda_ipc`` and no torch): an object with
+        ``__cuda_array_interface__`` (version 3) that ``cupy.asarray`` or
+        ``torch.as_tensor`` view without copying; it holds its slot of the
+        lent region while it (or an array made from it) lives. ``device``:
+        this process's ordinal (N, "cuda:N"; default 0). bfloat16 comes as
+        its int16 bits. RuntimeError with the reason when CUDA IPC cannot be
+        used (see ``Client.cuda_ipc_status``)."""
+        return self._client._run(self._cuda_array_plan(device))
+
     # -- conversions ----------------------------------------------------------
 
     def to(self, *args: Any, **kwargs: Any) -> "RemoteTensor":

@@ -74,6 +74,15 @@ def normalize_device(device: Any) -> str:
     return text
 
 
+def cuda_index(device: Any) -> int:
+    """The ordinal of a CUDA device given as N, "cuda", "cuda:N" or a
+    torch.device (``"cuda"``: 0); ValueError for anything else."""
+    name = normalize_device(device)
+    if not name.startswith("cuda:"):
+        raise ValueError(f"not a CUDA device: {device!r}")
+    return int(name.split(":", 1)[1])
+
+
 def is_device_like(value: Any) -> bool:
     """Whether ``value`` names a device (for ``.to(device)``)."""
     if isinstance(value, int) and not isinstance(value, bool):

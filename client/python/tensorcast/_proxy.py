@@ -433,6 +433,17 @@ class TensorBase:
         host array (bfloat16 as raw uint16) when that cannot be used."""
         return self._fetch_plan(force=True, progress=False, bits=True, device=device)
 
+    def _cuda_array_plan(self, device: Any) -> Plan[Any]:
+        index = 0 if device is None else _core.cuda_index(device)
+        if _cuda_ipc.typestr(self.dtype) is None:  # pragma: no cover - every dtype has one
+            raise TypeError(f"{self.dtype.name} has no __cuda_array_interface__ type")
+        got = yield from self._device_fetch_plan(index)
+        if not isinstance(got, _cuda_ipc.CudaArray):
+            raise RuntimeError("cuda_array() needs CUDA IPC, which cannot be used: "
+                               f"{self._client.cuda_ipc_status['why']} (fetch to the host "
+                               "instead: numpy())")
+        return got
+
     def _torch_plan(self, device: Any) -> Plan[Any]:
         torch = require_torch()
         local = _cuda_ipc.torch_device_index(torch, device)

@@ -418,6 +418,10 @@ class RemoteTensor(TensorBase):
         """As :meth:`tensorcast.RemoteTensor.torch`."""
         return await self._client._run(self._torch_plan(device))
 
+    async def cuda_array(self, device: Any = None) -> Any:
+        """As :meth:`tensorcast.RemoteTensor.cuda_array`."""
+        return await self._client._run(self._cuda_array_plan(device))
+
     async def to(self, *args: Any, **kwargs: Any) -> "RemoteTensor":
         """As :meth:`tensorcast.RemoteTensor.to` (awaitable: a GPU move or
         a copy runs on the server)."""
