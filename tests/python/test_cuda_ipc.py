@@ -474,3 +474,17 @@ def test_cuda_array_needs_cuda_ipc(server: Any) -> None:
             with pytest.raises(RuntimeError, match="cuda_ipc is off"):
                 await t.cuda_array(0)
     asyncio.run(main())
+
+
+def test_a_region_with_a_quarantined_slot_is_not_retired() -> None:
+    fake = FakeRuntime()
+    state = _cuda_ipc.Device("auto", fake)
+    arena = state.add(state.new_region(0, 100, 1 << 12))
+    off = arena.allocate(100)
+    with pytest.raises(TimeoutError):
+        with arena.transfer(off, lambda e: False):
+            raise TimeoutError()
+    arena.release(off)
+    assert arena.live() == 0 and arena.quarantined() == 1
+    state.add(state.new_region(0, 1 << 13, 1 << 12))
+    assert arena in state.arenas and not fake.freed

@@ -119,6 +119,11 @@ class Slots:
         with self._lock:
             return len(self._used)
 
+    def quarantined(self) -> int:
+        """How many slots were quarantined (the server may still touch them)."""
+        with self._lock:
+            return len(self._quarantined)
+
 
 class Arena(Slots):
     """A lent region (a ``_fastpath.SharedMemory``, its own, beside the one

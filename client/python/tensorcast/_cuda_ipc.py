@@ -510,9 +510,11 @@ class Device:
 
     def new_region(self, device: int, nbytes: int, arena_bytes: int) -> CudaRegion:
         """A region for ``nbytes`` on ``device`` (``arena_bytes``, or more),
-        not yet lent; regions of that device with no slot held are retired
+        not yet lent; regions of that device with no slot held (and none
+        quarantined: the server may still be copying there) are retired
         first."""
-        for arena in [a for a in self.arenas if a.device == device and a.live() == 0]:
+        for arena in [a for a in self.arenas
+                      if a.device == device and a.live() == 0 and not a.quarantined()]:
             self.arenas.remove(arena)
             arena.close()
         assert self.runtime is not None
