@@ -38,6 +38,7 @@ class FakeRuntime:
         self.buffers: dict[int, Any] = {}
         self.freed: list[int] = []
         self.copies: list[tuple[int, int, int]] = []
+        self.synced: list[tuple[int, int]] = []
 
     def device_count(self) -> int:
         return self.devices
@@ -67,6 +68,12 @@ class FakeRuntime:
     def copy(self, device: int, dst: int, src: int, nbytes: int) -> None:
         self.copies.append((dst, src, nbytes))
         ctypes.memmove(dst, src, nbytes)
+
+    def pointer_device(self, ptr: int) -> int:
+        return 0
+
+    def stream_synchronize(self, device: int, stream: int) -> None:
+        self.synced.append((device, stream))
 
 
 def fake_source(data: np.ndarray, device: int = 0) -> _cuda_ipc.Source:
@@ -488,3 +495,62 @@ def test_a_region_with_a_quarantined_slot_is_not_retired() -> None:
     assert arena.live() == 0 and arena.quarantined() == 1
     state.add(state.new_region(0, 1 << 13, 1 << 12))
     assert arena in state.arenas and not fake.freed
+
+
+class FakeCudaArray:
+    """A STAND-IN for a CuPy array: ``__cuda_array_interface__`` over a
+    NumPy array's (host) memory, which FakeRuntime reads as a device's."""
+
+    def __init__(self, a: np.ndarray, stream: Any = 7, strides: Any = None) -> None:
+        self.a = a
+        self.stream = stream
+        self.strides = strides
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.a.shape, "typestr": self.a.dtype.str,
+                "data": (int(self.a.ctypes.data), False), "version": 3,
+                "strides": self.strides, "stream": self.stream}
+
+
+def test_cuda_array_source() -> None:
+    fake = FakeRuntime()
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    src = _cuda_ipc.cai_source(FakeCudaArray(a, strides=(16, 4)), fake)
+    assert (src.ptr, src.nbytes, src.device, src.shape, src.dtype) == (
+        a.ctypes.data, 48, 0, (3, 4), _dtypes.float32)
+    src.sync()
+    assert fake.synced == [(0, 7)]  # the producer's stream
+    _cuda_ipc.cai_source(FakeCudaArray(a, stream=None), fake).sync()
+    assert fake.synced == [(0, 7)]  # None: nothing to wait for
+    np.testing.assert_array_equal(_cuda_ipc.download(fake, src), a)
+    with pytest.raises(ValueError, match="non-contiguous"):
+        _cuda_ipc.cai_source(FakeCudaArray(a, strides=(4, 12)), fake)
+    assert _cuda_ipc.is_cuda_array(FakeCudaArray(a)) and not _cuda_ipc.is_cuda_array(a)
+
+
+def test_tensor_of_a_cuda_array_falls_back_to_the_host(server: Any) -> None:
+    fake = FakeRuntime()
+    a = np.arange(1 << 16, dtype=np.int32).reshape(256, 256)
+    with tc.connect(server.target, default=False, cuda_ipc="auto") as c:
+        c._cuda.runtime = fake  # the stand-in for the absent GPU
+        t = c.tensor(FakeCudaArray(a))
+        assert t.dtype == tc.int32 and tuple(t.shape) == (256, 256)
+        np.testing.assert_array_equal(t.numpy(), a)
+        assert c.cuda_ipc_status["why"].startswith(
+            "the server refused the CUDA IPC region (NOT_FOUND")
+        assert fake.synced == [(0, 7)] and not fake.copies
+        d = c.tensor(FakeCudaArray(a), dtype="float64")
+        np.testing.assert_array_equal(d.numpy(), a.astype(np.float64))
+        assert c.cuda_ipc_status["why"] == "a cast (int32 to float64) is made on the host"
+    with tc.connect(server.target, default=False) as c:
+        c._cuda.runtime = fake
+        np.testing.assert_array_equal(c.tensor(FakeCudaArray(a[:2])).numpy(), a[:2])
+        assert c.cuda_ipc_status["why"].startswith("cuda_ipc is off")
+
+    def missing() -> Any:
+        return _cuda_ipc.load_runtime(["libcudart-not-here.so.0"])
+    with tc.connect(server.target, default=False) as c:
+        c._cuda = _cuda_ipc.Device(False, load=missing)
+        with pytest.raises(RuntimeError, match="needs the CUDA runtime: libcudart not found"):
+            c.tensor(FakeCudaArray(a))

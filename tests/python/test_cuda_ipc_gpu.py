@@ -111,6 +111,28 @@ def test_cuda_array_without_torch_api(gpu_server: Any) -> None:
         assert torch.equal(x.cpu(), torch.arange(12, dtype=torch.int32).reshape(3, 4))
 
 
+class Exported:
+    """Any producer of __cuda_array_interface__ (as CuPy's arrays), here
+    over a torch tensor's memory."""
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+        self.__cuda_array_interface__ = x.__cuda_array_interface__
+
+
+def test_tensor_of_a_cuda_array(gpu_server: Any) -> None:
+    with tc.connect(gpu_server.target, default=False, cuda_ipc=True) as c:
+        x = torch.arange(40000, dtype=torch.float32, device="cuda").reshape(200, 200)
+        t = c.tensor(Exported(x))
+        assert c.cuda_ipc_status["transfers"] == 1
+        np.testing.assert_array_equal(t.numpy(), x.cpu().numpy())
+        u = c.tensor(x)  # a torch CUDA tensor: the same way
+        assert c.cuda_ipc_status["transfers"] == 2
+        np.testing.assert_array_equal(u.numpy(), x.cpu().numpy())
+    with tc.connect(gpu_server.target, default=False) as c:  # off: downloaded
+        np.testing.assert_array_equal(c.tensor(Exported(x)).numpy(), x.cpu().numpy())
+
+
 def test_aio(gpu_server: Any) -> None:
     async def main() -> None:
         async with tca.connect(gpu_server.target, default=False, cuda_ipc=True) as c:

@@ -99,6 +99,8 @@ class Runtime:
                                    ctypes.c_int]
         lib.cudaIpcGetMemHandle.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.cudaDeviceGetPCIBusId.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+        lib.cudaPointerGetAttributes.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.cudaStreamSynchronize.argtypes = [ctypes.c_void_p]
         self._lock = threading.Lock()
 
     def _check(self, err: int, call: str) -> None:
@@ -167,6 +169,32 @@ class Runtime:
     def copy(self, device: int, dst: int, src: int, nbytes: int) -> None:
         """Device to device on ``device``, finished when it returns."""
         self._copy(device, dst, src, nbytes, _MEMCPY_DEVICE_TO_DEVICE)
+
+    def pointer_device(self, ptr: int) -> int:
+        """The ordinal of the GPU device memory at ``ptr`` lies on
+        (ValueError for memory that is not a device's)."""
+        attrs = _PointerAttributes()
+        self._check(self._lib.cudaPointerGetAttributes(ctypes.byref(attrs), ptr),
+                    "cudaPointerGetAttributes")
+        if attrs.type != _MEMORY_TYPE_DEVICE:
+            raise ValueError("the __cuda_array_interface__ pointer is not device memory "
+                             f"(cudaMemoryType {attrs.type})")
+        return int(attrs.device)
+
+    def stream_synchronize(self, device: int, stream: int) -> None:
+        """Wait for ``stream`` (a cudaStream_t; 1 and 2: the legacy and the
+        per-thread default streams, as __cuda_array_interface__ names them)."""
+        self._on(device, lambda: self._check(
+            self._lib.cudaStreamSynchronize(stream), "cudaStreamSynchronize"))
+
+
+_MEMORY_TYPE_DEVICE = 2  # cudaMemoryTypeDevice
+
+
+class _PointerAttributes(ctypes.Structure):
+    """cudaPointerAttributes (CUDA 11 on)."""
+    _fields_ = [("type", ctypes.c_int), ("device", ctypes.c_int),
+                ("devicePointer", ctypes.c_void_p), ("hostPointer", ctypes.c_void_p)]
 
 
 _runtime: Optional[Runtime] = None
@@ -460,6 +488,12 @@ class Device:
     def used(self) -> None:
         self.transfers += 1
 
+    def load(self) -> Any:
+        """The runtime, loaded on first use (Unavailable: why not)."""
+        if self.runtime is None:
+            self.runtime = self._load()
+        return self.runtime
+
     def why_not(self, device: int, *, nbytes: int, seed: bool, clustered: Optional[bool],
                 progress: bool) -> Optional[str]:
         """Why a transfer of ``nbytes`` on this process's GPU ``device``
@@ -473,13 +507,12 @@ class Device:
             return "progress=True: the bytes go over the socket"
         if nbytes <= 0:
             return "no bytes to move"
-        if self.runtime is None:
-            try:
-                self.runtime = self._load()
-            except Unavailable as e:
-                return str(e)
         try:
-            count = self.runtime.device_count()
+            runtime = self.load()
+        except Unavailable as e:
+            return str(e)
+        try:
+            count = runtime.device_count()
         except CudaError as e:
             return f"no CUDA device visible ({e})"
         if count <= 0:
@@ -571,3 +604,56 @@ def to_torch(torch: Any, a: CudaArray, dt: _dtypes.dtype) -> Any:
     if dt is _dtypes.bfloat16:
         t = t.view(torch.bfloat16)
     return t
+
+
+# -- any __cuda_array_interface__ object (CuPy's arrays, numba's...) -------------------
+
+
+def is_cuda_array(x: Any) -> bool:
+    """Whether ``x`` exports ``__cuda_array_interface__`` (and is not a
+    torch tensor: those take torch's own path)."""
+    return hasattr(type(x), "__cuda_array_interface__") and not type(
+        x).__module__.startswith("torch")
+
+
+def cai_source(x: Any, runtime: Any) -> Source:
+    """The bytes of a ``__cuda_array_interface__`` object as a Put source:
+    C-contiguous only (ValueError otherwise), any little-endian typestr
+    tensorcast has; its ``stream`` is synchronised before the bytes are
+    read (absent: the legacy default stream; None: nothing to wait for)."""
+    import numpy as np
+    cai = x.__cuda_array_interface__
+    shape = tuple(int(s) for s in cai["shape"])
+    np_dt = np.dtype(cai["typestr"])
+    if np_dt.byteorder == ">":
+        raise ValueError(f"big-endian __cuda_array_interface__ data ({cai['typestr']}): "
+                         "convert it first")
+    dt = _dtypes.from_numpy_dtype(np_dt)
+    strides = cai.get("strides")
+    if strides is not None:
+        want, step = [], np_dt.itemsize
+        for n in reversed(shape):
+            want.append(step)
+            step *= n
+        if any(n > 1 and int(s) != w for s, w, n in zip(strides, reversed(want), shape)):
+            raise ValueError("a non-contiguous __cuda_array_interface__ array: make it "
+                             "C-contiguous first (cupy.ascontiguousarray)")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np_dt.itemsize
+    ptr = int(cai["data"][0])
+    device = runtime.pointer_device(ptr) if nbytes else 0
+    stream = cai.get("stream", 1) if int(cai.get("version", 0)) >= 3 else 1
+
+    def sync() -> None:
+        if stream is not None:
+            runtime.stream_synchronize(device, int(stream))
+    return Source(ptr, nbytes, device, shape, dt, sync, x)
+
+
+def download(runtime: Any, src: Source) -> Any:
+    """``src``'s bytes as a host NumPy array (the host path)."""
+    import numpy as np
+    src.sync()
+    raw = runtime.download(src.device, src.ptr, src.nbytes) if src.nbytes else b""
+    np_dt = np.dtype("<u2") if src.dtype is _dtypes.bfloat16 else src.dtype.numpy_dtype
+    return np.frombuffer(bytearray(raw), dtype=np_dt.newbyteorder("<") if np_dt.itemsize > 1
+                         else np_dt).reshape(src.shape)

@@ -472,6 +472,15 @@ class ClientBase:
                                 "or asyncio): use that API's tensor()")
             return (yield from data._to_plan((), {"device": device, "dtype": dt,
                                                   "copy": True}))
+        if _core.is_torch_tensor(data) and data.device.type == "cuda" and (
+                dt is None or dt is _dtypes.as_dtype(data.dtype)):
+            t = yield from self._put_torch_device(data, device, requires_grad, name, ttl,
+                                                  progress, node)
+            if t is not None:
+                return t
+        if _cuda_ipc.is_cuda_array(data):
+            return (yield from self._plan_from_cuda_array(data, dt, device, requires_grad,
+                                                          name, ttl, progress, node))
         src = _core.tensor_source(data, dt, device=device, requires_grad=requires_grad,
                                   name=name, ttl=ttl)
         if src.request is not None:
@@ -495,20 +504,57 @@ class ClientBase:
             raise TypeError(f"expected a torch.Tensor (got {type(x).__name__})")
         dev = str(x.device) if device is None else device
         if x.device.type == "cuda":
-            src = _cuda_ipc.torch_source(x) if self._cuda.mode else None
-            if src is None:
-                self._cuda.fallback(self._cuda.why or "cuda_ipc is off")
-            else:
-                t = yield from self._put_device(
-                    src, device=dev, requires_grad=bool(x.requires_grad), name=name,
-                    ttl=ttl, progress=progress, node=node)
-                if t is not None:
-                    return t
+            t = yield from self._put_torch_device(x, dev, bool(x.requires_grad), name, ttl,
+                                                  progress, node)
+            if t is not None:
+                return t
         array, wire = _core.torch_to_numpy(x)
         return (yield from self._put(
             array, device=dev,
             requires_grad=bool(x.requires_grad), name=name, ttl=ttl, progress=progress,
             wire_dtype=wire, node=node))
+
+    def _put_torch_device(self, x: Any, device: Any, requires_grad: bool,
+                          name: Optional[str], ttl: Optional[float], progress: bool,
+                          node: Optional[str]) -> Plan[Any]:
+        """A CUDA torch tensor put through CUDA IPC, or None (the host
+        path, the reason given)."""
+        if not self._cuda.mode:
+            self._cuda.fallback(self._cuda.why or "cuda_ipc is off")
+            return None
+        src = _cuda_ipc.torch_source(x)
+        assert src is not None
+        return (yield from self._put_device(src, device=device, requires_grad=requires_grad,
+                                            name=name, ttl=ttl, progress=progress,
+                                            node=node))
+
+    def _plan_from_cuda_array(self, x: Any, dt: Optional[dtype], device: Any,
+                              requires_grad: bool, name: Optional[str],
+                              ttl: Optional[float], progress: bool,
+                              node: Optional[str]) -> Plan[Any]:
+        """tc.tensor of a ``__cuda_array_interface__`` object (CuPy...):
+        through CUDA IPC when it can, else downloaded with libcudart and
+        put from the host."""
+        try:
+            runtime = self._cuda.load()
+        except _cuda_ipc.Unavailable as e:
+            raise RuntimeError(f"reading a __cuda_array_interface__ array needs the CUDA "
+                               f"runtime: {e}") from None
+        src = _cuda_ipc.cai_source(x, runtime)
+        if dt is not None and dt is not src.dtype:
+            self._cuda.fallback(f"a cast ({src.dtype.name} to {dt.name}) is made on the host")
+        elif not self._cuda.mode:
+            self._cuda.fallback(self._cuda.why or "cuda_ipc is off")
+        else:
+            t = yield from self._put_device(src, device=device, requires_grad=requires_grad,
+                                            name=name, ttl=ttl, progress=progress, node=node)
+            if t is not None:
+                return t
+        host = _cuda_ipc.download(runtime, src)
+        if dt is not None and dt is not src.dtype:
+            host = host.astype(dt.numpy_dtype)
+        return (yield from self._put(host, device=device, requires_grad=requires_grad,
+                                     name=name, ttl=ttl, progress=progress, node=node))
 
     def _plan_create(self, node: Optional[str], **kwargs: Any) -> Plan[Any]:
         return (yield from self._create(_core.create_request(**kwargs), node))
