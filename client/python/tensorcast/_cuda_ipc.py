@@ -612,8 +612,12 @@ def to_torch(torch: Any, a: CudaArray, dt: _dtypes.dtype) -> Any:
 def is_cuda_array(x: Any) -> bool:
     """Whether ``x`` exports ``__cuda_array_interface__`` (and is not a
     torch tensor: those take torch's own path)."""
-    return hasattr(type(x), "__cuda_array_interface__") and not type(
-        x).__module__.startswith("torch")
+    if type(x).__module__.startswith("torch"):
+        return False
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # a property that refuses (host memory, say)
+        return False
 
 
 def cai_source(x: Any, runtime: Any) -> Source:
