@@ -554,3 +554,35 @@ def test_tensor_of_a_cuda_array_falls_back_to_the_host(server: Any) -> None:
         c._cuda = _cuda_ipc.Device(False, load=missing)
         with pytest.raises(RuntimeError, match="needs the CUDA runtime: libcudart not found"):
             c.tensor(FakeCudaArray(a))
+
+
+def test_plan_asks_the_device_then_the_host() -> None:
+    """The plan shared by both drivers, with test_plans.py's fake driver (no
+    server): a device Put answered None is followed by a host Put of the
+    same bytes; a device Fetch step names the GPU."""
+    from test_plans import HEX, Fake, info
+
+    from tensorcast._plans import Fetch, Put
+
+    def answer(step: Any) -> Any:
+        if type(step) is Put:
+            return None if step.source is not None else pb.PutResponse(
+                tensor=info(HEX, (2, 3), pb.DTYPE_INT64))
+        if type(step) is Fetch:
+            return np.zeros((2, 3), np.int64)
+        raise AssertionError(step)
+    fake = Fake(answer)
+    fake._cuda = _cuda_ipc.Device("auto", FakeRuntime())  # the stand-in for the GPU
+    a = np.arange(6, dtype=np.int64).reshape(2, 3)
+    t = fake.run(fake._plan_tensor(FakeCudaArray(a), None, "cpu", False, None, None, False,
+                                   None))
+    assert t._meta.handle == HEX
+    device_put, host_put = fake.steps
+    assert device_put.array is None and device_put.source.nbytes == 48
+    assert device_put.header.header.shape == [2, 3]
+    assert host_put.source is None
+    np.testing.assert_array_equal(host_put.array, a)
+    fake.steps.clear()
+    fake.run(t._device_fetch_plan(1))
+    (fetch,) = fake.steps
+    assert fetch.device == 1 and fetch.nbytes == 48 and fetch.request.force

@@ -31,6 +31,10 @@ The pieces:
   the object, and so the slot, alive as long as their tensor.
 - ``Device`` state per client: mode, runtime, arenas and the last reason;
   the transports of _transport.py do the I/O.
+- ``Source``: a Put's bytes on a GPU, from a torch tensor
+  (``torch_source``) or any ``__cuda_array_interface__`` object
+  (``cai_source``: CuPy's arrays...), with what to synchronise first;
+  ``download`` reads one to the host for the fallback.
 
 A Put from a torch CUDA tensor takes one device-to-device copy on the
 client, into a slot (the tensor's own memory cannot be lent, see above);
