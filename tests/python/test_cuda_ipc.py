@@ -374,7 +374,7 @@ def test_arena_memory_outlives_its_client() -> None:
     a = arena.hold(arena.allocate(8), (2,), "<i4", 8)
     arena.close()  # the session ends; the memory stays while a lives
     assert not fake.freed
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match="the CUDA IPC region is closed"):
         arena.allocate(8)
     del a
     gc.collect()

@@ -38,6 +38,8 @@ class Slots:
     The host arena (Arena) and the device one (_cuda_ipc.DeviceArena) are
     made of it."""
 
+    what = "shared-memory arena"  # in errors
+
     def __init__(self, start: int, end: int) -> None:
         self.start = start  # region offsets [start, end) hold data
         self.end = end
@@ -56,7 +58,7 @@ class Slots:
         want = _round_up(nbytes)
         with self._lock:
             if self.closed:
-                raise RuntimeError("the shared-memory arena is closed (its client closed)")
+                raise RuntimeError(f"the {self.what} is closed (its client closed)")
             for i, (off, size) in enumerate(self._free):
                 if size >= want:
                     if size == want:

@@ -401,6 +401,8 @@ class DeviceArena(_arena.Slots):
     client stay valid, contents included (the server never discards device
     memory)."""
 
+    what = "CUDA IPC region"
+
     def __init__(self, region: CudaRegion) -> None:
         super().__init__(region.data_offset, region.data_offset + region.size)
         self.region = region
@@ -490,7 +492,8 @@ class Device:
             raise RuntimeError(f"cuda_ipc=True, but CUDA IPC cannot be used: {why}")
 
     def used(self) -> None:
-        self.transfers += 1
+        with self.lock:
+            self.transfers += 1
 
     def load(self) -> Any:
         """The runtime, loaded on first use (Unavailable: why not)."""
