@@ -5,7 +5,10 @@
 # shared libraries a Debian-built binary needs there, so a bundle made on a
 # machine without a GPU runs on one that has it), then the Python client's
 # tests against BIN_DIR/tensorcast-server --devices=auto (with the grpcio and
-# protobuf wheels the bundle carries in BIN_DIR/wheels, when it has them).
+# protobuf wheels the bundle carries in BIN_DIR/wheels, when it has them);
+# among them tests/python/test_cuda_ipc_gpu.py, the Python client's CUDA IPC
+# through torch, which skips itself where python3 has no torch (the bundle
+# carries none): the table says so, without failing the run.
 # Prints a short table last; exits non-zero if anything failed, was missing
 # or skipped for want of a GPU. Stays within about 6 minutes: each step has
 # its own time limit, clipped to what is left of the whole.
@@ -192,7 +195,7 @@ print("python3: grpcio", grpc.__version__, "protobuf", pb.__version__,
     rc=4
   else
     echo "== python tests against $TENSORCAST_TEST_SERVER (limit ${limit}s)"
-    (cd "$REPO" && timeout -k 5 "$limit" python3 -m pytest -q -p no:cacheprovider \
+    (cd "$REPO" && timeout -k 5 "$limit" python3 -m pytest -q -rs -p no:cacheprovider \
       tests/python)
     rc=$?
   fi
@@ -211,6 +214,13 @@ case $rc in
   124 | 137) summary+=("python tests: TIMED OUT (${py_counts:-no counts})"); status=1 ;;
   *) summary+=("python tests: FAILED (exit $rc; ${py_counts:-no counts})"); status=1 ;;
 esac
+if grep -q "test_cuda_ipc_gpu.py.*needs a CUDA GPU and torch" "$LOGS/python.log"; then
+  summary+=("python CUDA IPC (test_cuda_ipc_gpu.py): SKIPPED (needs a CUDA GPU and torch)")
+elif grep -q "FAILED tests/python/test_cuda_ipc_gpu.py" "$LOGS/python.log"; then
+  summary+=("python CUDA IPC (test_cuda_ipc_gpu.py): FAILED (see the python tests)")
+elif [ "$rc" -ne 3 ] && [ "$rc" -ne 4 ]; then
+  summary+=("python CUDA IPC (test_cuda_ipc_gpu.py): ran (in the python tests' counts)")
+fi
 
 echo
 for b in "${benches[@]}"; do

@@ -30,33 +30,19 @@ def _round_up(n: int) -> int:
     return max(ALIGNMENT, (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT)
 
 
-class Arena:
-    """A lent region (a ``_fastpath.SharedMemory``, its own, beside the one
-    copying transfers use) carved into arrays. First fit over a free list
-    kept in offset order, neighbours merged on free; thread-safe.
+class Slots:
+    """Data offsets ``[start, end)`` of a lent region carved into slots:
+    first fit over a free list kept in offset order, neighbours merged on
+    free; thread-safe. A slot may be quarantined (never reused while the
+    region lives) when a transfer on it ended without the server's answer.
+    The host arena (Arena) and the device one (_cuda_ipc.DeviceArena) are
+    made of it."""
 
-    An array's slot is freed when the last object holding its memory goes
-    (weakref.finalize on the buffer object every view of it refers to), so a
-    transfer that holds the array keeps the slot. A transfer cut short
-    (a local deadline or cancellation, a lost connection: not an error the
-    server answered, which ends its copies first) may leave the server
-    still copying: its slot is then quarantined, never reused while the
-    region lives.
+    what = "shared-memory arena"  # in errors
 
-    close() releases the region at the server at once, which discards its
-    data; arrays still alive keep the mapping (their memory stays valid,
-    its contents are not kept: close() warns) and the mapping goes with the
-    last of them."""
-
-    def __init__(self, memory: _fastpath.SharedMemory) -> None:
-        assert memory.map is not None
-        self.memory = memory
-        self.region: str = memory.region
-        self.start = memory.data_offset  # region offsets [start, end) hold data
-        self.end = memory.data_offset + memory.size
-        probe = np.frombuffer(memory.map, dtype=np.uint8, count=1)
-        self.base: int = probe.__array_interface__["data"][0]
-        del probe
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start  # region offsets [start, end) hold data
+        self.end = end
         self._lock = threading.Lock()
         self._free: list[tuple[int, int]] = [(self.start, self.end - self.start)]
         self._used: dict[int, int] = {}  # offset -> bytes
@@ -72,7 +58,7 @@ class Arena:
         want = _round_up(nbytes)
         with self._lock:
             if self.closed:
-                raise RuntimeError("the shared-memory arena is closed (its client closed)")
+                raise RuntimeError(f"the {self.what} is closed (its client closed)")
             for i, (off, size) in enumerate(self._free):
                 if size >= want:
                     if size == want:
@@ -88,7 +74,8 @@ class Arena:
             f"free run of {want} bytes: free shared arrays, or set the client's "
             f"shared_arena_bytes larger before its first shared_empty")
 
-    def _release(self, off: int) -> None:
+    def release(self, off: int) -> None:
+        """Give the slot at ``off`` back (a quarantined one is kept out)."""
         with self._lock:
             size = self._used.pop(off, None)
             if size is None:
@@ -111,6 +98,62 @@ class Arena:
         with self._lock:
             return sum(s for _, s in self._free)
 
+    @contextlib.contextmanager
+    def transfer(self, off: int,
+                 answered: Callable[[BaseException], bool]) -> Iterator[None]:
+        """Around a transfer the server makes at ``off``: if it ends
+        abnormally, but not with the server's own answer (``answered``:
+        sent once its copies ended), the slot holding ``off`` is
+        quarantined."""
+        try:
+            yield
+        except BaseException as e:
+            if answered(e):
+                raise
+            with self._lock:
+                i = bisect.bisect_right(self._starts, off) - 1
+                if i >= 0:
+                    self._quarantined.add(self._starts[i])
+            raise
+
+    def live(self) -> int:
+        """How many slots are in use."""
+        with self._lock:
+            return len(self._used)
+
+    def quarantined(self) -> int:
+        """How many slots were quarantined (the server may still touch them)."""
+        with self._lock:
+            return len(self._quarantined)
+
+
+class Arena(Slots):
+    """A lent region (a ``_fastpath.SharedMemory``, its own, beside the one
+    copying transfers use) carved into arrays. First fit over a free list
+    kept in offset order, neighbours merged on free; thread-safe.
+
+    An array's slot is freed when the last object holding its memory goes
+    (weakref.finalize on the buffer object every view of it refers to), so a
+    transfer that holds the array keeps the slot. A transfer cut short
+    (a local deadline or cancellation, a lost connection: not an error the
+    server answered, which ends its copies first) may leave the server
+    still copying: its slot is then quarantined, never reused while the
+    region lives.
+
+    close() releases the region at the server at once, which discards its
+    data; arrays still alive keep the mapping (their memory stays valid,
+    its contents are not kept: close() warns) and the mapping goes with the
+    last of them."""
+
+    def __init__(self, memory: _fastpath.SharedMemory) -> None:
+        assert memory.map is not None
+        super().__init__(memory.data_offset, memory.data_offset + memory.size)
+        self.memory = memory
+        self.region: str = memory.region
+        probe = np.frombuffer(memory.map, dtype=np.uint8, count=1)
+        self.base: int = probe.__array_interface__["data"][0]
+        del probe
+
     def empty(self, shape: Any, dtype: Any) -> np.ndarray:
         """A new C-contiguous array (uninitialised) in the region."""
         dt = np.dtype(dtype)
@@ -125,11 +168,11 @@ class Arena:
             flat = np.frombuffer(memoryview(self.memory.map)[off:off + nbytes], dtype=dt,
                                  count=math.prod(shape))
         except BaseException:
-            self._release(off)
+            self.release(off)
             raise
         # The memoryview NumPy made for the buffer: every view of the array
         # (and every export of one) holds it, so it goes with the last.
-        weakref.finalize(flat.base, self._release, off)
+        weakref.finalize(flat.base, self.release, off)
         return flat.reshape(shape)
 
     # -- what transfers use ------------------------------------------------------------
@@ -157,29 +200,6 @@ class Arena:
             if off + nbytes > slot + self._used[slot]:
                 return None
         return off
-
-    @contextlib.contextmanager
-    def transfer(self, off: int,
-                 answered: Callable[[BaseException], bool]) -> Iterator[None]:
-        """Around a transfer the server makes at ``off``: if it ends
-        abnormally, but not with the server's own answer (``answered``:
-        sent once its copies ended), the slot holding ``off`` is
-        quarantined."""
-        try:
-            yield
-        except BaseException as e:
-            if answered(e):
-                raise
-            with self._lock:
-                i = bisect.bisect_right(self._starts, off) - 1
-                if i >= 0:
-                    self._quarantined.add(self._starts[i])
-            raise
-
-    def live(self) -> int:
-        """How many arrays of this region are alive."""
-        with self._lock:
-            return len(self._used)
 
     def close(self) -> None:
         with self._lock:

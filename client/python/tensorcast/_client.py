@@ -40,6 +40,7 @@ from tensorcast._plans import (
 from tensorcast._proxy import Pending, TensorBase
 from tensorcast._transport import (  # noqa: F401 - the channel settings, also public here
     DEFAULT_TARGET,
+    CudaIpcTransport,
     GrpcioTransport,
     NativeTransport,
     Pem,
@@ -101,6 +102,16 @@ class Client(ClientBase):
             server does not allow it; True raises instead. The bytes are
             copied once more on the client: from the region into the array
             a fetch returns, or from the array into the region for a put.
+        cuda_ipc: False (the default), "auto" or True: ``t.torch(device=
+            "cuda")`` and ``from_torch`` of a CUDA tensor move the bytes
+            through GPU memory this client lends the server over CUDA IPC
+            (server on this host, with --shared-memory): the server writes
+            the fetched tensor straight into device memory the returned
+            torch tensor views, and reads a put from a device copy of the
+            tensor. Where it cannot be used (no libcudart or GPU here, the
+            server refused the region, a cluster...) "auto" takes the host
+            path and says why at DEBUG on the ``tensorcast`` logger and in
+            ``cuda_ipc_status``; True raises instead. docs/python.md.
     """
     def __init__(self, target: Any = None, token: Optional[str] = None, *,
                  timeout: float = 30.0, stream_timeout: Optional[float] = None,
@@ -110,16 +121,20 @@ class Client(ClientBase):
                  certificate_chain: Pem = None, private_key: Pem = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
                  native: Optional[bool] = None,
-                 shared_memory: Any = False) -> None:
+                 shared_memory: Any = False, cuda_ipc: Any = False) -> None:
         super().__init__(target, token, timeout=timeout, stream_timeout=stream_timeout,
                          connect_timeout=connect_timeout, chunk_bytes=chunk_bytes,
                          put_chunk_bytes=put_chunk_bytes, tls=tls, secure=secure,
                          root_certificates=root_certificates,
                          certificate_chain=certificate_chain, private_key=private_key,
-                         options=options, native=native, shared_memory=shared_memory)
+                         options=options, native=native, shared_memory=shared_memory,
+                         cuda_ipc=cuda_ipc)
         if self._shm_mode:
             self._shared = SharedMemoryTransport(self, self._stub, self._seed.grpcio,
                                                  self._shm_mode)
+        if self._cuda.mode:
+            self._cuda_transport = CudaIpcTransport(self, self._stub, self._seed.grpcio,
+                                                  self._cuda)
         self._reaper: Optional[threading.Thread] = None
         self._reaper_lock = threading.Lock()
         self._inflight = 0
@@ -160,6 +175,8 @@ class Client(ClientBase):
             self._released.put(None)  # stops the reaper
             if self._shared is not None:
                 self._shared.close()
+            if self._cuda_transport is not None:
+                self._cuda_transport.close()
             for conn in {id(c): c for c in self._conns.values()}.values():
                 conn.channel.close()
             _default.forget(self)
@@ -183,12 +200,21 @@ class Client(ClientBase):
             except grpc.RpcError as e:
                 raise from_rpc_error(e, self.target) from None
         if kind is Fetch:
+            if step.device is not None:
+                device = self._device_transport(step)
+                if device is not None:
+                    got = device.fetch(step.request, nbytes=step.nbytes, device=step.device)
+                    if got is not None:
+                        return got
             for t in self._order(step):
                 array = t.fetch(step.request, nbytes=step.nbytes, bits=step.bits,
                                 out=step.out, progress=step.progress)
                 if array is not None:
                     return array
         if kind is Put:
+            if step.source is not None:
+                device = self._device_transport(step)
+                return None if device is None else device.put(step.header, step.source)
             for t in self._order(step):
                 resp = t.put(step.header, step.array, step.progress)
                 if resp is not None:
@@ -492,6 +518,17 @@ class RemoteTensor(TensorBase):
         """A ``torch.Tensor`` with the same values, dtype (bfloat16 too) and
         requires_grad, on the CPU or ``device``. Needs PyTorch."""
         return self._client._run(self._torch_plan(device))
+
+    def cuda_array(self, device: Any = None) -> Any:
+        """The values in GPU memory of this process, through CUDA IPC (needs
+        ``cuda_ipc`` and no torch): an object with
+        ``__cuda_array_interface__`` (version 3) that ``cupy.asarray`` or
+        ``torch.as_tensor`` view without copying; it holds its slot of the
+        lent region while it (or an array made from it) lives. ``device``:
+        this process's ordinal (N, "cuda:N"; default 0). bfloat16 comes as
+        its int16 bits. RuntimeError with the reason when CUDA IPC cannot be
+        used (see ``Client.cuda_ipc_status``)."""
+        return self._client._run(self._cuda_array_plan(device))
 
     # -- conversions ----------------------------------------------------------
 

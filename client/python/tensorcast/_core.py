@@ -74,6 +74,15 @@ def normalize_device(device: Any) -> str:
     return text
 
 
+def cuda_index(device: Any) -> int:
+    """The ordinal of a CUDA device given as N, "cuda", "cuda:N" or a
+    torch.device (``"cuda"``: 0); ValueError for anything else."""
+    name = normalize_device(device)
+    if not name.startswith("cuda:"):
+        raise ValueError(f"not a CUDA device: {device!r}")
+    return int(name.split(":", 1)[1])
+
+
 def is_device_like(value: Any) -> bool:
     """Whether ``value`` names a device (for ``.to(device)``)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -136,11 +145,19 @@ def put_header(array: np.ndarray, *, device: Any, requires_grad: bool,
     tdtype = wire_dtype or _dtypes.from_numpy_dtype(array.dtype)
     if tdtype.itemsize != array.dtype.itemsize:
         raise ValueError(f"{array.dtype} data cannot be sent as {tdtype.name}")
+    return put_header_for(array.shape, tdtype, device=device, requires_grad=requires_grad,
+                          name=name, ttl=ttl)
+
+
+def put_header_for(shape: Sequence[int], tdtype: dtype, *, device: Any,
+                   requires_grad: bool, name: Optional[str],
+                   ttl: Optional[float]) -> pb.PutRequest:
+    """The first Put message for ``shape`` ``tdtype`` values in RAW format."""
     header = pb.PutHeader(
-        dtype=tdtype.proto, shape=list(array.shape), device=normalize_device(device),
+        dtype=tdtype.proto, shape=[int(s) for s in shape], device=normalize_device(device),
         requires_grad=bool(requires_grad), name=name or "",
         ttl_seconds=_ttl(ttl), format=pb.FORMAT_RAW,
-        total_bytes=int(array.size) * tdtype.itemsize)
+        total_bytes=math.prod(int(s) for s in shape) * tdtype.itemsize)
     return pb.PutRequest(header=header)
 
 

@@ -37,7 +37,7 @@ from typing import (
 
 import numpy as np
 
-from tensorcast import _arena, _cluster, _core, _dtypes, _fastpath, _transport
+from tensorcast import _arena, _cluster, _core, _cuda_ipc, _dtypes, _fastpath, _transport
 from tensorcast._cluster import Dest
 from tensorcast._core import Meta, meta_from_info
 from tensorcast._dtypes import DTypeLike, dtype
@@ -65,22 +65,28 @@ class Call(NamedTuple):
 class Fetch(NamedTuple):
     """A Fetch stream into a new array (or ``out``, already checked);
     ``nbytes`` is what it will carry, ``bits`` asks bfloat16 as raw
-    uint16. Answers the array."""
+    uint16. Answers the array. With ``device`` (this process's ordinal of
+    a GPU): into device memory through CUDA IPC when it can (answers a
+    ``_cuda_ipc.CudaArray``), else as without it (an array)."""
     request: pb.FetchRequest
     address: str
     progress: bool
     bits: bool
     nbytes: int
     out: Any = None
+    device: Optional[int] = None
 
 
 class Put(NamedTuple):
     """A Put stream: ``header`` (a PutRequest) then ``array``'s bytes.
-    Answers the PutResponse."""
+    Answers the PutResponse. With ``source`` (a ``_cuda_ipc.Source``, and
+    no array): from device memory through CUDA IPC, answering None when
+    it cannot (the plan then puts from the host)."""
     header: Any
-    array: np.ndarray
+    array: Optional[np.ndarray]
     address: str
     progress: bool
+    source: Any = None
 
 
 class Flush(NamedTuple):
@@ -162,7 +168,8 @@ class ClientBase:
                  secure: bool = False, root_certificates: Any = None,
                  certificate_chain: Any = None, private_key: Any = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
-                 native: Optional[bool] = None, shared_memory: Any = False) -> None:
+                 native: Optional[bool] = None, shared_memory: Any = False,
+                 cuda_ipc: Any = False) -> None:
         self._seeds = _cluster.split_targets(target or _transport.default_target())
         if not self._seeds:
             raise ValueError("no server address given")
@@ -172,6 +179,13 @@ class ClientBase:
         if shared_memory is True and not _fastpath.is_local(self.target):
             raise ValueError(f"shared memory needs a server on this host, not {self.target}")
         self._shm_mode: Any = shared_memory if _fastpath.is_local(self.target) else False
+        if cuda_ipc not in (False, True, "auto"):
+            raise ValueError('cuda_ipc is False, True or "auto"')
+        if cuda_ipc is True and not _fastpath.is_local(self.target):
+            raise ValueError(f"CUDA IPC needs a server on this host, not {self.target}")
+        self._cuda = _cuda_ipc.Device(cuda_ipc if _fastpath.is_local(self.target) else False)
+        if cuda_ipc and not self._cuda.mode:
+            self._cuda.why = f"the server ({self.target}) is not on this host"
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.connect_timeout = connect_timeout
@@ -242,6 +256,37 @@ class ClientBase:
                 "shared arrays need shared memory: connect with shared_memory=True "
                 "(or \"auto\") to a server on this host started with --shared-memory")
         return self._shared
+
+    # The size of each device region CUDA IPC transfers use (larger when a
+    # transfer needs it); set it before the first.
+    cuda_arena_bytes: int = _cuda_ipc.DEFAULT_ARENA_BYTES
+    _cuda_transport: Any = None  # the driver's CUDA IPC transport, if on
+
+    @property
+    def cuda_ipc_status(self) -> dict[str, Any]:
+        """CUDA IPC at a glance: ``mode`` (False, True or "auto"; "auto"
+        turns False once the server refused a region), ``regions`` (device
+        regions lent), ``transfers`` (made through them) and ``why`` (why
+        the last transfer that could have used it did not: "" if none)."""
+        return self._cuda.status
+
+    def _device_transport(self, step: Any) -> Any:
+        """The CUDA IPC transport for a device Fetch or Put step, or None
+        after logging why not (raises instead with cuda_ipc=True)."""
+        if type(step) is Fetch:
+            assert step.device is not None
+            device, nbytes = step.device, step.nbytes
+        else:
+            device, nbytes = step.source.device, step.source.nbytes
+        why = self._cuda.why_not(
+            device, nbytes=nbytes, seed=self._conn_for(step.address) is self._seed,
+            clustered=self._router.clustered, progress=step.progress)
+        if why is None and self._cuda_transport is None:
+            why = "no CUDA IPC transport"  # pragma: no cover - mode on means one
+        if why is not None:
+            self._cuda.fallback(why)
+            return None
+        return self._cuda_transport
 
     @property
     def native(self) -> bool:
@@ -370,14 +415,14 @@ class ClientBase:
             yield from self._plan_delete_quietly([h], timeout)
 
     def _fetch(self, req: pb.FetchRequest, *, progress: bool, bits: bool, nbytes: int,
-               out: Any) -> Plan[np.ndarray]:
+               out: Any, device: Optional[int] = None) -> Plan[Any]:
         if req.chunk_bytes == 0 and self.chunk_bytes:
             req.chunk_bytes = self.chunk_bytes
         router = self._router
         dest = _cluster.PLAIN if router.clustered is False else (
             yield from router.route_ref(req.ref))
         try:
-            return (yield Fetch(req, dest.address, progress, bits, nbytes, out))
+            return (yield Fetch(req, dest.address, progress, bits, nbytes, out, device))
         except TensorcastError as e:
             raise self._router.failed(dest, e) from None
 
@@ -393,6 +438,21 @@ class ClientBase:
         except TensorcastError as e:
             raise self._router.failed(dest, e) from None
         return self._wrap(meta_from_info(resp.tensor), owned=True)
+
+    def _put_device(self, src: "_cuda_ipc.Source", *, device: Any, requires_grad: bool,
+                    name: Optional[str], ttl: Optional[float], progress: bool,
+                    node: Optional[str]) -> Plan[Any]:
+        """A Put from device memory through CUDA IPC; None when it cannot
+        (the caller puts from the host)."""
+        header = _core.put_header_for(src.shape, src.dtype, device=device,
+                                      requires_grad=requires_grad, name=name, ttl=ttl)
+        dest = yield from self._router.route_new(header.header.device,
+                                                 int(header.header.total_bytes), node)
+        try:
+            resp = yield Put(header, None, dest.address, progress, src)
+        except TensorcastError as e:
+            raise self._router.failed(dest, e) from None
+        return None if resp is None else self._wrap(meta_from_info(resp.tensor), owned=True)
 
     def _create(self, req: pb.CreateRequest, node: Optional[str]) -> Plan[Any]:
         dest = yield from self._router.route_new(req.device, 0, node)
@@ -412,6 +472,15 @@ class ClientBase:
                                 "or asyncio): use that API's tensor()")
             return (yield from data._to_plan((), {"device": device, "dtype": dt,
                                                   "copy": True}))
+        if _core.is_torch_tensor(data) and data.device.type == "cuda" and (
+                dt is None or dt is _dtypes.as_dtype(data.dtype)):
+            t = yield from self._put_torch_device(data, device, requires_grad, name, ttl,
+                                                  progress, node)
+            if t is not None:
+                return t
+        if _cuda_ipc.is_cuda_array(data):
+            return (yield from self._plan_from_cuda_array(data, dt, device, requires_grad,
+                                                          name, ttl, progress, node))
         src = _core.tensor_source(data, dt, device=device, requires_grad=requires_grad,
                                   name=name, ttl=ttl)
         if src.request is not None:
@@ -431,11 +500,61 @@ class ClientBase:
     def _plan_from_torch(self, x: Any, device: Any, name: Optional[str],
                          ttl: Optional[float], progress: bool,
                          node: Optional[str]) -> Plan[Any]:
+        if not _core.is_torch_tensor(x):
+            raise TypeError(f"expected a torch.Tensor (got {type(x).__name__})")
+        dev = str(x.device) if device is None else device
+        if x.device.type == "cuda":
+            t = yield from self._put_torch_device(x, dev, bool(x.requires_grad), name, ttl,
+                                                  progress, node)
+            if t is not None:
+                return t
         array, wire = _core.torch_to_numpy(x)
         return (yield from self._put(
-            array, device=str(x.device) if device is None else device,
+            array, device=dev,
             requires_grad=bool(x.requires_grad), name=name, ttl=ttl, progress=progress,
             wire_dtype=wire, node=node))
+
+    def _put_torch_device(self, x: Any, device: Any, requires_grad: bool,
+                          name: Optional[str], ttl: Optional[float], progress: bool,
+                          node: Optional[str]) -> Plan[Any]:
+        """A CUDA torch tensor put through CUDA IPC, or None (the host
+        path, the reason given)."""
+        if not self._cuda.mode:
+            self._cuda.fallback(self._cuda.why or "cuda_ipc is off")
+            return None
+        src = _cuda_ipc.torch_source(x)
+        assert src is not None
+        return (yield from self._put_device(src, device=device, requires_grad=requires_grad,
+                                            name=name, ttl=ttl, progress=progress,
+                                            node=node))
+
+    def _plan_from_cuda_array(self, x: Any, dt: Optional[dtype], device: Any,
+                              requires_grad: bool, name: Optional[str],
+                              ttl: Optional[float], progress: bool,
+                              node: Optional[str]) -> Plan[Any]:
+        """tc.tensor of a ``__cuda_array_interface__`` object (CuPy...):
+        through CUDA IPC when it can, else downloaded with libcudart and
+        put from the host."""
+        try:
+            runtime = self._cuda.load()
+        except _cuda_ipc.Unavailable as e:
+            raise RuntimeError(f"reading a __cuda_array_interface__ array needs the CUDA "
+                               f"runtime: {e}") from None
+        src = _cuda_ipc.cai_source(x, runtime)
+        if dt is not None and dt is not src.dtype:
+            self._cuda.fallback(f"a cast ({src.dtype.name} to {dt.name}) is made on the host")
+        elif not self._cuda.mode:
+            self._cuda.fallback(self._cuda.why or "cuda_ipc is off")
+        else:
+            t = yield from self._put_device(src, device=device, requires_grad=requires_grad,
+                                            name=name, ttl=ttl, progress=progress, node=node)
+            if t is not None:
+                return t
+        host = _cuda_ipc.download(runtime, src)
+        if dt is not None and dt is not src.dtype:
+            host = host.astype(dt.numpy_dtype)
+        return (yield from self._put(host, device=device, requires_grad=requires_grad,
+                                     name=name, ttl=ttl, progress=progress, node=node))
 
     def _plan_create(self, node: Optional[str], **kwargs: Any) -> Plan[Any]:
         return (yield from self._create(_core.create_request(**kwargs), node))

@@ -24,7 +24,7 @@ from typing import Any, Optional, TypeVar
 
 import numpy as np
 
-from tensorcast import _core, _dtypes
+from tensorcast import _core, _cuda_ipc, _dtypes
 from tensorcast._core import Meta
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import NotFoundError
@@ -115,11 +115,13 @@ def plan_materialize(client: Any, source: Meta, p: Pending, device: Optional[str
 
 def plan_fetch(client: Any, source: Meta, p: Optional[Pending], *, force: bool,
                progress: bool, lazy: bool, bits: bool = False,
-               out: Any = None) -> Plan[np.ndarray]:
+               out: Any = None, device: Optional[int] = None) -> Plan[Any]:
     """Fetch ``source`` + ``p`` as an array: every cast but the last becomes
     a temporary server tensor (only when casts cannot be folded); the last
     cast, detach and cpu travel in the FetchRequest. ``out``: the caller's
-    array to fill (checked before any call), returned."""
+    array to fill (checked before any call), returned. ``device``: into
+    this GPU through CUDA IPC when it can (a ``_cuda_ipc.CudaArray``),
+    else an array as without it."""
     p = p or Pending()
     if out is not None:
         out = _core.check_out(out, p.casts[-1] if p.casts else source.dtype,
@@ -140,7 +142,8 @@ def plan_fetch(client: Any, source: Meta, p: Optional[Pending], *, force: bool,
             dtype=dt.proto if dt is not cur.dtype else pb.DTYPE_UNSPECIFIED,
             detach=lazy and not wants_grad, cpu=p.cpu, force=force)
         array = yield from client._fetch(req, progress=progress, bits=bits,
-                                         nbytes=cur.numel * dt.itemsize, out=out)
+                                         nbytes=cur.numel * dt.itemsize, out=out,
+                                         device=device)
     finally:
         if temps:
             yield from client._plan_delete_quietly(temps)
@@ -366,14 +369,15 @@ class TensorBase:
 
     def _fetch_plan(self, *, force: builtins.bool, progress: builtins.bool,
                     cast: Optional[_dtypes.dtype] = None,
-                    bits: builtins.bool = False, out: Any = None) -> Plan[np.ndarray]:
+                    bits: builtins.bool = False, out: Any = None,
+                    device: Optional[builtins.int] = None) -> Plan[Any]:
         self._check_alive()
         source, p = self._parts()
         if cast is not None:
             p = p.then_cast(source._meta.dtype, cast)
         lazy = source is not self
         return plan_fetch(self._client, source._meta, p, force=force, progress=progress,
-                          lazy=lazy, bits=bits, out=out)
+                          lazy=lazy, bits=bits, out=out, device=device)
 
     def _scalar_cast(self) -> Optional[_dtypes.dtype]:
         """For tolist()/item(): bfloat16 comes back as float32 (exact) when
@@ -423,9 +427,35 @@ class TensorBase:
         cast = self._scalar_cast()
         return (yield from self._fetch_plan(force=True, progress=False, cast=cast)).item()
 
+    def _device_fetch_plan(self, device: builtins.int) -> Plan[Any]:
+        """The values fetched for this process's GPU ``device``: a
+        ``_cuda_ipc.CudaArray`` the server wrote through CUDA IPC, or a
+        host array (bfloat16 as raw uint16) when that cannot be used."""
+        return self._fetch_plan(force=True, progress=False, bits=True, device=device)
+
+    def _cuda_array_plan(self, device: Any) -> Plan[Any]:
+        index = 0 if device is None else _core.cuda_index(device)
+        if _cuda_ipc.typestr(self.dtype) is None:  # pragma: no cover - every dtype has one
+            raise TypeError(f"{self.dtype.name} has no __cuda_array_interface__ type")
+        got = yield from self._device_fetch_plan(index)
+        if not isinstance(got, _cuda_ipc.CudaArray):
+            raise RuntimeError("cuda_array() needs CUDA IPC, which cannot be used: "
+                               f"{self._client.cuda_ipc_status['why']} (fetch to the host "
+                               "instead: numpy())")
+        return got
+
     def _torch_plan(self, device: Any) -> Plan[Any]:
         torch = require_torch()
-        array = yield from self._fetch_plan(force=True, progress=False, bits=True)
+        local = _cuda_ipc.torch_device_index(torch, device)
+        dt = self.dtype
+        if local is not None and _cuda_ipc.typestr(dt) is not None:
+            got = yield from self._device_fetch_plan(local)
+            if isinstance(got, _cuda_ipc.CudaArray):
+                t = _cuda_ipc.to_torch(torch, got, dt)
+                return t.requires_grad_(self._meta.requires_grad)
+            array = got
+        else:
+            array = yield from self._fetch_plan(force=True, progress=False, bits=True)
         if self._meta.dtype is _dtypes.bfloat16:
             t = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
         else:

@@ -10,7 +10,10 @@ coroutines):
   straight between the socket and the array with the GIL released; the
   asyncio client runs it in a worker thread;
 - shared memory: a region this client lends the server (_fastpath.SharedMemory);
-  the stream carries the header alone.
+  the stream carries the header alone;
+- CUDA IPC: device memory this client lends the server (_cuda_ipc), for the
+  Fetch and Put steps that name a GPU (``t.torch(device="cuda")``,
+  ``from_torch`` of a CUDA tensor); the stream carries the header alone.
 
 A transport answers None for "not this way" (shared memory refused in
 "auto" mode, an array the native path cannot send from); the driver then
@@ -28,7 +31,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, cast
 import grpc
 import numpy as np
 
-from tensorcast import _arena, _core, _fastpath
+from tensorcast import _arena, _core, _cuda_ipc, _dtypes, _fastpath
 from tensorcast._core import Progress
 from tensorcast._errors import UnavailableError, from_rpc_error
 from tensorcast.v1 import tensor_service_pb2 as pb
@@ -537,6 +540,137 @@ class SharedMemoryTransport:
             self.lender.close()
 
 
+def device_fetch_request(request: pb.FetchRequest, arena: _cuda_ipc.DeviceArena, off: int,
+                         nbytes: int) -> pb.FetchRequest:
+    """A Fetch the server writes into a device slot at ``off``: at most
+    ``nbytes`` (``length``)."""
+    request.shm_region = arena.region.region
+    request.shm_offset = off
+    request.length = nbytes
+    return request
+
+
+def device_fetch_result(messages: list[Any], arena: _cuda_ipc.DeviceArena, off: int,
+                        nbytes: int) -> _cuda_ipc.CudaArray:
+    """The slot the server wrote, as a CudaArray that holds it; raises
+    (the caller gives the slot back) when the stream disagrees."""
+    if not messages or messages[0].header is None:
+        raise RuntimeError("the Fetch stream did not start with its header")
+    header = messages[0].header
+    dt = _dtypes.from_proto(header.tensor.dtype)
+    ts = _cuda_ipc.typestr(dt)
+    if header.format != pb.FORMAT_RAW or header.total_bytes != nbytes or ts is None:
+        raise RuntimeError(
+            f"unexpected Fetch stream: format {header.format}, {header.total_bytes} "
+            f"bytes of {dt.name} where {nbytes} were asked")
+    return arena.hold(off, header.tensor.shape, ts, nbytes)
+
+
+def device_put_header(header: Any, arena: _cuda_ipc.DeviceArena, off: int,
+                      nbytes: int) -> Any:
+    header.header.shm_region = arena.region.region
+    header.header.shm_offset = off
+    header.header.shm_bytes = nbytes
+    return header
+
+
+class CudaIpcTransport:
+    """Fetch and Put through device regions lent over CUDA IPC (blocking;
+    the stream goes through grpcio). A region is lent once and carved into
+    slots (``_cuda_ipc.DeviceArena``); a new one is lent when none has
+    room. ``fetch`` answers a CudaArray, ``put`` a PutResponse; both answer
+    None after ``Device.fallback`` when the server refuses a region."""
+
+    def __init__(self, client: Any, stub: Any, grpcio: GrpcioTransport,
+                 state: _cuda_ipc.Device) -> None:
+        self._client = client
+        self._stub = stub
+        self._grpcio = grpcio
+        self.state = state
+        self._lock = threading.Lock()
+
+    def _slot(self, device: int, nbytes: int) -> Optional[tuple[_cuda_ipc.DeviceArena, int]]:
+        st = self.state
+        with self._lock:
+            found = st.slot(device, nbytes)
+            if found is not None:
+                return found
+            try:
+                region = st.new_region(device, nbytes, self._client.cuda_arena_bytes)
+            except _cuda_ipc.CudaError as e:
+                st.fallback(f"no device region: {e}")
+                return None
+            try:
+                region.lend(self._stub, self._client._metadata)
+            except grpc.RpcError as e:
+                region.close()
+                region.free()
+                st.fallback(st.refused(e))
+                return None
+            except _cuda_ipc.CudaError as e:  # the handle, the header
+                region.close()
+                region.free()
+                st.fallback(f"the CUDA IPC region was not lent: {e}")
+                return None
+            except BaseException:
+                region.close()
+                region.free()
+                raise
+            arena = st.add(region)
+            return arena, arena.allocate(nbytes)
+
+    def fetch(self, request: pb.FetchRequest, *, nbytes: int,
+              device: int) -> Optional[_cuda_ipc.CudaArray]:
+        c = self._client
+        slot = self._slot(device, nbytes)
+        if slot is None:
+            return None
+        arena, off = slot
+        try:
+            with arena.transfer(off, server_answered):
+                call = self._grpcio.fetch_call(device_fetch_request(request, arena, off, nbytes),
+                                               timeout=c.stream_timeout, metadata=c._metadata)
+                try:
+                    messages = list(call)
+                except grpc.RpcError as e:
+                    raise from_rpc_error(e, c.target) from None
+                except BaseException:
+                    call.cancel()
+                    raise
+            result = device_fetch_result(messages, arena, off, nbytes)
+        except BaseException:
+            arena.release(off)
+            raise
+        self.state.used()
+        return result
+
+    def put(self, header: Any, source: _cuda_ipc.Source) -> Optional[pb.PutResponse]:
+        c = self._client
+        slot = self._slot(source.device, source.nbytes)
+        if slot is None:
+            return None
+        arena, off = slot
+        try:
+            source.sync()  # the bytes written before they are copied
+            arena.region.runtime.copy(source.device, arena.base + off, source.ptr,
+                                      source.nbytes)
+            with arena.transfer(off, server_answered):
+                try:
+                    resp = cast(pb.PutResponse, self._grpcio.put_call(
+                        iter([device_put_header(header, arena, off, source.nbytes)]),
+                        timeout=c.stream_timeout, metadata=c._metadata))
+                except grpc.RpcError as e:
+                    raise from_rpc_error(e, c.target) from None
+        finally:
+            arena.release(off)
+        self.state.used()
+        return resp
+
+    def close(self) -> None:
+        with self._lock:
+            self.state.close()
+
+
 # -- asyncio -------------------------------------------------------------------
 
 
@@ -747,3 +881,108 @@ class AioSharedMemoryTransport:
 
     def close(self) -> None:
         self.lender.close()
+
+
+class AioCudaIpcTransport:
+    """``CudaIpcTransport`` for the asyncio client: regions lent over its
+    own connection (the server ties a region to it), the device copies in
+    a worker thread."""
+
+    def __init__(self, client: Any, stub: Any, grpcio: AioGrpcioTransport,
+                 state: _cuda_ipc.Device) -> None:
+        self._client = client
+        self._stub = stub
+        self._grpcio = grpcio
+        self.state = state
+        self._lock = asyncio.Lock()
+
+    async def _slot(self, device: int,
+                    nbytes: int) -> Optional[tuple[_cuda_ipc.DeviceArena, int]]:
+        st = self.state
+        async with self._lock:
+            found = st.slot(device, nbytes)
+            if found is not None:
+                return found
+            try:
+                region = st.new_region(device, nbytes, self._client.cuda_arena_bytes)
+            except _cuda_ipc.CudaError as e:
+                st.fallback(f"no device region: {e}")
+                return None
+            try:
+                await region.lend_async(self._stub, self._client._metadata)
+            except grpc.RpcError as e:
+                region.close()
+                region.free()
+                st.fallback(st.refused(e))
+                return None
+            except _cuda_ipc.CudaError as e:  # the handle, the header
+                region.close()
+                region.free()
+                st.fallback(f"the CUDA IPC region was not lent: {e}")
+                return None
+            except BaseException:
+                region.close()
+                region.free()
+                raise
+            arena = st.add(region)
+            return arena, arena.allocate(nbytes)
+
+    async def fetch(self, request: pb.FetchRequest, *, nbytes: int,
+                    device: int) -> Optional[_cuda_ipc.CudaArray]:
+        c = self._client
+        slot = await self._slot(device, nbytes)
+        if slot is None:
+            return None
+        arena, off = slot
+        try:
+            with arena.transfer(off, server_answered):
+                call = self._grpcio.fetch_call(device_fetch_request(request, arena, off, nbytes),
+                                               timeout=c.stream_timeout, metadata=c._metadata)
+                try:
+                    messages = [m async for m in call]
+                except grpc.RpcError as e:
+                    raise from_rpc_error(e, c.target) from None
+                except BaseException:
+                    call.cancel()
+                    raise
+            result = device_fetch_result(messages, arena, off, nbytes)
+        except BaseException:
+            arena.release(off)
+            raise
+        self.state.used()
+        return result
+
+    async def put(self, header: Any, source: _cuda_ipc.Source) -> Optional[pb.PutResponse]:
+        c = self._client
+        slot = await self._slot(source.device, source.nbytes)
+        if slot is None:
+            return None
+        arena, off = slot
+        try:
+            def copy() -> None:
+                source.sync()
+                arena.region.runtime.copy(source.device, arena.base + off, source.ptr,
+                                          source.nbytes)
+            # A cancelled task leaves the thread copying: the slot is then
+            # never reused.
+            with arena.transfer(off, lambda e: False):
+                await asyncio.to_thread(copy)
+            with arena.transfer(off, server_answered):
+                call = self._grpcio.put_call(None, timeout=c.stream_timeout,
+                                             metadata=c._metadata)
+                try:
+                    await call.write(device_put_header(header, arena, off, source.nbytes))
+                    await call.done_writing()
+                    resp = cast(pb.PutResponse, await call)
+                except grpc.RpcError as e:
+                    raise from_rpc_error(await _final_error(call, e), c.target) from None
+                except BaseException:
+                    call.cancel()
+                    raise
+        finally:
+            arena.release(off)
+        self.state.used()
+        return resp
+
+    def close(self) -> None:
+        self.state.close()

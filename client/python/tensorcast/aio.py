@@ -41,6 +41,7 @@ from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put
 from tensorcast._proxy import Pending, TensorBase
 from tensorcast._transport import (
     HEALTH_CHECK,
+    AioCudaIpcTransport,
     AioGrpcioTransport,
     AioNativeTransport,
     AioSharedMemoryTransport,
@@ -75,16 +76,20 @@ class Client(ClientBase):
                  certificate_chain: Pem = None, private_key: Pem = None,
                  options: Optional[Sequence[tuple[str, Any]]] = None,
                  native: Optional[bool] = None,
-                 shared_memory: Any = False) -> None:
+                 shared_memory: Any = False, cuda_ipc: Any = False) -> None:
         super().__init__(target, token, timeout=timeout, stream_timeout=stream_timeout,
                          connect_timeout=connect_timeout, chunk_bytes=chunk_bytes,
                          put_chunk_bytes=put_chunk_bytes, tls=tls, secure=secure,
                          root_certificates=root_certificates,
                          certificate_chain=certificate_chain, private_key=private_key,
-                         options=options, native=native, shared_memory=shared_memory)
+                         options=options, native=native, shared_memory=shared_memory,
+                         cuda_ipc=cuda_ipc)
         if self._shm_mode:
             self._shared = AioSharedMemoryTransport(self, self._stub, self._seed.grpcio,
                                                     self._shm_mode)
+        if self._cuda.mode:
+            self._cuda_transport = AioCudaIpcTransport(self, self._stub, self._seed.grpcio,
+                                                  self._cuda)
         self._ready = False
         self._flushing: Optional["asyncio.Task[None]"] = None
 
@@ -153,6 +158,8 @@ class Client(ClientBase):
     async def _close_channels(self) -> None:
         if self._shared is not None:
             self._shared.close()
+        if self._cuda_transport is not None:
+            self._cuda_transport.close()
         for conn in {id(c): c for c in self._conns.values()}.values():
             await conn.channel.close(None)
 
@@ -192,12 +199,23 @@ class Client(ClientBase):
             raise UnavailableError(f"the client for {self.target} is closed")
         kind = type(step)
         if kind is Fetch:
+            if step.device is not None:
+                device = self._device_transport(step)
+                if device is not None:
+                    got = await device.fetch(step.request, nbytes=step.nbytes,
+                                             device=step.device)
+                    if got is not None:
+                        return got
             for t in self._order(step):
                 array = await t.fetch(step.request, nbytes=step.nbytes, bits=step.bits,
                                       out=step.out, progress=step.progress)
                 if array is not None:
                     return array
         if kind is Put:
+            if step.source is not None:
+                device = self._device_transport(step)
+                return None if device is None else await device.put(step.header,
+                                                                    step.source)
             for t in self._order(step):
                 resp = await t.put(step.header, step.array, step.progress)
                 if resp is not None:
@@ -399,6 +417,10 @@ class RemoteTensor(TensorBase):
     async def torch(self, device: Any = None) -> Any:
         """As :meth:`tensorcast.RemoteTensor.torch`."""
         return await self._client._run(self._torch_plan(device))
+
+    async def cuda_array(self, device: Any = None) -> Any:
+        """As :meth:`tensorcast.RemoteTensor.cuda_array`."""
+        return await self._client._run(self._cuda_array_plan(device))
 
     async def to(self, *args: Any, **kwargs: Any) -> "RemoteTensor":
         """As :meth:`tensorcast.RemoteTensor.to` (awaitable: a GPU move or
