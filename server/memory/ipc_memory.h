@@ -35,8 +35,10 @@ class IpcDeviceRegion {
   virtual ~IpcDeviceRegion() = default;
   // The GPU it is on, as this process numbers them.
   virtual int device() const = 0;
-  // Where it is mapped in this process (a device pointer), and how many
-  // bytes from there are the allocation's (at least the size opened with).
+  // Where it is mapped in this process (a device pointer, which the GPU
+  // engines' kernels and device-to-device copies write and read directly),
+  // and how many bytes from there are the allocation's (at least the size
+  // opened with).
   virtual uintptr_t address() const = 0;
   virtual int64_t size() const = 0;
   // Copies between host memory and bytes [offset, offset + n) of the

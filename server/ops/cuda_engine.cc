@@ -309,6 +309,34 @@ class CudaEngine final : public Engine {
     return stream.Sync();
   }
 
+  // On a stream of this GPU's: within it, cudaMemcpyAsync; to or from a
+  // peer, cudaMemcpyPeerAsync, which the driver routes over NVLink or PCIe
+  // peer-to-peer where the two GPUs reach each other and through host
+  // memory where they do not -- no peer access needs enabling for it, and
+  // a CUDA IPC mapping (opened with cudaIpcMemLazyEnablePeerAccess) is a
+  // pointer like any other here.
+  absl::Status CopyDevice(void* dst, int dst_device, const void* src,
+                          int src_device, int64_t n) override {
+    if (dst_device != device_ && src_device != device_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CopyDevice on cuda:", device_,
+                       " between cuda:", src_device, " and cuda:", dst_device));
+    }
+    if (n <= 0) return absl::OkStatus();
+    ScopedDevice scoped;
+    if (absl::Status s = scoped.Enter(device_); !s.ok()) return s;
+    OwnedStream stream;
+    if (absl::Status s = stream.Create(); !s.ok()) return s;
+    if (dst_device == src_device) {
+      TC_CUDA_TRY(cudaMemcpyAsync(dst, src, static_cast<size_t>(n),
+                                  cudaMemcpyDeviceToDevice, stream.get()));
+    } else {
+      TC_CUDA_TRY(cudaMemcpyPeerAsync(dst, dst_device, src, src_device,
+                                      static_cast<size_t>(n), stream.get()));
+    }
+    return stream.Sync();
+  }
+
   absl::StatusOr<std::unique_ptr<ChunkReader>> NewReader(
       const void* storage, DType src_dtype, const Layout& layout,
       DType out_dtype, int64_t slot_elements, int slots) override {

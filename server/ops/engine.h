@@ -97,6 +97,19 @@ class Engine {
   virtual absl::StatusOr<std::unique_ptr<ChunkReader>> NewReader(
       const void* storage, DType src_dtype, const Layout& layout,
       DType out_dtype, int64_t slot_elements, int slots) = 0;
+
+  // Copies n bytes between two device pointers of this process, `src` on
+  // GPU src_device and `dst` on GPU dst_device (CUDA ordinals; one of them
+  // this engine's GPU): memory of its own, or memory another process lent
+  // through CUDA IPC (server/memory/ipc_memory.h). One copy within a GPU,
+  // or one peer copy between two (cudaMemcpyPeer: NVLink or PCIe where the
+  // GPUs reach each other, the driver staging through host memory where
+  // they do not). Byte-granular: no alignment needed. Synchronous, like
+  // every method here. INVALID_ARGUMENT when neither GPU is this engine's;
+  // UNIMPLEMENTED on an engine without device memory (the host's), whose
+  // callers copy through host memory instead.
+  virtual absl::Status CopyDevice(void* dst, int dst_device, const void* src,
+                                  int src_device, int64_t n);
 };
 
 // The engine of host memory: the CPU loops, no staging.

@@ -98,6 +98,13 @@ class HostEngine final : public Engine {
 
 }  // namespace
 
+absl::Status Engine::CopyDevice(void* /*dst*/, int /*dst_device*/,
+                                const void* /*src*/, int /*src_device*/,
+                                int64_t /*n*/) {
+  return absl::UnimplementedError(
+      "this engine has no device memory to copy between");
+}
+
 std::unique_ptr<Engine> NewHostEngine() {
   return std::make_unique<HostEngine>();
 }

@@ -6,6 +6,9 @@
 // Fetch copies into the client's region on the service's workers, 16 MiB at
 // a time (its pieces take turns with other transfers'), never on gRPC's
 // callback threads, which every other call needs; then it sends the header.
+// A GPU tensor fetched into a CUDA IPC region goes device to device instead
+// (DeviceFetch, server/store/device_fetch.h), in pieces of up to
+// kDevicePieceBytes, with no host staging and no pinned slots.
 //
 // The method is registered raw: each response is a v1.FetchResponse encoded
 // here as a small slice (the header message, the data field's tag and
@@ -25,6 +28,7 @@
 #include "server/service/reactors.h"
 #include "server/service/request_limits.h"
 #include "server/service/stream_call.h"
+#include "server/store/device_fetch.h"
 #include "server/store/fetch_source.h"
 #include "server/store/fetch_stream.h"
 
@@ -37,6 +41,9 @@ constexpr int kDataField = 1;
 // What a shared-memory Fetch copies into the region before it lets the
 // other transfers' pieces have the worker (at least one chunk).
 constexpr int64_t kSharedMemoryPieceBytes = 16 << 20;
+// The same for a device-to-device Fetch: the GPU moves this in about a
+// millisecond, and one piece is one kernel (or one copy).
+constexpr int64_t kDevicePieceBytes = int64_t{1} << 30;
 
 void ReleaseChunk(void* keepalive) {
   delete static_cast<std::shared_ptr<const void>*>(keepalive);
@@ -90,28 +97,46 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       Done(source.status());
       return;
     }
-    int64_t chunk = request->chunk_bytes() > 0
-                        ? request->chunk_bytes()
-                        : service_->options().chunk_bytes;
-    // The stream's buffers are charged to the caller's tenant (and a GPU
-    // stream's pinned slots reserved) here, before any work.
-    absl::StatusOr<std::unique_ptr<FetchStream>> stream = FetchStream::Open(
-        *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes),
-        service_->BudgetFor(call_.caller()));
-    if (!stream.ok()) {
-      Done(stream.status());
-      return;
-    }
-    stream_ = *std::move(stream);
-    FillFetchHeader(stream_->source(), request->format(), &header_);
-    if (!request->shm_region().empty()) {
-      // Shared memory: every byte into the client's region, in pieces on
-      // the service's workers (not here, on gRPC's thread), then one
-      // message with the header alone.
-      if (absl::Status s = StartSharedMemory(*request); !s.ok()) {
+    const bool shared = !request->shm_region().empty();
+    if (shared) {
+      // The region (its challenge in place) and the whole range, checked
+      // before anything is charged or written.
+      if (absl::Status s = StartSharedMemory(*request, *source); !s.ok()) {
         Done(s);
         return;
       }
+    }
+    if (shared && DeviceFetch::Applies(*source, *region_)) {
+      // A GPU tensor into device memory: device to device, its temporary
+      // (if it needs one) charged to the caller's tenant before any work.
+      absl::StatusOr<std::unique_ptr<DeviceFetch>> device = DeviceFetch::Open(
+          *std::move(source), region_, shm_at_, call_.caller().tenant);
+      if (!device.ok()) {
+        Done(device.status());
+        return;
+      }
+      device_ = *std::move(device);
+      FillFetchHeader(device_->source(), request->format(), &header_);
+    } else {
+      int64_t chunk = request->chunk_bytes() > 0
+                          ? request->chunk_bytes()
+                          : service_->options().chunk_bytes;
+      // The stream's buffers are charged to the caller's tenant (and a GPU
+      // stream's pinned slots reserved) here, before any work.
+      absl::StatusOr<std::unique_ptr<FetchStream>> stream = FetchStream::Open(
+          *std::move(source), std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes),
+          service_->BudgetFor(call_.caller()));
+      if (!stream.ok()) {
+        Done(stream.status());
+        return;
+      }
+      stream_ = *std::move(stream);
+      FillFetchHeader(stream_->source(), request->format(), &header_);
+    }
+    if (shared) {
+      // Shared memory: every byte into the client's region, in pieces on
+      // the service's workers (not here, on gRPC's thread), then one
+      // message with the header alone.
       service_->shm_workers()->Run([this] { CopyToSharedMemory(); });
       return;
     }
@@ -123,7 +148,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       Done(call_.Interrupted());
       return;
     }
-    if (stream_->done()) {
+    if (stream_ == nullptr || stream_->done()) {
       Done(absl::OkStatus());
       return;
     }
@@ -145,13 +170,13 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     return FetchSource::Open(*std::move(tensor), *spec);
   }
 
-  // The region (its challenge in place) and the whole range, checked
-  // before anything is written.
-  absl::Status StartSharedMemory(const v1::FetchRequest& request) {
+  // The region (its challenge in place) and the whole range of `out`,
+  // checked before anything is written.
+  absl::Status StartSharedMemory(const v1::FetchRequest& request,
+                                 const FetchSource& out) {
     absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
         service_->FindRegion(ctx_, call_.caller(), request.shm_region());
     if (!region.ok()) return region.status();
-    const FetchSource& out = stream_->source();
     if (absl::Status s = (*region)->CheckRange(request.shm_offset(),
                                                out.end() - out.begin());
         !s.ok()) {
@@ -172,17 +197,26 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       Done(status);
       return;
     }
-    if (!stream_->done()) {
+    if (device_ != nullptr ? !device_->done() : !stream_->done()) {
       service_->shm_workers()->Run([this] { CopyToSharedMemory(); });
       return;
     }
-    region_.reset();  // here, on a worker: a last reference punches it out
+    // Here, on a worker: a last reference punches the region out (or closes
+    // a device mapping).
+    device_.reset();
+    region_.reset();
     WriteNext();
   }
 
   // Chunks into the region until kSharedMemoryPieceBytes have moved or the
   // range is done.
   absl::Status CopyPiece() {
+    if (device_ != nullptr) {
+      int64_t moved = 0;
+      absl::Status s = device_->CopyNext(kDevicePieceBytes, &moved);
+      service_->metrics().AddFetchBytes(moved);
+      return s;
+    }
     int64_t moved = 0;
     while (!stream_->done() && moved < kSharedMemoryPieceBytes) {
       FetchChunk chunk;
@@ -210,7 +244,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     // is produced (a GPU stream refills its slots only once released).
     response_.Clear();
     FetchChunk chunk;  // stays empty for an empty range, or shared memory
-    if (!stream_->done()) {
+    if (stream_ != nullptr && !stream_->done()) {
       if (absl::Status s = stream_->NextChunk(&chunk); !s.ok()) {
         Done(s);
         return;
@@ -223,6 +257,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void Done(const absl::Status& status) {
+    device_.reset();
     region_.reset();
     stream_.reset();  // drop the tensor reference before the call winds down
     Finish(call_.Finish(status));
@@ -232,7 +267,8 @@ class FetchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   grpc::CallbackServerContext* const ctx_;
   StreamCall call_{service_, ctx_, "Fetch", "the stream was cancelled",
                    "the client went away mid-stream"};
-  std::unique_ptr<FetchStream> stream_;
+  std::unique_ptr<FetchStream> stream_;  // null for a device-to-device one
+  std::unique_ptr<DeviceFetch> device_;  // a GPU tensor into device memory
   // A shared-memory Fetch's region, and where its next byte goes.
   std::shared_ptr<const SharedMemoryRegion> region_;
   int64_t shm_at_ = 0;

@@ -10,7 +10,10 @@
 // without a protobuf string in between (a GPU upload goes through the
 // sink's host staging, then pinned memory). A shared-memory Put reads the
 // client's region on the service's workers, 16 MiB at a time (its pieces
-// take turns with other transfers'), never on gRPC's callback threads.
+// take turns with other transfers'), never on gRPC's callback threads. A
+// CUDA IPC region's bytes bound for a GPU tensor go device to device
+// (PutSink::WriteFromDevice), in pieces of up to kDevicePieceBytes, with
+// no host staging.
 #include <grpcpp/support/byte_buffer.h>
 #include <spdlog/spdlog.h>
 
@@ -35,6 +38,13 @@ constexpr uint64_t kDataField = 2;
 // What a shared-memory Put reads from the region before it lets the other
 // transfers' pieces have the worker.
 constexpr int64_t kSharedMemoryPieceBytes = 16 << 20;
+// The same for a device-to-device Put: the GPU copies this in about a
+// millisecond.
+constexpr int64_t kDevicePieceBytes = int64_t{1} << 30;
+// What a Put from device memory reads to the host while the sink still
+// waits for the whole .npy header (the header itself is usually 128
+// bytes): the data after it then goes device to device.
+constexpr int64_t kDeviceHeaderReadBytes = 4096;
 
 class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
@@ -182,12 +192,29 @@ class PutReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   // Reads into the sink (straight into a host tensor's storage), 4 MiB at a
-  // time, until kSharedMemoryPieceBytes have moved or the range is done.
+  // time, until kSharedMemoryPieceBytes have moved or the range is done; a
+  // device region's bytes bound for a GPU tensor, device to device.
   absl::Status CopyPiece() {
     constexpr int64_t kReadBytes = 4 << 20;
+    const bool device = region_->device() >= 0;
     int64_t moved = 0;
     while (shm_left_ > 0 && moved < kSharedMemoryPieceBytes) {
-      const int64_t n = std::min(kReadBytes, shm_left_);
+      if (device && sink_->TakesDeviceBytes()) {
+        const int64_t n = std::min(kDevicePieceBytes, shm_left_);
+        if (absl::Status s = sink_->WriteFromDevice(
+                n, region_->device(), region_->device_data(shm_at_));
+            !s.ok()) {
+          return s;
+        }
+        service_->metrics().AddPutBytes(n);
+        shm_at_ += n;
+        shm_left_ -= n;
+        moved += n;
+        continue;
+      }
+      const int64_t n = std::min(
+          device && !sink_->reserved() ? kDeviceHeaderReadBytes : kReadBytes,
+          shm_left_);
       if (absl::Status s = sink_->WriteFrom(
               n, [&](char* dst) { return region_->Read(shm_at_, dst, n); });
           !s.ok()) {

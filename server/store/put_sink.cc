@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/memory/cold_copy.h"
+#include "server/store/device.h"
 
 namespace tensorcast {
 
@@ -22,6 +23,10 @@ absl::StatusOr<std::unique_ptr<PutSink>> PutSink::Start(
     return s;
   }
   std::unique_ptr<PutSink> sink(new PutSink(ctx, std::move(spec), *device));
+  if (!(*device)->engine().is_host()) {
+    absl::StatusOr<DeviceName> name = ParseDeviceName((*device)->name());
+    if (name.ok() && name->is_cuda) sink->gpu_ = name->index;
+  }
   if (sink->spec_.format == WireFormat::kRaw) {
     if (!sink->spec_.dtype.has_value()) {
       return absl::InvalidArgumentError(
@@ -139,6 +144,48 @@ absl::Status PutSink::WriteFrom(
   // The bytes are counted, not all written: Finish must not store them.
   if (!s.ok()) read_failed_ = true;
   return s;
+}
+
+bool PutSink::TakesDeviceBytes() const {
+  return storage_ != nullptr && gpu_ >= 0 &&
+         !(npy_.has_value() && npy_->byteswap);
+}
+
+absl::Status PutSink::WriteFromDevice(int64_t n, int src_device,
+                                      const void* src) {
+  if (!TakesDeviceBytes()) {
+    return absl::FailedPreconditionError(
+        "this upload cannot take bytes from device memory now");
+  }
+  if (n < 0) return absl::InvalidArgumentError("a negative byte count");
+  if (absl::Status s = CountReceived(n); !s.ok()) return s;
+  if (absl::Status s = CountData(n); !s.ok()) return s;
+  // Counted from here on: a failure leaves the upload unusable (Finish
+  // must not store a tensor with bytes missing).
+  if (!staging_.empty()) {
+    // What followed the .npy header: no byte swap, so all of it, whole
+    // elements or not, before the bytes that come after it.
+    const int64_t staged = static_cast<int64_t>(staging_.size());
+    if (absl::Status s = device_->engine().Upload(
+            storage_->bytes() + uploaded_, staged, 1,
+            [&](int64_t offset, int64_t len, char* staging) {
+              std::memcpy(staging, staging_.data() + offset, len);
+            });
+        !s.ok()) {
+      read_failed_ = true;
+      return s;
+    }
+    uploaded_ += staged;
+    staging_.clear();
+  }
+  absl::Status s = device_->engine().CopyDevice(storage_->bytes() + uploaded_,
+                                                gpu_, src, src_device, n);
+  if (!s.ok()) {
+    read_failed_ = true;  // counted, not all written: never stored
+    return s;
+  }
+  uploaded_ += n;
+  return absl::OkStatus();
 }
 
 absl::Status PutSink::Write(absl::string_view data) {

@@ -57,6 +57,23 @@ class PutSink {
   // is FAILED_PRECONDITION: a half-read tensor is never stored).
   absl::Status WriteFrom(int64_t n,
                          const std::function<absl::Status(char*)>& read);
+  // Whether the storage is reserved: at Start for RAW, once the whole
+  // header has arrived for NPY.
+  bool reserved() const { return storage_ != nullptr; }
+  // Whether the next bytes may come by WriteFromDevice: the storage is
+  // reserved on a GPU ("cuda:N") and needs no byte swap (not a big-endian
+  // .npy file).
+  bool TakesDeviceBytes() const;
+  // Write for `n` bytes at `src`, device memory of GPU `src_device` as this
+  // process numbers them (a CUDA IPC region where it is mapped): the
+  // tensor's engine copies them device to device (Engine::CopyDevice: one
+  // copy within a GPU, a peer copy between two) straight into the storage,
+  // no host memory in between. Bytes staged on the host before (those that
+  // followed a .npy header) are uploaded first. FAILED_PRECONDITION unless
+  // TakesDeviceBytes(); otherwise the checks and errors are Write's, made
+  // before the copy, and after a failed copy the upload is unusable, as
+  // for WriteFrom. Synchronous: the source may be reused when it returns.
+  absl::Status WriteFromDevice(int64_t n, int src_device, const void* src);
   // INVALID_ARGUMENT when bytes are missing; otherwise the stored tensor.
   absl::StatusOr<TensorPtr> Finish();
 
@@ -94,6 +111,7 @@ class PutSink {
   ByteCharge staging_charge_;     // GPU: staging_capacity_, to the tenant
   int64_t uploaded_ = 0;          // GPU: data bytes in storage
   int64_t received_ = 0;
+  int gpu_ = -1;              // the device's CUDA ordinal; -1 for the host
   std::string read_buffer_;   // WriteFrom, where the bytes cannot go direct
   bool read_failed_ = false;  // a WriteFrom's read failed: Finish refuses
 };

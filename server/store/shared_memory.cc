@@ -310,6 +310,11 @@ absl::Status SharedMemoryRegion::Read(int64_t offset, char* data,
   return absl::OkStatus();
 }
 
+char* SharedMemoryRegion::device_data(int64_t offset) const {
+  if (device_ == nullptr) return nullptr;
+  return reinterpret_cast<char*>(device_->address()) + offset;
+}
+
 // A region counted against the caps while it is being opened: uncounted
 // again unless it was registered.
 class SharedMemoryRegistry::Reservation {

@@ -23,8 +23,10 @@
 //    cudaIpcMemHandle_t and the PCI bus id of its GPU, opened by the
 //    registry's IpcMemoryOpener (server/memory/ipc_memory.h; the default
 //    refuses every handle). The token and the challenge are read back from
-//    the device, and transfers copy between host memory and the device
-//    (IpcDeviceRegion::CopyToHost/CopyFromHost). Nothing is punched: the
+//    the device, and Write/Read copy between host memory and the device
+//    (IpcDeviceRegion::CopyToHost/CopyFromHost); a GPU tensor's bytes go
+//    device to device instead, at device_data() (device_fetch.h,
+//    PutSink::WriteFromDevice). Nothing is punched: the
 //    server never allocates the client's device memory. Lent once at a time
 //    by the address it opens at on its GPU.
 //
@@ -154,6 +156,12 @@ class SharedMemoryRegion {
   // Read copies a mapped region's bytes with CopyToColdMemory
   // (server/memory/cold_copy.h): `data` is a tensor being uploaded.
   absl::Status Read(int64_t offset, char* data, int64_t n) const;
+  // A CUDA IPC region's byte `offset` where it is mapped in this process:
+  // a device pointer on GPU device(), for an engine's device-to-device
+  // copies (DeviceFetch, PutSink::WriteFromDevice), which bypass Write and
+  // Read; null for host memory. Check the range first (CheckRange), and
+  // keep the region alive while a copy runs.
+  char* device_data(int64_t offset) const;
 
  private:
   friend class SharedMemoryRegistry;
