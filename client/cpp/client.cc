@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cpp/cluster.h"
 #include "client/cpp/fetch_decoder.h"
-#include "client/cpp/generic_call.h"
+#include "common/generic_call.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace tensorcast {

@@ -52,8 +52,8 @@ def native_extensions() -> list[Extension]:
     if cflags is None or libs is None:
         return skip_native("pkg-config finds no grpc++ (the gRPC C++ "
                            "library: libgrpc++-dev and pkg-config on Debian)")
-    headers = [os.path.join(ROOT, "client", "cpp", h)
-               for h in ("codec.h", "generic_call.h")]
+    headers = [os.path.join(ROOT, "client", "cpp", "codec.h"),
+               os.path.join(ROOT, "common", "generic_call.h")]
     if not all(os.path.exists(h) for h in headers):
         return skip_native(f"no client/cpp/codec.h in {ROOT} (the package is "
                            "built outside the tensorcast repository)")

@@ -10,15 +10,14 @@
 // on the cluster's copy workers (a blocking, flow-controlled stream: one
 // chunk in flight), never on gRPC's callback threads, and holds one of the
 // caller's tenant's streams here, as the target's Put holds one there.
-#include <grpcpp/generic/generic_stub.h>
-#include <grpcpp/impl/rpc_method.h>
-#include <grpcpp/support/sync_stream.h>
+#include <grpcpp/support/byte_buffer.h>
 
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/echo.h"
+#include "common/generic_call.h"
 #include "proto/wire.h"
 #include "server/cluster/cluster_node.h"
 #include "server/cluster/forward.h"
@@ -83,17 +82,16 @@ absl::StatusOr<v1::TensorInfo> PutOnPeer(CopyCall* call, int64_t* sent) {
 
   std::unique_ptr<grpc::ClientContext> client =
       ContextFor(call->ctx, std::chrono::milliseconds(0));
-  const grpc::internal::RpcMethod method(
-      "/tensorcast.v1.TensorService/Put",
-      grpc::internal::RpcMethod::CLIENT_STREAMING, call->peer.channel);
+  // A client-streaming Put of raw messages through the generic stub, so
+  // that each chunk goes out as the stream's own bytes (no copy into a
+  // PutRequest).
+  GenericCall writer(call->peer.channel, "/tensorcast.v1.TensorService/Put",
+                     client.get());
   grpc::ByteBuffer reply;
-  std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
-      grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
-          call->peer.channel.get(), method, client.get(), &reply));
   std::string header_bytes = first.SerializeAsString();
   grpc::Slice header_slice(header_bytes);
   grpc::ByteBuffer header_buffer(&header_slice, 1);
-  bool ok = writer->Write(header_buffer);
+  bool ok = writer.Write(header_buffer);
   absl::Status local;
   while (ok && !(*stream)->done()) {
     FetchChunk chunk;
@@ -107,16 +105,18 @@ absl::StatusOr<v1::TensorInfo> PutOnPeer(CopyCall* call, int64_t* sent) {
             const_cast<char*>(chunk.data), static_cast<size_t>(chunk.size),
             &ReleaseChunk,
             new std::shared_ptr<const void>(std::move(chunk.keepalive)))};
-    ok = writer->Write(grpc::ByteBuffer(slices, 2));
+    ok = writer.Write(grpc::ByteBuffer(slices, 2));
     if (ok) *sent += chunk.size;
   }
   if (!local.ok()) {
     client->TryCancel();
-    writer->Finish();
+    writer.Finish();
     return local;
   }
-  writer->WritesDone();
-  grpc::Status status = writer->Finish();
+  // The one reply comes before the status; a broken stream has none, and
+  // Finish says why.
+  if (writer.WritesDone()) writer.Read(&reply);
+  grpc::Status status = writer.Finish();
   if (!status.ok()) {
     status = ClusterNode::FromPeer(call->peer, status);
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()),

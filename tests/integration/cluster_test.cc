@@ -35,15 +35,17 @@ constexpr char kTokenA[] = "tenant-a-token-0123456789abcdef";
 constexpr char kTokenA2[] = "tenant-a-second-token-0123456789";
 constexpr char kTokenB[] = "tenant-b-token-0123456789abcdef";
 constexpr char kTokenC[] = "tenant-c-token-0123456789abcdef";  // streams=1
+constexpr char kTokenD[] = "tenant-d-token-0123456789abcdef";  // quota=2MB
 
 class ClusterTest : public ::testing::Test {
  protected:
   static constexpr int kNodes = 3;
 
   void SetUp() override {
-    WriteFile(dir_.File("tokens"),
-              absl::StrCat(kTokenA, " a\n", kTokenA2, " a\n", kTokenB, " b\n",
-                           kTokenC, " c streams=1\n"));
+    WriteFile(
+        dir_.File("tokens"),
+        absl::StrCat(kTokenA, " a\n", kTokenA2, " a\n", kTokenB, " b\n",
+                     kTokenC, " c streams=1\n", kTokenD, " d quota=2000000\n"));
     WriteFile(dir_.File("cluster-token"), absl::StrCat(kTokenA2, "\n"));
     ClientOptions options;
     options.token = kTokenA;
@@ -281,6 +283,27 @@ TEST_F(ClusterTest, CopyIsByteExactAndChargesTheTargetTenant) {
   // Another tenant cannot copy it (NOT_FOUND, as locally).
   s = stubs_[1]->Copy(Ctx(kTokenB).get(), copy, &copied);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ClusterTest, ACopyTheTargetRefusesFailsWithItsReasonAndStoresNothing) {
+  // 1.2 MB on n0 and 1.2 MB on n2: a copy to n2 would put 2.4 MB there,
+  // over tenant d's 2 MB quota on that node.
+  v1::TensorInfo t = Put(0, 300000, kTokenD);
+  Put(2, 300000, kTokenD);
+  v1::CopyRequest copy;
+  copy.set_ref(t.handle());
+  copy.set_node("n2");
+  v1::CopyResponse copied;
+  grpc::Status s = stubs_[0]->Copy(Ctx(kTokenD).get(), copy, &copied);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "quota"))
+      << s.error_message();
+  v1::StatsResponse stats;
+  ASSERT_TRUE(
+      stubs_[2]->Stats(Ctx(kTokenD).get(), v1::StatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.tenant().bytes(), 1200000);
+  EXPECT_EQ(stats.tenant().tensors(), 1);
 }
 
 TEST_F(ClusterTest, AForwardedFetchTakesOneOfTheCallersStreamsOnTheProxy) {

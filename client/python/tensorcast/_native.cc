@@ -8,7 +8,7 @@
 // of its own (no copy into protobuf messages). Requests, headers and
 // replies cross as serialized protobuf bytes, which the Python side builds
 // and parses, so this module knows no message type. The calls run on
-// grpc::GenericStub (client/cpp/generic_call.h), public gRPC API only.
+// grpc::GenericStub (common/generic_call.h), public gRPC API only.
 //
 // Written against Python's limited C API (3.11 and up: the buffer
 // protocol), so one build serves every later CPython (an abi3 wheel);
@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "client/cpp/codec.h"
-#include "client/cpp/generic_call.h"
+#include "common/generic_call.h"
 
 namespace {
 

@@ -5,8 +5,8 @@
 // messages that the shared codec (codec.h) frames and decodes: the C++
 // client's Fetch and the Python extension's Fetch and Put run on it.
 // Header-only; one call, one thread.
-#ifndef TENSORCAST_CLIENT_CPP_GENERIC_CALL_H_
-#define TENSORCAST_CLIENT_CPP_GENERIC_CALL_H_
+#ifndef TENSORCAST_COMMON_GENERIC_CALL_H_
+#define TENSORCAST_COMMON_GENERIC_CALL_H_
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
@@ -99,4 +99,4 @@ class GenericCall {
 
 }  // namespace tensorcast
 
-#endif  // TENSORCAST_CLIENT_CPP_GENERIC_CALL_H_
+#endif  // TENSORCAST_COMMON_GENERIC_CALL_H_
