@@ -59,8 +59,16 @@ int64_t ContentLength(const httplib::Request& req) {
   return n;
 }
 
+// Whether the request announces a body: any Content-Length but a plain 0
+// (httplib reads "-1" or one past INT64_MAX as a length of 2^64 - 1 and
+// would gather that much into memory for a DELETE), or any
+// Transfer-Encoding.
 bool HasBody(const httplib::Request& req) {
-  return ContentLength(req) > 0 || req.has_header("Transfer-Encoding");
+  if (req.has_header("Transfer-Encoding")) return true;
+  if (!req.has_header("Content-Length")) return false;
+  int64_t n = -1;
+  return !absl::SimpleAtoi(req.get_header_value("Content-Length"), &n) ||
+         n != 0;
 }
 
 }  // namespace
