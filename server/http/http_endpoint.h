@@ -20,7 +20,9 @@
 // tenants, quotas, streams per tenant, the .numpy() refusals, TLS with the
 // server's certificates, drain on shutdown: as for gRPC. A download holds
 // one chunk (--chunk-bytes) at a time whatever the tensor size, and a
-// client that reads or sends nothing for kIoTimeoutSeconds is dropped.
+// client that reads or sends nothing for kIoTimeoutSeconds is dropped, as
+// is one whose request head passes 64 KiB or takes longer than that
+// (plain HTTP; over TLS httplib's own stream reads the head).
 // docs/http.md has the whole picture.
 #ifndef TENSORCAST_SERVER_HTTP_HTTP_ENDPOINT_H_
 #define TENSORCAST_SERVER_HTTP_HTTP_ENDPOINT_H_

@@ -258,6 +258,61 @@ def test_error_statuses(web: Http, tmp_path: pathlib.Path) -> None:
     assert status == 200
 
 
+def closed_by_server(s: socket.socket) -> bool:
+    """Whether the server has ended the connection (EOF, reset, or a reply)."""
+    s.setblocking(False)
+    try:
+        return s.recv(4096) is not None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
+def test_request_heads_are_bounded(web: Http) -> None:
+    # A request line without its newline: the server drops the connection
+    # once the head passes 64 KiB, rather than gather the line in memory.
+    sent = 0
+    with socket.create_connection(("127.0.0.1", web.port)) as s:
+        s.settimeout(20)
+        try:
+            while sent < 64 << 20:
+                s.sendall(b"x" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+    assert sent < 64 << 20, "the server read 64 MiB of one request line"
+    # A head sent a byte at a time, each well within the read timeout: cut
+    # off when the head's 10 s are up, so it cannot hold a worker for ever.
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", web.port)) as s:
+        closed = False
+        for byte in b"GET /v1/tensors/x HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+            if closed or closed_by_server(s):
+                closed = True
+                break
+            time.sleep(0.25)
+    assert closed, "a head trickled for 50 s was still being read"
+    assert time.monotonic() - start >= 9
+    # Heads of an ordinary size are served, kept alive and pipelined.
+    request = (b"GET /v1/tensors HTTP/1.1\r\nHost: x\r\nX-Pad: "
+               + b"p" * 7000 + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", web.port)) as s:
+        s.settimeout(20)
+        s.sendall(request * 3)
+        reply = b""
+        while reply.count(b"HTTP/1.1 200 ") < 3:
+            chunk = s.recv(65536)
+            assert chunk, reply
+            reply += chunk
+
+
 def test_tokens_tenants_and_limits(tmp_path: pathlib.Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("alice-token-0123456789 alice quota=1MiB\n"
