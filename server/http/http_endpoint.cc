@@ -114,6 +114,35 @@ class HttpEndpoint::Api {
             if (options_.cors_origin != "*") res.set_header("Vary", "Origin");
           }
         });
+    // httplib's own errors, answered before any handler runs: a request it
+    // cannot parse (400), a target over its limit (414), a Range header its
+    // parser refuses (416: a reversed range, another unit, a number past
+    // INT64_MAX). The last is not an error here: a GET or HEAD is handled
+    // as any other, and Download applies or ignores the Range as
+    // http::ParseRange says (RFC 9110). The others get a JSON body as ours
+    // do. (The post-routing headers follow either way.)
+    server->set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (!res.body.empty() || res.content_provider_) {
+            return httplib::Server::HandlerResponse::Unhandled;  // ours
+          }
+          if (res.status == 416 && !HasBody(req) &&
+              (req.method == "GET" || req.method == "HEAD")) {
+            const_cast<httplib::Request&>(req).ranges.clear();
+            Handle(req, res);
+            return httplib::Server::HandlerResponse::Handled;
+          }
+          const int status = res.status;
+          const std::string what =
+              status == 414   ? "the request target is too long"
+              : status == 416 ? "the Range header cannot be parsed"
+                              : "a malformed HTTP request";
+          Fail(req, res,
+               status >= 500 ? absl::InternalError(what)
+                             : absl::InvalidArgumentError(what),
+               nullptr, Clock::now(), status);
+          return httplib::Server::HandlerResponse::Handled;
+        }));
   }
 
  private:

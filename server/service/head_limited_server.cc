@@ -40,6 +40,7 @@ class HeadLimitedStream final : public httplib::Stream {
     head_deadline_ = Clock::now() + std::chrono::seconds(head_seconds_);
   }
   void EndHead() { in_head_ = false; }
+  bool in_head() const { return in_head_; }
   bool buffered() const { return pos_ < len_; }
 
   bool is_readable() const override {
@@ -170,7 +171,10 @@ class HeadLimitedServer final : public httplib::Server {
       bool closed = false;
       ret = process_request(stream, /*close_connection=*/left == 1, closed,
                             [&stream](httplib::Request&) { stream.EndHead(); });
-      if (!ret || closed) break;
+      // A head httplib could not read whole (a malformed request line or
+      // header, which it answers with 400): what follows on the
+      // connection is the rest of that request, not the next one.
+      if (!ret || closed || stream.in_head()) break;
     }
     shutdown(sock, SHUT_RDWR);
     close(sock);

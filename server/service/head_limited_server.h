@@ -8,8 +8,10 @@
 // it likes. The server made here reads each request's head -- its request
 // line and headers -- through a stream that fails once the head passes
 // `max_head_bytes` or `head_seconds` from the start of the request, and
-// httplib then drops the connection. Bodies are read as httplib reads
-// them. Plaintext only: an httplib::SSLServer reads through its own stream.
+// httplib then drops the connection; so it does after answering a request
+// whose head it could not parse (whatever follows is the rest of that
+// request). Bodies are read as httplib reads them. Plaintext only: an
+// httplib::SSLServer reads through its own stream.
 #ifndef TENSORCAST_SERVER_SERVICE_HEAD_LIMITED_SERVER_H_
 #define TENSORCAST_SERVER_SERVICE_HEAD_LIMITED_SERVER_H_
 

@@ -144,6 +144,19 @@ def test_range_head_and_etag(web: Http) -> None:
     status, headers, body = web.request("GET", "/v1/tensors/rng",
                                         headers={"Range": f"bytes={len(whole)}-"})
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(whole)}"
+    # Ranges the HTTP library's own parser refuses: a reversed one and
+    # another unit are ignored (200, everything), a last byte past INT64_MAX
+    # runs to the end; HEAD alike.
+    for value in ("bytes=9-2", "items=0-1"):
+        for method in ("GET", "HEAD"):
+            status, headers, body = web.request(method, "/v1/tensors/rng",
+                                                headers={"Range": value})
+            assert status == 200, (value, method, status, body)
+            assert int(headers["Content-Length"]) == len(whole)
+            assert body == (whole if method == "GET" else b"")
+    status, headers, body = web.request(
+        "GET", "/v1/tensors/rng", headers={"Range": "bytes=10-" + "9" * 25})
+    assert status == 206 and body == whole[10:]
     # HEAD: the headers alone.
     status, headers, body = web.request("HEAD", "/v1/tensors/rng")
     assert status == 200 and body == b""
@@ -226,6 +239,18 @@ def test_error_statuses(web: Http, tmp_path: pathlib.Path) -> None:
             continue
         assert status == want, (method, path, status, out)
         assert error(out)["code"] == code, (path, out)
+    # Requests the HTTP library refuses before any handler: JSON errors too.
+    for raw, want in ((b"FOO /v1/tensors HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+                      (b"GET /v1/tensors/" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414)):
+        with socket.create_connection(("127.0.0.1", web.port)) as s:
+            s.settimeout(20)
+            s.sendall(raw)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % want), reply
+        assert error(body)["code"] == "INVALID_ARGUMENT", reply
     # A body cut short: nothing stored.
     data = npy(np.ones(100_000, np.float32))
     with socket.create_connection(("127.0.0.1", web.port)) as s:
