@@ -16,6 +16,7 @@
 #include "common/dtype.h"
 #include "proto/proto_json.h"
 #include "server/http/http_parse.h"
+#include "server/service/head_limited_server.h"
 #include "server/service/proto_convert.h"
 #include "server/store/fetch_source.h"
 #include "server/store/fetch_stream.h"
@@ -59,8 +60,16 @@ int64_t ContentLength(const httplib::Request& req) {
   return n;
 }
 
+// Whether the request announces a body: any Content-Length but a plain 0
+// (httplib reads "-1" or one past INT64_MAX as a length of 2^64 - 1 and
+// would gather that much into memory for a DELETE), or any
+// Transfer-Encoding.
 bool HasBody(const httplib::Request& req) {
-  return ContentLength(req) > 0 || req.has_header("Transfer-Encoding");
+  if (req.has_header("Transfer-Encoding")) return true;
+  if (!req.has_header("Content-Length")) return false;
+  int64_t n = -1;
+  return !absl::SimpleAtoi(req.get_header_value("Content-Length"), &n) ||
+         n != 0;
 }
 
 }  // namespace
@@ -105,6 +114,35 @@ class HttpEndpoint::Api {
             if (options_.cors_origin != "*") res.set_header("Vary", "Origin");
           }
         });
+    // httplib's own errors, answered before any handler runs: a request it
+    // cannot parse (400), a target over its limit (414), a Range header its
+    // parser refuses (416: a reversed range, another unit, a number past
+    // INT64_MAX). The last is not an error here: a GET or HEAD is handled
+    // as any other, and Download applies or ignores the Range as
+    // http::ParseRange says (RFC 9110). The others get a JSON body as ours
+    // do. (The post-routing headers follow either way.)
+    server->set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (!res.body.empty() || res.content_provider_) {
+            return httplib::Server::HandlerResponse::Unhandled;  // ours
+          }
+          if (res.status == 416 && !HasBody(req) &&
+              (req.method == "GET" || req.method == "HEAD")) {
+            const_cast<httplib::Request&>(req).ranges.clear();
+            Handle(req, res);
+            return httplib::Server::HandlerResponse::Handled;
+          }
+          const int status = res.status;
+          const std::string what =
+              status == 414   ? "the request target is too long"
+              : status == 416 ? "the Range header cannot be parsed"
+                              : "a malformed HTTP request";
+          Fail(req, res,
+               status >= 500 ? absl::InternalError(what)
+                             : absl::InvalidArgumentError(what),
+               nullptr, Clock::now(), status);
+          return httplib::Server::HandlerResponse::Handled;
+        }));
   }
 
  private:
@@ -589,7 +627,7 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
     }
     e->server_ = std::move(tls);
   } else {
-    e->server_ = std::make_unique<httplib::Server>();
+    e->server_ = NewHeadLimitedServer(kMaxHeadBytes, kIoTimeoutSeconds);
   }
   httplib::Server* server = e->server_.get();
   server->new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };

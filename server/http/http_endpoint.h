@@ -20,11 +20,14 @@
 // tenants, quotas, streams per tenant, the .numpy() refusals, TLS with the
 // server's certificates, drain on shutdown: as for gRPC. A download holds
 // one chunk (--chunk-bytes) at a time whatever the tensor size, and a
-// client that reads or sends nothing for kIoTimeoutSeconds is dropped.
+// client that reads or sends nothing for kIoTimeoutSeconds is dropped, as
+// is one whose request head passes 64 KiB or takes longer than that
+// (plain HTTP; over TLS httplib's own stream reads the head).
 // docs/http.md has the whole picture.
 #ifndef TENSORCAST_SERVER_HTTP_HTTP_ENDPOINT_H_
 #define TENSORCAST_SERVER_HTTP_HTTP_ENDPOINT_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -60,6 +63,10 @@ class HttpEndpoint {
   static constexpr int kWorkers = 64;
   // A client that sends or reads nothing for this long is dropped.
   static constexpr int kIoTimeoutSeconds = 10;
+  // A request's head (its line and headers) is at most this many bytes,
+  // in within kIoTimeoutSeconds of its start; past either the client is
+  // dropped (plain HTTP: service/head_limited_server.h).
+  static constexpr int64_t kMaxHeadBytes = 64 << 10;
 
   // `service` and `auth` must outlive the endpoint. INVALID_ARGUMENT for a
   // bad address or TLS files, FAILED_PRECONDITION for a remote address

@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/service/head_limited_server.h"
 
 namespace tensorcast {
 namespace {
@@ -17,6 +18,8 @@ namespace {
 // how long it waits on a client that sends or reads nothing.
 constexpr size_t kWorkers = 16;
 constexpr time_t kIoTimeoutSeconds = 2;
+// A scrape's request line and headers, at most (head_limited_server.h).
+constexpr int64_t kMaxHeadBytes = 16 << 10;
 
 // A label value as the exposition format quotes it.
 std::string LabelValue(absl::string_view value) {
@@ -221,7 +224,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   if (host.empty()) host = "0.0.0.0";
 
   std::unique_ptr<MetricsEndpoint> e(new MetricsEndpoint());
-  e->server_ = std::make_unique<httplib::Server>();
+  e->server_ = NewHeadLimitedServer(kMaxHeadBytes, kIoTimeoutSeconds);
   // A connection holds a worker for as long as it lasts, so idle and slow
   // clients must not hold them all: enough workers, short read and write
   // timeouts (a client that stops sending is dropped), and a short,

@@ -193,6 +193,36 @@ TEST(MetricsEndpointTest, SlowClientsDoNotStarveScrapes) {
   }
 }
 
+// A request line that never ends is not gathered in memory: the server
+// drops the connection once the head passes its bound (16 KiB), long before
+// 64 MiB are sent; a scrape is then answered as ever.
+TEST(MetricsEndpointTest, BoundsTheRequestHead) {
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+      MetricsEndpoint::Start("127.0.0.1:0",
+                             [] { return std::string("x 1\n"); });
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const int port = (*endpoint)->port();
+  const int fd = ConnectTcp(port);
+  ASSERT_GE(fd, 0);
+  const std::string junk(1 << 16, 'x');
+  int64_t sent = 0;
+  while (sent < (int64_t{64} << 20)) {
+    pollfd p{fd, POLLOUT, 0};
+    if (poll(&p, 1, 10000) != 1 || (p.revents & POLLOUT) == 0) break;
+    const ssize_t n = send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += n;
+  }
+  close(fd);
+  EXPECT_LT(sent, int64_t{64} << 20) << "the server read 64 MiB of one line";
+
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(5);
+  httplib::Result res = client.Get("/metrics");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->body, "x 1\n");
+}
+
 TEST(MetricsEndpointTest, RejectsBadAddresses) {
   auto render = [] { return std::string(); };
   EXPECT_EQ(MetricsEndpoint::Start("no-port", render).status().code(),

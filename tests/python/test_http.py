@@ -144,6 +144,19 @@ def test_range_head_and_etag(web: Http) -> None:
     status, headers, body = web.request("GET", "/v1/tensors/rng",
                                         headers={"Range": f"bytes={len(whole)}-"})
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(whole)}"
+    # Ranges the HTTP library's own parser refuses: a reversed one and
+    # another unit are ignored (200, everything), a last byte past INT64_MAX
+    # runs to the end; HEAD alike.
+    for value in ("bytes=9-2", "items=0-1"):
+        for method in ("GET", "HEAD"):
+            status, headers, body = web.request(method, "/v1/tensors/rng",
+                                                headers={"Range": value})
+            assert status == 200, (value, method, status, body)
+            assert int(headers["Content-Length"]) == len(whole)
+            assert body == (whole if method == "GET" else b"")
+    status, headers, body = web.request(
+        "GET", "/v1/tensors/rng", headers={"Range": "bytes=10-" + "9" * 25})
+    assert status == 206 and body == whole[10:]
     # HEAD: the headers alone.
     status, headers, body = web.request("HEAD", "/v1/tensors/rng")
     assert status == 200 and body == b""
@@ -226,6 +239,18 @@ def test_error_statuses(web: Http, tmp_path: pathlib.Path) -> None:
             continue
         assert status == want, (method, path, status, out)
         assert error(out)["code"] == code, (path, out)
+    # Requests the HTTP library refuses before any handler: JSON errors too.
+    for raw, want in ((b"FOO /v1/tensors HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+                      (b"GET /v1/tensors/" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414)):
+        with socket.create_connection(("127.0.0.1", web.port)) as s:
+            s.settimeout(20)
+            s.sendall(raw)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % want), reply
+        assert error(body)["code"] == "INVALID_ARGUMENT", reply
     # A body cut short: nothing stored.
     data = npy(np.ones(100_000, np.float32))
     with socket.create_connection(("127.0.0.1", web.port)) as s:
@@ -237,9 +262,80 @@ def test_error_statuses(web: Http, tmp_path: pathlib.Path) -> None:
             pass
     status, _, out = web.request("GET", "/v1/tensors/err.short/info")
     assert status == 404, out
+    # A Content-Length that is no plain length (httplib reads "-1" and one
+    # past INT64_MAX as 2^64 - 1) still counts as a body: 413 at once, not a
+    # server reading whatever comes into memory.
+    for length in (b"-1", b"99999999999999999999", b"5x"):
+        with socket.create_connection(("127.0.0.1", web.port)) as s:
+            s.sendall(b"DELETE /v1/tensors/err.a HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: " + length + b"\r\n\r\n" + b"x" * 65536)
+            s.settimeout(20)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                chunk = s.recv(4096)
+                assert chunk, (length, reply)
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 413 "), (length, reply)
+    status, _, _ = web.request("GET", "/v1/tensors/err.a/info")
+    assert status == 200
     # The server is fine after all that.
     status, _, _ = web.request("GET", "/v1/tensors/err.a")
     assert status == 200
+
+
+def closed_by_server(s: socket.socket) -> bool:
+    """Whether the server has ended the connection (EOF, reset, or a reply)."""
+    s.setblocking(False)
+    try:
+        return s.recv(4096) is not None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
+def test_request_heads_are_bounded(web: Http) -> None:
+    # A request line without its newline: the server drops the connection
+    # once the head passes 64 KiB, rather than gather the line in memory.
+    sent = 0
+    with socket.create_connection(("127.0.0.1", web.port)) as s:
+        s.settimeout(20)
+        try:
+            while sent < 64 << 20:
+                s.sendall(b"x" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+    assert sent < 64 << 20, "the server read 64 MiB of one request line"
+    # A head sent a byte at a time, each well within the read timeout: cut
+    # off when the head's 10 s are up, so it cannot hold a worker for ever.
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", web.port)) as s:
+        closed = False
+        for byte in b"GET /v1/tensors/x HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+            if closed or closed_by_server(s):
+                closed = True
+                break
+            time.sleep(0.25)
+    assert closed, "a head trickled for 50 s was still being read"
+    assert time.monotonic() - start >= 9
+    # Heads of an ordinary size are served, kept alive and pipelined.
+    request = (b"GET /v1/tensors HTTP/1.1\r\nHost: x\r\nX-Pad: "
+               + b"p" * 7000 + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", web.port)) as s:
+        s.settimeout(20)
+        s.sendall(request * 3)
+        reply = b""
+        while reply.count(b"HTTP/1.1 200 ") < 3:
+            chunk = s.recv(65536)
+            assert chunk, reply
+            reply += chunk
 
 
 def test_tokens_tenants_and_limits(tmp_path: pathlib.Path) -> None:
