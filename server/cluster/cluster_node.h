@@ -57,7 +57,8 @@ struct ClusterOptions {
   std::chrono::milliseconds probe_interval{2000};
   std::chrono::milliseconds probe_timeout{1000};
   // The longest a forwarded unary call may take (the caller's deadline, if
-  // sooner, wins).
+  // sooner, wins); not a Copy, which moves a whole tensor and runs to the
+  // caller's deadline.
   std::chrono::milliseconds forward_timeout{30000};
   // Name lookups (forward.h) in flight at once: for one tenant, and on
   // this node in all. Beyond either, a call on a name not held here is

@@ -2,11 +2,13 @@
 
 #include <grpcpp/generic/generic_stub.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -269,13 +271,13 @@ void ForwardUnary(ServiceContext* service, const char* method,
                   grpc::ServerUnaryReactor* reactor, Peer peer,
                   std::chrono::steady_clock::time_point start) {
   auto* call = new UnaryForward{
-      service,
-      ctx,
-      method,
-      peer,
-      ContextFor(ctx, service->cluster()->options().forward_timeout),
-      std::make_unique<grpc::GenericStub>(peer.channel),
-      start};
+      service, ctx, method, peer,
+      // A Copy moves a whole tensor: it runs to the caller's deadline, not
+      // to the cap on the other calls.
+      ContextFor(ctx, std::string_view(method) == "Copy"
+                          ? std::chrono::milliseconds(0)
+                          : service->cluster()->options().forward_timeout),
+      std::make_unique<grpc::GenericStub>(peer.channel), start};
   call->stub->UnaryCall(
       call->client.get(), absl::StrCat(kMethodPrefix, method),
       grpc::StubOptions(), request, response,
@@ -361,14 +363,18 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // `slot` is one of the caller's streams on this node, held for as long
   // as the proxy relays (it holds up to two of the owner's messages).
+  // `charge` is what those two messages may hold, charged to the caller's
+  // tenant on this node.
   FetchProxy(ServiceContext* service, grpc::CallbackServerContext* ctx,
              const grpc::ByteBuffer& request,
-             std::chrono::steady_clock::time_point start, StreamSlot slot)
+             std::chrono::steady_clock::time_point start, StreamSlot slot,
+             ByteCharge charge)
       : service_(service),
         ctx_(ctx),
         client_(this),
         start_(start),
-        slot_(std::move(slot)) {
+        slot_(std::move(slot)),
+        charge_(std::move(charge)) {
     service_->StreamStarted();
     request_ = request;
   }
@@ -458,9 +464,10 @@ class FetchProxy final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   grpc::CallbackServerContext* const ctx_;
   Client client_;
   const std::chrono::steady_clock::time_point start_;
-  StreamSlot slot_;  // the caller's stream on this node
-  std::mutex mu_;    // Start against OnCancel
-  Peer peer_;        // set by Start
+  StreamSlot slot_;    // the caller's stream on this node
+  ByteCharge charge_;  // the two messages' bytes, on the caller's quota
+  std::mutex mu_;      // Start against OnCancel
+  Peer peer_;          // set by Start
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::GenericStub> stub_;
   grpc::ByteBuffer request_;
@@ -486,6 +493,28 @@ class FailedFetch final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   ServiceContext* const service_;
 };
 
+// The bytes a relayed Fetch may hold on this node: two of the owner's
+// messages (one read, one being written), each the chunk the request asks
+// for (the server's default when none), as the owner clamps it, plus the
+// message's own framing. A request that does not parse gets the default:
+// the owner refuses it anyway.
+int64_t RelayBytes(const grpc::ByteBuffer& raw, int64_t default_chunk) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (raw.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  v1::FetchRequest request;
+  int64_t chunk = default_chunk;
+  if (request.ParseFromString(bytes) && request.chunk_bytes() > 0) {
+    chunk = request.chunk_bytes();
+  }
+  constexpr int64_t kFraming = 64 << 10;
+  return 2 * (std::clamp(chunk, kMinChunkBytes, kMaxChunkBytes) + kFraming);
+}
+
 }  // namespace
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
@@ -500,15 +529,26 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
   }
   // The relay holds memory here: it takes one of the caller's streams on
   // this node, as a local Fetch would, before anything is asked of a peer.
+  // And the messages it holds are charged to the caller's tenant here
+  // (the owner charges its own buffers there).
   StreamSlot slot;
-  if (absl::StatusOr<Caller> caller = service->Admit(ctx, &slot);
-      !caller.ok()) {
-    LogRpc(service, "Fetch", ctx, caller.status(), start);
-    return new FailedFetch(service, ToGrpcStatus(caller.status()));
+  absl::StatusOr<Caller> caller = service->Admit(ctx, &slot);
+  ByteCharge charge;
+  absl::Status admitted =
+      caller.ok() ? ByteCharge::Take(
+                        caller->tenant,
+                        RelayBytes(*request, service->options().chunk_bytes),
+                        "the messages a Fetch relayed through this node holds "
+                        "(chunk_bytes; fetch from the owning node to avoid it)",
+                        &charge)
+                  : caller.status();
+  if (!admitted.ok()) {
+    LogRpc(service, "Fetch", ctx, admitted, start);
+    return new FailedFetch(service, ToGrpcStatus(admitted));
   }
   if (!route.lookup) {
-    auto* proxy =
-        new FetchProxy(service, ctx, *request, start, std::move(slot));
+    auto* proxy = new FetchProxy(service, ctx, *request, start, std::move(slot),
+                                 std::move(charge));
     proxy->Start(route.peer);
     return proxy;
   }
@@ -518,7 +558,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* MaybeForwardFetch(
     LogRpc(service, "Fetch", ctx, s, start);
     return new FailedFetch(service, ToGrpcStatus(s));
   }
-  auto* proxy = new FetchProxy(service, ctx, *request, start, std::move(slot));
+  auto* proxy = new FetchProxy(service, ctx, *request, start, std::move(slot),
+                               std::move(charge));
   const std::string name = route.name;
   LookUpName(cluster, ctx, name,
              [proxy, cluster, tenant,

@@ -21,9 +21,9 @@
 // The caller is admitted here first (a stranger gets UNAUTHENTICATED and
 // costs no peer call); the request bytes go to the owner unchanged, with
 // the caller's `authorization` metadata, its deadline (capped for unary
-// calls at ClusterOptions::forward_timeout) and its cancellation, and the
-// metadata kLocalOnlyKey so that the owner never forwards again. The
-// owner unknown or unhealthy: UNAVAILABLE naming the node, at once.
+// calls but Copy at ClusterOptions::forward_timeout) and its cancellation, and
+// the metadata kLocalOnlyKey so that the owner never forwards again. The owner
+// unknown or unhealthy: UNAVAILABLE naming the node, at once.
 #ifndef TENSORCAST_SERVER_CLUSTER_FORWARD_H_
 #define TENSORCAST_SERVER_CLUSTER_FORWARD_H_
 

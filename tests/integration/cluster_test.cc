@@ -306,6 +306,48 @@ TEST_F(ClusterTest, ACopyTheTargetRefusesFailsWithItsReasonAndStoresNothing) {
   EXPECT_EQ(stats.tenant().tensors(), 1);
 }
 
+TEST_F(ClusterTest, ARelayedFetchChargesItsMessagesToTheCallerOnTheProxy) {
+  const v1::TensorInfo on1 = Put(1, 200000, kTokenD);  // 800 kB, on n1
+  auto tenant_bytes = [&](int node) {
+    v1::StatsResponse stats;
+    EXPECT_TRUE(stubs_[node]
+                    ->Stats(Ctx(kTokenD).get(), v1::StatsRequest(), &stats)
+                    .ok());
+    return stats.tenant().bytes();
+  };
+  ASSERT_EQ(tenant_bytes(0), 0);
+  // Held open through n0 after its first message: n0 holds up to two
+  // messages of 256 KiB (and their framing) for tenant d.
+  auto held_ctx = Ctx(kTokenD);
+  v1::FetchRequest req;
+  req.set_ref(on1.handle());
+  req.set_format(v1::FORMAT_RAW);
+  req.set_chunk_bytes(256 << 10);
+  auto held = stubs_[0]->Fetch(held_ctx.get(), req);
+  v1::FetchResponse msg;
+  ASSERT_TRUE(held->Read(&msg));
+  EXPECT_EQ(tenant_bytes(0), 2 * ((256 << 10) + (64 << 10)));
+  // 64 MiB messages would pass d's 2 MB quota on n0: refused there, before
+  // n1 is asked, naming what the bytes are for.
+  req.set_chunk_bytes(64 << 20);
+  auto big_ctx = Ctx(kTokenD);
+  auto big = stubs_[0]->Fetch(big_ctx.get(), req);
+  EXPECT_FALSE(big->Read(&msg));
+  grpc::Status refused = big->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "relayed"))
+      << refused.error_message();
+  held_ctx->TryCancel();
+  held->Finish();
+  // The charge goes with the relay.
+  int64_t left = tenant_bytes(0);
+  for (int i = 0; i < 100 && left != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = tenant_bytes(0);
+  }
+  EXPECT_EQ(left, 0);
+}
+
 TEST_F(ClusterTest, AForwardedFetchTakesOneOfTheCallersStreamsOnTheProxy) {
   // Tenant c may hold one stream at a time on each node.
   const v1::TensorInfo on1 = Put(1, 8 << 20, kTokenC);
