@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   tensorcast::FlagSet flags(
       "tensorcast-server: holds tensors on devices and converts them for gRPC "
       "clients.\nUsage: tensorcast-server [flags]. SIZE takes bytes or "
-      "KiB/MiB/GiB suffixes. Logs go to stdout, one line per event; "
+      "KiB/MiB/GiB/TiB suffixes. Logs go to stdout, one line per event; "
       "start-up errors to stderr.");
   flags.set_env_prefix("TENSORCAST_");
   flags.String("listen", &options.listen,
