@@ -255,9 +255,22 @@ func FetchSlice[T npy.Numeric](ctx context.Context, c *Client, ref string, opts 
 		return nil, nil, err
 	}
 	shape := h.GetTensor().GetShape()
+	var zero T
+	item := int64(binary.Size(zero))
+	have := int64(buf.Len())
 	n := int64(1)
 	for _, d := range shape {
+		// Checked against the bytes received, so that a shape that is
+		// negative or overflows is an error rather than a panic in make.
+		if d < 0 || (d > 0 && n > have/item/d) {
+			return nil, nil, status.Errorf(codes.DataLoss,
+				"the server sent shape %v for %d bytes of %d-byte elements", shape, have, item)
+		}
 		n *= d
+	}
+	if n*item != have {
+		return nil, nil, status.Errorf(codes.DataLoss,
+			"the server sent shape %v for %d bytes of %d-byte elements", shape, have, item)
 	}
 	out := make([]T, n)
 	if err := npy.ReadData(&buf, binary.LittleEndian, out); err != nil {
