@@ -16,8 +16,9 @@ to something kustomize would not:
   `configMapGenerator` (name, envs, literals, behavior create, merge or
   replace) and `patches` (path or patch; with a target of group, version,
   kind and name; strategic merge or JSON 6902);
-- kustomize's order: the resources, then the components, the generators,
-  and the transformers (patches, labels, images) of each kustomization; at
+- kustomize's order: a kustomization's resources, then its generators,
+  its components (each in the same order, over everything accumulated so
+  far), and its transformers (patches, labels, images); at
   the end the ConfigMaps' content-hash name suffixes, the references to
   them rewritten (envFrom, env valueFrom, volumes, projected volumes), and
   the objects in kustomize's legacy order (Namespace, ..., ServiceAccount,
@@ -239,13 +240,16 @@ def accumulate(directory: pathlib.Path, ra: list[Res], kind: str) -> None:
         else:
             raise RenderError(f"{where}: resource {entry}: no such file or directory"
                               " (remote resources are not implemented)")
+    for i, gen in enumerate(k.get("configMapGenerator") or []):
+        _config_map(directory, f"{where}: configMapGenerator[{i}]", gen, ra)
+    # The components after this kustomization's generators (a component's
+    # merge wins over its parent's) and before its transformers (the
+    # parent's patches and images win), as kustomize v5 applies them.
     for entry in _strings(where, "components", k.get("components")):
         component = directory / entry
         if not component.is_dir():
             raise RenderError(f"{where}: component {entry}: not a directory")
         accumulate(component, ra, "Component")
-    for i, gen in enumerate(k.get("configMapGenerator") or []):
-        _config_map(directory, f"{where}: configMapGenerator[{i}]", gen, ra)
     for i, patch in enumerate(k.get("patches") or []):
         _patch(directory, f"{where}: patches[{i}]", patch, ra)
     for i, label in enumerate(k.get("labels") or []):
@@ -515,10 +519,10 @@ def _json6902(obj: Obj, ops: list[Any], where: str) -> Obj:
         at = f"{where}: op {n}"
         if not isinstance(op, dict):
             raise RenderError(f"{at}: not a mapping")
-        _unknown(at, "", op, {"op", "path", "value"})
         kind = op.get("op")
         if kind not in ("add", "replace", "remove"):
             raise RenderError(f"{at}: op {kind!r} is not implemented (add, replace, remove)")
+        _unknown(at, "", op, {"op", "path", "value"})
         if (kind == "remove") == ("value" in op):
             raise RenderError(f"{at}: {kind} {'takes no' if kind == 'remove' else 'needs a'}"
                               " value")
