@@ -608,7 +608,7 @@ def _images(where: str, entry: Any, ra: list[Res]) -> None:
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in ("containers", "initContainers", "ephemeralContainers") and \
+                if key in ("containers", "initContainers") and \
                         isinstance(value, list):
                     for c in value:
                         if isinstance(c, dict) and isinstance(c.get("image"), str):
@@ -672,7 +672,7 @@ def _rename_refs(obj: Obj, renamed: dict[str, str]) -> None:
             fix(v.get("configMap"), "name")
             for source in (v.get("projected") or {}).get("sources") or []:
                 fix(source.get("configMap"), "name")
-        for group in ("containers", "initContainers", "ephemeralContainers"):
+        for group in ("containers", "initContainers"):
             for c in pod.get(group) or []:
                 for e in c.get("envFrom") or []:
                     fix(e.get("configMapRef"), "name")

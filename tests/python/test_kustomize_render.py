@@ -277,6 +277,49 @@ def test_components_between_generators_and_transformers(tmp_path: pathlib.Path) 
     assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "img:over"
 
 
+REFS = {
+    "kustomization.yaml": """\
+        resources: [objs.yaml]
+        configMapGenerator: [{name: cfg, literals: [A=1]}]
+        """,
+    "objs.yaml": """\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: p}
+        spec:
+          containers: [{name: a, image: img, envFrom: [{configMapRef: {name: cfg}}]}]
+          initContainers:
+            - name: i
+              image: img
+              env: [{name: X, valueFrom: {configMapKeyRef: {name: cfg, key: A}}}]
+          volumes:
+            - {name: v, projected: {sources: [{configMap: {name: cfg}}]}}
+            - {name: w, configMap: {name: cfg}}
+        ---
+        apiVersion: batch/v1
+        kind: CronJob
+        metadata: {name: cj}
+        spec:
+          schedule: "* * * * *"
+          jobTemplate:
+            spec:
+              template:
+                spec:
+                  containers: [{name: a, image: img, envFrom: [{configMapRef: {name: cfg}}]}]
+                  volumes: [{name: w, configMap: {name: cfg}}]
+        """,
+}
+
+
+def test_references_to_a_generated_config_map(tmp_path: pathlib.Path) -> None:
+    _write(tmp_path, REFS)
+    cm, cronjob, pod = kr.render(tmp_path)
+    name = cm["metadata"]["name"]
+    assert name == "cfg-" + kr.config_map_hash(cm)
+    text = kr.dump([cronjob, pod])
+    assert text.count(f"name: {name}\n") == 6 and "name: cfg\n" not in text
+
+
 PATCHES = {
     "kustomization.yaml": """\
         resources: [objs.yaml]
@@ -470,7 +513,7 @@ def test_compare_mode_prints_a_diff(tmp_path: pathlib.Path,
 
 
 # The fixtures above, each with the directory to render.
-FIXTURES = {"merge": (MERGE, "overlay"), "order": (ORDER, "over"),
+FIXTURES = {"merge": (MERGE, "overlay"), "order": (ORDER, "over"), "refs": (REFS, "."),
             "patches": (PATCHES, "."), "good": (GOOD, ".")}
 
 
