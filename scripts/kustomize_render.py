@@ -78,6 +78,29 @@ def _no_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) 
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _yaml12(tag: str, base: Any, strict: str) -> Any:
+    """A constructor that refuses the plain scalars YAML 1.1 (PyYAML) reads
+    otherwise than YAML 1.2 (kustomize): `yes`, `off`, `1_000`, `1:30`, ..."""
+    def construct(loader: _Loader, node: yaml.ScalarNode) -> Any:
+        if node.style is None and not re.fullmatch(strict, node.value):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the plain {node.value!r} is a YAML 1.1 {tag} (PyYAML) but "
+                "not a YAML 1.2 one (kustomize): quote it, or write it as 1.2 does",
+                node.start_mark)
+        return base(loader, node)
+    return construct
+
+
+for _tag, _strict in (("bool", r"true|True|TRUE|false|False|FALSE"),
+                      ("int", r"[-+]?(0|[1-9][0-9]*|0[0-7]+|0x[0-9a-fA-F]+)"),
+                      ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")):
+    _Loader.add_constructor(
+        f"tag:yaml.org,2002:{_tag}",
+        _yaml12(_tag, yaml.SafeLoader.yaml_constructors[f"tag:yaml.org,2002:{_tag}"],
+                _strict))
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
