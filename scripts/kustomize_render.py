@@ -202,7 +202,7 @@ def _unknown(where: str, what: str, got: Any, known: set[str]) -> None:
     if not isinstance(got, dict):
         raise RenderError(f"{where}: {what} must be a mapping")
     for field in sorted(set(got) - known):
-        raise RenderError(f"{where}: {what}`{field}` is not implemented by "
+        raise RenderError(f"{where}: `{what}{field}` is not implemented by "
                           "scripts/kustomize_render.py (kustomize's subset that "
                           "deploy/kubernetes uses)")
 

@@ -92,9 +92,13 @@ def test_targets_render_as_kubectl_kustomize(tmp_path: pathlib.Path, name: str) 
 @pytest.mark.parametrize("name", TARGETS)
 def test_rendered_targets_validate(tmp_path: pathlib.Path, name: str) -> None:
     objs = kr.render(_target(tmp_path, name))
-    assert [o["kind"] for o in objs] == [
-        "ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet",
-        "PodDisruptionBudget", "NetworkPolicy"]
+    # kustomize's legacy order, as kubectl kustomize printed these kinds.
+    legacy = ["ServiceAccount", "ConfigMap", "Service", "StatefulSet",
+              "PodDisruptionBudget", "NetworkPolicy"]
+    kinds = [o["kind"] for o in objs if o["kind"] in legacy]
+    assert kinds == sorted(kinds, key=legacy.index)
+    config = check_deploy._one(objs, "ConfigMap")
+    assert config["metadata"]["name"] == "tensorcast-config-" + kr.config_map_hash(config)
     flags = check_deploy.server_flags(REPO)
     docs = (REPO / "docs" / "cluster.md").read_text(encoding="utf-8")
     assert check_deploy.semantic_problems(name, objs, REPO, flags, docs) == []
