@@ -43,6 +43,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 import pathlib
 import re
 import sys
@@ -248,7 +249,7 @@ def _inside(root: pathlib.Path, rel: str, where: str) -> pathlib.Path:
 def accumulate(directory: pathlib.Path, ra: list[Res], kind: str) -> None:
     """One kustomization's steps on the accumulated resources `ra`."""
     path, k = _kustomization(directory, kind)
-    where = str(path)
+    where = os.path.normpath(path)
     for entry in _strings(where, "resources", k.get("resources")):
         target = (directory / entry)
         if target.is_dir():
