@@ -160,8 +160,10 @@ lint-docker: setup
 	./scripts/check_docker.sh
 
 # deploy/kubernetes (scripts/check_deploy.sh, docs/cluster.md): each overlay
-# rendered with `kubectl kustomize` (kubectl must be on PATH: the check fails
-# without it), every object validated with kubernetes-validate --strict for
+# rendered with `kubectl kustomize` where a kubectl with kustomize v5+ is on
+# PATH, and scripts/kustomize_render.py must render the same objects; without
+# one, with scripts/kustomize_render.py alone. Every object validated with
+# kubernetes-validate --strict for
 # Kubernetes 1.30-1.37 (offline), the checks schemas cannot make, and broken
 # copies that must fail.
 lint-deploy: setup

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks the Kubernetes manifests (make lint-deploy, scripts/check_deploy.sh).
 
-Given the objects each target renders to (`kubectl kustomize` of an
-overlay, written by check_deploy.sh), it:
+Given the objects each target renders to (an overlay, rendered by
+check_deploy.sh with `kubectl kustomize` or scripts/kustomize_render.py),
+it:
 
 1. validates every object with `kubernetes-validate --strict` against each
    Kubernetes version given (the schemas ship inside the package: offline);

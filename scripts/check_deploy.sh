@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # make lint-deploy (part of make lint): the Kubernetes manifests in
 # deploy/kubernetes, checked offline (docs/cluster.md):
-#   - each target rendered with `kubectl kustomize` (kubectl's built-in
-#     kustomize, v5 or later): overlays/cpu and overlays/gpu, and each with
-#     components/tls;
+#   - each target rendered: overlays/cpu and overlays/gpu, and each with
+#     components/tls. Where a kubectl with kustomize v5 or later (kubectl
+#     1.27 or later) is on PATH (or KUBECTL=PATH), with `kubectl kustomize`,
+#     and scripts/kustomize_render.py (the subset of kustomize these
+#     manifests use, in Python) must render every target to the same objects
+#     (a difference fails, with a diff); without one, with
+#     scripts/kustomize_render.py alone, saying so (Debian 12's kubectl is
+#     1.20, too old, and make setup installs none);
 #   - every object they render to validated by kubernetes-validate --strict
 #     (scripts/requirements-dev.txt; it bundles the API schemas) for each
 #     Kubernetes minor version in KUBE_VERSIONS;
 #   - what the schemas cannot check, and broken copies that must fail both
 #     (scripts/check_deploy.py);
 #   - shellcheck on this script.
-# kubectl is not a Python package: it must be on PATH (or KUBECTL=PATH). A
-# missing one fails the check with what to install; it is never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV_BIN:-.venv/bin}
@@ -21,25 +24,42 @@ KUBECTL=${KUBECTL:-kubectl}
 KUBE_VERSIONS=${KUBE_VERSIONS:-1.30,1.31,1.32,1.33,1.34,1.35,1.36,1.37}
 DEPLOY=deploy/kubernetes
 
-if ! command -v "$KUBECTL" >/dev/null 2>&1; then
-  echo "lint-deploy: FAILED: no kubectl ($KUBECTL) to render $DEPLOY with." >&2
-  echo "  Install kubectl 1.27 or later (its kustomize is v5): Kubernetes'" >&2
-  echo "  own package repository, or a release binary; or set KUBECTL=PATH." >&2
-  exit 1
+failed=()
+# kubectl's kustomize version (5.5.0); why it is not used where it is not.
+version=''
+why="$KUBECTL not found"
+if command -v "$KUBECTL" >/dev/null 2>&1; then
+  version=$("$KUBECTL" version --client 2>/dev/null |
+    sed -n 's/^Kustomize Version: v//p') || version=
+  why="$KUBECTL has kustomize ${version:-v4 or older}"
 fi
-version=$("$KUBECTL" version --client 2>/dev/null | sed -n 's/^Kustomize Version: v//p')
-if [ "${version%%.*}" = "" ] || [ "${version%%.*}" -lt 5 ]; then
-  echo "lint-deploy: FAILED: $KUBECTL has kustomize '${version:-none}'; v5 or" \
-    "later is needed (kubectl 1.27 or later)" >&2
-  exit 1
-fi
-echo "== render ($KUBECTL, kustomize v$version)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+use_kubectl=
+if [[ $version =~ ^[0-9]+\. ]] && [ "${version%%.*}" -ge 5 ]; then
+  use_kubectl=1
+  echo "== render ($KUBECTL, kustomize v$version; scripts/kustomize_render.py" \
+    "must render the same objects)"
+else
+  echo "== render (scripts/kustomize_render.py alone, not compared with kubectl" \
+    "kustomize: no kubectl 1.27+ with kustomize v5+; $why)"
+fi
+# render DIR NAME: the target NAME, rendered from the kustomization in DIR.
+render() {
+  local file=$out/$2.yaml
+  if [ -n "$use_kubectl" ]; then
+    "$KUBECTL" kustomize "$1" >"$file"
+    "$BIN/python" scripts/kustomize_render.py "$1" --compare "$file" ||
+      failed+=("kustomize_render.py on $2")
+  elif ! "$BIN/python" scripts/kustomize_render.py "$1" >"$file"; then
+    echo "lint-deploy: FAILED: scripts/kustomize_render.py cannot render $2" >&2
+    exit 1
+  fi
+  targets+=("$2=$file")
+}
 targets=()
 for overlay in cpu gpu; do
-  "$KUBECTL" kustomize "$DEPLOY/overlays/$overlay" >"$out/$overlay.yaml"
-  targets+=("$overlay=$out/$overlay.yaml")
+  render "$DEPLOY/overlays/$overlay" "$overlay"
   # The overlay with the TLS component, as docs/cluster.md says to add it.
   mkdir "$out/$overlay-tls"
   rel() { realpath --relative-to="$out/$overlay-tls" "$1"; }
@@ -51,12 +71,13 @@ resources:
 components:
   - $(rel "$DEPLOY/components/tls")
 YAML
-  "$KUBECTL" kustomize "$out/$overlay-tls" >"$out/$overlay+tls.yaml"
-  targets+=("$overlay+tls=$out/$overlay+tls.yaml")
+  render "$out/$overlay-tls" "$overlay+tls"
 done
 echo "rendered: ${targets[*]%%=*}"
+if [ -n "$use_kubectl" ] && [ ${#failed[@]} -eq 0 ]; then
+  echo "scripts/kustomize_render.py: the same objects as kubectl kustomize, each target"
+fi
 
-failed=()
 "$BIN/python" -u scripts/check_deploy.py --validator "$BIN/kubernetes-validate" \
   --versions "$KUBE_VERSIONS" --repo . "${targets[@]}" || failed+=(manifests)
 echo "== shellcheck"
