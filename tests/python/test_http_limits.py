@@ -489,3 +489,57 @@ def test_drain_cuts_uploads_after_the_grace_period(tmp_path: pathlib.Path) -> No
         assert h.server.proc.returncode == 0
     finally:
         h.close()
+
+
+def test_request_size_limits_and_ranges_httplib_cannot_parse(tmp_path: pathlib.Path) -> None:
+    """docs/http.md, Slow clients and Ranges: request lines and header lines
+    of at most 8 KiB, at most 16 query parameters, each refusal a JSON
+    error; a Range header that is not a byte range is ignored (200 with
+    everything), not refused."""
+    h = Http(tmp_path)
+    try:
+        a = np.arange(1000, dtype=np.float32)
+        assert h.put(a, "?name=a")[0] == 201
+        whole = npy(a)
+        cases = [
+            (414, "INVALID_ARGUMENT", ["/v1/tensors?prefix=" + "p" * 8300]),
+            (400, "INVALID_ARGUMENT", ["-H", "X-Big: " + "b" * 8300, "/v1/tensors"]),
+            (400, "INVALID_ARGUMENT", ["-X", "FROB", "/v1/tensors"]),
+            (400, "INVALID_ARGUMENT",
+             ["/v1/tensors?" + "&".join(f"p{i}=1" for i in range(17))]),
+        ]
+        for want, code, args in cases:
+            *opts, path = args
+            out = tmp_path / "body"
+            r = curl("-o", str(out), "-w", "%{http_code}", *opts, h.base + path)
+            assert r.stdout == str(want), (args[0][:40], r.stdout, r.stderr)
+            assert error(out.read_bytes())["code"] == code
+        # Under the limits: served.
+        assert h.request("GET", "/v1/tensors?prefix=" + "p" * 8000)[0] == 200
+        assert h.request("GET", "/v1/tensors", headers={"X-Big": "b" * 8000})[0] == 200
+        status, _, body = h.request("GET", "/v1/tensors/a?" + "&".join(
+            ["cpu", "detach", "force", "format=npy"]))
+        assert status == 200 and body == whole
+        # Ranges httplib's own parser refuses: another unit, a reversed
+        # range, garbage. Each is ignored.
+        for value in ("items=0-9", "bytes=9-2", "bytes=abc"):
+            status, headers, body = h.request("GET", "/v1/tensors/a",
+                                              headers={"Range": value})
+            assert status == 200 and body == whole, (value, status, body[:200])
+            assert "Content-Range" not in headers
+            status, headers, body = h.request("HEAD", "/v1/tensors/a",
+                                              headers={"Range": value})
+            assert status == 200 and int(headers["Content-Length"]) == len(whole)
+        # A valid one still gives 206; a missing tensor with a bad Range is
+        # still 404.
+        status, _, body = h.request("GET", "/v1/tensors/a", headers={"Range": "bytes=0-9"})
+        assert status == 206 and body == whole[:10]
+        status, _, body = h.request("GET", "/v1/tensors/nope", headers={"Range": "items=0-1"})
+        assert status == 404 and error(body)["code"] == "NOT_FOUND"
+        # An upload with one: refused with JSON, nothing stored.
+        status, _, body = h.request("PUT", "/v1/tensors?name=r", npy(a),
+                                    headers={"Range": "items=0-1"})
+        assert status == 416 and error(body)["code"] == "OUT_OF_RANGE"
+        assert h.request("GET", "/v1/tensors/r/info")[0] == 404
+    finally:
+        h.close()
