@@ -150,6 +150,8 @@ def test_slow_reader_holds_one_chunk_and_stalled_connections_are_dropped(
         # The client reads nothing: the socket buffers fill (a few MiB at
         # most) and the server's write waits; all the while the stream holds
         # one chunk buffer, charged to alice, and nothing from the pool.
+        wait_for("the first chunk produced",
+                 lambda: tenant(h, ALICE)["bytes"] > a.nbytes, timeout=10)
         for _ in range(8):
             t = tenant(h, ALICE)
             assert t["active_streams"] == 1, t
@@ -253,8 +255,13 @@ def test_sighup_revocation_cuts_http_transfers(tmp_path: pathlib.Path) -> None:
         status, resp_headers, out = h.request("GET", "/v1/tensors/w", headers=ALICE)
         assert status == 401 and error(out)["code"] == "UNAUTHENTICATED"
 
-        # The upload's next piece of body meets the revocation: 401.
-        up.sendall(body[len(body) // 2:len(body) // 2 + 4096])
+        # The upload's next piece of body meets the revocation: 401. (The
+        # server may have met it already in what was sent before, answered
+        # and closed.)
+        try:
+            up.sendall(body[len(body) // 2:len(body) // 2 + 4096])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         status, _, rest = read_head(up)
         rest += read_to_end(up)
         up.close()
