@@ -80,6 +80,11 @@ class HttpEndpoint::Api {
       const Authenticator* auth)
       : options_(options), service_(service), auth_(auth) {}
 
+  // The drain's grace period is over and the endpoint is going away:
+  // uploads still running fail at their next piece of body (httplib itself
+  // stops calling a download's content provider once the server stops).
+  void Stop() { stopping_.store(true); }
+
   void Register(httplib::Server* server) {
     // Every path goes through one handler per method, which parses the raw
     // target itself (http_parse.h); "[\s\S]*" matches any decoded path.
@@ -509,7 +514,11 @@ class HttpEndpoint::Api {
           t->slot.Release();
           absl::Status error = t->status;
           if (!success && error.ok()) {
-            error = absl::CancelledError("the download did not complete");
+            error = stopping_.load()
+                        ? absl::UnavailableError(
+                              "the server shut down (its --shutdown-grace "
+                              "was over) before the download completed")
+                        : absl::CancelledError("the download did not complete");
           }
           httplib::Request r;  // for the log line
           r.method = req_method;
@@ -557,6 +566,12 @@ class HttpEndpoint::Api {
         written = RevokedError("nothing was stored");
         return false;
       }
+      if (stopping_.load()) {
+        written = absl::UnavailableError(
+            "the server shut down (its --shutdown-grace was over) before the "
+            "upload completed; nothing was stored");
+        return false;
+      }
       service_->metrics().AddPutBytes(static_cast<int64_t>(size));
       written = (*sink)->Write(absl::string_view(data, size));
       return true;
@@ -591,6 +606,7 @@ class HttpEndpoint::Api {
   const HttpOptions options_;
   ServiceContext* const service_;
   const Authenticator* const auth_;
+  std::atomic<bool> stopping_{false};
 };
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
@@ -633,7 +649,7 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   server->new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
   server->set_read_timeout(kIoTimeoutSeconds);
   server->set_write_timeout(kIoTimeoutSeconds);
-  server->set_keep_alive_timeout(5);
+  server->set_keep_alive_timeout(kKeepAliveSeconds);
   server->set_keep_alive_max_count(100);
   server->set_tcp_nodelay(true);
   // SO_REUSEADDR alone (httplib's default adds SO_REUSEPORT, with which a
@@ -675,6 +691,7 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
 }
 
 HttpEndpoint::~HttpEndpoint() {
+  if (api_ != nullptr) api_->Stop();
   if (server_ != nullptr) server_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -19,10 +19,11 @@
 // status of http::HttpStatus (http_parse.h). Tokens (Authorization: Bearer),
 // tenants, quotas, streams per tenant, the .numpy() refusals, TLS with the
 // server's certificates, drain on shutdown: as for gRPC. A download holds
-// one chunk (--chunk-bytes) at a time whatever the tensor size, and a
-// client that reads or sends nothing for kIoTimeoutSeconds is dropped, as
-// is one whose request head passes 64 KiB or takes longer than that
-// (plain HTTP; over TLS httplib's own stream reads the head).
+// one chunk (--chunk-bytes) at a time whatever the tensor size; a client
+// that stalls mid-request for kIoTimeoutSeconds is dropped, as is one whose
+// request head passes 64 KiB or takes longer than that (plain HTTP; over
+// TLS httplib's own stream reads the head); an idle connection is closed
+// after kKeepAliveSeconds.
 // docs/http.md has the whole picture.
 #ifndef TENSORCAST_SERVER_HTTP_HTTP_ENDPOINT_H_
 #define TENSORCAST_SERVER_HTTP_HTTP_ENDPOINT_H_
@@ -61,8 +62,12 @@ class HttpEndpoint {
   // Connections served at once (each holds a worker while it lasts; more
   // wait in the accept queue).
   static constexpr int kWorkers = 64;
-  // A client that sends or reads nothing for this long is dropped.
+  // A request whose client sends nothing more (mid-headers, mid-body), or
+  // a download it reads nothing of, for this long is dropped.
   static constexpr int kIoTimeoutSeconds = 10;
+  // A connection with no request under way (before its first, between
+  // keep-alive requests) is closed after this long.
+  static constexpr int kKeepAliveSeconds = 5;
   // A request's head (its line and headers) is at most this many bytes,
   // in within kIoTimeoutSeconds of its start; past either the client is
   // dropped (plain HTTP: service/head_limited_server.h).
@@ -74,7 +79,10 @@ class HttpEndpoint {
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(
       const HttpOptions& options, ServiceContext* service,
       const Authenticator* auth);
-  // Stops listening and waits for the connections' workers.
+  // Stops listening, cuts the running transfers short (a download before
+  // its next chunk, an upload at its next piece of body: 503, nothing
+  // stored) and waits for the connections' workers. The server calls it
+  // once the drain's grace period is over.
   ~HttpEndpoint();
   HttpEndpoint(const HttpEndpoint&) = delete;
   HttpEndpoint& operator=(const HttpEndpoint&) = delete;
