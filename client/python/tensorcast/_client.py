@@ -35,6 +35,7 @@ from tensorcast._plans import (
     Flush,
     Plan,
     Put,
+    Wait,
     run,
 )
 from tensorcast._proxy import Pending, TensorBase
@@ -221,6 +222,9 @@ class Client(ClientBase):
                     return resp
         if kind is Flush:
             self._flush(step.timeout)
+            return None
+        if kind is Wait:
+            step.event.wait()
             return None
         raise TypeError(f"not a plan step: {step!r}")  # pragma: no cover
 
@@ -457,10 +461,6 @@ class RemoteTensor(TensorBase):
     def __init__(self, client: Client, meta: Meta, *, source: Optional[TensorBase] = None,
                  pending: Optional[Pending] = None) -> None:
         super().__init__(client, meta, source=source, pending=pending)
-        self._init_extra()
-
-    def _init_extra(self) -> None:
-        self._lock = threading.Lock()
 
     # -- the handle -----------------------------------------------------------
 
@@ -478,8 +478,7 @@ class RemoteTensor(TensorBase):
         self._check_alive()
         if self._pending is None:
             return self
-        with self._lock:
-            return self._client._run(self._materialize_plan())
+        return self._client._run(self._materialize_plan())
 
     # -- data -----------------------------------------------------------------
 

@@ -3,7 +3,8 @@ as a *plan*, with no I/O of its own (a sans-I/O design).
 
 A plan is a generator. It yields the calls it needs -- :class:`Call` (a
 unary RPC), :class:`Fetch` and :class:`Put` (a bulk stream), :class:`Flush`
-(delete the handles of collected proxies now) -- receives each one's
+(delete the handles of collected proxies now), :class:`Wait` (for another
+plan's work: a proxy that plan materialises) -- receives each one's
 answer (or has its error thrown in), and returns the operation's result.
 Argument checks, error messages, cluster routing (``_cluster.Router``, whose
 refreshes are plans too) and the cleanup of temporary tensors live here,
@@ -94,6 +95,13 @@ class Flush(NamedTuple):
     ``timeout`` (None: the unary timeout) for deletions under way (answers
     None)."""
     timeout: Optional[float] = None
+
+
+class Wait(NamedTuple):
+    """Wait until ``event`` (made by the client's ``_event()``) is set:
+    another plan's work this one waits on has ended (a proxy's
+    materialisation). Answers None."""
+    event: Any
 
 
 class Transport(Protocol):
@@ -326,6 +334,12 @@ class ClientBase:
 
     def _on_owned(self) -> None:
         """The driver's hook: a proxy owns a handle now."""
+
+    def _event(self) -> Any:
+        """An event a :class:`Wait` step waits on (``set()`` ends the wait):
+        a ``threading.Event`` here; the asyncio driver's is an
+        ``asyncio.Event``."""
+        return threading.Event()
 
     def _disown(self, handle: str) -> bool:
         with self._owned_lock:

@@ -37,7 +37,7 @@ from tensorcast import _core
 from tensorcast._core import Meta
 from tensorcast._dtypes import DTypeLike
 from tensorcast._errors import UnavailableError, from_rpc_error
-from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put
+from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put, Wait
 from tensorcast._proxy import Pending, TensorBase
 from tensorcast._transport import (
     HEALTH_CHECK,
@@ -92,6 +92,9 @@ class Client(ClientBase):
                                                   self._cuda)
         self._ready = False
         self._flushing: Optional["asyncio.Task[None]"] = None
+
+    def _event(self) -> Any:
+        return asyncio.Event()
 
     _grpcio_transport = AioGrpcioTransport
     # The native calls block: they run in a worker thread.
@@ -222,6 +225,9 @@ class Client(ClientBase):
                     return resp
         if kind is Flush:
             await self._flush()
+            return None
+        if kind is Wait:
+            await step.event.wait()
             return None
         raise TypeError(f"not a plan step: {step!r}")  # pragma: no cover
 
