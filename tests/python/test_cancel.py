@@ -8,6 +8,7 @@ nobody owns."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -113,6 +114,7 @@ def test_cancelled_fetch_into_stops_writing(server, path: str, how: str) -> None
                         await task
 
                 await cut_fetch(c, out, fetch, expire, patience, early)
+                scope.clear()  # it holds the task, and so the fetch's traceback
             else:
                 # asyncio.wait_for whose timeout ends mid-stream (a 64 MiB
                 # stream of 4 KiB messages takes far longer than 10 ms).
@@ -130,7 +132,8 @@ def test_cancelled_fetch_into_stops_writing(server, path: str, how: str) -> None
             again = np.zeros(N, np.float32) if path != "shared-array" else out
             assert (await c.fetch_into(t, again)).min() == 1.0
             await t.delete()
-            del out, again  # shared arrays go before their client
+            del out, again  # shared arrays go before their client (tracebacks
+            gc.collect()    # of the cancelled calls held them too)
     asyncio.run(main())
 
 
