@@ -132,8 +132,8 @@ def test_cancelled_fetch_into_stops_writing(server, path: str, how: str) -> None
             again = np.zeros(N, np.float32) if path != "shared-array" else out
             assert (await c.fetch_into(t, again)).min() == 1.0
             await t.delete()
-            del out, again  # shared arrays go before their client (tracebacks
-            gc.collect()    # of the cancelled calls held them too)
+            out = again = None  # shared arrays go before their client (the
+            gc.collect()        # tracebacks of the cancelled calls held them too)
     asyncio.run(main())
 
 
@@ -201,4 +201,45 @@ def test_lazy_proxy_materialized_once_from_tasks(server) -> None:
                 await lazy.delete()
             await t.delete()
             assert (await c.server_info())["tensors"] == base
+    asyncio.run(main())
+
+
+# -- a cancelled Put leaves no tensor behind -------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cancelled_put_leaves_no_tensor(server, path: str) -> None:
+    """Puts cancelled at moments spread over a Put's length (and some
+    cancelled twice, as a timeout around a cancelled task does): each
+    either stored nothing or had its tensor deleted, so the server ends
+    with the tensors it started with."""
+    async def main() -> None:
+        async with aio_client(server.target, path) as c:
+            if path == "shared-array":
+                a = await c.shared_empty((2 << 20,), np.float32)
+                a[:] = 1.0
+            else:
+                a = np.ones(2 << 20, np.float32)  # 8 MiB
+            base = (await c.server_info())["tensors"]
+            began = time.monotonic()
+            t = await c.from_numpy(a)
+            length = time.monotonic() - began
+            await t.delete()
+            stored = 0
+            for i in range(24):
+                task = asyncio.ensure_future(c.from_numpy(a))
+                await asyncio.sleep(length * (i % 12) / 10)
+                task.cancel()
+                if i >= 12:  # cancelled again while it winds down
+                    await asyncio.sleep(0)
+                    task.cancel()
+                try:
+                    t = await task
+                except asyncio.CancelledError:
+                    continue
+                stored += 1  # it ended before the cancellation: ours to delete
+                await t.delete()
+            assert (await c.server_info())["tensors"] == base, f"{stored} completed"
+            del a
+            gc.collect()
     asyncio.run(main())

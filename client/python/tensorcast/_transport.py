@@ -707,13 +707,15 @@ class AioGrpcioTransport:
                 # A write fails once the server has answered; its status says why.
                 raise await _final_error(call, e) from None
 
+        work = asyncio.ensure_future(send())
+
         def stop() -> None:
             if not closing:
                 call.cancel()
+                work.cancel()  # a write pending on a cancelled call never ends
 
         try:
-            return cast(pb.PutResponse, await _guarded(asyncio.ensure_future(send()), stop,
-                                                       self._delete_stored))
+            return cast(pb.PutResponse, await _guarded(work, stop, self._delete_stored))
         except BaseException:
             call.cancel()
             raise
