@@ -8,6 +8,7 @@ nobody owns."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
 import time
@@ -242,4 +243,39 @@ def test_cancelled_put_leaves_no_tensor(server, path: str) -> None:
             assert (await c.server_info())["tensors"] == base, f"{stored} completed"
             del a
             gc.collect()
+    asyncio.run(main())
+
+
+def test_cancelled_create_and_delete_leave_no_tensor(server) -> None:
+    """A Create (rand: a while on the server for 32 Mi values) or a
+    Delete cancelled mid-call: the server may do it all the same, so the
+    call is waited out; the tensor it made is deleted (its proxy dropped),
+    the one it was to delete is gone or still owned."""
+    async def main() -> None:
+        async with tca.Client(server.target) as c:
+            base = (await c.server_info())["tensors"]
+            began = time.monotonic()
+            await (await c.rand(32 << 20)).delete()
+            length = time.monotonic() - began
+            for i in range(8):
+                task = asyncio.ensure_future(c.rand(32 << 20))
+                await asyncio.sleep(length * i / 8)
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                else:
+                    await task.result().delete()
+            for i in range(8):
+                t = await c.zeros(1 << 20)
+                task = asyncio.ensure_future(t.delete())
+                await asyncio.sleep(0.0005 * i)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                del t
+            gc.collect()
+            await c.stats()  # deletes what dropped proxies owned
+            assert (await c.server_info())["tensors"] == base
     asyncio.run(main())

@@ -791,7 +791,7 @@ async def _final_error(call: Any, error: grpc.RpcError) -> grpc.RpcError:
     return error
 
 
-async def _wait_out(work: "asyncio.Future[Any]") -> None:
+async def wait_out(work: "asyncio.Future[Any]") -> None:
     """Wait until ``work`` has ended, whatever it ends with, however often
     the waiting task is cancelled meanwhile (a cancellation that comes
     again, a timeout around a cancelled call)."""
@@ -818,9 +818,9 @@ async def _guarded(work: "asyncio.Future[Any]", stop: Optional[Callable[[], Any]
     except asyncio.CancelledError:
         if stop is not None:
             stop()
-        await _wait_out(work)
+        await wait_out(work)
         if undo is not None and not work.cancelled() and work.exception() is None:
-            await _wait_out(asyncio.ensure_future(_quietly(undo(work.result()))))
+            await wait_out(asyncio.ensure_future(_quietly(undo(work.result()))))
         raise
 
 
@@ -908,7 +908,7 @@ class AioSharedMemoryTransport:
                     # The server writes into ``out`` until its stream ends,
                     # and only that end says its copies did: it is waited
                     # for (bounded by the stream timeout), not cut short.
-                    await _wait_out(work)
+                    await wait_out(work)
                     error = None if work.cancelled() else work.exception()
                     if error is not None and not (isinstance(error, grpc.RpcError)
                                                   and error.code() in _SERVER_ANSWERS):
