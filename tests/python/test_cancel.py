@@ -279,3 +279,23 @@ def test_cancelled_create_and_delete_leave_no_tensor(server) -> None:
             await c.stats()  # deletes what dropped proxies owned
             assert (await c.server_info())["tensors"] == base
     asyncio.run(main())
+
+
+def test_failed_delete_still_deletes_the_proxies_tensors(server) -> None:
+    """delete(proxy, bad ref): the call fails, all or nothing, but the
+    proxy is given up already: its tensor is deleted all the same."""
+    with tc.Client(server.target) as c:
+        base = c.server_info()["tensors"]
+        t = c.zeros(4)
+        with pytest.raises(tc.NotFoundError, match="nothing was deleted"):
+            c.delete(t, "test-cancel-no-such-name")
+        assert not t.owns_handle
+        assert c.server_info()["tensors"] == base
+
+    async def main() -> None:
+        async with tca.Client(server.target) as c:
+            t = await c.zeros(4)
+            with pytest.raises(tc.NotFoundError):
+                await c.delete(t, "test-cancel-no-such-name")
+            assert (await c.server_info())["tensors"] == base
+    asyncio.run(main())

@@ -404,7 +404,8 @@ class Client(ClientBase):
     def delete(self, *refs: Any) -> int:
         """Delete tensors by handle, name or proxy (all or nothing; in a
         cluster, one Delete per node, all or nothing per node); returns how
-        many were deleted."""
+        many were deleted. A proxy passed is given up either way: when the
+        call fails (a bad ref beside it), its tensor is deleted after."""
         return self._run(self._plan_delete(refs))
 
     def copy(self, ref: Any, node: str, *, device: Any = None,

@@ -654,9 +654,13 @@ class ClientBase:
     def _plan_delete(self, refs: Sequence[Any]) -> Plan[int]:
         from tensorcast._proxy import TensorBase
         names: list[str] = []
+        released: list[str] = []  # the handles of proxies given up here
         for r in refs:
             if isinstance(r, TensorBase):
-                names.append(r._release_for_delete())
+                handle = r._release_for_delete()
+                names.append(handle)
+                if handle:
+                    released.append(handle)
             else:
                 names.append(str(r))
                 self._disown(str(r))
@@ -665,9 +669,16 @@ class ClientBase:
         for n in names:
             groups.setdefault(_cluster.handle_node(n), []).append(n)
         deleted = 0
-        for group in groups.values():
-            resp = yield from self._unary("Delete", pb.DeleteRequest(refs=group), group[0])
-            deleted += int(resp.deleted)
+        try:
+            for group in groups.values():
+                resp = yield from self._unary("Delete", pb.DeleteRequest(refs=group),
+                                              group[0])
+                deleted += int(resp.deleted)
+        except BaseException:
+            # Delete is all or nothing: a bad ref beside them kept the
+            # proxies' tensors, which nothing owns any more. They go.
+            yield from self._plan_delete_quietly(released)
+            raise
         return deleted
 
     def _plan_copy(self, ref: Any, node: str, device: Any, dtype: Optional[DTypeLike],

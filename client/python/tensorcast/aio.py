@@ -383,8 +383,8 @@ class Client(ClientBase):
         return await self._run(self._plan_list(name_prefix))
 
     async def delete(self, *refs: Any) -> int:
-        """Delete tensors by handle, name or proxy (all or nothing; in a
-        cluster, per node)."""
+        """As :meth:`tensorcast.Client.delete` (all or nothing; in a cluster,
+        per node; a proxy passed is given up either way)."""
         return await self._run(self._plan_delete(refs))
 
     async def copy(self, ref: Any, node: str, *, device: Any = None,
