@@ -1054,17 +1054,11 @@ class AioCudaIpcTransport:
             with arena.transfer(off, lambda e: False):
                 await asyncio.to_thread(copy)
             with arena.transfer(off, server_answered):
-                call = self._grpcio.put_call(None, timeout=c.stream_timeout,
-                                             metadata=c._metadata)
                 try:
-                    await call.write(device_put_header(header, arena, off, source.nbytes))
-                    await call.done_writing()
-                    resp = cast(pb.PutResponse, await call)
+                    resp = await self._grpcio.put_stream(
+                        [device_put_header(header, arena, off, source.nbytes)])
                 except grpc.RpcError as e:
-                    raise from_rpc_error(await _final_error(call, e), c.target) from None
-                except BaseException:
-                    call.cancel()
-                    raise
+                    raise from_rpc_error(e, c.target) from None
         finally:
             arena.release(off)
         self.state.used()
