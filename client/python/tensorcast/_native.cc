@@ -8,7 +8,11 @@
 // of its own (no copy into protobuf messages). Requests, headers and
 // replies cross as serialized protobuf bytes, which the Python side builds
 // and parses, so this module knows no message type. The calls run on
-// grpc::GenericStub (common/generic_call.h), public gRPC API only.
+// grpc::GenericStub (common/generic_call.h), public gRPC API only. A
+// Fetch may be given a Canceller, which another thread (the asyncio
+// client's event loop, its task cancelled) stops it with: once
+// Canceller.cancel() returns, nothing more is written into the
+// destination.
 //
 // Written against Python's limited C API (3.11 and up: the buffer
 // protocol), so one build serves every later CPython (an abi3 wheel);
