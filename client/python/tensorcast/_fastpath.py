@@ -68,7 +68,8 @@ def open_call(target: str, native: Optional[bool], *, tls: bool,
 def canceller() -> Any:
     """A ``tensorcast._native.Canceller``: passed to ``Call.fetch``, its
     ``cancel()`` (from any thread) cancels that call, and once it returns
-    the call writes nothing more into its array."""
+    the call writes nothing more into its array; passed to ``Call.put``,
+    it cancels that call unless its stream is half-closed already."""
     import tensorcast._native as _native
     return _native.Canceller()
 
@@ -125,10 +126,13 @@ class Call:
         return sinks[-1].result()
 
     def put(self, header: Any, data: memoryview, chunk_bytes: int,
-            timeout: Optional[float]) -> pb.PutResponse:
-        """Put ``data`` (the array's wire bytes) after ``header``."""
+            timeout: Optional[float], cancel: Any = None) -> pb.PutResponse:
+        """Put ``data`` (the array's wire bytes) after ``header``.
+        ``cancel``: a ``canceller()`` that stops the call until its stream
+        is half-closed (the server then stores nothing); after that the
+        call goes on to the server's answer."""
         raw = self._run(self._channel.put, timeout, header=header.SerializeToString(),
-                        data=data, chunk_bytes=chunk_bytes)
+                        data=data, chunk_bytes=chunk_bytes, cancel=cancel)
         return pb.PutResponse.FromString(raw)
 
 

@@ -9,10 +9,10 @@
 // replies cross as serialized protobuf bytes, which the Python side builds
 // and parses, so this module knows no message type. The calls run on
 // grpc::GenericStub (common/generic_call.h), public gRPC API only. A
-// Fetch may be given a Canceller, which another thread (the asyncio
-// client's event loop, its task cancelled) stops it with: once
-// Canceller.cancel() returns, nothing more is written into the
-// destination.
+// Fetch or a Put may be given a Canceller, which another thread (the
+// asyncio client's event loop, its task cancelled) stops it with: once
+// Canceller.cancel() returns, a Fetch writes nothing more into its
+// destination; a Put not yet half-closed is cancelled (nothing stored).
 //
 // Written against Python's limited C API (3.11 and up: the buffer
 // protocol), so one build serves every later CPython (an abi3 wheel);
@@ -166,10 +166,16 @@ struct ChannelObject {
 // context while the call runs, and whether cancel() was called. Every
 // write into the destination happens under `mu` after checking
 // `cancelled`, so once cancel() has returned nothing writes there again.
+//
+// A Put checks it before each write: cancelled before its stream is
+// half-closed, the call is cancelled (the server stores nothing); once
+// `closing` is set (the half-close is under way) cancel() leaves the call
+// be, so that its answer names what the server may have stored.
 struct CancelState {
   std::mutex mu;
   grpc::ClientContext* ctx = nullptr;
   bool cancelled = false;
+  bool closing = false;
 };
 
 struct CancellerObject {
@@ -186,7 +192,23 @@ class CancelRegistration {
     if (state_ == nullptr) return;
     std::lock_guard<std::mutex> lock(state_->mu);
     state_->ctx = ctx;
+    state_->closing = false;
     if (state_->cancelled) ctx->TryCancel();
+  }
+  // Whether the call may go on: false once cancelled.
+  bool Live() {
+    if (state_ == nullptr) return true;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return !state_->cancelled;
+  }
+  // Before a Put's half-close: false (and the call cancelled) when
+  // cancelled already; true, and later cancellations leave the call be.
+  bool Close() {
+    if (state_ == nullptr) return true;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->cancelled) return false;
+    state_->closing = true;
+    return true;
   }
   ~CancelRegistration() {
     if (state_ == nullptr) return;
@@ -411,8 +433,8 @@ PyObject* FetchInto(PyObject* self, PyObject* args, PyObject* kwargs) {
                   metadata, timeout, &d);
 }
 
-const char* put_keywords[] = {"header",   "data",    "chunk_bytes",
-                              "metadata", "timeout", nullptr};
+const char* put_keywords[] = {"header",  "data",   "chunk_bytes", "metadata",
+                              "timeout", "cancel", nullptr};
 
 // Runs Put: `header` (a serialized PutRequest holding the header), then
 // `data` (a buffer: the array's bytes) in chunks of chunk_bytes, each a
@@ -426,11 +448,15 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   long long chunk_bytes;
   PyObject* metadata_obj;
   double timeout;
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kwargs, "y#OLOd", const_cast<char**>(put_keywords), &header,
-          &header_len, &data, &chunk_bytes, &metadata_obj, &timeout)) {
+  PyObject* cancel_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#OLOd|O",
+                                   const_cast<char**>(put_keywords), &header,
+                                   &header_len, &data, &chunk_bytes,
+                                   &metadata_obj, &timeout, &cancel_obj)) {
     return nullptr;
   }
+  CancelState* cancel = nullptr;
+  if (!ParseCancel(cancel_obj, &cancel)) return nullptr;
   BufferView buffer;
   if (PyObject_GetBuffer(data, &buffer.view, PyBUF_C_CONTIGUOUS) != 0) {
     return nullptr;
@@ -456,10 +482,21 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     {
       grpc::ClientContext ctx;
       Prepare(&ctx, metadata, timeout);
+      CancelRegistration registration(cancel, &ctx);
       tensorcast::GenericCall call(*self->channel, kPutMethod, &ctx);
+      const auto cancelled = [&] {
+        ctx.TryCancel();
+        failure = {static_cast<int>(grpc::StatusCode::CANCELLED),
+                   "the Put was cancelled: nothing was stored"};
+        return false;
+      };
       grpc::Slice first(header_bytes);
       bool ok = call.Write(grpc::ByteBuffer(&first, 1));
       for (int64_t at = 0; ok && at < n; at += chunk) {
+        if (!registration.Live()) {
+          ok = cancelled();
+          break;
+        }
         const int64_t len = std::min(chunk, n - at);
         char prefix[tensorcast::codec::kMaxPutDataPrefixBytes];
         const size_t k = tensorcast::codec::PutDataPrefix(
@@ -470,6 +507,9 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
                         &InFlight::Release, in_flight->Hold())};
         ok = call.Write(grpc::ByteBuffer(slices, 2));
       }
+      // Past this point a cancellation leaves the call be: the server may
+      // store the tensor once the stream is half-closed.
+      if (ok && !registration.Close()) ok = cancelled();
       if (ok) call.WritesDone();
       got_response = call.Read(&response);
       status = call.Finish();
@@ -539,7 +579,7 @@ PyObject* CancellerCancel(PyObject* self_obj, PyObject* /*unused*/) {
   {
     std::lock_guard<std::mutex> lock(state->mu);
     state->cancelled = true;
-    if (state->ctx != nullptr) state->ctx->TryCancel();
+    if (state->ctx != nullptr && !state->closing) state->ctx->TryCancel();
   }
   PyEval_RestoreThread(saved);
   Py_RETURN_NONE;
@@ -666,7 +706,10 @@ PyMethodDef channel_methods[] = {
      "cancel: a Canceller another thread may stop the call with."},
     {"put", reinterpret_cast<PyCFunction>(Guarded<Put>),
      METH_VARARGS | METH_KEYWORDS,
-     "put(header, data, chunk_bytes, metadata, timeout) -> bytes"},
+     "put(header, data, chunk_bytes, metadata, timeout, cancel=None) -> "
+     "bytes\n"
+     "cancel: a Canceller another thread may stop the call with, until its\n"
+     "stream is half-closed (then the server's answer is waited for)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyType_Slot channel_slots[] = {

@@ -831,13 +831,6 @@ async def _quietly(coro: Any) -> None:
         pass
 
 
-async def _in_thread(fn: Callable[[], Any], undo: Optional[Callable[[Any], Any]] = None) -> Any:
-    """``fn()`` in a worker thread. The thread cannot be stopped: when the
-    task is cancelled it still finishes, and ``undo`` (a coroutine function)
-    gets its result, as a cancelled grpcio Put stores nothing."""
-    return await _guarded(asyncio.ensure_future(asyncio.to_thread(fn)), undo=undo)
-
-
 class AioNativeTransport:
     """The native extension's calls, in a worker thread."""
 
@@ -862,9 +855,12 @@ class AioNativeTransport:
         if flat is None:
             return None
         c = self._client
-        return cast(pb.PutResponse, await _in_thread(
-            lambda: self.call.put(header, flat, c.put_chunk_bytes, c.stream_timeout),
-            self._delete_stored))
+        # Cancelled, the native call stops unless its stream is half-closed
+        # already; then its answer is waited for and the tensor deleted.
+        cancel = _fastpath.canceller()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            self.call.put, header, flat, c.put_chunk_bytes, c.stream_timeout, cancel))
+        return cast(pb.PutResponse, await _guarded(work, cancel.cancel, self._delete_stored))
 
     async def _delete_stored(self, resp: pb.PutResponse) -> None:
         await _delete_stored(self._client, self._stub, resp)
