@@ -2,8 +2,9 @@
 fetch into the caller's array that is cancelled (task.cancel(), a timeout)
 writes nothing into it once the cancellation has returned, on every data
 path, and leaves no stream held; a lazy proxy used from two threads or two
-tasks at once makes one server tensor; a cancelled Put stores nothing that
-nobody owns."""
+tasks at once makes one server tensor; a cancelled Put, Create or Delete,
+or a Delete that fails beside a bad ref, leaves no tensor that nobody
+owns."""
 
 from __future__ import annotations
 
