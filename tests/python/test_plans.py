@@ -168,6 +168,30 @@ def test_lazy_fetch_is_one_stream() -> None:
     assert fetch.nbytes == 16
 
 
+def test_lazy_proxy_materialised_once() -> None:
+    """Two plans materialising one lazy proxy, interleaved as two threads
+    or tasks would run them: the second waits (a Wait step on the first's
+    event) and takes the first's tensor; no second To."""
+    made = "2" * 32
+    c = Fake(tensor_answer(made))
+    c.run(c._router.refresh())  # a plain server: the plans go straight to To
+    src = c._wrap(pb_meta(HEX, (2,)), owned=False)
+    lazy = src.double()
+    first, second = lazy._materialize_plan(), lazy._materialize_plan()
+    to = first.send(None)
+    assert type(to) is Call and to.method == "To"
+    wait = second.send(None)
+    assert type(wait) is _plans.Wait and not wait.event.is_set()
+    with pytest.raises(StopIteration) as done:
+        first.send(pb.ToResponse(tensor=info(made)))
+    assert done.value.value is lazy and wait.event.is_set()
+    with pytest.raises(StopIteration) as done:
+        second.send(None)  # woken: materialised already
+    assert done.value.value is lazy
+    assert lazy._meta.handle == made
+    assert lazy.owns_handle and not lazy.is_lazy
+
+
 def test_failed_conversion_deletes_its_temporaries() -> None:
     """A chain of two casts that cannot fold makes a temporary tensor; when
     the second step fails, the plan deletes it and raises the error."""

@@ -35,6 +35,7 @@ from tensorcast._plans import (
     Flush,
     Plan,
     Put,
+    Wait,
     run,
 )
 from tensorcast._proxy import Pending, TensorBase
@@ -222,6 +223,9 @@ class Client(ClientBase):
         if kind is Flush:
             self._flush(step.timeout)
             return None
+        if kind is Wait:
+            step.event.wait()
+            return None
         raise TypeError(f"not a plan step: {step!r}")  # pragma: no cover
 
     # Fetch streams are consumed on the calling thread, so grpcio need not
@@ -400,7 +404,8 @@ class Client(ClientBase):
     def delete(self, *refs: Any) -> int:
         """Delete tensors by handle, name or proxy (all or nothing; in a
         cluster, one Delete per node, all or nothing per node); returns how
-        many were deleted."""
+        many were deleted. A proxy passed is given up either way: when the
+        call fails (a bad ref beside it), its tensor is deleted after."""
         return self._run(self._plan_delete(refs))
 
     def copy(self, ref: Any, node: str, *, device: Any = None,
@@ -457,10 +462,6 @@ class RemoteTensor(TensorBase):
     def __init__(self, client: Client, meta: Meta, *, source: Optional[TensorBase] = None,
                  pending: Optional[Pending] = None) -> None:
         super().__init__(client, meta, source=source, pending=pending)
-        self._init_extra()
-
-    def _init_extra(self) -> None:
-        self._lock = threading.Lock()
 
     # -- the handle -----------------------------------------------------------
 
@@ -478,8 +479,7 @@ class RemoteTensor(TensorBase):
         self._check_alive()
         if self._pending is None:
             return self
-        with self._lock:
-            return self._client._run(self._materialize_plan())
+        return self._client._run(self._materialize_plan())
 
     # -- data -----------------------------------------------------------------
 

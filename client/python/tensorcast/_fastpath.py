@@ -65,6 +65,15 @@ def open_call(target: str, native: Optional[bool], *, tls: bool,
     return None if channel is None else Call(channel, target, metadata)
 
 
+def canceller() -> Any:
+    """A ``tensorcast._native.Canceller``: passed to ``Call.fetch``, its
+    ``cancel()`` (from any thread) cancels that call, and once it returns
+    the call writes nothing more into its array; passed to ``Call.put``,
+    it cancels that call unless its stream is half-closed already."""
+    import tensorcast._native as _native
+    return _native.Canceller()
+
+
 class Call:
     """The bulk calls of one client on the native path."""
 
@@ -84,9 +93,11 @@ class Call:
                               details, self._target) from None
 
     def fetch(self, req: pb.FetchRequest, bits: bool, timeout: Optional[float],
-              out: Optional[np.ndarray] = None) -> np.ndarray:
+              out: Optional[np.ndarray] = None, cancel: Any = None) -> np.ndarray:
         """Fetch into one new array, or into ``out`` (checked by the plan),
-        as FetchSink does on the grpcio path."""
+        as FetchSink does on the grpcio path. ``cancel``: a ``canceller()``
+        another thread may stop the call with (the asyncio client's, when
+        its task is cancelled)."""
         sinks: list[_core.FetchSink] = []
 
         def on_header(raw: bytes) -> memoryview:
@@ -101,24 +112,27 @@ class Call:
         if out is None:
             written = self._run(self._channel.fetch, timeout,
                                 request=req.SerializeToString(), on_header=on_header,
-                                prefault=PREFAULT)
+                                prefault=PREFAULT, cancel=cancel)
         else:
             # The native side writes the bytes; a uint8 view of the same
             # memory (dtypes such as bfloat16 export no buffer format).
             written = self._run(self._channel.fetch_into, timeout,
                                 request=req.SerializeToString(),
                                 out=out.reshape(-1).view(np.uint8),
-                                on_header=on_header_into)
+                                on_header=on_header_into, cancel=cancel)
         if not sinks:
             raise RuntimeError("the Fetch stream did not start with its header")
         sinks[-1].received = int(written)
         return sinks[-1].result()
 
     def put(self, header: Any, data: memoryview, chunk_bytes: int,
-            timeout: Optional[float]) -> pb.PutResponse:
-        """Put ``data`` (the array's wire bytes) after ``header``."""
+            timeout: Optional[float], cancel: Any = None) -> pb.PutResponse:
+        """Put ``data`` (the array's wire bytes) after ``header``.
+        ``cancel``: a ``canceller()`` that stops the call until its stream
+        is half-closed (the server then stores nothing); after that the
+        call goes on to the server's answer."""
         raw = self._run(self._channel.put, timeout, header=header.SerializeToString(),
-                        data=data, chunk_bytes=chunk_bytes)
+                        data=data, chunk_bytes=chunk_bytes, cancel=cancel)
         return pb.PutResponse.FromString(raw)
 
 

@@ -8,7 +8,11 @@
 // of its own (no copy into protobuf messages). Requests, headers and
 // replies cross as serialized protobuf bytes, which the Python side builds
 // and parses, so this module knows no message type. The calls run on
-// grpc::GenericStub (common/generic_call.h), public gRPC API only.
+// grpc::GenericStub (common/generic_call.h), public gRPC API only. A
+// Fetch or a Put may be given a Canceller, which another thread (the
+// asyncio client's event loop, its task cancelled) stops it with: once
+// Canceller.cancel() returns, a Fetch writes nothing more into its
+// destination; a Put not yet half-closed is cancelled (nothing stored).
 //
 // Written against Python's limited C API (3.11 and up: the buffer
 // protocol), so one build serves every later CPython (an abi3 wheel);
@@ -158,6 +162,66 @@ struct ChannelObject {
   PyObject_HEAD std::shared_ptr<grpc::Channel>* channel;
 };
 
+// What a Canceller shares with the Fetch it is passed to: the call's
+// context while the call runs, and whether cancel() was called. Every
+// write into the destination happens under `mu` after checking
+// `cancelled`, so once cancel() has returned nothing writes there again.
+//
+// A Put checks it before each write: cancelled before its stream is
+// half-closed, the call is cancelled (the server stores nothing); once
+// `closing` is set (the half-close is under way) cancel() leaves the call
+// be, so that its answer names what the server may have stored.
+struct CancelState {
+  std::mutex mu;
+  grpc::ClientContext* ctx = nullptr;
+  bool cancelled = false;
+  bool closing = false;
+};
+
+struct CancellerObject {
+  PyObject_HEAD CancelState* state;
+};
+
+// Ties a call's context to a Canceller for the call's lifetime (declared
+// after the context, so it lets go of it first). A Canceller cancelled
+// before the call started cancels it at once.
+class CancelRegistration {
+ public:
+  CancelRegistration(CancelState* state, grpc::ClientContext* ctx)
+      : state_(state) {
+    if (state_ == nullptr) return;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->ctx = ctx;
+    state_->closing = false;
+    if (state_->cancelled) ctx->TryCancel();
+  }
+  // Whether the call may go on: false once cancelled.
+  bool Live() {
+    if (state_ == nullptr) return true;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return !state_->cancelled;
+  }
+  // Before a Put's half-close: false (and the call cancelled) when
+  // cancelled already; true, and later cancellations leave the call be.
+  bool Close() {
+    if (state_ == nullptr) return true;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->cancelled) return false;
+    state_->closing = true;
+    return true;
+  }
+  ~CancelRegistration() {
+    if (state_ == nullptr) return;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->ctx = nullptr;
+  }
+  CancelRegistration(const CancelRegistration&) = delete;
+  CancelRegistration& operator=(const CancelRegistration&) = delete;
+
+ private:
+  CancelState* state_;
+};
+
 // Where a Fetch's data goes. Fresh: on_header(header_bytes) returns the
 // object whose writable buffer is filled. Into: `out`'s buffer, taken and
 // checked before the call; on_header(header_bytes) returns the byte count
@@ -170,6 +234,7 @@ struct Destination {
   char* dst = nullptr;
   int64_t capacity = -1;  // -1 until the header has come
   int64_t written = 0;
+  CancelState* cancel = nullptr;  // from a Canceller, or none
 };
 
 // Runs with the GIL held. A Python exception stays set for the caller.
@@ -211,6 +276,7 @@ PyObject* RunFetch(ChannelObject* self, const std::string& request,
   try {
     grpc::ClientContext ctx;
     Prepare(&ctx, metadata, timeout);
+    CancelRegistration registration(d->cancel, &ctx);
     tensorcast::GenericCall call(*self->channel, kFetchMethod, &ctx);
     grpc::Slice slice(request);
     if (call.Write(grpc::ByteBuffer(&slice, 1))) call.WritesDone();
@@ -245,7 +311,17 @@ PyObject* RunFetch(ChannelObject* self, const std::string& request,
                          "the Fetch stream sent more bytes than it announced"};
               return false;
             }
-            std::memcpy(d->dst + d->written, piece.data(), piece.size());
+            if (d->cancel != nullptr) {
+              std::lock_guard<std::mutex> lock(d->cancel->mu);
+              if (d->cancel->cancelled) {
+                failure = {static_cast<int>(grpc::StatusCode::CANCELLED),
+                           "the Fetch was cancelled"};
+                return false;
+              }
+              std::memcpy(d->dst + d->written, piece.data(), piece.size());
+            } else {
+              std::memcpy(d->dst + d->written, piece.data(), piece.size());
+            }
             d->written += static_cast<int64_t>(piece.size());
             return true;
           });
@@ -283,8 +359,11 @@ PyObject* RunFetch(ChannelObject* self, const std::string& request,
   return PyLong_FromLongLong(d->written);
 }
 
-const char* fetch_keywords[] = {"request",   "metadata", "timeout",
-                                "on_header", "prefault", nullptr};
+// cancel: None or a Canceller; false with an exception set otherwise.
+bool ParseCancel(PyObject* obj, CancelState** out);
+
+const char* fetch_keywords[] = {"request",  "metadata", "timeout", "on_header",
+                                "prefault", "cancel",   nullptr};
 
 PyObject* Fetch(PyObject* self, PyObject* args, PyObject* kwargs) {
   const char* request;
@@ -293,11 +372,14 @@ PyObject* Fetch(PyObject* self, PyObject* args, PyObject* kwargs) {
   double timeout;
   Destination d;
   int prefault = 0;
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kwargs, "y#OdO|p", const_cast<char**>(fetch_keywords), &request,
-          &request_len, &metadata_obj, &timeout, &d.on_header, &prefault)) {
+  PyObject* cancel = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#OdO|pO",
+                                   const_cast<char**>(fetch_keywords), &request,
+                                   &request_len, &metadata_obj, &timeout,
+                                   &d.on_header, &prefault, &cancel)) {
     return nullptr;
   }
+  if (!ParseCancel(cancel, &d.cancel)) return nullptr;
   d.prefault = prefault != 0;
   Metadata metadata;
   if (!ParseMetadata(metadata_obj, &metadata)) return nullptr;
@@ -306,8 +388,8 @@ PyObject* Fetch(PyObject* self, PyObject* args, PyObject* kwargs) {
                   metadata, timeout, &d);
 }
 
-const char* fetch_into_keywords[] = {"request", "metadata",  "timeout",
-                                     "out",     "on_header", nullptr};
+const char* fetch_into_keywords[] = {"request",   "metadata", "timeout", "out",
+                                     "on_header", "cancel",   nullptr};
 
 PyObject* FetchInto(PyObject* self, PyObject* args, PyObject* kwargs) {
   const char* request;
@@ -317,12 +399,14 @@ PyObject* FetchInto(PyObject* self, PyObject* args, PyObject* kwargs) {
   double timeout;
   Destination d;
   d.into = true;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#OdOO",
+  PyObject* cancel = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#OdOO|O",
                                    const_cast<char**>(fetch_into_keywords),
                                    &request, &request_len, &metadata_obj,
-                                   &timeout, &out, &d.on_header)) {
+                                   &timeout, &out, &d.on_header, &cancel)) {
     return nullptr;
   }
+  if (!ParseCancel(cancel, &d.cancel)) return nullptr;
   // out: any buffer, checked here before the call, each way it can fail
   // said in words.
   if (PyObject_GetBuffer(out, &d.buffer.view, PyBUF_FULL_RO) != 0) {
@@ -349,8 +433,8 @@ PyObject* FetchInto(PyObject* self, PyObject* args, PyObject* kwargs) {
                   metadata, timeout, &d);
 }
 
-const char* put_keywords[] = {"header",   "data",    "chunk_bytes",
-                              "metadata", "timeout", nullptr};
+const char* put_keywords[] = {"header",  "data",   "chunk_bytes", "metadata",
+                              "timeout", "cancel", nullptr};
 
 // Runs Put: `header` (a serialized PutRequest holding the header), then
 // `data` (a buffer: the array's bytes) in chunks of chunk_bytes, each a
@@ -364,11 +448,15 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   long long chunk_bytes;
   PyObject* metadata_obj;
   double timeout;
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kwargs, "y#OLOd", const_cast<char**>(put_keywords), &header,
-          &header_len, &data, &chunk_bytes, &metadata_obj, &timeout)) {
+  PyObject* cancel_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#OLOd|O",
+                                   const_cast<char**>(put_keywords), &header,
+                                   &header_len, &data, &chunk_bytes,
+                                   &metadata_obj, &timeout, &cancel_obj)) {
     return nullptr;
   }
+  CancelState* cancel = nullptr;
+  if (!ParseCancel(cancel_obj, &cancel)) return nullptr;
   BufferView buffer;
   if (PyObject_GetBuffer(data, &buffer.view, PyBUF_C_CONTIGUOUS) != 0) {
     return nullptr;
@@ -394,10 +482,21 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     {
       grpc::ClientContext ctx;
       Prepare(&ctx, metadata, timeout);
+      CancelRegistration registration(cancel, &ctx);
       tensorcast::GenericCall call(*self->channel, kPutMethod, &ctx);
+      const auto cancelled = [&] {
+        ctx.TryCancel();
+        failure = {static_cast<int>(grpc::StatusCode::CANCELLED),
+                   "the Put was cancelled: nothing was stored"};
+        return false;
+      };
       grpc::Slice first(header_bytes);
       bool ok = call.Write(grpc::ByteBuffer(&first, 1));
       for (int64_t at = 0; ok && at < n; at += chunk) {
+        if (!registration.Live()) {
+          ok = cancelled();
+          break;
+        }
         const int64_t len = std::min(chunk, n - at);
         char prefix[tensorcast::codec::kMaxPutDataPrefixBytes];
         const size_t k = tensorcast::codec::PutDataPrefix(
@@ -408,6 +507,9 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
                         &InFlight::Release, in_flight->Hold())};
         ok = call.Write(grpc::ByteBuffer(slices, 2));
       }
+      // Past this point a cancellation leaves the call be: the server may
+      // store the tensor once the stream is half-closed.
+      if (ok && !registration.Close()) ok = cancelled();
       if (ok) call.WritesDone();
       got_response = call.Read(&response);
       status = call.Finish();
@@ -435,6 +537,105 @@ PyObject* Put(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   return PyBytes_FromStringAndSize(out.data(),
                                    static_cast<Py_ssize_t>(out.size()));
 }
+
+// -- Canceller ---------------------------------------------------------------
+
+PyObject* canceller_type = nullptr;
+
+int CancellerInit(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
+  auto* self = reinterpret_cast<CancellerObject*>(self_obj);
+  if (!PyArg_ParseTuple(args, ":Canceller") ||
+      (kwargs != nullptr && PyObject_Length(kwargs) > 0)) {
+    if (!PyErr_Occurred()) {
+      PyErr_SetString(PyExc_TypeError, "Canceller() takes no arguments");
+    }
+    return -1;
+  }
+  if (self->state == nullptr) self->state = new CancelState;
+  return 0;
+}
+
+void CancellerDealloc(PyObject* self_obj) {
+  auto* self = reinterpret_cast<CancellerObject*>(self_obj);
+  delete self->state;
+  self->state = nullptr;
+  PyTypeObject* type = Py_TYPE(self_obj);
+  auto free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+  free_fn(self_obj);
+  Py_DECREF(type);
+}
+
+// Cancels the Fetch running with this Canceller (or the next one, at its
+// start); returns once nothing writes into its destination any more. The
+// calling thread waits at most for one piece's copy in progress.
+PyObject* CancellerCancel(PyObject* self_obj, PyObject* /*unused*/) {
+  CancelState* state = reinterpret_cast<CancellerObject*>(self_obj)->state;
+  if (state == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "the Canceller is not initialised");
+    return nullptr;
+  }
+  // The GIL is let go while a piece's copy ends (the copy needs no GIL).
+  PyThreadState* saved = PyEval_SaveThread();
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    state->cancelled = true;
+    if (state->ctx != nullptr && !state->closing) state->ctx->TryCancel();
+  }
+  PyEval_RestoreThread(saved);
+  Py_RETURN_NONE;
+}
+
+PyObject* CancellerCancelled(PyObject* self_obj, PyObject* /*unused*/) {
+  CancelState* state = reinterpret_cast<CancellerObject*>(self_obj)->state;
+  if (state == nullptr) Py_RETURN_FALSE;
+  std::lock_guard<std::mutex> lock(state->mu);
+  return PyBool_FromLong(state->cancelled ? 1 : 0);
+}
+
+bool ParseCancel(PyObject* obj, CancelState** out) {
+  *out = nullptr;
+  if (obj == Py_None) return true;
+  const int is = PyObject_IsInstance(obj, canceller_type);
+  if (is < 0) return false;
+  if (is == 0) {
+    PyErr_SetString(PyExc_TypeError, "cancel must be a Canceller or None");
+    return false;
+  }
+  *out = reinterpret_cast<CancellerObject*>(obj)->state;
+  if (*out == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "the Canceller is not initialised");
+    return false;
+  }
+  return true;
+}
+
+PyMethodDef canceller_methods[] = {
+    {"cancel", CancellerCancel, METH_NOARGS,
+     "cancel() -> None\n"
+     "Cancel the Fetch this was passed to (or the next one, at its start).\n"
+     "Once it returns, that Fetch writes nothing more into its destination;\n"
+     "the call then ends with RpcError(CANCELLED)."},
+    {"cancelled", CancellerCancelled, METH_NOARGS,
+     "cancelled() -> bool\nWhether cancel() was called."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyType_Slot canceller_slots[] = {
+    {Py_tp_doc,
+     const_cast<char*>("Canceller(): pass as fetch(cancel=...) or "
+                       "fetch_into(cancel=...) to stop that call from another "
+                       "thread")},
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_init, reinterpret_cast<void*>(CancellerInit)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(CancellerDealloc)},
+    {Py_tp_methods, canceller_methods},
+    {0, nullptr}};
+
+PyType_Spec canceller_spec = {"tensorcast._native.Canceller",
+                              sizeof(CancellerObject), 0, Py_TPFLAGS_DEFAULT,
+                              canceller_slots};
+
+// -- Channel
+// -------------------------------------------------------------------
 
 const char* init_keywords[] = {"target", "max_message_bytes", nullptr};
 
@@ -492,16 +693,23 @@ PyObject* Guarded(PyObject* self, PyObject* args, PyObject* kwargs) {
 PyMethodDef channel_methods[] = {
     {"fetch", reinterpret_cast<PyCFunction>(Guarded<Fetch>),
      METH_VARARGS | METH_KEYWORDS,
-     "fetch(request, metadata, timeout, on_header, prefault=False) -> int\n"
-     "Fetch into a fresh buffer: on_header(header_bytes) returns it."},
+     "fetch(request, metadata, timeout, on_header, prefault=False, "
+     "cancel=None) -> int\n"
+     "Fetch into a fresh buffer: on_header(header_bytes) returns it.\n"
+     "cancel: a Canceller another thread may stop the call with."},
     {"fetch_into", reinterpret_cast<PyCFunction>(Guarded<FetchInto>),
      METH_VARARGS | METH_KEYWORDS,
-     "fetch_into(request, metadata, timeout, out, on_header) -> int\n"
+     "fetch_into(request, metadata, timeout, out, on_header, cancel=None) "
+     "-> int\n"
      "Fetch into out (writable, C-contiguous): on_header(header_bytes)\n"
-     "returns the byte count the header announces, which must be out's."},
+     "returns the byte count the header announces, which must be out's.\n"
+     "cancel: a Canceller another thread may stop the call with."},
     {"put", reinterpret_cast<PyCFunction>(Guarded<Put>),
      METH_VARARGS | METH_KEYWORDS,
-     "put(header, data, chunk_bytes, metadata, timeout) -> bytes"},
+     "put(header, data, chunk_bytes, metadata, timeout, cancel=None) -> "
+     "bytes\n"
+     "cancel: a Canceller another thread may stop the call with, until its\n"
+     "stream is half-closed (then the server's answer is waited for)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyType_Slot channel_slots[] = {
@@ -534,12 +742,16 @@ PyMODINIT_FUNC PyInit__native() {
   rpc_error = PyErr_NewException("tensorcast._native.RpcError",
                                  PyExc_RuntimeError, nullptr);
   PyObject* type = PyType_FromSpec(&channel_spec);
-  if (rpc_error == nullptr || type == nullptr ||
+  canceller_type = PyType_FromSpec(&canceller_spec);
+  if (rpc_error == nullptr || type == nullptr || canceller_type == nullptr ||
       PyModule_AddObjectRef(m, "RpcError", rpc_error) != 0 ||
       PyModule_AddObjectRef(m, "Channel", type) != 0 ||
+      PyModule_AddObjectRef(m, "Canceller", canceller_type) != 0 ||
       PyModule_AddIntConstant(m, "PREFAULT_MIN_BYTES", kPrefaultMinBytes) !=
           0) {
     Py_XDECREF(type);
+    Py_XDECREF(canceller_type);
+    canceller_type = nullptr;
     Py_DECREF(m);
     return nullptr;
   }

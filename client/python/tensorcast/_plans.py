@@ -3,7 +3,8 @@ as a *plan*, with no I/O of its own (a sans-I/O design).
 
 A plan is a generator. It yields the calls it needs -- :class:`Call` (a
 unary RPC), :class:`Fetch` and :class:`Put` (a bulk stream), :class:`Flush`
-(delete the handles of collected proxies now) -- receives each one's
+(delete the handles of collected proxies now), :class:`Wait` (for another
+plan's work: a proxy that plan materialises) -- receives each one's
 answer (or has its error thrown in), and returns the operation's result.
 Argument checks, error messages, cluster routing (``_cluster.Router``, whose
 refreshes are plans too) and the cleanup of temporary tensors live here,
@@ -94,6 +95,13 @@ class Flush(NamedTuple):
     ``timeout`` (None: the unary timeout) for deletions under way (answers
     None)."""
     timeout: Optional[float] = None
+
+
+class Wait(NamedTuple):
+    """Wait until ``event`` (made by the client's ``_event()``) is set:
+    another plan's work this one waits on has ended (a proxy's
+    materialisation). Answers None."""
+    event: Any
 
 
 class Transport(Protocol):
@@ -326,6 +334,12 @@ class ClientBase:
 
     def _on_owned(self) -> None:
         """The driver's hook: a proxy owns a handle now."""
+
+    def _event(self) -> Any:
+        """An event a :class:`Wait` step waits on (``set()`` ends the wait):
+        a ``threading.Event`` here; the asyncio driver's is an
+        ``asyncio.Event``."""
+        return threading.Event()
 
     def _disown(self, handle: str) -> bool:
         with self._owned_lock:
@@ -640,9 +654,13 @@ class ClientBase:
     def _plan_delete(self, refs: Sequence[Any]) -> Plan[int]:
         from tensorcast._proxy import TensorBase
         names: list[str] = []
+        released: list[str] = []  # the handles of proxies given up here
         for r in refs:
             if isinstance(r, TensorBase):
-                names.append(r._release_for_delete())
+                handle = r._release_for_delete()
+                names.append(handle)
+                if handle:
+                    released.append(handle)
             else:
                 names.append(str(r))
                 self._disown(str(r))
@@ -651,9 +669,16 @@ class ClientBase:
         for n in names:
             groups.setdefault(_cluster.handle_node(n), []).append(n)
         deleted = 0
-        for group in groups.values():
-            resp = yield from self._unary("Delete", pb.DeleteRequest(refs=group), group[0])
-            deleted += int(resp.deleted)
+        try:
+            for group in groups.values():
+                resp = yield from self._unary("Delete", pb.DeleteRequest(refs=group),
+                                              group[0])
+                deleted += int(resp.deleted)
+        except BaseException:
+            # Delete is all or nothing: a bad ref beside them kept the
+            # proxies' tensors, which nothing owns any more. They go.
+            yield from self._plan_delete_quietly(released)
+            raise
         return deleted
 
     def _plan_copy(self, ref: Any, node: str, device: Any, dtype: Optional[DTypeLike],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import math
+import threading
 from typing import Any, Optional, TypeVar
 
 import numpy as np
@@ -28,7 +29,7 @@ from tensorcast import _core, _cuda_ipc, _dtypes
 from tensorcast._core import Meta
 from tensorcast._dtypes import DTypeLike, dtype
 from tensorcast._errors import NotFoundError
-from tensorcast._plans import Plan, require_torch
+from tensorcast._plans import Plan, Wait, require_torch
 from tensorcast.v1 import tensor_service_pb2 as pb
 
 
@@ -152,6 +153,9 @@ def plan_fetch(client: Any, source: Meta, p: Optional[Pending], *, force: bool,
 
 T = TypeVar("T", bound="TensorBase")
 
+# Guards each proxy's ``_materializing`` (a check-and-set, no I/O).
+_MATERIALIZING = threading.Lock()
+
 
 class TensorBase:
     """Metadata and lazy chaining shared by both RemoteTensor classes.
@@ -174,6 +178,9 @@ class TensorBase:
         self._pending = pending
         self._finalizer: Any = None
         self._deleted = False
+        # While a plan materialises this lazy proxy: the client's event it
+        # sets when done (guarded by _MATERIALIZING).
+        self._materializing: Any = None
 
     # -- metadata (no I/O) ---------------------------------------------------
 
@@ -300,11 +307,7 @@ class TensorBase:
         child = type(self).__new__(type(self))
         TensorBase.__init__(child, self._client, pending_meta(source._meta, new),
                             source=source, pending=new)
-        child._init_extra()
         return child
-
-    def _init_extra(self) -> None:
-        """Per-class state for a proxy made by ``_chain``."""
 
     def detach(self: T) -> T:
         """A proxy that does not require grad (pending: costs nothing until
@@ -389,20 +392,37 @@ class TensorBase:
     # -- the plans of the I/O methods (the subclasses run them) ---------------
 
     def _materialize_plan(self: T) -> Plan[T]:
-        """Make the server tensor of a lazy proxy (no-op otherwise)."""
-        self._check_alive()
-        source, pending = self._source, self._pending
-        if pending is None or source is None:
-            return self
-        meta = yield from plan_materialize(self._client, source._meta, pending)
-        if self._pending is not pending:  # materialised meanwhile: ours is extra
-            if meta.handle != source._meta.handle and meta.handle is not None:
-                yield from self._client._plan_delete_quietly([meta.handle])
-            return self
-        self._meta, self._pending = meta, None
-        if meta.handle != source._meta.handle:
-            self._source = None  # our own handle (shared storage is kept alive)
-            self._client._own(self)
+        """Make the server tensor of a lazy proxy (no-op otherwise), once:
+        a plan that finds another one materialising the same proxy (on
+        another thread, or another task) waits for it (a Wait step) and
+        takes its result, or tries itself if that one failed."""
+        while True:
+            self._check_alive()
+            source, pending = self._source, self._pending
+            if pending is None or source is None:
+                return self
+            with _MATERIALIZING:
+                running = self._materializing
+                if running is None:
+                    self._materializing = mine = self._client._event()
+            if running is None:
+                break
+            yield Wait(running)
+        try:
+            meta = yield from plan_materialize(self._client, source._meta, pending)
+            if self._deleted:  # delete() came meanwhile: the new tensor goes too
+                if meta.handle != source._meta.handle and meta.handle is not None:
+                    yield from self._client._plan_delete_quietly([meta.handle])
+            else:
+                self._meta, self._pending = meta, None
+                if meta.handle != source._meta.handle:
+                    self._source = None  # our own handle (shared storage is kept alive)
+                    self._client._own(self)
+        finally:
+            # Only now, the proxy updated: a waiter then finds it materialised.
+            with _MATERIALIZING:
+                self._materializing = None
+            mine.set()
         return self
 
     def _handle_plan(self) -> Plan[str]:

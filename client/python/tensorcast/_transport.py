@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, cast
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, cast
 
 import grpc
 import numpy as np
@@ -35,6 +35,7 @@ from tensorcast import _arena, _core, _cuda_ipc, _dtypes, _fastpath
 from tensorcast._core import Progress
 from tensorcast._errors import UnavailableError, from_rpc_error
 from tensorcast.v1 import tensor_service_pb2 as pb
+from tensorcast.v1 import tensor_service_pb2_grpc as pb_grpc
 
 # -- channels ------------------------------------------------------------------
 
@@ -680,6 +681,47 @@ class AioGrpcioTransport:
     def __init__(self, client: Any, channel: Any) -> None:
         self._client = client
         self.put_call, self.fetch_call = _core.bulk_calls(channel)
+        self._stub = pb_grpc.TensorServiceStub(channel)
+
+    async def put_stream(self, messages: Iterable[Any]) -> pb.PutResponse:
+        """Send ``messages`` (the header, then the data) on a Put call and
+        return its answer; raises the call's grpc.RpcError (the server's
+        status when a write failed). Cancelled before the stream is
+        half-closed, the call is cancelled: the server stores nothing then.
+        Cancelled after, the answer is waited for and the tensor it names
+        deleted, as the server may have stored it already: a cancelled Put
+        leaves no tensor that nobody owns."""
+        c = self._client
+        call = self.put_call(None, timeout=c.stream_timeout, metadata=c._metadata)
+        closing = False
+
+        async def send() -> pb.PutResponse:
+            nonlocal closing
+            try:
+                for message in messages:
+                    await call.write(message)
+                closing = True
+                await call.done_writing()
+                return cast(pb.PutResponse, await call)
+            except grpc.RpcError as e:
+                # A write fails once the server has answered; its status says why.
+                raise await _final_error(call, e) from None
+
+        work = asyncio.ensure_future(send())
+
+        def stop() -> None:
+            if not closing:
+                call.cancel()
+                work.cancel()  # a write pending on a cancelled call never ends
+
+        try:
+            return cast(pb.PutResponse, await _guarded(work, stop, self._delete_stored))
+        except BaseException:
+            call.cancel()
+            raise
+
+    async def _delete_stored(self, resp: pb.PutResponse) -> None:
+        await _delete_stored(self._client, self._stub, resp)
 
     async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
                     progress: bool) -> np.ndarray:
@@ -714,22 +756,29 @@ class AioGrpcioTransport:
     async def put(self, header: Any, array: np.ndarray, progress: bool) -> pb.PutResponse:
         c = self._client
         bar = Progress(progress, int(header.header.total_bytes), "put")
-        call = self.put_call(None, timeout=c.stream_timeout, metadata=c._metadata)
-        try:
-            await call.write(header)
+
+        def messages() -> Iterator[Any]:
+            yield header
             for message, n in _core.iter_put_messages(array, c.put_chunk_bytes):
-                await call.write(message)
+                yield message
                 bar.update(n)
-            await call.done_writing()
-            return cast(pb.PutResponse, await call)
+
+        try:
+            return await self.put_stream(messages())
         except grpc.RpcError as e:
-            # A write fails once the server has answered; its status says why.
-            raise from_rpc_error(await _final_error(call, e), c.target) from None
-        except BaseException:
-            call.cancel()
-            raise
+            raise from_rpc_error(e, c.target) from None
         finally:
             bar.close()
+
+
+async def _delete_stored(client: Any, stub: Any, resp: pb.PutResponse) -> None:
+    """Delete the tensor a Put whose caller was cancelled stored."""
+    await stub.Delete(pb.DeleteRequest(refs=[resp.tensor.handle]), timeout=client.timeout,
+                      metadata=client._metadata)
+
+
+async def _messages(call: Any) -> list[Any]:
+    return [m async for m in call]
 
 
 async def _final_error(call: Any, error: grpc.RpcError) -> grpc.RpcError:
@@ -742,20 +791,44 @@ async def _final_error(call: Any, error: grpc.RpcError) -> grpc.RpcError:
     return error
 
 
-async def _in_thread(fn: Callable[[], Any], undo: Optional[Callable[[Any], Any]] = None) -> Any:
-    """``fn()`` in a worker thread. The thread cannot be stopped: when the
-    task is cancelled it still finishes, and ``undo`` (a coroutine function)
-    gets its result, as a cancelled grpcio Put stores nothing."""
-    work = asyncio.ensure_future(asyncio.to_thread(fn))
+async def wait_out(work: "asyncio.Future[Any]") -> None:
+    """Wait until ``work`` has ended, whatever it ends with, however often
+    the waiting task is cancelled meanwhile (a cancellation that comes
+    again, a timeout around a cancelled call)."""
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except BaseException:
+            pass
+    if not work.cancelled():
+        work.exception()  # retrieved: never "exception was never retrieved"
+
+
+async def _guarded(work: "asyncio.Future[Any]", stop: Optional[Callable[[], Any]] = None,
+                   undo: Optional[Callable[[Any], Any]] = None) -> Any:
+    """Await ``work``, which runs outside the awaiting task (a worker thread,
+    a task of its own). When the task is cancelled (``task.cancel()``, a
+    timeout), ``stop()`` asks the work to end, and the CancelledError goes
+    on only once it has: nothing the work does (writing into the caller's
+    array, a stream it holds) outlives the cancellation. Work that
+    completed all the same hands its result to ``undo`` (a coroutine
+    function, run to its end too: a stored tensor deleted)."""
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        if undo is not None:
-            try:
-                await undo(await work)
-            except Exception:
-                pass
+        if stop is not None:
+            stop()
+        await wait_out(work)
+        if undo is not None and not work.cancelled() and work.exception() is None:
+            await wait_out(asyncio.ensure_future(_quietly(undo(work.result()))))
         raise
+
+
+async def _quietly(coro: Any) -> None:
+    try:
+        await coro
+    except Exception:
+        pass
 
 
 class AioNativeTransport:
@@ -768,8 +841,13 @@ class AioNativeTransport:
 
     async def fetch(self, request: pb.FetchRequest, *, nbytes: int, bits: bool, out: Any,
                     progress: bool) -> np.ndarray:
-        return cast(np.ndarray, await asyncio.to_thread(
-            self.call.fetch, request, bits, self._client.stream_timeout, out))
+        # Cancelled, the native call is cancelled too, and waited for: once
+        # the cancellation goes on, nothing writes into ``out`` and the
+        # stream has ended.
+        cancel = _fastpath.canceller()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            self.call.fetch, request, bits, self._client.stream_timeout, out, cancel))
+        return cast(np.ndarray, await _guarded(work, cancel.cancel))
 
     async def put(self, header: Any, array: np.ndarray,
                   progress: bool) -> Optional[pb.PutResponse]:
@@ -777,14 +855,15 @@ class AioNativeTransport:
         if flat is None:
             return None
         c = self._client
-        return cast(pb.PutResponse, await _in_thread(
-            lambda: self.call.put(header, flat, c.put_chunk_bytes, c.stream_timeout),
-            self._delete_stored))
+        # Cancelled, the native call stops unless its stream is half-closed
+        # already; then its answer is waited for and the tensor deleted.
+        cancel = _fastpath.canceller()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            self.call.put, header, flat, c.put_chunk_bytes, c.stream_timeout, cancel))
+        return cast(pb.PutResponse, await _guarded(work, cancel.cancel, self._delete_stored))
 
     async def _delete_stored(self, resp: pb.PutResponse) -> None:
-        await self._stub.Delete(pb.DeleteRequest(refs=[resp.tensor.handle]),
-                                timeout=self._client.timeout,
-                                metadata=self._client._metadata)
+        await _delete_stored(self._client, self._stub, resp)
 
 
 class AioSharedMemoryTransport:
@@ -811,17 +890,31 @@ class AioSharedMemoryTransport:
         direct = self.lender.locate(out, nbytes)
         if direct is not None:  # into a shared array: no lock, no copy here
             arena, off = direct
+            cancelled = False
             with arena.transfer(off, server_answered):
                 call = self._grpcio.fetch_call(
                     direct_fetch_request(request, arena, off, nbytes),
                     timeout=c.stream_timeout, metadata=c._metadata)
+                work = asyncio.ensure_future(_messages(call))
                 try:
-                    messages = [m async for m in call]
+                    messages = await asyncio.shield(work)
                 except grpc.RpcError as e:
                     raise from_rpc_error(e, c.target) from None
+                except asyncio.CancelledError:
+                    # The server writes into ``out`` until its stream ends,
+                    # and only that end says its copies did: it is waited
+                    # for (bounded by the stream timeout), not cut short.
+                    await wait_out(work)
+                    error = None if work.cancelled() else work.exception()
+                    if error is not None and not (isinstance(error, grpc.RpcError)
+                                                  and error.code() in _SERVER_ANSWERS):
+                        raise  # the copies may go on: the slot is quarantined
+                    cancelled = True
                 except BaseException:
                     call.cancel()
                     raise
+            if cancelled:
+                raise asyncio.CancelledError
             return direct_fetch_result(messages, bits, out)
         async with self._lock:  # one region: one transfer at a time
             memory = await self.lender.region_async(nbytes)
@@ -847,17 +940,11 @@ class AioSharedMemoryTransport:
         if direct is not None:  # from a shared array: no lock, no copy here
             arena, off, n = direct
             with arena.transfer(off, server_answered):
-                call = self._grpcio.put_call(None, timeout=c.stream_timeout,
-                                             metadata=c._metadata)
                 try:
-                    await call.write(direct_put_header(header, arena, off, n))
-                    await call.done_writing()
-                    return cast(pb.PutResponse, await call)
+                    return await self._grpcio.put_stream(
+                        [direct_put_header(header, arena, off, n)])
                 except grpc.RpcError as e:
-                    raise from_rpc_error(await _final_error(call, e), c.target) from None
-                except BaseException:
-                    call.cancel()
-                    raise
+                    raise from_rpc_error(e, c.target) from None
         flat = shared_flat(array)
         if flat is None:
             return None
@@ -865,17 +952,12 @@ class AioSharedMemoryTransport:
             memory = await self.lender.region_async(flat.nbytes)
             if memory is None:
                 return None
-            call = self._grpcio.put_call(None, timeout=c.stream_timeout,
-                                         metadata=c._metadata)
             try:
-                await call.write(shared_put_header(header, memory, flat))
-                await call.done_writing()
-                return cast(pb.PutResponse, await call)
+                return await self._grpcio.put_stream([shared_put_header(header, memory, flat)])
             except grpc.RpcError as e:
                 self.lender.discard(e)
-                raise from_rpc_error(await _final_error(call, e), c.target) from None
+                raise from_rpc_error(e, c.target) from None
             except BaseException:
-                call.cancel()
                 self.lender.discard()
                 raise
 
@@ -968,17 +1050,11 @@ class AioCudaIpcTransport:
             with arena.transfer(off, lambda e: False):
                 await asyncio.to_thread(copy)
             with arena.transfer(off, server_answered):
-                call = self._grpcio.put_call(None, timeout=c.stream_timeout,
-                                             metadata=c._metadata)
                 try:
-                    await call.write(device_put_header(header, arena, off, source.nbytes))
-                    await call.done_writing()
-                    resp = cast(pb.PutResponse, await call)
+                    resp = await self._grpcio.put_stream(
+                        [device_put_header(header, arena, off, source.nbytes)])
                 except grpc.RpcError as e:
-                    raise from_rpc_error(await _final_error(call, e), c.target) from None
-                except BaseException:
-                    call.cancel()
-                    raise
+                    raise from_rpc_error(e, c.target) from None
         finally:
             arena.release(off)
         self.state.used()

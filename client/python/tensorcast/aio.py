@@ -37,7 +37,7 @@ from tensorcast import _core
 from tensorcast._core import Meta
 from tensorcast._dtypes import DTypeLike
 from tensorcast._errors import UnavailableError, from_rpc_error
-from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put
+from tensorcast._plans import Call, ClientBase, Fetch, Flush, Plan, Put, Wait
 from tensorcast._proxy import Pending, TensorBase
 from tensorcast._transport import (
     HEALTH_CHECK,
@@ -48,6 +48,7 @@ from tensorcast._transport import (
     Pem,
     failure_text,
     not_ready,
+    wait_out,
 )
 
 __all__ = [
@@ -57,6 +58,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# The unary calls that make or delete a tensor: a task cancelled during one
+# waits it out (Client._run).
+_WAITED_OUT = frozenset({"Create", "To", "Detach", "Copy", "Delete"})
 
 
 class Client(ClientBase):
@@ -92,6 +97,9 @@ class Client(ClientBase):
                                                   self._cuda)
         self._ready = False
         self._flushing: Optional["asyncio.Task[None]"] = None
+
+    def _event(self) -> Any:
+        return asyncio.Event()
 
     _grpcio_transport = AioGrpcioTransport
     # The native calls block: they run in a worker thread.
@@ -168,30 +176,59 @@ class Client(ClientBase):
     async def _run(self, plan: Plan[T], *, reap: bool = True) -> T:
         """Drive a plan: await each call it yields. A public operation
         (``reap``) also starts deleting what collected proxies owned, in
-        the background."""
+        the background.
+
+        Cancelled during a call that makes or deletes a tensor
+        (``_WAITED_OUT``), the call is waited out instead (it is short:
+        the unary timeout bounds it), as the server may have done it
+        already: its answer goes to the plan, the CancelledError to the
+        plan's next step, so the plan cleans up (or its new proxy, dropped,
+        is deleted) and no tensor is left that nobody owns."""
         if reap:
             self._reap_soon()
         result: Any = None
         error: Optional[BaseException] = None
+        deferred = False  # a cancellation to throw into the plan at its next step
+        cancelled = False  # cancelled during a call waited out: ends cancelled
         while True:
             try:
                 step = plan.throw(error) if error is not None else plan.send(result)
             except StopIteration as stop:
+                if cancelled:
+                    raise asyncio.CancelledError from None
                 return stop.value
             error = None
+            if deferred:
+                deferred = False
+                error, result = asyncio.CancelledError(), None
+                continue
             try:
                 if type(step) is Call and not self._closed:  # the common step, inline
                     conn = self._conns.get(step.address) or self._conn_for(step.address)
-                    try:
-                        result = await getattr(conn.stub, step.method)(
-                            step.request, metadata=self._metadata,
-                            timeout=self.timeout if step.timeout is None else step.timeout)
-                    except grpc.RpcError as e:
-                        raise from_rpc_error(e, self.target) from None
+                    call = getattr(conn.stub, step.method)(
+                        step.request, metadata=self._metadata,
+                        timeout=self.timeout if step.timeout is None else step.timeout)
+                    if step.method in _WAITED_OUT:
+                        work = asyncio.ensure_future(self._answer(call))
+                        try:
+                            result = await asyncio.shield(work)
+                        except asyncio.CancelledError:
+                            await wait_out(work)
+                            if work.cancelled() or work.exception() is not None:
+                                raise
+                            result, deferred, cancelled = work.result(), True, True
+                    else:
+                        result = await self._answer(call)
                 else:
                     result = await self._execute(step)
             except BaseException as e:  # handed to the plan, which cleans up
                 error, result = e, None
+
+    async def _answer(self, call: Any) -> Any:
+        try:
+            return await call
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.target) from None
 
     async def _execute(self, step: Any) -> Any:
         """A Fetch, Put or Flush step (Calls are made inline in _run)."""
@@ -222,6 +259,9 @@ class Client(ClientBase):
                     return resp
         if kind is Flush:
             await self._flush()
+            return None
+        if kind is Wait:
+            await step.event.wait()
             return None
         raise TypeError(f"not a plan step: {step!r}")  # pragma: no cover
 
@@ -343,8 +383,8 @@ class Client(ClientBase):
         return await self._run(self._plan_list(name_prefix))
 
     async def delete(self, *refs: Any) -> int:
-        """Delete tensors by handle, name or proxy (all or nothing; in a
-        cluster, per node)."""
+        """As :meth:`tensorcast.Client.delete` (all or nothing; in a cluster,
+        per node; a proxy passed is given up either way)."""
         return await self._run(self._plan_delete(refs))
 
     async def copy(self, ref: Any, node: str, *, device: Any = None,
