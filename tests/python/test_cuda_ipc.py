@@ -75,6 +75,9 @@ class FakeRuntime:
     def stream_synchronize(self, device: int, stream: int) -> None:
         self.synced.append((device, stream))
 
+    def synchronize(self, device: int) -> None:
+        self.synced.append((device, -1))  # -1: the whole device
+
 
 def fake_source(data: np.ndarray, device: int = 0) -> _cuda_ipc.Source:
     """A Put source whose "device memory" is ``data``'s (host) memory."""
@@ -398,6 +401,41 @@ def test_arena_quarantines_a_slot_cut_short() -> None:
             raise ValueError()
     arena.release(off2)
     assert arena.free_bytes() == (1 << 12) - 1024
+
+
+def test_a_slot_given_back_is_written_only_after_the_device_synchronises() -> None:
+    fake = FakeRuntime()
+    arena = lent(fake, 1 << 12)
+    a = arena.hold(arena.allocate(64), (16,), "<f4", 64)
+    arena.allocate(64)  # nothing given back yet: no wait
+    assert fake.synced == []
+    del a  # kernels the program queued on it may still read it
+    gc.collect()
+    arena.allocate(64)
+    assert fake.synced == [(0, -1)]
+    arena.allocate(64)  # nothing given back since
+    assert fake.synced == [(0, -1)]
+
+
+def test_a_closed_region_with_a_quarantined_slot_is_never_freed() -> None:
+    fake = FakeRuntime()
+    arena = lent(fake, 1 << 12)
+    off = arena.allocate(1024)
+    with pytest.raises(TimeoutError):
+        with arena.transfer(off, lambda e: False):  # the server may still copy
+            raise TimeoutError()
+    arena.release(off)
+    arena.close()
+    assert fake.freed == []  # kept until the process ends
+    other = lent(fake, 1 << 12)
+    other.release(other.allocate(8))
+    other.close()
+    assert fake.freed == [other.base]
+
+
+def test_pointer_attributes_leave_room_for_cuda_13() -> None:
+    # cudaPointerAttributes in CUDA 13: 4 + 4 + 8 + 8 + 8 * 8 bytes.
+    assert ctypes.sizeof(_cuda_ipc._PointerAttributes) >= 88
 
 
 def test_device_state_reuses_then_retires_regions() -> None:

@@ -156,8 +156,10 @@ class Runtime:
     def _copy(self, device: int, dst: int, src: int, nbytes: int, kind: int) -> None:
         def run() -> None:
             self._check(self._lib.cudaMemcpy(dst, src, nbytes, kind), "cudaMemcpy")
-            # A pageable cudaMemcpy may return before the device has the bytes.
-            self._check(self._lib.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
+            # A pageable or device-to-device cudaMemcpy may return before the
+            # device has the bytes: wait for the legacy default stream it ran
+            # on (not the process's other streams).
+            self._check(self._lib.cudaStreamSynchronize(None), "cudaStreamSynchronize")
         self._on(device, run)
 
     def upload(self, device: int, dst: int, data: bytes) -> None:
@@ -185,6 +187,11 @@ class Runtime:
                              f"(cudaMemoryType {attrs.type})")
         return int(attrs.device)
 
+    def synchronize(self, device: int) -> None:
+        """Wait for all work this process queued on ``device``."""
+        self._on(device, lambda: self._check(self._lib.cudaDeviceSynchronize(),
+                                             "cudaDeviceSynchronize"))
+
     def stream_synchronize(self, device: int, stream: int) -> None:
         """Wait for ``stream`` (a cudaStream_t; 1 and 2: the legacy and the
         per-thread default streams, as __cuda_array_interface__ names them)."""
@@ -196,9 +203,12 @@ _MEMORY_TYPE_DEVICE = 2  # cudaMemoryTypeDevice
 
 
 class _PointerAttributes(ctypes.Structure):
-    """cudaPointerAttributes (CUDA 11 on)."""
+    """cudaPointerAttributes (CUDA 11 on): the four fields read here, then
+    the ``reserved`` words CUDA 13 adds (``long reserved[8]``) and as much
+    again to spare, so that the runtime never writes past the buffer."""
     _fields_ = [("type", ctypes.c_int), ("device", ctypes.c_int),
-                ("devicePointer", ctypes.c_void_p), ("hostPointer", ctypes.c_void_p)]
+                ("devicePointer", ctypes.c_void_p), ("hostPointer", ctypes.c_void_p),
+                ("reserved", ctypes.c_long * 8), ("spare", ctypes.c_byte * 128)]
 
 
 _runtime: Optional[Runtime] = None
@@ -399,7 +409,10 @@ class DeviceArena(_arena.Slots):
     ends the session at once (the server closes its mapping); the memory is
     freed with the last slot still held, so tensors that outlive their
     client stay valid, contents included (the server never discards device
-    memory)."""
+    memory) -- unless a transfer into it was cut short (a quarantined slot:
+    the server may still be copying), then it is kept until the process
+    ends. A slot given back is written again only after the device has
+    synchronised (``allocate``)."""
 
     what = "CUDA IPC region"
 
@@ -409,13 +422,40 @@ class DeviceArena(_arena.Slots):
         self.device = region.device
         self.base = region.ptr
         self._gone = False
+        # A slot given back since the device last synchronised: work the
+        # program queued on its tensor (on any stream) may still read it.
+        self._reused_unsynced = False
+
+    def allocate(self, nbytes: int) -> int:
+        """A slot, safe to write: when a slot has been given back since the
+        last time, the device is synchronised first (the tensor that held
+        it may still be read by queued kernels the server cannot see)."""
+        off = super().allocate(nbytes)
+        with self._lock:
+            sync, self._reused_unsynced = self._reused_unsynced, False
+        if sync:
+            try:
+                self.region.runtime.synchronize(self.device)
+            except BaseException:
+                super().release(off)
+                raise
+        return off
+
+    def _last(self) -> bool:
+        """Under the lock: whether the region may be freed now -- closed,
+        no slot held, none quarantined (the server may still be copying
+        there: such a region is kept until the process ends)."""
+        last = (self.closed and not self._used and not self._quarantined
+                and not self._gone)
+        if last:
+            self._gone = True
+        return last
 
     def release(self, off: int) -> None:
         super().release(off)
         with self._lock:
-            last = self.closed and not self._used and not self._gone
-            if last:
-                self._gone = True
+            self._reused_unsynced = True
+            last = self._last()
         if last:
             self.region.free()
 
@@ -430,9 +470,7 @@ class DeviceArena(_arena.Slots):
         with self._lock:
             self.closed = True
             self._free = []
-            last = not self._used and not self._gone
-            if last:
-                self._gone = True
+            last = self._last()
         self.region.close()
         if last:
             self.region.free()
