@@ -115,12 +115,17 @@ absl::StatusOr<v1::TensorInfo> PutOnPeer(CopyCall* call, int64_t* sent) {
   }
   // The one reply comes before the status; a broken stream has none, and
   // Finish says why.
-  if (writer.WritesDone()) writer.Read(&reply);
+  const bool replied = writer.WritesDone() && writer.Read(&reply);
   grpc::Status status = writer.Finish();
   if (!status.ok()) {
     status = ClusterNode::FromPeer(call->peer, status);
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                         status.error_message());
+  }
+  if (!replied) {
+    return absl::InternalError(
+        absl::StrCat("node '", call->peer.node_id,
+                     "' ended the copy's Put without a reply"));
   }
   v1::PutResponse response;
   std::vector<grpc::Slice> slices;

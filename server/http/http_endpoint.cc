@@ -141,6 +141,8 @@ class HttpEndpoint::Api {
           const std::string what =
               status == 414   ? "the request target is too long"
               : status == 416 ? "the Range header cannot be parsed"
+              : status == 413 ? "the request body is too large"
+              : status >= 500 ? "the server failed to answer the request"
                               : "a malformed HTTP request";
           Fail(req, res,
                status >= 500 ? absl::InternalError(what)
