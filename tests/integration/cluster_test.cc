@@ -307,18 +307,19 @@ TEST_F(ClusterTest, ACopyTheTargetRefusesFailsWithItsReasonAndStoresNothing) {
 }
 
 TEST_F(ClusterTest, ARelayedFetchChargesItsMessagesToTheCallerOnTheProxy) {
-  const v1::TensorInfo on1 = Put(1, 200000, kTokenD);  // 800 kB, on n1
-  auto tenant_bytes = [&](int node) {
+  auto tenant_bytes = [&](int node, const char* token) {
     v1::StatsResponse stats;
-    EXPECT_TRUE(stubs_[node]
-                    ->Stats(Ctx(kTokenD).get(), v1::StatsRequest(), &stats)
-                    .ok());
+    EXPECT_TRUE(
+        stubs_[node]->Stats(Ctx(token).get(), v1::StatsRequest(), &stats).ok());
     return stats.tenant().bytes();
   };
-  ASSERT_EQ(tenant_bytes(0), 0);
+  // 32 MiB on n1, far more than the transports' windows take in unread,
+  // so the relay stays open while the caller reads nothing.
+  const v1::TensorInfo on1 = Put(1, 8 << 20, kTokenA);
+  const int64_t before = tenant_bytes(0, kTokenA);
   // Held open through n0 after its first message: n0 holds up to two
-  // messages of 256 KiB (and their framing) for tenant d.
-  auto held_ctx = Ctx(kTokenD);
+  // messages of 256 KiB (and their framing) for tenant a.
+  auto held_ctx = Ctx(kTokenA);
   v1::FetchRequest req;
   req.set_ref(on1.handle());
   req.set_format(v1::FORMAT_RAW);
@@ -326,9 +327,22 @@ TEST_F(ClusterTest, ARelayedFetchChargesItsMessagesToTheCallerOnTheProxy) {
   auto held = stubs_[0]->Fetch(held_ctx.get(), req);
   v1::FetchResponse msg;
   ASSERT_TRUE(held->Read(&msg));
-  EXPECT_EQ(tenant_bytes(0), 2 * ((256 << 10) + (64 << 10)));
-  // 64 MiB messages would pass d's 2 MB quota on n0: refused there, before
-  // n1 is asked, naming what the bytes are for.
+  EXPECT_EQ(tenant_bytes(0, kTokenA), before + 2 * ((256 << 10) + (64 << 10)));
+  held_ctx->TryCancel();
+  held->Finish();
+  // The charge goes with the relay.
+  int64_t left = tenant_bytes(0, kTokenA);
+  for (int i = 0; i < 100 && left != before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = tenant_bytes(0, kTokenA);
+  }
+  EXPECT_EQ(left, before);
+
+  // 64 MiB messages would pass tenant d's 2 MB quota on n0: refused there,
+  // before n1 is asked, naming what the bytes are for; nothing stays
+  // charged.
+  const v1::TensorInfo small = Put(1, 1000, kTokenD);
+  req.set_ref(small.handle());
   req.set_chunk_bytes(64 << 20);
   auto big_ctx = Ctx(kTokenD);
   auto big = stubs_[0]->Fetch(big_ctx.get(), req);
@@ -337,15 +351,16 @@ TEST_F(ClusterTest, ARelayedFetchChargesItsMessagesToTheCallerOnTheProxy) {
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_TRUE(absl::StrContains(refused.error_message(), "relayed"))
       << refused.error_message();
-  held_ctx->TryCancel();
-  held->Finish();
-  // The charge goes with the relay.
-  int64_t left = tenant_bytes(0);
-  for (int i = 0; i < 100 && left != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    left = tenant_bytes(0);
-  }
-  EXPECT_EQ(left, 0);
+  EXPECT_EQ(tenant_bytes(0, kTokenD), 0);
+  // With 64 KiB messages it fits, and is relayed.
+  req.set_chunk_bytes(64 << 10);
+  auto fits_ctx = Ctx(kTokenD);
+  auto fits = stubs_[0]->Fetch(fits_ctx.get(), req);
+  std::string bytes;
+  while (fits->Read(&msg)) bytes += msg.data();
+  grpc::Status relayed = fits->Finish();
+  EXPECT_TRUE(relayed.ok()) << relayed.error_message();
+  EXPECT_EQ(bytes, Bytes(1000));
 }
 
 TEST_F(ClusterTest, AForwardedFetchTakesOneOfTheCallersStreamsOnTheProxy) {
